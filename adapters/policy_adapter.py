@@ -1,0 +1,319 @@
+"""Policy adapters: LoRA weights (PEFT) over the adapter's initial model, plus optional reward tokens.
+
+An `AdapterHost` holds one frozen model and any number of named LoRA adapters on it. Because the
+base weights are shared, rows with and without an adapter run in one batch (PEFT's mixed-batch
+`adapter_names`), which is how tailored decoding gets base and adapter logits in one forward pass.
+
+On disk an adapter is a directory:
+
+    adapter_config.json         PEFT's LoRA config
+    adapter_model.safetensors   the LoRA weights
+    reward_tokens.safetensors   Quark's reward-token embeddings (K, hidden), when the adapter has them
+    card.json                   task, models, combination, alpha, training settings, metrics before/after
+
+Loading reads only JSON and safetensors, never pickle.
+
+    >>> host = AdapterHost(model, tokenizer, "embedded")              # doctest: +SKIP
+    >>> host.new_adapter("mine", AdapterCard(task="toxicity"))        # doctest: +SKIP
+    >>> host.save_adapter("mine", "adapters/trained/mine")            # doctest: +SKIP
+    >>> card = host.load_adapter("copy", "adapters/trained/mine")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+CARD_FILE = "card.json"
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+REWARD_TOKENS_FILE = "reward_tokens.safetensors"
+FORMAT_VERSION = 1
+COMBINATIONS = ("residual", "paper")
+
+
+class AdapterError(ValueError):
+    """An adapter could not be created, saved or loaded; the message says why and what to do."""
+
+
+@dataclass
+class AdapterCard:
+    """What a saved adapter is and how it was made (card.json)."""
+
+    task: str = "custom"
+    """The task the adapter was trained for (a key of tasks.TASKS, or 'custom')."""
+    base_model: str = "embedded"
+    """The base model it was trained to steer."""
+    adapter_init_model: str = "embedded"
+    """The model whose weights the LoRA adapter sits on."""
+    init_fingerprint: dict = field(default_factory=dict)
+    """Shape facts of the initial model (type, hidden size, layers, vocabulary), checked at load."""
+    combination: str = "residual"
+    """How adapter and base logits combine: 'residual' or 'paper' (see tailored_decoding.combine_logits)."""
+    alpha: float = 1.0
+    """The adapter strength it was trained with and is shown with by default."""
+    algorithm: str = "none"
+    """The training algorithm: 'pg', 'quark' or 'none' (untrained)."""
+    n_reward_tokens: int = 0
+    """Quark's reward quantiles; 0 when the adapter uses no reward tokens."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (scaling = lora_alpha / r)."""
+    training: dict = field(default_factory=dict)
+    """The training settings (TrainConfig as a dict)."""
+    steps: int = 0
+    """Training steps done."""
+    train_seconds: float = 0.0
+    """Wall-clock training time."""
+    machine: str = ""
+    """Where it was trained (device name)."""
+    metrics_before: dict = field(default_factory=dict)
+    """Held-back evaluation of the untrained adapter (the base policy)."""
+    metrics_after: dict = field(default_factory=dict)
+    """Held-back evaluation after training."""
+    created: str = ""
+    """When the adapter was saved (UTC, ISO 8601)."""
+    format_version: int = FORMAT_VERSION
+    """On-disk format version."""
+
+    def __post_init__(self):
+        if self.combination not in COMBINATIONS:
+            raise AdapterError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
+        if self.n_reward_tokens < 0:
+            raise AdapterError("n_reward_tokens must be 0 (no reward tokens) or a positive number of quantiles.")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AdapterCard":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def model_fingerprint(model: PreTrainedModel) -> dict:
+    """Shape facts that an adapter's LoRA weights depend on."""
+    config = model.config
+    return {
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+    }
+
+
+def lora_config(r: int = 8, lora_alpha: int = 16) -> LoraConfig:
+    """LoRA on every linear layer but the LM head. r = 8 keeps a 135M adapter under 10 MB in float32."""
+    return LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules="all-linear", bias="none")
+
+
+class AdapterHost:
+    """One frozen model carrying named LoRA adapters; rows with and without an adapter share a batch.
+
+    The wrapped model never trains: only LoRA weights and reward-token embeddings get gradients.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, model_name: str):
+        model.requires_grad_(False)
+        self.base_model = model
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.peft: PeftModel | None = None
+        self.cards: dict[str, AdapterCard] = {}
+        self.reward_embeddings: dict[str, torch.nn.Parameter] = {}
+        self._trainable: set[str] = set()
+
+    # --- the model to call ---------------------------------------------------------------------
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model to run: the PEFT wrapper once an adapter exists, else the plain model."""
+        return self.peft if self.peft is not None else self.base_model
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.cards)
+
+    @contextlib.contextmanager
+    def base_only(self):
+        """Run the model with every adapter switched off (the frozen base / adapter-init model)."""
+        if self.peft is None:
+            yield self.base_model
+        else:
+            with self.peft.disable_adapter():
+                yield self.peft
+
+    @contextlib.contextmanager
+    def only(self, name: str):
+        """Run the model with exactly adapter `name` active."""
+        self._check_name(name)
+        if self.peft.active_adapter != name:
+            self.peft.set_adapter(name)
+            # set_adapter also changes requires_grad; only set_trainable decides that here.
+            for other in self.cards:
+                self.set_trainable(other, other in self._trainable)
+        yield self.peft
+
+    def input_embeddings(self) -> torch.nn.Embedding:
+        return self.base_model.get_input_embeddings()
+
+    def trainable_parameters(self, name: str) -> list[torch.nn.Parameter]:
+        """The parameters training may change: LoRA weights of `name` and its reward-token embeddings."""
+        self._check_name(name)
+        params = [p for n, p in self.peft.named_parameters() if "lora_" in n and f".{name}." in n]
+        if name in self.reward_embeddings:
+            params.append(self.reward_embeddings[name])
+        return params
+
+    def set_trainable(self, name: str, trainable: bool) -> None:
+        """Let training change adapter `name` (or freeze it again)."""
+        for param in self.trainable_parameters(name):
+            param.requires_grad_(trainable)
+        if trainable:
+            self._trainable.add(name)
+        else:
+            self._trainable.discard(name)
+
+    # --- creating, saving, loading ---------------------------------------------------------------
+    def new_adapter(self, name: str, card: AdapterCard) -> None:
+        """Add a fresh adapter: LoRA B = 0, so it changes nothing until trained."""
+        if name in self.cards:
+            raise AdapterError(f"An adapter named {name!r} is already loaded.")
+        card.adapter_init_model = self.model_name
+        card.init_fingerprint = model_fingerprint(self.base_model)
+        self._inject(name, lora_config(card.lora_r, card.lora_alpha))
+        if card.n_reward_tokens:
+            # Reward tokens start as copies of an existing token's embedding (BOS, else EOS), one per quantile.
+            token_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
+            start = self.input_embeddings().weight[token_id].detach().float()
+            embeddings = start.expand(card.n_reward_tokens, -1).clone()
+            self.reward_embeddings[name] = torch.nn.Parameter(embeddings.to(self.input_embeddings().weight.device))
+        self.cards[name] = card
+        self.set_trainable(name, False)
+
+    def _inject(self, name: str, config: LoraConfig) -> None:
+        if self.peft is None:
+            self.peft = get_peft_model(self.base_model, config, adapter_name=name)
+        else:
+            self.peft.add_adapter(name, config)
+        self.peft.eval()
+
+    def save_adapter(self, name: str, directory: str | os.PathLike) -> Path:
+        """Write the adapter atomically (into a temporary sibling, then rename) and return its directory."""
+        self._check_name(name)
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        card = self.cards[name]
+        card.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.peft, adapter_name=name).items()}
+        save_file(weights, tmp / WEIGHTS_FILE)
+        config = self.peft.peft_config[name].to_dict()
+        config["base_model_name_or_path"] = card.adapter_init_model
+        config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+        if name in self.reward_embeddings:
+            save_file({"reward_embeddings": self.reward_embeddings[name].detach().cpu().contiguous()}, tmp / REWARD_TOKENS_FILE)
+        (tmp / CARD_FILE).write_text(json.dumps(asdict(card), indent=2))
+        if target.exists():
+            old = target.with_name(f".{target.name}.old{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+        return target
+
+    def load_adapter(self, name: str, directory: str | os.PathLike) -> AdapterCard:
+        """Load a saved adapter under `name`; clear errors for a missing, corrupt or mismatched one."""
+        directory = Path(directory)
+        card = read_card(directory)
+        if card.init_fingerprint and card.init_fingerprint != model_fingerprint(self.base_model):
+            raise AdapterError(
+                f"The adapter in {directory} was made for {card.adapter_init_model!r} "
+                f"({_describe(card.init_fingerprint)}), but the loaded adapter model is {self.model_name!r} "
+                f"({_describe(model_fingerprint(self.base_model))}). Load it with the model it was trained on."
+            )
+        if name in self.cards:
+            raise AdapterError(f"An adapter named {name!r} is already loaded.")
+        try:
+            config_dict = json.loads((directory / CONFIG_FILE).read_text())
+            known = set(LoraConfig.__dataclass_fields__)
+            config = LoraConfig(**{k: v for k, v in config_dict.items() if k in known and k != "peft_type"})
+            config.base_model_name_or_path = getattr(self.base_model, "name_or_path", None)
+            weights = load_file(directory / WEIGHTS_FILE)
+        except FileNotFoundError as err:
+            raise AdapterError(f"{directory} is not a complete adapter: {Path(err.filename).name} is missing.") from None
+        except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt file
+            raise AdapterError(f"{directory} holds a corrupt adapter ({type(err).__name__}: {err}).") from None
+        self._inject(name, config)
+        try:
+            result = set_peft_model_state_dict(self.peft, weights, adapter_name=name)
+            missing = [k for k in result.missing_keys if "lora_" in k and f".{name}." in k]
+            if missing or result.unexpected_keys:
+                raise AdapterError(
+                    f"{directory} does not fit the model: {len(missing)} LoRA weights missing, "
+                    f"{len(result.unexpected_keys)} unexpected."
+                )
+            if card.n_reward_tokens:
+                tokens = load_file(directory / REWARD_TOKENS_FILE)["reward_embeddings"]
+                hidden = self.input_embeddings().weight.shape[1]
+                if tuple(tokens.shape) != (card.n_reward_tokens, hidden):
+                    raise AdapterError(f"{directory}: reward tokens have shape {tuple(tokens.shape)}, expected ({card.n_reward_tokens}, {hidden}).")
+                self.reward_embeddings[name] = torch.nn.Parameter(tokens.to(self.input_embeddings().weight.device))
+        except Exception as err:
+            self.peft.delete_adapter(name)
+            if isinstance(err, AdapterError):
+                raise
+            raise AdapterError(f"{directory} holds a corrupt adapter ({type(err).__name__}: {err}).") from None
+        self.peft.eval()
+        self.cards[name] = card
+        self.set_trainable(name, False)
+        return card
+
+    def delete_adapter(self, name: str) -> None:
+        self._check_name(name)
+        self.peft.delete_adapter(name)
+        self.cards.pop(name)
+        self.reward_embeddings.pop(name, None)
+
+    def reward_token_embedding(self, name: str, quantile: int | None = None) -> torch.Tensor | None:
+        """The embedding (hidden,) of a reward token; by default the best quantile's (index 0)."""
+        if name not in self.reward_embeddings:
+            return None
+        return self.reward_embeddings[name][0 if quantile is None else quantile]
+
+    def _check_name(self, name: str) -> None:
+        if name not in self.cards:
+            known = ", ".join(self.cards) or "none"
+            raise AdapterError(f"No adapter named {name!r} is loaded (loaded: {known}).")
+
+
+def read_card(directory: str | os.PathLike) -> AdapterCard:
+    """Read an adapter's card, with one clear error for a missing directory or file and for bad JSON."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AdapterError(f"The adapter directory {directory} does not exist.")
+    path = directory / CARD_FILE
+    if not path.is_file():
+        raise AdapterError(f"{directory} is not an adapter: it has no {CARD_FILE}.")
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return AdapterCard.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise AdapterError(f"{path} is corrupt ({err}).") from None
+
+
+def _describe(fingerprint: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in fingerprint.items())

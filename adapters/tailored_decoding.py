@@ -1,0 +1,550 @@
+"""Tailored decoding: sample from the product of a frozen base model and a policy adapter.
+
+    tailored(x_t | x_<t)  ∝  p_base(x_t | x_<t) · exp(alpha · adapter_term)
+
+with two forms of the adapter term (`combine_logits`):
+
+- "paper"    : adapter logits, as in Lu et al. (2023): log_softmax(base) + alpha · adapter.
+- "residual" : adapter logits minus the adapter's initial model's logits, so an untrained adapter
+               leaves the base untouched and alpha is a clean strength knob. The default.
+
+Everything runs batched with KV caches. Base rows and adapter rows of the same step share one
+forward pass when the adapter sits on the base's own weights (PEFT mixed batches). Side-by-side
+mode decodes the base's and the tailored policy's continuations together, with the same random
+numbers for each pair, so at alpha = 0 the two columns are identical and otherwise differ only
+where the adapter moved the distribution.
+
+    >>> policy = TailoredPolicy(host, adapter=host, adapter_name="toxicity")      # doctest: +SKIP
+    >>> result = generate(policy, ["The movie was"], DecodeConfig(max_new_tokens=20))  # doctest: +SKIP
+    >>> result.base[0].text, result.tailored[0].text                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from adapters.policy_adapter import COMBINATIONS, AdapterHost
+
+MAX_ALPHA = 10.0
+
+
+class DecodeError(ValueError):
+    """Bad decoding input (empty prompt, alpha out of range, ...); the message says what to change."""
+
+
+@dataclass
+class DecodeConfig:
+    """How to decode."""
+
+    max_new_tokens: int = 32
+    """Most tokens to generate per continuation."""
+    min_new_tokens: int = 0
+    """EOS is forbidden before this many tokens."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 means greedy (argmax)."""
+    top_p: float = 0.9
+    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off)."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 = off)."""
+    alpha: float = 1.0
+    """Adapter strength: 0 = base only."""
+    seed: int | None = 0
+    """Random seed; None draws one (reported in the result)."""
+    stop_at_eos: bool = True
+    """End a continuation at an end-of-sequence token."""
+
+    def __post_init__(self):
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise DecodeError(f"max_new_tokens must be between 1 and 4096, got {self.max_new_tokens}.")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise DecodeError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}.")
+        if not 0 <= self.temperature <= 10:
+            raise DecodeError(f"temperature must be between 0 (greedy) and 10, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise DecodeError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0:
+            raise DecodeError(f"top_k must be 0 (off) or positive, got {self.top_k}.")
+        if not 0 <= self.alpha <= MAX_ALPHA:
+            raise DecodeError(f"alpha must be between 0 (base only) and {MAX_ALPHA:g}, got {self.alpha}.")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class TailoredPolicy:
+    """A frozen base and, optionally, a policy adapter to steer it.
+
+    `adapter` is the host carrying the adapter's LoRA weights: `base` itself when the adapter sits on
+    the base's weights (the embedded default), another host when the adapter's initial model is a
+    different (smaller) model with the same tokenizer.
+    """
+
+    base: AdapterHost
+    adapter: AdapterHost | None = None
+    adapter_name: str | None = None
+    combination: str = "residual"
+
+    def __post_init__(self):
+        if self.combination not in COMBINATIONS:
+            raise DecodeError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
+        if (self.adapter is None) != (self.adapter_name is None):
+            raise DecodeError("Give both the adapter host and the adapter's name, or neither.")
+        if self.adapter is not None:
+            self.adapter._check_name(self.adapter_name)
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
+
+    @property
+    def shares_weights(self) -> bool:
+        """Base and adapter rows can share one forward pass."""
+        return self.adapter is self.base
+
+
+# --- pure tensor functions -------------------------------------------------------------------------
+
+
+def combine_logits(
+    base_logits: torch.Tensor,
+    adapter_logits: torch.Tensor | None,
+    init_logits: torch.Tensor | None,
+    alpha: float,
+    combination: str = "residual",
+) -> torch.Tensor:
+    """Unnormalised log-probabilities of the tailored policy.  (B, V) -> (B, V)
+
+    paper:    log_softmax(base) + alpha · adapter
+    residual: log_softmax(base) + alpha · (adapter − init)
+
+    >>> base = torch.tensor([[0.0, 1.0]]); adapter = torch.tensor([[2.0, 0.0]])
+    >>> combine_logits(base, adapter, base, 0.0).equal(torch.log_softmax(base, -1))
+    True
+    """
+    base_logprobs = torch.log_softmax(base_logits.float(), dim=-1)
+    if alpha == 0 or adapter_logits is None:
+        return base_logprobs
+    if combination == "paper":
+        return base_logprobs + alpha * adapter_logits.float()
+    if init_logits is None:
+        raise ValueError("The residual combination needs the adapter's initial logits.")
+    return base_logprobs + alpha * (adapter_logits.float() - init_logits.float())
+
+
+def filter_logits(logprobs: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, then top-k, then top-p (nucleus); removed tokens get -inf.  (B, V) -> (B, V)"""
+    logits = logprobs / temperature
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p; the top token always stays.
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_coupled(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling in vocabulary order: rows with the same distribution and the same
+    uniform pick the same token, and close distributions mostly do too.  (B, V), (B,) -> (B,)"""
+    probs = torch.softmax(logits.double(), dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
+    tokens = torch.searchsorted(cdf, target).squeeze(-1)
+    # Guard against landing on a zero-probability token at the very end of the CDF.
+    tokens = tokens.clamp(max=logits.shape[-1] - 1)
+    bad = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) == 0
+    if bad.any():
+        tokens[bad] = probs[bad].argmax(dim=-1)
+    return tokens
+
+
+def kl_divergence(p_logprobs: torch.Tensor, q_logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per row from normalised log-probabilities.  (B, V), (B, V) -> (B,)"""
+    p = p_logprobs.exp()
+    terms = p * (p_logprobs - q_logprobs)
+    return torch.nan_to_num(terms, nan=0.0).sum(dim=-1)
+
+
+# --- batched forward passes with KV caches -----------------------------------------------------------
+
+
+class _RowGroup:
+    """One model run over a fixed set of rows with its own KV cache.
+
+    A row is (stream, adapter name or None for LoRA off, optional prefix embedding). Rows of
+    different lengths are padded on the left; positions follow the attention mask.
+    """
+
+    def __init__(self, host: AdapterHost, streams: list[int], names: list[str | None], prefixes: list[torch.Tensor | None]):
+        self.host = host
+        self.streams = torch.tensor(streams, dtype=torch.long)
+        self.names = names
+        self.prefixes = prefixes
+        self.cache = None
+        self.mask = None
+        self.next_position = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _forward(self, **inputs) -> torch.Tensor:
+        model = self.host.model
+        if all(name is None for name in self.names):
+            with self.host.base_only() as base:
+                out = base(**inputs, use_cache=True, logits_to_keep=1)
+        elif all(name == self.names[0] for name in self.names):
+            with self.host.only(self.names[0]) as adapted:
+                out = adapted(**inputs, use_cache=True, logits_to_keep=1)
+        else:
+            names = [name or "__base__" for name in self.names]
+            out = model(**inputs, use_cache=True, logits_to_keep=1, adapter_names=names)
+        self.cache = out.past_key_values
+        return out.logits[:, -1, :].float()
+
+    def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+        """Run the prompts; returns next-token logits (R, V)."""
+        seqs = [prompt_ids[s] for s in self.streams.tolist()]
+        lengths = [len(seq) + (prefix is not None) for seq, prefix in zip(seqs, self.prefixes)]
+        width = max(lengths)
+        input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, seq in enumerate(seqs):
+            input_ids[r, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[r, width - lengths[r]:] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        inputs = {"attention_mask": mask, "position_ids": positions, "past_key_values": DynamicCache()}
+        if any(prefix is not None for prefix in self.prefixes):
+            embeds = self.host.input_embeddings()(input_ids)
+            for r, prefix in enumerate(self.prefixes):
+                if prefix is not None:
+                    embeds[r, width - lengths[r]] = prefix.to(embeds.dtype)
+            inputs["inputs_embeds"] = embeds
+        else:
+            inputs["input_ids"] = input_ids
+        self.mask = mask
+        self.next_position = positions[:, -1] + 1
+        return self._forward(**inputs)
+
+    def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each row its stream's new token (S,); returns next-token logits (R, V)."""
+        ids = next_tokens[self.streams.to(next_tokens.device)].unsqueeze(1)
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
+        positions = self.next_position.unsqueeze(1)
+        self.next_position = self.next_position + 1
+        return self._forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+
+
+class _Experts:
+    """Plans the row groups for a decoding run and returns base, adapter and init logits per step."""
+
+    def __init__(self, policy: TailoredPolicy, n_streams: int, tailored_streams: list[int], use_adapter: bool):
+        self.policy = policy
+        self.tailored = tailored_streams
+        base, adapter, name = policy.base, policy.adapter, policy.adapter_name
+        all_streams = list(range(n_streams))
+        prefix = adapter.reward_token_embedding(name) if (use_adapter and adapter is not None) else None
+        self.use_adapter = use_adapter and adapter is not None and bool(tailored_streams)
+        need_init = self.use_adapter and policy.combination == "residual" and not policy.shares_weights
+        k = len(tailored_streams)
+        if not self.use_adapter:
+            self.groups = [_RowGroup(base, all_streams, [None] * n_streams, [None] * n_streams)]
+            self.slices = {"base": (0, slice(0, n_streams))}
+        elif policy.shares_weights:
+            # One forward: every stream's base row, then each tailored stream's adapter row.
+            # The adapter sits on the base's weights, so the base rows are also the init rows.
+            self.groups = [_RowGroup(base, all_streams + tailored_streams, [None] * n_streams + [name] * k,
+                                     [None] * n_streams + [prefix] * k)]
+            self.slices = {"base": (0, slice(0, n_streams)), "adapter": (0, slice(n_streams, n_streams + k))}
+        else:
+            rows = tailored_streams + (tailored_streams if need_init else [])
+            names = [name] * k + ([None] * k if need_init else [])
+            prefixes = [prefix] * k + ([None] * k if need_init else [])
+            self.groups = [_RowGroup(base, all_streams, [None] * n_streams, [None] * n_streams),
+                           _RowGroup(adapter, rows, names, prefixes)]
+            self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
+            if need_init:
+                self.slices["init"] = (1, slice(k, 2 * k))
+
+    def _split(self, outputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = {key: outputs[g][s] for key, (g, s) in self.slices.items()}
+        if self.use_adapter and "init" not in logits:
+            logits["init"] = logits["base"][self.tailored]
+        return logits
+
+    def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+        return self._split([g.prefill(prompt_ids, pad_id, device) for g in self.groups])
+
+    def step(self, next_tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._split([g.step(next_tokens) for g in self.groups])
+
+
+# --- the decoding loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class Completion:
+    """One continuation, with per-token log-probabilities (temperature 1, no truncation)."""
+
+    prompt_index: int
+    sample_index: int
+    policy: str
+    """'base' or 'tailored'."""
+    token_ids: list[int]
+    text: str
+    finished: bool
+    """It ended with an end-of-sequence token."""
+    base_logprobs: list[float]
+    """log p_base(token) at each step."""
+    tailored_logprobs: list[float]
+    """log p_tailored(token) at each step (the base's for the base column)."""
+    kl: list[float]
+    """KL(tailored || base) at each step: how far the adapter moved the distribution (0 for the base column)."""
+    tokens: list[str] = field(default_factory=list)
+    """Each generated token as text (EOS left out)."""
+
+
+@dataclass
+class DecodeResult:
+    """Continuations of every prompt: `base[i]`, `tailored[i]` for stream i = prompt · n + sample."""
+
+    base: list[Completion] = field(default_factory=list)
+    tailored: list[Completion] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seed: int = 0
+    steps: int = 0
+    done: bool = False
+    """The run has ended (every continuation finished or max_new_tokens reached)."""
+
+
+@dataclass
+class SampleBatch:
+    """Token tensors of a decoding run, for training: S streams."""
+
+    prompt_ids: list[list[int]]
+    """Prompt token ids per stream (after truncation)."""
+    completion_ids: torch.Tensor
+    """(S, T) generated ids, pad after the end."""
+    completion_mask: torch.Tensor
+    """(S, T) 1 for generated tokens (EOS included), 0 after."""
+    base_logprobs: torch.Tensor
+    """(S, T) log p_base of each generated token."""
+    tailored_logprobs: torch.Tensor
+    """(S, T) log p_tailored of each generated token."""
+    kl: torch.Tensor
+    """(S, T) KL(tailored || base) at each step."""
+    columns: list[str]
+    """'base' or 'tailored' per stream."""
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tuple[list[list[int]], list[str]]:
+    """Token ids per prompt, truncated from the left to max_prompt_tokens; warnings say so."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts:
+        raise DecodeError("No prompt given.")
+    ids, warnings = [], []
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise DecodeError(f"Prompt {i + 1} is a {type(prompt).__name__}, not text.")
+        if not prompt.strip():
+            raise DecodeError("The prompt is empty: type some text to continue." if len(prompts) == 1 else f"Prompt {i + 1} is empty.")
+        tokens = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if len(tokens) > max_prompt_tokens:
+            warnings.append(
+                f"Prompt {i + 1} has {len(tokens)} tokens, more than the {max_prompt_tokens} that fit in the "
+                f"context window with the requested new tokens: kept its last {max_prompt_tokens} tokens."
+            )
+            tokens = tokens[-max_prompt_tokens:]
+        ids.append(tokens)
+    return ids, warnings
+
+
+def eos_token_ids(host: AdapterHost) -> list[int]:
+    """End-of-sequence ids: the generation config's and the tokenizer's."""
+    ids = host.base_model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if host.tokenizer.eos_token_id is not None and host.tokenizer.eos_token_id not in ids:
+        ids.append(host.tokenizer.eos_token_id)
+    return ids
+
+
+def context_window(host: AdapterHost) -> int:
+    return int(getattr(host.base_model.config, "max_position_embeddings", 2048) or 2048)
+
+
+@torch.inference_mode()
+def decode_steps(
+    policy: TailoredPolicy,
+    prompts: list[str] | list[list[int]],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("base", "tailored"),
+) -> Iterator[tuple[int, SampleBatch, list[str], int]]:
+    """The decoding loop. Yields (step, batch so far, warnings, seed) after every generated token.
+
+    prompts: strings (tokenised without special tokens) or lists of token ids.
+    columns: which policies to decode: ('base',), ('tailored',) or both, side by side.
+    Streams are ordered column-major: column c, prompt p, sample j -> stream c·P·n + p·n + j.
+    """
+    if n < 1:
+        raise DecodeError(f"n (samples per prompt) must be at least 1, got {n}.")
+    if not columns or any(c not in ("base", "tailored") for c in columns):
+        raise DecodeError(f"columns must name 'base' and/or 'tailored', got {columns}.")
+    tokenizer = policy.tokenizer
+    has_prefix = policy.adapter is not None and policy.adapter.reward_token_embedding(policy.adapter_name) is not None
+    max_prompt = context_window(policy.base) - config.max_new_tokens - int(has_prefix)
+    if max_prompt < 1:
+        raise DecodeError(f"max_new_tokens ({config.max_new_tokens}) leaves no room for the prompt in the {context_window(policy.base)}-token context window.")
+    if prompts and isinstance(prompts[0], list):
+        prompt_ids = [list(p)[-max_prompt:] for p in prompts]
+        warnings = []
+        if any(len(p) == 0 for p in prompts):
+            raise DecodeError("A prompt is empty.")
+    else:
+        prompt_ids, warnings = encode_prompts(tokenizer, prompts, max_prompt)
+
+    seed = config.seed if config.seed is not None else random.randrange(2**31)
+    generator = torch.Generator().manual_seed(seed)
+    device = policy.base.base_model.device
+    n_pairs = len(prompt_ids) * n
+    stream_prompts = [ids for ids in prompt_ids for _ in range(n)] * len(columns)
+    stream_columns = [c for c in columns for _ in range(n_pairs)]
+    n_streams = len(stream_prompts)
+    pair = torch.arange(n_streams) % n_pairs
+    tailored = [s for s, c in enumerate(stream_columns) if c == "tailored"]
+    tailored_idx = torch.tensor(tailored, dtype=torch.long, device=device)
+    use_adapter = config.alpha != 0 and policy.adapter is not None
+    experts = _Experts(policy, n_streams, tailored, use_adapter)
+
+    eos = eos_token_ids(policy.base)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    max_new = config.max_new_tokens
+    completion = torch.full((n_streams, max_new), pad_id, dtype=torch.long)
+    mask = torch.zeros((n_streams, max_new), dtype=torch.long)
+    base_lp = torch.zeros((n_streams, max_new))
+    tailored_lp = torch.zeros((n_streams, max_new))
+    kl = torch.zeros((n_streams, max_new))
+    done = torch.zeros(n_streams, dtype=torch.bool)
+
+    logits = experts.prefill(stream_prompts, pad_id, device)
+    for t in range(max_new):
+        base_logprobs = torch.log_softmax(logits["base"].float(), dim=-1)  # (S, V)
+        policy_logprobs = base_logprobs.clone()
+        if tailored and use_adapter:
+            combined = combine_logits(logits["base"][tailored_idx], logits["adapter"], logits.get("init"), config.alpha, policy.combination)
+            policy_logprobs[tailored_idx] = torch.log_softmax(combined, dim=-1)
+        choice_logprobs = policy_logprobs
+        if t < config.min_new_tokens and eos:
+            choice_logprobs = policy_logprobs.clone()
+            choice_logprobs[:, eos] = float("-inf")
+        if config.greedy:
+            next_tokens = choice_logprobs.argmax(dim=-1)
+        else:
+            filtered = filter_logits(choice_logprobs, config.temperature, config.top_k, config.top_p)
+            uniforms = torch.rand(n_pairs, generator=generator)[pair].to(device)
+            next_tokens = sample_coupled(filtered, uniforms)
+        next_tokens = next_tokens.cpu()
+        active = ~done
+        next_tokens[done] = pad_id
+        completion[:, t] = next_tokens
+        mask[:, t] = active.long()
+        chosen = next_tokens.to(device).unsqueeze(-1)
+        base_lp[:, t] = base_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
+        tailored_lp[:, t] = policy_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
+        kl[:, t] = kl_divergence(policy_logprobs, base_logprobs).cpu() * active
+        if config.stop_at_eos and eos:
+            done |= active & torch.isin(next_tokens, torch.tensor(eos))
+        batch = SampleBatch(stream_prompts, completion[:, : t + 1], mask[:, : t + 1], base_lp[:, : t + 1],
+                            tailored_lp[:, : t + 1], kl[:, : t + 1], stream_columns)
+        yield t + 1, batch, warnings, seed
+        if bool(done.all()) or t == max_new - 1:
+            return
+        logits = experts.step(next_tokens.to(device))
+
+
+def to_completions(batch: SampleBatch, tokenizer, n: int, eos: list[int]) -> tuple[list[Completion], list[Completion]]:
+    """Turn a batch into Completion objects, split by column."""
+    base, tailored = [], []
+    n_pairs = len(batch.columns) // len(set(batch.columns)) if batch.columns else 0
+    for s, column in enumerate(batch.columns):
+        length = int(batch.completion_mask[s].sum())
+        ids = batch.completion_ids[s, :length].tolist()
+        finished = bool(ids) and ids[-1] in eos
+        text_ids = ids[:-1] if finished else ids
+        pair = s % n_pairs
+        item = Completion(
+            prompt_index=pair // n,
+            sample_index=pair % n,
+            policy=column,
+            token_ids=ids,
+            text=tokenizer.decode(text_ids, skip_special_tokens=True),
+            finished=finished,
+            base_logprobs=batch.base_logprobs[s, :length].tolist(),
+            tailored_logprobs=batch.tailored_logprobs[s, :length].tolist(),
+            kl=batch.kl[s, :length].tolist(),
+            tokens=[tokenizer.decode([i]) for i in text_ids],
+        )
+        (base if column == "base" else tailored).append(item)
+    return base, tailored
+
+
+def stream(
+    policy: TailoredPolicy,
+    prompts: list[str],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("base", "tailored"),
+    every: int = 1,
+) -> Iterator[DecodeResult]:
+    """Yield a DecodeResult with the text so far every `every` tokens, and once more at the end (done=True)."""
+    eos = eos_token_ids(policy.base)
+    last = None
+    for step, batch, warnings, seed in decode_steps(policy, prompts, config, n, columns):
+        last = (step, batch, warnings, seed)
+        if step % every == 0:
+            base, tailored = to_completions(batch, policy.tokenizer, n, eos)
+            yield DecodeResult(base, tailored, list(warnings), seed, step, done=False)
+    step, batch, warnings, seed = last
+    base, tailored = to_completions(batch, policy.tokenizer, n, eos)
+    yield DecodeResult(base, tailored, list(warnings), seed, step, done=True)
+
+
+def generate(
+    policy: TailoredPolicy,
+    prompts: list[str],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("base", "tailored"),
+) -> DecodeResult:
+    """Decode to the end and return every continuation (side by side by default)."""
+    result = None
+    for result in stream(policy, prompts, config, n, columns, every=config.max_new_tokens + 1):
+        pass
+    return result
+
+
+def sample(
+    policy: TailoredPolicy,
+    prompts: list[str] | list[list[int]],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("tailored",),
+) -> SampleBatch:
+    """Decode to the end and return token tensors (for training)."""
+    batch = None
+    for _, batch, _, _ in decode_steps(policy, prompts, config, n, columns):
+        pass
+    return batch
