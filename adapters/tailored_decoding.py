@@ -91,6 +91,10 @@ class TailoredPolicy:
     adapter: AdapterHost | None = None
     adapter_name: str | None = None
     combination: str = "residual"
+    remote_base: object | None = None
+    """A black-box base (e.g. adapters.api_base.ApiBase): its `row_group(streams)` returns an object with
+    `prefill(prompt_ids, pad_id, device)` and `step(next_tokens)` giving (R, V) log-probabilities, -inf
+    outside the top k it reports. `base` then only lends its tokenizer, EOS ids and context window."""
 
     def __post_init__(self):
         if self.combination not in COMBINATIONS:
@@ -107,7 +111,7 @@ class TailoredPolicy:
     @property
     def shares_weights(self) -> bool:
         """Base and adapter rows can share one forward pass."""
-        return self.adapter is self.base
+        return self.adapter is self.base and self.remote_base is None
 
 
 # --- pure tensor functions -------------------------------------------------------------------------
@@ -259,8 +263,12 @@ class _Experts:
         self.use_adapter = use_adapter and adapter is not None and bool(tailored_streams)
         need_init = self.use_adapter and policy.combination == "residual" and not policy.shares_weights
         k = len(tailored_streams)
+        if policy.remote_base is not None:
+            base_group = policy.remote_base.row_group(all_streams)
+        else:
+            base_group = _RowGroup(base, all_streams, [None] * n_streams, [None] * n_streams)
         if not self.use_adapter:
-            self.groups = [_RowGroup(base, all_streams, [None] * n_streams, [None] * n_streams)]
+            self.groups = [base_group]
             self.slices = {"base": (0, slice(0, n_streams))}
         elif policy.shares_weights:
             # One forward: every stream's base row, then each tailored stream's adapter row.
@@ -272,8 +280,7 @@ class _Experts:
             rows = tailored_streams + (tailored_streams if need_init else [])
             names = [name] * k + ([None] * k if need_init else [])
             prefixes = [prefix] * k + ([None] * k if need_init else [])
-            self.groups = [_RowGroup(base, all_streams, [None] * n_streams, [None] * n_streams),
-                           _RowGroup(adapter, rows, names, prefixes)]
+            self.groups = [base_group, _RowGroup(adapter, rows, names, prefixes)]
             self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
             if need_init:
                 self.slices["init"] = (1, slice(k, 2 * k))
