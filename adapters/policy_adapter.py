@@ -245,14 +245,16 @@ class AdapterHost:
             )
         if name in self.cards:
             raise AdapterError(f"An adapter named {name!r} is already loaded.")
+        required = [CONFIG_FILE, WEIGHTS_FILE] + ([REWARD_TOKENS_FILE] if card.n_reward_tokens else [])
+        for file_name in required:
+            if not (directory / file_name).is_file():
+                raise AdapterError(f"{directory} is not a complete adapter: {file_name} is missing.")
         try:
             config_dict = json.loads((directory / CONFIG_FILE).read_text())
             known = set(LoraConfig.__dataclass_fields__)
             config = LoraConfig(**{k: v for k, v in config_dict.items() if k in known and k != "peft_type"})
             config.base_model_name_or_path = getattr(self.base_model, "name_or_path", None)
             weights = load_file(directory / WEIGHTS_FILE)
-        except FileNotFoundError as err:
-            raise AdapterError(f"{directory} is not a complete adapter: {Path(err.filename).name} is missing.") from None
         except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt file
             raise AdapterError(f"{directory} holds a corrupt adapter ({type(err).__name__}: {err}).") from None
         self._inject(name, config)

@@ -1,0 +1,330 @@
+"""What both RL algorithms share: the settings, the tailored policy's log-probabilities with gradients,
+group advantages, checkpoints that survive a kill, and held-back evaluation.
+
+The adapter is the only thing that trains: LoRA weights (and Quark's reward-token embeddings). The
+base runs under `torch.no_grad()` with every adapter switched off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from adapters.policy_adapter import COMBINATIONS, AdapterHost
+from adapters.tailored_decoding import TailoredPolicy, combine_logits
+
+ALGORITHMS = ("pg", "quark")
+
+
+class TrainError(ValueError):
+    """Bad training settings or state; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults run a short job on a CPU."""
+
+    task: str = "toxicity"
+    """The task to train for (a key of tasks.TASKS)."""
+    algo: str = "pg"
+    """'pg' (group-baseline policy gradient, the default: it measured best) or 'quark' (the paper's)."""
+    steps: int = 0
+    """Training steps (0: bounded by --minutes alone)."""
+    minutes: float = 0.0
+    """Wall-clock budget in minutes (0: bounded by --steps alone). With neither, 20 steps."""
+    out: str = ""
+    """Run directory (default: runs/<task>-<algo>-<time>). The adapter is written to <out>/adapter."""
+    prompts: str = ""
+    """A prompts file in any format of tasks.data (default: the task's training split of ../shared/data)."""
+    batch_size: int = 16
+    """Samples per step (prompts × group_size). 256 on a GPU, as in DESIGN.md."""
+    group_size: int = 4
+    """pg: samples per prompt; the group's mean reward is the baseline."""
+    micro_batch_size: int = 16
+    """Rows per forward/backward pass (gradients accumulate): bounds memory."""
+    lr: float = 5e-5
+    """AdamW learning rate."""
+    alpha: float = 1.0
+    """Adapter strength during training (and saved on the card as the default for decoding)."""
+    combination: str = "residual"
+    """'residual' (default) or 'paper' (see tailored_decoding.combine_logits)."""
+    kl_coef: float = 0.05
+    """Weight of KL(tailored || base) per token."""
+    entropy_coef: float = 0.06
+    """quark: weight of the entropy bonus."""
+    n_quantiles: int = 5
+    """quark: reward quantiles (reward tokens)."""
+    pool_size: int = 4096
+    """quark: the data pool keeps this many most recent samples."""
+    max_new_tokens: int = 0
+    """Tokens per sample (0: the task's default)."""
+    temperature: float = 1.0
+    """Sampling temperature during training."""
+    top_p: float = 0.0
+    """Nucleus sampling during training (0: 0.9 for pg, 0.6 for quark as in the official IPA code)."""
+    lora_r: int = 8
+    """LoRA rank (8 keeps a 135M adapter under 10 MB)."""
+    seed: int = 0
+    """Seed: prompt order and sampling are derived from (seed, step), so a resumed run repeats exactly."""
+    device: str = "auto"
+    """auto, cpu or cuda."""
+    dtype: str = "auto"
+    """auto (bfloat16 on a GPU, float32 on the CPU), float32 or bfloat16."""
+    base: str = "embedded"
+    """The base model the adapter will steer."""
+    adapter_init: str = ""
+    """The adapter's initial model (default: the base itself)."""
+    approx_base: str = ""
+    """A smaller model with the base's tokenizer that stands in for the base during training."""
+    eval_every: int = 25
+    """Evaluate on held-back prompts every this many steps (0: only before and after)."""
+    eval_prompts: int = 16
+    """Held-back prompts per evaluation."""
+    eval_samples: int = 2
+    """Samples per held-back prompt."""
+    samples_every: int = 10
+    """Write example generations to samples.jsonl every this many steps."""
+    checkpoint_every: int = 25
+    """Checkpoint every this many steps (also on Ctrl-C / SIGTERM and at the end)."""
+    resume: bool = False
+    """Continue from <out>/checkpoint."""
+    name: str = ""
+    """The adapter's name (default: the task's)."""
+
+    def __post_init__(self):
+        if self.algo not in ALGORITHMS:
+            raise TrainError(f"Unknown algorithm {self.algo!r}: use one of {', '.join(ALGORITHMS)}.")
+        if self.combination not in COMBINATIONS:
+            raise TrainError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
+        if self.steps < 0:
+            raise TrainError(f"--steps must be positive, got {self.steps}.")
+        if self.minutes < 0:
+            raise TrainError(f"--minutes must be positive, got {self.minutes}.")
+        if self.steps == 0 and self.minutes == 0:
+            self.steps = 20
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise TrainError("--batch-size and --micro-batch-size must be at least 1.")
+        if self.algo == "pg":
+            if self.group_size < 2:
+                raise TrainError("--group-size must be at least 2: the group's mean reward is the baseline.")
+            if self.batch_size % self.group_size:
+                raise TrainError(f"--batch-size ({self.batch_size}) must be a multiple of --group-size ({self.group_size}).")
+        if self.algo == "quark" and self.n_quantiles < 2:
+            raise TrainError("--n-quantiles must be at least 2.")
+        if not self.lr > 0:
+            raise TrainError(f"--lr must be positive, got {self.lr}.")
+        if not 0 < self.alpha <= 10:
+            raise TrainError(f"--alpha must be in (0, 10], got {self.alpha}.")
+        if self.kl_coef < 0 or self.entropy_coef < 0:
+            raise TrainError("--kl-coef and --entropy-coef must be non-negative.")
+        if self.top_p == 0:
+            self.top_p = 0.9 if self.algo == "pg" else 0.6
+        if not 0 < self.top_p <= 1:
+            raise TrainError(f"--top-p must be in (0, 1], got {self.top_p}.")
+        if not self.name:
+            self.name = self.task
+
+    @property
+    def n_reward_tokens(self) -> int:
+        return self.n_quantiles if self.algo == "quark" else 0
+
+
+def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
+    """The random source of one step: derived, not carried, so a resumed run draws the same batch."""
+    return random.Random(f"{seed}/{step}/{rank}")
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return step_rng(seed, step, rank).randrange(2**31)
+
+
+# --- the tailored policy's log-probabilities, with gradients for the adapter ----------------------------------
+
+
+def _pack(prompt_ids: list[list[int]], completion_ids: torch.Tensor, pad_id: int, prefix: bool):
+    """Left-padded prompt, completion right after it, and a free slot before each prompt for a reward token.
+
+    Returns input_ids (S, L), attention mask (S, L), the prefix slot index per row (S,) or None.
+    """
+    S, T = completion_ids.shape
+    width = max(len(p) for p in prompt_ids) + int(prefix)
+    ids = torch.full((S, width + T), pad_id, dtype=torch.long)
+    mask = torch.zeros((S, width + T), dtype=torch.long)
+    slots = torch.zeros(S, dtype=torch.long)
+    for r, prompt in enumerate(prompt_ids):
+        ids[r, width - len(prompt):width] = torch.tensor(prompt, dtype=torch.long)
+        mask[r, width - len(prompt) - int(prefix):] = 1
+        slots[r] = width - len(prompt) - 1
+    ids[:, width:] = completion_ids
+    return ids, mask, (slots if prefix else None)
+
+
+def _completion_logits(model, ids, mask, T, embeds=None) -> torch.Tensor:
+    """Next-token logits at the T completion positions.  -> (S, T, V)"""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": ids}
+    out = model(**inputs, attention_mask=mask, position_ids=positions, logits_to_keep=T + 1, use_cache=False)
+    return out.logits[:, :-1].float()
+
+
+def tailored_token_stats(
+    policy: TailoredPolicy,
+    prompt_ids: list[list[int]],
+    completion_ids: torch.Tensor,
+    alpha: float,
+    reward_tokens: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-token statistics of the tailored policy on given samples; gradients reach the adapter only.
+
+    prompt_ids: S lists of ids; completion_ids: (S, T); reward_tokens: (S,) quantile index per row (Quark).
+    Returns logprob (S, T) of each chosen token under the tailored policy, kl (S, T) = KL(tailored || base)
+    and entropy (S, T) of the tailored distribution.
+    """
+    base, adapter, name = policy.base, policy.adapter, policy.adapter_name
+    device = base.base_model.device
+    pad_id = base.tokenizer.pad_token_id
+    T = completion_ids.shape[1]
+    ids, mask, _ = _pack(prompt_ids, completion_ids, pad_id, prefix=False)
+    ids, mask = ids.to(device), mask.to(device)
+    with torch.no_grad(), base.base_only() as frozen:
+        base_logits = _completion_logits(frozen, ids, mask, T)  # (S, T, V)
+    if policy.combination == "residual" and not policy.shares_weights:
+        with torch.no_grad(), adapter.base_only() as init_model:
+            init_logits = _completion_logits(init_model, ids, mask, T)
+    else:
+        init_logits = base_logits  # the adapter sits on the base's weights: its initial logits are the base's
+
+    with adapter.only(name) as adapted:
+        if reward_tokens is not None:
+            p_ids, p_mask, slots = _pack(prompt_ids, completion_ids, pad_id, prefix=True)
+            p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+            embeds = adapter.input_embeddings()(p_ids)
+            rows = torch.arange(len(prompt_ids), device=device)
+            token_embeds = adapter.reward_embeddings[name][reward_tokens.to(device)].to(embeds.dtype)
+            embeds = embeds.index_put((rows, slots.to(device)), token_embeds)
+            adapter_logits = _completion_logits(adapted, p_ids, p_mask, T, embeds=embeds)
+        else:
+            adapter_logits = _completion_logits(adapted, ids, mask, T)
+
+    tailored = torch.log_softmax(combine_logits(base_logits, adapter_logits, init_logits, alpha, policy.combination), dim=-1)
+    base_logprobs = torch.log_softmax(base_logits, dim=-1)
+    probs = tailored.exp()
+    return {
+        "logprob": tailored.gather(-1, completion_ids.to(device).unsqueeze(-1)).squeeze(-1),
+        "kl": (probs * (tailored - base_logprobs)).sum(-1),
+        "entropy": -(probs * tailored).sum(-1),
+    }
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
+    """(reward − mean of its group) / (std of its group + eps); groups are consecutive rows.  (S,) -> (S,)
+
+    >>> group_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2)
+    tensor([ 0.7070, -0.7070,  0.0000,  0.0000])
+    """
+    groups = rewards.view(-1, group_size)
+    mean = groups.mean(dim=1, keepdim=True)
+    std = groups.std(dim=1, keepdim=True, unbiased=False)
+    return ((groups - mean) / (std + eps)).view(-1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+# --- checkpoints: written to a temporary directory, then renamed ------------------------------------------------
+
+
+def save_checkpoint(directory: Path, host: AdapterHost, name: str, optimizer: torch.optim.Optimizer, state: dict,
+                    tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Adapter, optimizer, run state and extra tensors (e.g. Quark's pool), atomically: a kill at any moment
+    leaves either the previous checkpoint or the new one, never half of one."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    host.save_adapter(name, tmp / "adapter")
+    opt_tensors, opt_meta = _optimizer_to_tensors(optimizer, host.trainable_parameters(name))
+    save_file(opt_tensors, tmp / "optimizer.safetensors")
+    if tensors:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "state.safetensors")
+    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=2))
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run (the '.old' one if a kill fell between the two renames)."""
+    for candidate in (run_dir / "checkpoint", run_dir / "checkpoint.old"):
+        if (candidate / "state.json").is_file():
+            return candidate
+    return None
+
+
+def load_checkpoint(directory: Path, host: AdapterHost, name: str, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Restore adapter weights and optimizer state in place; returns (state, extra tensors)."""
+    from peft import set_peft_model_state_dict
+
+    state = json.loads((directory / "state.json").read_text())
+    adapter_dir = directory / "adapter"
+    weights = load_file(adapter_dir / "adapter_model.safetensors")
+    set_peft_model_state_dict(host.peft, weights, adapter_name=name)
+    if name in host.reward_embeddings:
+        with torch.no_grad():
+            host.reward_embeddings[name].copy_(load_file(adapter_dir / "reward_tokens.safetensors")["reward_embeddings"])
+    _optimizer_from_tensors(optimizer, host.trainable_parameters(name), load_file(directory / "optimizer.safetensors"), state["optimizer"])
+    extra = load_file(directory / "state.safetensors") if (directory / "state.safetensors").is_file() else {}
+    return state, extra
+
+
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]) -> tuple[dict, dict]:
+    # Safetensors and JSON instead of torch.save: nothing in a checkpoint is a pickle.
+    tensors, steps = {}, {}
+    for i, param in enumerate(params):
+        for key, value in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value):
+                tensors[f"{i}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                steps[f"{i}.{key}"] = value
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return tensors, {"param_groups": groups, "scalars": steps, "n_params": len(params)}
+
+
+def _optimizer_from_tensors(optimizer, params, tensors: dict, meta: dict) -> None:
+    if meta["n_params"] != len(params):
+        raise TrainError(f"The checkpoint has optimizer state for {meta['n_params']} tensors, the adapter has {len(params)}.")
+    for group, saved in zip(optimizer.param_groups, meta["param_groups"]):
+        group.update(saved)
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        param = params[int(index)]
+        optimizer.state[param][name] = value.to(param.device)
+    for key, value in meta["scalars"].items():
+        index, name = key.split(".", 1)
+        optimizer.state[params[int(index)]][name] = value
+
+
+def machine_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def config_dict(config: TrainConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,86 @@
+"""`python -m adapters.generate` as a user runs it: real embedded model, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from adapters.policy_adapter import AdapterCard
+from tests.conftest import REPO
+from tests.test_tailored_decoding import perturb_lora
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", "adapters.generate", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def saved_adapter(embedded_host, tmp_path_factory):
+    host = embedded_host
+    host.new_adapter("cli", AdapterCard(task="custom", alpha=1.0))
+    perturb_lora(host, "cli", scale=0.02)
+    directory = host.save_adapter("cli", tmp_path_factory.mktemp("adapters") / "cli")
+    host.delete_adapter("cli")
+    return directory
+
+
+def test_json_output_with_an_adapter(saved_adapter):
+    out = run_cli("--prompt", "The best thing about weekends is", "--adapter", str(saved_adapter), "--n", "2",
+                  "--max-new-tokens", "12", "--seed", "3", "--json", "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert len(data["base"]) == 2 and len(data["tailored"]) == 2
+    assert all(isinstance(t, str) and t.strip() for t in data["base"] + data["tailored"])
+    assert data["base"] != data["tailored"]  # the perturbed adapter steers
+
+
+def test_alpha_zero_columns_match(saved_adapter):
+    out = run_cli("--prompt", "Hello there", "--adapter", str(saved_adapter), "--alpha", "0", "--max-new-tokens", "8", "--json")
+    data = json.loads(out.stdout)
+    assert data["base"] == data["tailored"]
+
+
+def test_text_output_names_both_columns():
+    out = run_cli("--prompt", "Once upon a time", "--max-new-tokens", "6")
+    assert out.returncode == 0, out.stderr
+    assert "== base ==" in out.stdout and "[1]" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--prompt", "   "], "prompt is empty"),
+    (["--prompt", "hi", "--alpha", "10.5"], "alpha must be between 0"),
+    (["--prompt", "hi", "--alpha", "-1"], "alpha must be between 0"),
+    (["--prompt", "hi", "--adapter", "/no/such/adapter"], "does not exist"),
+    (["--prompt", "hi", "--n", "0"], "--n must be at least 1"),
+])
+def test_user_errors_exit_2_without_traceback(args, message):
+    out = run_cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_corrupt_adapter_and_adapter_for_another_base(tmp_path, saved_adapter):
+    (tmp_path / "card.json").write_text("{")
+    out = run_cli("--prompt", "hi", "--adapter", str(tmp_path))
+    assert out.returncode == 2 and "corrupt" in out.stderr and "Traceback" not in out.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    card = json.loads((saved_adapter / "card.json").read_text())
+    card["init_fingerprint"]["hidden_size"] = 2048
+    card["adapter_init_model"] = "embedded"
+    for f in os.listdir(saved_adapter):
+        (other / f).write_bytes((saved_adapter / f).read_bytes())
+    (other / "card.json").write_text(json.dumps(card))
+    out = run_cli("--prompt", "hi", "--adapter", str(other))
+    assert out.returncode == 2 and "was made for" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_long_prompt_is_truncated_and_said(tmp_path):
+    out = run_cli("--prompt", "word " * 9000, "--max-new-tokens", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "kept its last" in out.stderr

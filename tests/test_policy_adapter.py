@@ -1,0 +1,136 @@
+"""Adapters on disk: exact round trips, size, and clear errors for missing, corrupt or mismatched ones."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from adapters.loading import attach_adapter
+from adapters.models import ModelLoadError, check_same_tokenizer, load_tokenizer, resolve_model_path
+from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
+from adapters.tailored_decoding import DecodeConfig, generate
+from tests.conftest import tiny_llama
+from tests.test_tailored_decoding import PROMPTS, perturb_lora
+
+
+def lora_state(host: AdapterHost, name: str) -> dict[str, torch.Tensor]:
+    return {k.replace(f".{name}.", ".X."): v.clone() for k, v in host.peft.state_dict().items() if f".{name}." in k}
+
+
+def test_save_load_round_trips_exactly(tiny_host, tmp_path, tokenizer):
+    tiny_host.new_adapter("steer", AdapterCard(task="toxicity", n_reward_tokens=5, alpha=0.8, training={"lr": 1e-4}))
+    perturb_lora(tiny_host, "steer")
+    with torch.no_grad():
+        tiny_host.reward_embeddings["steer"].normal_()
+    tiny_host.save_adapter("steer", tmp_path / "steer")
+    assert sorted(os.listdir(tmp_path / "steer")) == ["adapter_config.json", "adapter_model.safetensors", "card.json", "reward_tokens.safetensors"]
+
+    other = AdapterHost(tiny_llama(tokenizer), tokenizer, "tiny")
+    card = other.load_adapter("copy", tmp_path / "steer")
+    assert card.task == "toxicity" and card.alpha == 0.8 and card.training == {"lr": 1e-4} and card.n_reward_tokens == 5
+    saved, loaded = lora_state(tiny_host, "steer"), lora_state(other, "copy")
+    assert saved.keys() == loaded.keys() and len(saved) > 0
+    assert all(torch.equal(saved[k], loaded[k]) for k in saved)
+    assert torch.equal(tiny_host.reward_embeddings["steer"], other.reward_embeddings["copy"])
+    config = DecodeConfig(max_new_tokens=8, seed=1)
+    from adapters.tailored_decoding import TailoredPolicy
+    a = generate(TailoredPolicy(tiny_host, tiny_host, "steer"), PROMPTS, config)
+    b = generate(TailoredPolicy(other, other, "copy"), PROMPTS, config)
+    assert [c.token_ids for c in a.tailored] == [c.token_ids for c in b.tailored]
+
+
+def test_loading_never_unpickles(tmp_path, tiny_host):
+    """A directory with PyTorch pickles instead of safetensors is refused, not loaded."""
+    tiny_host.new_adapter("steer", AdapterCard())
+    tiny_host.save_adapter("steer", tmp_path / "steer")
+    os.remove(tmp_path / "steer" / "adapter_model.safetensors")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "steer" / "adapter_model.bin")
+    with pytest.raises(AdapterError, match="adapter_model.safetensors is missing"):
+        tiny_host.load_adapter("evil", tmp_path / "steer")
+
+
+def test_embedded_adapter_is_under_ten_megabytes(embedded_host, tmp_path):
+    host = embedded_host
+    try:
+        host.new_adapter("size", AdapterCard(n_reward_tokens=5))
+        directory = host.save_adapter("size", tmp_path / "size")
+        total = sum(os.path.getsize(directory / f) for f in os.listdir(directory))
+        assert 1_000_000 < total <= 10_000_000
+    finally:
+        host.delete_adapter("size")
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda d: None, "does not exist"),
+    (lambda d: d.mkdir(), "has no card.json"),
+    (lambda d: (d.mkdir(), (d / "card.json").write_text("{not json")), "corrupt"),
+    (lambda d: (d.mkdir(), (d / "card.json").write_text("[1, 2]")), "corrupt"),
+])
+def test_missing_or_corrupt_directories(tmp_path, tiny_host, break_it, message):
+    directory = tmp_path / "adapter"
+    break_it(directory)
+    with pytest.raises(AdapterError, match=message):
+        tiny_host.load_adapter("x1", directory)
+
+
+def test_corrupt_weights_and_incomplete_adapters(tmp_path, tiny_host, tokenizer):
+    tiny_host.new_adapter("steer", AdapterCard())
+    directory = tiny_host.save_adapter("steer", tmp_path / "steer")
+    other = AdapterHost(tiny_llama(tokenizer), tokenizer, "tiny")
+    (directory / "adapter_model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(AdapterError, match="corrupt"):
+        other.load_adapter("x1", directory)
+    save_file({"nothing": torch.zeros(2)}, directory / "adapter_model.safetensors")
+    with pytest.raises(AdapterError, match="does not fit"):
+        other.load_adapter("x2", directory)
+    assert other.adapter_names == []  # a failed load leaves nothing behind
+    os.remove(directory / "adapter_config.json")
+    with pytest.raises(AdapterError, match="adapter_config.json is missing"):
+        other.load_adapter("x3", directory)
+
+
+def test_adapter_for_another_model_is_refused(tmp_path, tiny_host, tokenizer):
+    tiny_host.new_adapter("steer", AdapterCard())
+    tiny_host.save_adapter("steer", tmp_path / "steer")
+    bigger = AdapterHost(tiny_llama(tokenizer, hidden=48), tokenizer, "tiny-48")
+    with pytest.raises(AdapterError, match="was made for 'tiny'.*hidden_size 32.*hidden_size 48"):
+        bigger.load_adapter("steer", tmp_path / "steer")
+
+
+def test_tokenizer_mismatch_names_both_models(tokenizer, tmp_path):
+    other = load_tokenizer("embedded")
+    check_same_tokenizer(tokenizer, "embedded", other, "copy")  # same vocabulary: fine
+    other.add_tokens(["<new-token>"])
+    with pytest.raises(ModelLoadError, match="'big-base'.*'small-adapter'.*different tokenizers"):
+        check_same_tokenizer(tokenizer, "big-base", other, "small-adapter")
+
+
+def test_attach_adapter_with_a_separate_initial_model(tmp_path, tokenizer):
+    small = AdapterHost(tiny_llama(tokenizer, seed=3), tokenizer, "tiny-small")
+    small.new_adapter("steer", AdapterCard())
+    small.save_adapter("steer", tmp_path / "steer")
+    base = AdapterHost(tiny_llama(tokenizer, seed=0, hidden=48), tokenizer, "tiny-base")
+    fresh_small = AdapterHost(tiny_llama(tokenizer, seed=3), tokenizer, "tiny-small")
+    policy = attach_adapter(base, tmp_path / "steer", adapter_host=fresh_small)
+    assert not policy.shares_weights and policy.adapter_name == "steer"
+    assert read_card(tmp_path / "steer").adapter_init_model == "tiny-small"
+
+
+def test_model_paths_give_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve_model_path("./no/such/model")
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        resolve_model_path(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="No model named"):
+        resolve_model_path("  ")
+    assert os.path.isfile(os.path.join(resolve_model_path("embedded"), "model.safetensors"))
+
+
+def test_card_rejects_unknown_combination():
+    with pytest.raises(AdapterError, match="combination"):
+        AdapterCard(combination="sum")
+    assert json.loads(json.dumps(AdapterCard().__dict__))["combination"] == "residual"

@@ -1,0 +1,309 @@
+"""Tailored decoding: equivalences with Hugging Face generate, batching, caching, combinations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapters.policy_adapter import AdapterCard, AdapterHost
+from adapters.tailored_decoding import (
+    DecodeConfig,
+    DecodeError,
+    TailoredPolicy,
+    combine_logits,
+    decode_steps,
+    filter_logits,
+    generate,
+    sample,
+    sample_coupled,
+    stream,
+)
+from tests.conftest import tiny_llama
+
+PROMPTS = ["The weather today is", "My favourite food", "Once upon a time, in a land far away, there lived"]
+
+
+def perturb_lora(host: AdapterHost, name: str, scale: float = 0.5, seed: int = 1) -> None:
+    """Give an adapter's LoRA B matrices random values so that it changes the distribution."""
+    generator = torch.Generator().manual_seed(seed)
+    for param_name, param in host.peft.named_parameters():
+        if "lora_B" in param_name and f".{name}." in param_name:
+            param.data = torch.randn(param.shape, generator=generator) * scale
+
+
+def with_adapter(host: AdapterHost, name: str = "steer", combination: str = "residual", trained: bool = True,
+                 n_reward_tokens: int = 0) -> TailoredPolicy:
+    host.new_adapter(name, AdapterCard(task="test", combination=combination, n_reward_tokens=n_reward_tokens))
+    if trained:
+        perturb_lora(host, name)
+    return TailoredPolicy(host, host, name, combination)
+
+
+def hf_greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def generated_ids(completion) -> list[int]:
+    return completion.token_ids
+
+
+# --- pure functions ---------------------------------------------------------------------------------
+
+
+def test_combine_logits_forms():
+    base = torch.randn(3, 11)
+    adapter = torch.randn(3, 11)
+    init = torch.randn(3, 11)
+    base_lp = torch.log_softmax(base, -1)
+    assert torch.equal(combine_logits(base, adapter, init, 0.0, "paper"), base_lp)
+    assert torch.equal(combine_logits(base, adapter, init, 0.0, "residual"), base_lp)
+    assert torch.allclose(combine_logits(base, adapter, init, 2.0, "paper"), base_lp + 2 * adapter)
+    assert torch.allclose(combine_logits(base, adapter, init, 0.5, "residual"), base_lp + 0.5 * (adapter - init))
+    # A residual adapter equal to its initial model leaves the base untouched at any strength.
+    assert torch.equal(combine_logits(base, adapter, adapter, 7.0, "residual"), base_lp)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logprobs = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    top_k = filter_logits(logprobs, 1.0, 2, 1.0)
+    assert torch.isinf(top_k[0, 2:]).all() and torch.isfinite(top_k[0, :2]).all()
+    top_p = filter_logits(logprobs, 1.0, 0, 0.7)  # 0.5 + 0.3 reaches 0.7: two tokens stay
+    assert torch.isfinite(top_p[0, :2]).all() and torch.isinf(top_p[0, 2:]).all()
+    assert torch.isfinite(filter_logits(logprobs, 1.0, 0, 0.01)[0, 0])  # the top token always stays
+
+
+def test_sample_coupled_follows_the_distribution_and_couples_rows():
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    uniforms = torch.linspace(0.001, 0.999, 1000)
+    tokens = sample_coupled(probs.log().expand(1000, -1), uniforms)
+    freq = torch.bincount(tokens, minlength=3).float() / 1000
+    assert torch.allclose(freq, probs, atol=0.01)
+    # The same distribution and the same uniform give the same token.
+    pair = sample_coupled(probs.log().expand(2, -1), torch.tensor([0.42, 0.42]))
+    assert pair[0] == pair[1]
+
+
+def test_sample_coupled_never_picks_a_removed_token():
+    logits = torch.tensor([[0.0, float("-inf"), 0.0, float("-inf")]]).expand(200, -1)
+    tokens = sample_coupled(logits, torch.rand(200))
+    assert set(tokens.tolist()) <= {0, 2}
+
+
+# --- equivalences ------------------------------------------------------------------------------------
+
+
+def test_alpha_zero_greedy_equals_hf_generate_tiny(tiny_host):
+    policy = with_adapter(tiny_host)
+    config = DecodeConfig(max_new_tokens=12, temperature=0, alpha=0.0)
+    for prompt in PROMPTS:
+        result = generate(policy, [prompt], config)
+        with tiny_host.base_only() as base_model:  # PEFT injects LoRA into the model in place
+            expected = hf_greedy(base_model, tiny_host.tokenizer, prompt, 12)
+        assert generated_ids(result.base[0]) == expected
+        assert generated_ids(result.tailored[0]) == expected
+
+
+def test_alpha_zero_greedy_equals_hf_generate_embedded(embedded, embedded_host):
+    """The real model: our loop at alpha = 0 (adapter loaded, paper form) picks generate's tokens."""
+    model, tokenizer = embedded
+    host = embedded_host
+    try:
+        policy = with_adapter(host, "alpha0", combination="paper")
+        prompt = "The three primary colours are"
+        result = generate(policy, [prompt], DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0))
+        expected = hf_greedy(model, tokenizer, prompt, 16)
+        assert generated_ids(result.tailored[0]) == expected
+        assert generated_ids(result.base[0]) == expected
+        assert "red" in result.base[0].text.lower() or "blue" in result.base[0].text.lower()
+    finally:
+        host.delete_adapter("alpha0")
+
+
+@pytest.mark.parametrize("combination", ["residual", "paper"])
+def test_alpha_zero_sampling_gives_identical_columns(tiny_host, combination):
+    policy = with_adapter(tiny_host, combination=combination)
+    result = generate(policy, PROMPTS, DecodeConfig(max_new_tokens=10, alpha=0.0, seed=3), n=2)
+    assert [c.token_ids for c in result.base] == [c.token_ids for c in result.tailored]
+
+
+def test_untrained_residual_adapter_reproduces_the_base_at_any_alpha(tiny_host):
+    policy = with_adapter(tiny_host, trained=False)
+    for alpha in (0.5, 10.0):
+        for config in (DecodeConfig(max_new_tokens=10, temperature=0, alpha=alpha),
+                       DecodeConfig(max_new_tokens=10, alpha=alpha, seed=5)):
+            result = generate(policy, PROMPTS, config, n=2)
+            assert [c.token_ids for c in result.base] == [c.token_ids for c in result.tailored]
+            for c in result.tailored:
+                assert c.tailored_logprobs == pytest.approx(c.base_logprobs, abs=1e-5)
+
+
+def test_paper_combination_with_a_silent_adapter_sharpens_the_base(tiny_host):
+    """Zero LoRA, no reward token: tailored = log_softmax(base) + alpha · base logits."""
+    alpha = 0.7
+    policy = with_adapter(tiny_host, combination="paper", trained=False)
+    batch = sample(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, alpha=alpha, seed=0))
+    prompt_ids = batch.prompt_ids[0]
+    ids = torch.tensor([prompt_ids + batch.completion_ids[0].tolist()])
+    with torch.no_grad():
+        logits = tiny_host.base_model(ids).logits[0, len(prompt_ids) - 1:-1]
+    expected = torch.log_softmax(torch.log_softmax(logits, -1) + alpha * logits, -1)
+    chosen = expected.gather(-1, batch.completion_ids[0].unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(batch.tailored_logprobs[0], chosen, atol=1e-4)
+    assert not torch.allclose(batch.tailored_logprobs[0], batch.base_logprobs[0], atol=1e-3)
+
+
+def test_trained_adapter_changes_the_tailored_column_only(tiny_host):
+    policy = with_adapter(tiny_host)
+    config = DecodeConfig(max_new_tokens=12, temperature=0, alpha=1.0)
+    result = generate(policy, PROMPTS, config)
+    with tiny_host.base_only() as base_model:
+        for prompt, base in zip(PROMPTS, result.base):
+            assert base.token_ids == hf_greedy(base_model, tiny_host.tokenizer, prompt, 12)
+    assert any(b.token_ids != t.token_ids for b, t in zip(result.base, result.tailored))
+    assert max(max(c.kl) for c in result.tailored) > 0.01
+    assert all(max(c.kl) == 0 for c in result.base)
+
+
+def test_batched_equals_one_by_one(tiny_host):
+    policy = with_adapter(tiny_host)
+    config = DecodeConfig(max_new_tokens=10, temperature=0, alpha=1.5)
+    together = generate(policy, PROMPTS, config)
+    for i, prompt in enumerate(PROMPTS):
+        alone = generate(policy, [prompt], config)
+        assert alone.base[0].token_ids == together.base[i].token_ids
+        assert alone.tailored[0].token_ids == together.tailored[i].token_ids
+        assert alone.tailored[0].tailored_logprobs == pytest.approx(together.tailored[i].tailored_logprobs, abs=1e-4)
+
+
+def test_cached_equals_recomputed_logits(tiny_host):
+    """The KV-cached loop's log-probabilities match a full forward over prompt + completion."""
+    policy = with_adapter(tiny_host)
+    alpha = 1.3
+    batch = sample(policy, PROMPTS, DecodeConfig(max_new_tokens=8, alpha=alpha, seed=2))
+    for s, prompt_ids in enumerate(batch.prompt_ids):
+        length = int(batch.completion_mask[s].sum())
+        completion = batch.completion_ids[s, :length].tolist()
+        ids = torch.tensor([prompt_ids + completion])
+        positions = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + length)
+        with torch.no_grad(), tiny_host.base_only() as base:
+            base_logits = base(ids).logits[0, positions]
+        with torch.no_grad(), tiny_host.only("steer") as adapted:
+            adapter_logits = adapted(ids).logits[0, positions]
+        tailored = torch.log_softmax(combine_logits(base_logits, adapter_logits, base_logits, alpha), -1)
+        target = torch.tensor(completion).unsqueeze(-1)
+        assert torch.allclose(batch.tailored_logprobs[s, :length], tailored.gather(-1, target).squeeze(-1), atol=1e-4)
+        assert torch.allclose(batch.base_logprobs[s, :length], torch.log_softmax(base_logits, -1).gather(-1, target).squeeze(-1), atol=1e-4)
+
+
+def test_separate_adapter_model_residual_untrained_equals_base(tokenizer):
+    """The adapter's initial model is another (smaller) model with the same tokenizer."""
+    base = AdapterHost(tiny_llama(tokenizer, seed=0, hidden=48), tokenizer, "tiny-base")
+    small = AdapterHost(tiny_llama(tokenizer, seed=7, hidden=32), tokenizer, "tiny-small")
+    small.new_adapter("s", AdapterCard(task="test"))
+    policy = TailoredPolicy(base, small, "s", "residual")
+    config = DecodeConfig(max_new_tokens=10, temperature=0, alpha=2.0)
+    result = generate(policy, PROMPTS, config)
+    assert [c.token_ids for c in result.base] == [c.token_ids for c in result.tailored]
+    perturb_lora(small, "s")
+    result = generate(policy, PROMPTS, config)
+    assert any(b.token_ids != t.token_ids for b, t in zip(result.base, result.tailored))
+
+
+def test_reward_token_prefix_reaches_the_adapter(tiny_host):
+    """Adapter rows see [best reward token] + prompt; base and init rows see the prompt alone."""
+    policy = with_adapter(tiny_host, n_reward_tokens=5)
+    with torch.no_grad():
+        tiny_host.reward_embeddings["steer"][0].normal_(0, 5.0)
+    alpha = 1.0
+    batch = sample(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, alpha=alpha, seed=4))
+    prompt_ids = batch.prompt_ids[0]
+    ids = torch.tensor([prompt_ids + batch.completion_ids[0].tolist()])
+    positions = slice(len(prompt_ids) - 1, ids.shape[1] - 1)
+    with torch.no_grad():
+        with tiny_host.base_only() as base:
+            base_logits = base(ids).logits[0, positions]
+        embeds = tiny_host.input_embeddings()(ids)
+        prefixed = torch.cat([tiny_host.reward_embeddings["steer"][0].view(1, 1, -1), embeds], dim=1)
+        with tiny_host.only("steer") as adapted:
+            adapter_logits = adapted(inputs_embeds=prefixed).logits[0, 1:][positions]
+            unprefixed_logits = adapted(ids).logits[0, positions]
+    target = batch.completion_ids[0].unsqueeze(-1)
+
+    def chosen(adapter):
+        return torch.log_softmax(combine_logits(base_logits, adapter, base_logits, alpha), -1).gather(-1, target).squeeze(-1)
+
+    assert torch.allclose(batch.tailored_logprobs[0], chosen(adapter_logits), atol=1e-4)
+    assert not torch.allclose(batch.tailored_logprobs[0], chosen(unprefixed_logits), atol=1e-4)
+
+
+def test_min_new_tokens_and_eos(tiny_host):
+    policy = with_adapter(tiny_host)
+    eos = tiny_host.tokenizer.eos_token_id
+    with torch.no_grad():  # make EOS the most likely token everywhere
+        tiny_host.base_model.lm_head.weight[eos] += 20 * tiny_host.base_model.model.norm.weight.sign()
+    result = generate(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=10, min_new_tokens=4, temperature=0))
+    for c in result.base + result.tailored:
+        assert len(c.token_ids) == 5 and c.finished and c.token_ids[-1] == eos
+        assert eos not in c.token_ids[:4]
+
+
+def test_streaming_yields_growing_text(tiny_host):
+    policy = with_adapter(tiny_host)
+    updates = list(stream(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, seed=0, stop_at_eos=False)))
+    lengths = [len(u.tailored[0].token_ids) for u in updates]
+    assert lengths[:6] == [1, 2, 3, 4, 5, 6]
+    assert updates[-1].done and not updates[0].done
+    assert updates[-1].tailored[0].text == generate(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, seed=0, stop_at_eos=False)).tailored[0].text
+
+
+def test_same_seed_same_text_other_seed_other_text(tiny_host):
+    policy = with_adapter(tiny_host)
+    a = generate(policy, PROMPTS, DecodeConfig(max_new_tokens=10, seed=11))
+    b = generate(policy, PROMPTS, DecodeConfig(max_new_tokens=10, seed=11))
+    c = generate(policy, PROMPTS, DecodeConfig(max_new_tokens=10, seed=12))
+    assert [x.token_ids for x in a.tailored] == [x.token_ids for x in b.tailored]
+    assert [x.token_ids for x in a.tailored] != [x.token_ids for x in c.tailored]
+    assert generate(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=2, seed=None)).seed >= 0
+
+
+def test_single_column_modes(tiny_host):
+    policy = with_adapter(tiny_host)
+    only_tailored = generate(policy, PROMPTS, DecodeConfig(max_new_tokens=5, temperature=0), columns=("tailored",))
+    both = generate(policy, PROMPTS, DecodeConfig(max_new_tokens=5, temperature=0))
+    assert only_tailored.base == []
+    assert [c.token_ids for c in only_tailored.tailored] == [c.token_ids for c in both.tailored]
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"alpha": -0.1}, "alpha"), ({"alpha": 10.5}, "alpha"), ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"top_p": 0.0}, "top_p"), ({"temperature": -1}, "temperature"), ({"min_new_tokens": 99, "max_new_tokens": 5}, "min_new_tokens"),
+])
+def test_bad_decode_settings(kwargs, message):
+    with pytest.raises(DecodeError, match=message):
+        DecodeConfig(**kwargs)
+
+
+def test_empty_prompt_is_a_clear_error(tiny_host):
+    policy = TailoredPolicy(tiny_host)
+    for prompts in (["   "], [""], []):
+        with pytest.raises(DecodeError, match="empty|No prompt"):
+            generate(policy, prompts, DecodeConfig(max_new_tokens=3))
+    with pytest.raises(DecodeError, match="not text"):
+        generate(policy, [None], DecodeConfig(max_new_tokens=3))
+
+
+def test_too_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_host):
+    policy = TailoredPolicy(tiny_host)
+    long_prompt = "word " * 400  # the tiny model's window is 128 tokens
+    result = generate(policy, [long_prompt + "END"], DecodeConfig(max_new_tokens=8, temperature=0))
+    assert result.warnings and "kept its last 120 tokens" in result.warnings[0]
+    assert len(result.base[0].token_ids) == 8
+    batch = next(decode_steps(policy, [long_prompt + "END"], DecodeConfig(max_new_tokens=8)))[1]
+    assert len(batch.prompt_ids[0]) == 120
+    assert tiny_host.tokenizer.decode(batch.prompt_ids[0]).endswith("END")

@@ -1,0 +1,243 @@
+"""RL training on a tiny model saved to disk (the real loop, the real toxicity scorer, seconds a run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adapters.quark import DataPool
+from adapters.train import train
+from adapters.training import TrainConfig, TrainError, group_advantages, tailored_token_stats
+from adapters.policy_adapter import AdapterCard, AdapterHost
+from adapters.tailored_decoding import TailoredPolicy, combine_logits
+from tests.conftest import REPO, tiny_llama
+from tests.test_tailored_decoding import perturb_lora
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tokenizer, tmp_path_factory):
+    """A tiny random Llama with the embedded tokenizer, saved like any local model."""
+    directory = tmp_path_factory.mktemp("models") / "tiny"
+    tiny_llama(tokenizer, seed=0, hidden=32).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def tiny_config(tiny_dir, out, **overrides) -> TrainConfig:
+    settings = dict(task="toxicity", base=tiny_dir, out=str(out), steps=3, batch_size=4, group_size=2,
+                    micro_batch_size=2, max_new_tokens=4, eval_prompts=2, eval_samples=1, eval_every=0,
+                    samples_every=1, checkpoint_every=1, device="cpu", lr=1e-2, seed=0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def base_weights(directory) -> dict[str, torch.Tensor]:
+    return load_file(os.path.join(directory, "model.safetensors"))
+
+
+def lora_weights(adapter_dir) -> dict[str, torch.Tensor]:
+    return load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
+
+
+# --- pure pieces -------------------------------------------------------------------------------------------
+
+
+def test_quantiles_of_a_hand_made_pool():
+    pool = DataPool(n_quantiles=3, max_size=100)
+    pool.add([[1]] * 6, [[2]] * 6, [0.9, 0.1, 0.5, 0.7, 0.3, 0.5])
+    # ranked: 0.9 (0), 0.7 (3), 0.5 (2), 0.5 (5), 0.3 (4), 0.1 (1) -> two per quantile, ties in pool order
+    assert pool.quantiles().tolist() == [0, 2, 1, 0, 2, 1]
+    pool.add([[3]] * 2, [[4]] * 2, [0.0, 1.0])
+    assert len(pool) == 8 and pool.quantiles()[-1] == 0 and pool.quantiles()[-2] == 2
+
+
+def test_pool_keeps_the_most_recent_and_round_trips():
+    pool = DataPool(2, max_size=3)
+    pool.add([[1], [2, 2], [3]], [[10], [20], [30, 31]], [0.1, 0.2, 0.3])
+    pool.add([[4]], [[40]], [0.4])
+    assert pool.prompts == [[2, 2], [3], [4]] and pool.rewards == [0.2, 0.3, 0.4]
+    copy = DataPool(2, 3)
+    copy.load_tensors(pool.to_tensors())
+    assert (copy.prompts, copy.completions, copy.rewards) == (pool.prompts, pool.completions, pool.rewards)
+
+
+def test_group_advantages_match_a_naive_computation():
+    rewards = torch.tensor([0.2, 0.4, 0.9, 0.5, 0.5, 0.5, 0.0, 1.0])
+    got = group_advantages(rewards, 4)
+    expected = []
+    for g in range(2):
+        group = rewards[4 * g: 4 * g + 4].tolist()
+        mean = sum(group) / 4
+        std = (sum((r - mean) ** 2 for r in group) / 4) ** 0.5
+        expected += [(r - mean) / (std + 1e-4) for r in group]
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6)
+    assert torch.equal(group_advantages(torch.full((4,), 0.3), 2), torch.zeros(4))  # no signal, no push
+
+
+def test_token_stats_match_a_naive_computation(tiny_host):
+    """Log-probs, KL and entropy from the packed batch equal a row-by-row full forward."""
+    tiny_host.new_adapter("steer", AdapterCard())
+    perturb_lora(tiny_host, "steer")
+    policy = TailoredPolicy(tiny_host, tiny_host, "steer", "residual")
+    tok = tiny_host.tokenizer
+    prompts = [tok("Hello there", add_special_tokens=False)["input_ids"], tok("A much longer prompt than that", add_special_tokens=False)["input_ids"]]
+    completions = torch.tensor([[11, 12, 13], [21, 22, 23]])
+    alpha = 0.8
+    stats = tailored_token_stats(policy, prompts, completions, alpha)
+    for r, prompt in enumerate(prompts):
+        ids = torch.tensor([prompt + completions[r].tolist()])
+        span = slice(len(prompt) - 1, len(prompt) + 2)
+        with torch.no_grad(), tiny_host.base_only() as base:
+            b = base(ids).logits[0, span]
+        with torch.no_grad(), tiny_host.only("steer") as adapted:
+            a = adapted(ids).logits[0, span]
+        tailored = torch.log_softmax(combine_logits(b, a, b, alpha), -1)
+        base_lp = torch.log_softmax(b, -1)
+        logprob = tailored.gather(-1, completions[r].unsqueeze(-1)).squeeze(-1)
+        kl = (tailored.exp() * (tailored - base_lp)).sum(-1)
+        entropy = -(tailored.exp() * tailored).sum(-1)
+        assert torch.allclose(stats["logprob"][r].detach(), logprob, atol=1e-4)
+        assert torch.allclose(stats["kl"][r].detach(), kl, atol=1e-5)
+        assert torch.allclose(stats["entropy"][r].detach(), entropy, atol=1e-4)
+    # Gradients reach the adapter and nothing else.
+    stats["logprob"].sum().backward()
+    tiny_host.set_trainable("steer", True)
+    stats = tailored_token_stats(policy, prompts, completions, alpha)
+    stats["logprob"].sum().backward()
+    assert all(p.grad is not None for p in tiny_host.trainable_parameters("steer"))
+    assert all(p.grad is None for n, p in tiny_host.peft.named_parameters() if "lora_" not in n)
+
+
+# --- whole runs --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algo", ["pg", "quark"])
+def test_a_few_steps_change_the_adapter_and_not_the_base(tiny_dir, tmp_path, algo):
+    before = base_weights(tiny_dir)
+    events = []
+    adapter_dir = train(tiny_config(tiny_dir, tmp_path / algo, algo=algo), on_event=events.append, progress=False)
+    after = base_weights(tiny_dir)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    lora = lora_weights(adapter_dir)
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero
+    card = json.loads((adapter_dir / "card.json").read_text())
+    assert card["algorithm"] == algo and card["steps"] == 3 and card["task"] == "toxicity"
+    assert "mean_reward" in card["metrics_before"] and "mean_reward" in card["metrics_after"]
+    assert card["n_reward_tokens"] == (5 if algo == "quark" else 0)
+    metrics = [json.loads(line) for line in (tmp_path / algo / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(0 <= m["reward"] <= 1 and m["samples_per_s"] > 0 for m in metrics)
+    assert {e["type"] for e in events} >= {"step", "eval", "samples", "checkpoint", "done"}
+    samples = (tmp_path / algo / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 3
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_dir, tmp_path):
+    straight = train(tiny_config(tiny_dir, tmp_path / "straight", steps=4), progress=False)
+
+    stop = threading.Event()
+
+    def stop_after_two(event):
+        if event["type"] == "step" and event["step"] == 2:
+            stop.set()
+    train(tiny_config(tiny_dir, tmp_path / "split", steps=4, checkpoint_every=100), on_event=stop_after_two, stop=stop, progress=False)
+    state = json.loads((tmp_path / "split" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2
+    resumed = train(tiny_config(tiny_dir, tmp_path / "split", steps=4, resume=True), progress=False)
+
+    a, b = lora_weights(straight), lora_weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    log_a = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in log_b] == [1, 2, 3, 4]
+    assert [m["reward"] for m in log_a] == pytest.approx([m["reward"] for m in log_b], abs=1e-6)
+
+
+def test_quark_resume_restores_the_pool(tiny_dir, tmp_path):
+    train(tiny_config(tiny_dir, tmp_path / "q", algo="quark", steps=2), progress=False)
+    pool = load_file(tmp_path / "q" / "checkpoint" / "state.safetensors")
+    assert len(pool["pool_rewards"]) == 2 * 4
+    train(tiny_config(tiny_dir, tmp_path / "q", algo="quark", steps=3, resume=True), progress=False)
+    pool = load_file(tmp_path / "q" / "checkpoint" / "state.safetensors")
+    assert len(pool["pool_rewards"]) == 3 * 4
+
+
+def run_train_cli(*args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "adapters.train", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=600, **kwargs)
+
+
+def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
+    args = ["--task", "toxicity", "--base", tiny_dir, "--out", str(out), "--steps", "500", "--batch-size", "4",
+            "--group-size", "2", "--max-new-tokens", "4", "--eval-prompts", "2", "--eval-samples", "1",
+            "--eval-every", "0", "--checkpoint-every", "1000", "--device", "cpu"]
+    process = subprocess.Popen([sys.executable, "-m", "adapters.train", *args], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert 2 <= state["step"] < 500
+    assert json.loads((out / "adapter" / "card.json").read_text())["training"]["interrupted"] is True
+    done = run_train_cli(*[a if a != "500" else str(state["step"] + 2) for a in args], "--resume")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == state["step"] + 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps must be positive"),
+    (["--steps", "-3"], "--steps must be positive"),
+    (["--task", "poetry"], "Unknown task 'poetry'"),
+    (["--algo", "ppo"], "Unknown algorithm 'ppo'"),
+    (["--out", "/proc/no-such-dir/run"], "Cannot write to the output directory"),
+    (["--resume", "--out", "/tmp/ipa-no-run-here"], "no checkpoint"),
+    (["--batch-size", "6", "--group-size", "4"], "multiple of --group-size"),
+])
+def test_bad_settings_give_clear_errors(args, message):
+    out = run_train_cli(*args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_config_checks():
+    with pytest.raises(TrainError, match="group-size"):
+        TrainConfig(group_size=1)
+    with pytest.raises(TrainError, match="alpha"):
+        TrainConfig(alpha=0)
+    assert TrainConfig(algo="quark").top_p == 0.6 and TrainConfig().top_p == 0.9
+    assert TrainConfig().steps == 20
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
+    """Data parallel through accelerate: two processes, gradients averaged, one adapter written.
+
+    `--cpu` alone starts one process in this accelerate version; `--multi_gpu` starts them through
+    torchrun, and ACCELERATE_USE_CPU keeps them on the CPU (gloo)."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "adapters.train",
+              "--task", "toxicity", "--base", tiny_dir, "--out", str(out), "--steps", "2", "--batch-size", "4",
+              "--group-size", "2", "--max-new-tokens", "4", "--eval-prompts", "2", "--eval-samples", "1", "--eval-every", "0"]
+    done = subprocess.run(launch, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((out / "adapter" / "card.json").read_text())
+    assert card["steps"] == 2 and "2 processes" in card["machine"]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
