@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, sample
-from adapters.training import TrainConfig, group_advantages, now, step_seed, tailored_token_stats
+from adapters.training import TrainConfig, apply_gradients, group_advantages, now, step_seed, tailored_token_stats
 
 
 def pg_step(policy: TailoredPolicy, config: TrainConfig, prompts: list[str], score, optimizer, step: int, rank: int = 0,
@@ -53,8 +53,7 @@ def pg_step(policy: TailoredPolicy, config: TrainConfig, prompts: list[str], sco
         entropy_sum += ((stats["entropy"] * m).sum() / total_tokens).item()
     if sync_gradients is not None:
         sync_gradients()
-    grad_norm = torch.nn.utils.clip_grad_norm_(host.trainable_parameters(name), 1.0).item()
-    optimizer.step()
+    grad_norm = apply_gradients(optimizer, host.trainable_parameters(name))
     t3 = now()
     return {
         "rewards": rewards, "scores": scores, "texts": texts, "prompt_ids": batch.prompt_ids,

@@ -17,7 +17,7 @@ import random
 import torch
 
 from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, sample
-from adapters.training import TrainConfig, now, step_rng, step_seed, tailored_token_stats
+from adapters.training import TrainConfig, apply_gradients, now, step_rng, step_seed, tailored_token_stats
 
 
 class DataPool:
@@ -118,8 +118,7 @@ def quark_step(policy: TailoredPolicy, config: TrainConfig, prompts: list[str], 
         entropy_sum += entropy.item()
     if sync_gradients is not None:
         sync_gradients()
-    grad_norm = torch.nn.utils.clip_grad_norm_(host.trainable_parameters(name), 1.0).item()
-    optimizer.step()
+    grad_norm = apply_gradients(optimizer, host.trainable_parameters(name))
     t3 = now()
     return {
         "rewards": rewards, "scores": scores, "texts": texts, "prompt_ids": batch.prompt_ids,

@@ -270,9 +270,14 @@ class _Experts:
         if not self.use_adapter:
             self.groups = [base_group]
             self.slices = {"base": (0, slice(0, n_streams))}
+        elif policy.shares_weights and base.base_model.device.type == "cuda":
+            # On a GPU, small models are bound by kernel launches, and PEFT's mixed batches add index
+            # copies to every LoRA layer: two plain forwards (adapter off, adapter on) are faster.
+            self.groups = [base_group, _RowGroup(adapter, tailored_streams, [name] * k, [prefix] * k)]
+            self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
         elif policy.shares_weights:
-            # One forward: every stream's base row, then each tailored stream's adapter row.
-            # The adapter sits on the base's weights, so the base rows are also the init rows.
+            # On the CPU, one forward reads the weights once: every stream's base row, then each tailored
+            # stream's adapter row. The adapter sits on the base's weights, so base rows are also init rows.
             self.groups = [_RowGroup(base, all_streams + tailored_streams, [None] * n_streams + [name] * k,
                                      [None] * n_streams + [prefix] * k)]
             self.slices = {"base": (0, slice(0, n_streams)), "adapter": (0, slice(n_streams, n_streams + k))}

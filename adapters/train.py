@@ -101,7 +101,18 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
                        algorithm=config.algo, n_reward_tokens=config.n_reward_tokens, lora_r=config.lora_r,
                        lora_alpha=2 * config.lora_r, training=config_dict(config))
     torch.manual_seed(config.seed)  # the same LoRA initialisation in every process
-    adapter.new_adapter(config.name, card)
+    if config.init_adapter:
+        previous = adapter.load_adapter(config.name, config.init_adapter)
+        if previous.n_reward_tokens != card.n_reward_tokens or previous.combination != card.combination:
+            raise TrainError(f"--init-adapter {config.init_adapter} was trained with {previous.algorithm}/{previous.combination}; "
+                             f"it cannot continue as {config.algo}/{config.combination}.")
+        card.training = {**config_dict(config), "continued_from": {"steps": previous.steps, "seconds": previous.train_seconds,
+                                                                   "metrics_before": previous.metrics_before}}
+        card.adapter_init_model, card.init_fingerprint = previous.adapter_init_model, previous.init_fingerprint
+        adapter.cards[config.name] = card
+    else:
+        adapter.new_adapter(config.name, card)
+        card.adapter_init_model = init
     adapter.set_trainable(config.name, True)
     return TailoredPolicy(base, adapter, config.name, config.combination)
 
@@ -232,6 +243,9 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
     run_dir = run.run_dir
     if run.is_main:
         (run_dir / "config.json").write_text(json.dumps(config_dict(config), indent=2))
+    continued = run.policy.adapter.cards[config.name].training.get("continued_from", {})
+    if continued and not run.metrics_before:
+        run.metrics_before = {**continued["metrics_before"], "label": "before (base, from the adapter continued)"}
     if not run.metrics_before:
         run.metrics_before = evaluate(run, "before")
         if run.is_main:
@@ -298,12 +312,13 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
     if run.is_main:
         _append(run_dir / "evals.jsonl", metrics_after)
         card = run.policy.adapter.cards[config.name]
-        card.steps = run.step
-        card.train_seconds = round(run.elapsed, 1)
+        card.steps = run.step + continued.get("steps", 0)
+        card.train_seconds = round(run.elapsed + continued.get("seconds", 0.0), 1)
         card.machine = machine_name(run.device) + (f" × {run.world_size} processes" if run.world_size > 1 else "")
         card.metrics_before = {k: v for k, v in run.metrics_before.items() if k != "examples"}
         card.metrics_after = {k: v for k, v in metrics_after.items() if k != "examples"}
-        card.training = {**config_dict(config), "interrupted": interrupted}
+        card.training = {**config_dict(config), "interrupted": interrupted,
+                         **({"continued_from": {k: v for k, v in continued.items() if k != "metrics_before"}} if continued else {})}
         run.policy.adapter.save_adapter(config.name, adapter_dir)
     emit({"type": "eval", **metrics_after})
     emit({"type": "done", "adapter": str(adapter_dir), "step": run.step, "interrupted": interrupted,

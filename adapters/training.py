@@ -8,6 +8,7 @@ base runs under `torch.no_grad()` with every adapter switched off.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -99,6 +100,8 @@ class TrainConfig:
     """Continue from <out>/checkpoint."""
     name: str = ""
     """The adapter's name (default: the task's)."""
+    init_adapter: str = ""
+    """Start from this saved adapter's weights (same task and settings) instead of a fresh one."""
 
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
@@ -215,8 +218,9 @@ def tailored_token_stats(
         else:
             adapter_logits = _completion_logits(adapted, ids, mask, T)
 
-    tailored = torch.log_softmax(combine_logits(base_logits, adapter_logits, init_logits, alpha, policy.combination), dim=-1)
-    base_logprobs = torch.log_softmax(base_logits, dim=-1)
+    # Clamped so that tokens with no mass give 0 · finite, not 0 · (−inf) = NaN, in KL, entropy and gradients.
+    tailored = torch.log_softmax(combine_logits(base_logits, adapter_logits, init_logits, alpha, policy.combination), dim=-1).clamp(min=-1e4)
+    base_logprobs = torch.log_softmax(base_logits, dim=-1).clamp(min=-1e4)
     probs = tailored.exp()
     return {
         "logprob": tailored.gather(-1, completion_ids.to(device).unsqueeze(-1)).squeeze(-1),
@@ -235,6 +239,15 @@ def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) 
     mean = groups.mean(dim=1, keepdim=True)
     std = groups.std(dim=1, keepdim=True, unbiased=False)
     return ((groups - mean) / (std + eps)).view(-1)
+
+
+def apply_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float = 1.0) -> float:
+    """Clip and step; a non-finite gradient norm skips the step (the weights stay finite). Returns the norm."""
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

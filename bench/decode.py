@@ -1,0 +1,154 @@
+"""Decoding speed: base-only Hugging Face `generate`, the tailored policy, and side by side, in one run.
+
+    python -m bench.decode                       # CPU, writes the table into BENCHMARKS.md
+    python -m bench.decode --device cuda --tokens 128
+
+Rates are prompts × new tokens / second: a side-by-side run produces both columns at that rate. Each
+figure is the median of --repeats timed runs after one warm-up; every run generates exactly --tokens
+new tokens (EOS ignored) from the same prompts, with a trained-looking adapter (random LoRA weights)
+so that the tailored path does all its work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from adapters.loading import load_host
+from adapters.models import resolve_device, resolve_dtype
+from adapters.policy_adapter import AdapterCard
+from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, generate
+
+PROMPTS = [
+    "The old lighthouse keeper climbed the stairs and",
+    "In the middle of the night, the phone rang and",
+    "Our school's science fair this year was about",
+    "The recipe calls for two cups of flour, but",
+    "When the train finally arrived at the station,",
+    "The museum's newest exhibit shows how",
+    "After the storm, the whole village gathered to",
+    "She opened the letter from her grandmother and",
+]
+TARGETS = {"cpu": {"tailored": 0.5, "side_by_side": 0.4}}
+GPU_TAILORED_TARGET = 200.0
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+                     if line.startswith("Model name"))
+    except (StopIteration, OSError):
+        model = platform.processor() or platform.machine()
+    import os
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_it(fn, device, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, repeats: int = 3, batches=(1, 8)) -> dict:
+    device = resolve_device(device_name)
+    dtype = resolve_dtype(dtype_name, device)
+    host = load_host("embedded", device, dtype)
+    host.new_adapter("bench", AdapterCard(task="custom"))
+    generator = torch.Generator().manual_seed(0)
+    for name, param in host.peft.named_parameters():
+        if "lora_B" in name:  # make the adapter do real work: B = 0 would still cost the same, but be unrealistic
+            param.data = (torch.randn(param.shape, generator=generator) * 0.01).to(param.device, param.dtype)
+    policy = TailoredPolicy(host, host, "bench", "residual")
+    tokenizer = host.tokenizer
+    config = DecodeConfig(max_new_tokens=tokens, min_new_tokens=tokens, temperature=1.0, top_p=0.9, alpha=1.0, seed=0, stop_at_eos=False)
+    rows = []
+    for batch in batches:
+        prompts = PROMPTS[:batch]
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+
+        def hf_generate():
+            with torch.inference_mode(), host.base_only() as base:
+                base.generate(**encoded, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, top_p=0.9,
+                              pad_token_id=tokenizer.pad_token_id)
+
+        modes = {
+            "base_generate": hf_generate,
+            "tailored": lambda: generate(policy, prompts, config, columns=("tailored",)),
+            "side_by_side": lambda: generate(policy, prompts, config),
+        }
+        rates = {mode: batch * tokens / time_it(fn, device, repeats) for mode, fn in modes.items()}
+        rows.append({"batch": batch, **{k: round(v, 1) for k, v in rates.items()},
+                     "tailored_ratio": round(rates["tailored"] / rates["base_generate"], 2),
+                     "side_by_side_ratio": round(rates["side_by_side"] / rates["base_generate"], 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"device": device.type, "machine": machine(device), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
+            "repeats": repeats, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "rows": rows}
+
+
+def table(result: dict) -> str:
+    lines = [f"Machine: {result['machine']} ({result['device']}, {result['dtype']}, torch {result['torch']}); "
+             f"{result['date']}; {result['tokens']} new tokens, median of {result['repeats']} runs.", "",
+             "| batch | base `generate` tok/s | tailored tok/s | side-by-side tok/s | tailored / base | side-by-side / base |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['batch']} | {r['base_generate']} | {r['tailored']} | {r['side_by_side']} | {r['tailored_ratio']} | {r['side_by_side_ratio']} |")
+    if result["device"] == "cpu":
+        lines.append(f"\nTargets on the CPU: tailored ≥ {TARGETS['cpu']['tailored']} × base, side-by-side ≥ {TARGETS['cpu']['side_by_side']} × base, at batch 1.")
+    else:
+        lines.append(f"\nTarget on a GPU: tailored at batch 1 ≥ {GPU_TAILORED_TARGET:g} tokens/s.")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Replace (or append) one '## heading' section of BENCHMARKS.md, keeping the others."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    marker = f"## {heading}\n"
+    if marker in text:
+        start = text.index(marker)
+        end = text.find("\n## ", start + len(marker))
+        text = text[:start] + marker + "\n" + body.strip() + "\n" + (text[end:] if end != -1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + marker + "\n" + body.strip() + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
+    parser.add_argument("--json", default="", help="also write the raw figures to this JSON file")
+    args = parser.parse_args()
+    result = run(args.device, args.dtype, args.tokens, args.repeats)
+    print(table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.out:
+        heading = "Decoding speed (CPU)" if result["device"] == "cpu" else "Decoding speed (GPU)"
+        write_section(Path(args.out), heading, "Command: `python -m bench.decode" + (" --device cuda" if result["device"] == "cuda" else "") + "`\n\n" + table(result))
+
+
+if __name__ == "__main__":
+    main()
