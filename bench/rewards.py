@@ -1,0 +1,135 @@
+"""Reward speed: every reward and every task scorer on 64 continuations, on this machine's CPU.
+
+    python -m bench.rewards [--n 64] [--repeats 3] [--device cpu] [--no-save]
+
+Continuations are 24-30-word passages from the Wikipedia eval split (about 40 tokens; the tasks generate
+20-48), each with a prompt (another article's opening) and a knowledge passage.
+Models load and run once before timing; the figure is the median of `repeats` timed runs. Prints a table
+and writes it into BENCHMARKS.md (the section between the bench.rewards markers is replaced).
+Target (issue 3): the slowest reward under 2 s for 64 continuations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from rewards import REWARDS
+from rewards.toxicity import ToxicityReward
+from tasks import TASKS
+from tasks.data import load_inputs
+from tasks.scoring import load_scorer, reward_kit
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+START, END = "<!-- bench.rewards:start -->", "<!-- bench.rewards:end -->"
+TARGET_SECONDS = 2.0
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration, subprocess.SubprocessError):
+        model = platform.processor() or "unknown CPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, load average {load:.1f} at start"
+
+
+def workload(n: int) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, continuations, knowledge passages), n of each."""
+    articles = load_inputs("knowledge_dialogue", None, "eval", limit=2 * n)
+    continuations = [" ".join(a["knowledge"].split()[:24 + i % 7]) for i, a in enumerate(articles[:n])]
+    prompts = [" ".join(a["knowledge"].split()[:12]) for a in articles[n:2 * n]]
+    knowledge = [a["knowledge"] for a in articles[:n]]
+    return prompts, continuations, knowledge
+
+
+def time_call(fn, repeats: int) -> float:
+    fn()  # warm-up: loads models, fills caches of the first call
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-save", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args(argv)
+    prompts, continuations, knowledge = workload(args.n)
+    kit = reward_kit(args.device, "auto")
+    tokens = statistics.fmean(len(ids) for ids in kit.fluency.lm.encode(continuations, 10_000))
+    lexical = ToxicityReward("profanity_check", device=args.device)
+    rewards = {
+        "toxicity": (kit.toxicity, {}),
+        "coverage": (kit.coverage, {"concepts": [c.split()[:4] for c in continuations]}),
+        "fluency": (kit.fluency, {}),
+        "coherence": (kit.coherence, {}),
+        "relevance": (kit.relevance, {}),
+        "diversity": (kit.diversity, {}),
+        "faithfulness": (kit.faithfulness, {"knowledge": knowledge}),
+        "safety": (kit.safety, {}),
+        "sentiment": (kit.sentiment, {}),
+    }
+    assert set(rewards) == set(REWARDS)
+    if kit.toxicity.backend != "profanity_check":
+        rewards["toxicity (profanity_check)"] = (lexical, {})
+    # The tasks with 20-token continuations (toxicity, sentiment): the same texts cut to 20 tokens.
+    short = kit.fluency.lm.truncate(continuations, 20)
+    rows = []
+    for name, (reward, context) in rewards.items():
+        label = f"{name} ({kit.toxicity.backend})" if name in ("toxicity", "safety") else name
+        seconds = time_call(lambda: reward(prompts, continuations, **context), args.repeats)
+        rows.append((f"reward: {label}", seconds))
+        print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
+    seconds = time_call(lambda: kit.fluency(prompts, short), args.repeats)
+    rows.append(("reward: fluency, continuations cut to 20 tokens", seconds))
+    print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
+    for name, task in TASKS.items():
+        scorer = load_scorer(name, device=args.device)
+        inputs = [dict(task.demos[i % len(task.demos)]) for i in range(args.n)]
+        seconds = time_call(lambda: scorer(inputs, continuations), args.repeats)
+        rows.append((f"task scorer: {name}", seconds))
+        print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
+    slowest = max((r for r in rows if r[0].startswith("reward") and "cut to" not in r[0]), key=lambda r: r[1])
+    verdict = "meets" if slowest[1] < TARGET_SECONDS else "misses"
+    table = [f"| what | seconds for {args.n} | ms per continuation |", "| --- | ---: | ---: |"]
+    table += [f"| {name} | {seconds:.3f} | {1000 * seconds / args.n:.1f} |" for name, seconds in rows]
+    section = "\n".join([
+        START,
+        "## Reward speed (`python -m bench.rewards`)",
+        "",
+        f"{datetime.date.today().isoformat()}, {machine()}. {args.n} continuations of 24-30 words ({tokens:.0f} tokens on average), "
+        f"median of {args.repeats} runs after a warm-up; scoring models in bfloat16 on {args.device}.",
+        "",
+        *table,
+        "",
+        f"Slowest reward: {slowest[0].removeprefix('reward: ')}, {slowest[1]:.2f} s: {verdict} the {TARGET_SECONDS:g} s target.",
+        END,
+    ])
+    print("\n" + section)
+    if not args.no_save:
+        text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+        if START in text and END in text:
+            text = text[: text.index(START)] + section + text[text.index(END) + len(END):]
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        BENCHMARKS.write_text(text)
+        print(f"\nwritten to {BENCHMARKS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Rewards: one module each, picked by name from REWARDS.
+
+A reward is a class: `__init__` loads its model once (heavy models come from rewards.resources and are
+shared within a process); `__call__(prompts, completions, **context) -> list[float]`, one score in [0, 1]
+per completion, higher is better. An empty continuation scores rewards.text.EMPTY_SCORE (0.0); a
+non-string input raises TypeError; text is cut to each scorer's limit.
+
+    >>> reward = get_reward("sentiment")
+    >>> [round(r, 2) for r in reward(["The day was"], ["lovely and warm."])]
+    [0.85]
+"""
+
+from __future__ import annotations
+
+from rewards.coherence import CoherenceReward
+from rewards.coverage import CoverageReward
+from rewards.diversity import DiversityReward
+from rewards.faithfulness import FaithfulnessReward
+from rewards.fluency import FluencyReward
+from rewards.relevance import RelevanceReward
+from rewards.safety import SafetyReward
+from rewards.sentiment import SentimentReward
+from rewards.text import EMPTY_SCORE, RewardInputError
+from rewards.toxicity import ToxicityReward
+
+REWARDS = {
+    "toxicity": ToxicityReward,
+    "coverage": CoverageReward,
+    "fluency": FluencyReward,
+    "coherence": CoherenceReward,
+    "relevance": RelevanceReward,
+    "diversity": DiversityReward,
+    "faithfulness": FaithfulnessReward,
+    "safety": SafetyReward,
+    "sentiment": SentimentReward,
+}
+
+
+def get_reward(name: str, **kwargs):
+    """A reward instance by name; kwargs go to its constructor (e.g. backend="profanity_check", device="cpu")."""
+    if name not in REWARDS:
+        raise KeyError(f"Unknown reward {name!r}: valid names are {', '.join(REWARDS)}.")
+    return REWARDS[name](**kwargs)
+
+
+__all__ = ["REWARDS", "get_reward", "EMPTY_SCORE", "RewardInputError"]

@@ -1,0 +1,68 @@
+"""Concept coverage (CommonGen): the share of the given concepts that the text uses, lemmatised.
+
+    >>> CoverageReward()(["dog frisbee catch"], ["The dogs caught a frisbee."])
+    [1.0]
+"""
+
+from __future__ import annotations
+
+import re
+
+from rewards.text import EMPTY_SCORE, RewardInputError, check_context, check_texts, is_empty, lemma_set, lemmas, words
+
+
+def parse_concepts(concepts) -> list[str]:
+    """Concepts from a list, or from one string separated by spaces, commas, '#' or '|'; CommonGen's
+    POS tags ('dog_N') are dropped; lower-cased, order kept, duplicates removed.
+
+    >>> parse_concepts("dog, frisbee catch")
+    ['dog', 'frisbee', 'catch']
+    >>> parse_concepts("field_N#look_V#stand_V")
+    ['field', 'look', 'stand']
+    """
+    if isinstance(concepts, str):
+        items = re.split(r"[\s,;#|]+", concepts)
+    elif isinstance(concepts, (list, tuple)):
+        if not all(isinstance(c, str) for c in concepts):
+            raise TypeError("Concepts must be strings.")
+        items = [part for c in concepts for part in re.split(r"[\s,;#|]+", c)]
+    else:
+        raise TypeError(f"Concepts must be a string or a list of strings, got {type(concepts).__name__}.")
+    cleaned = [re.sub(r"_[A-Z]+$", "", item).strip().lower() for item in items]
+    return list(dict.fromkeys(c for c in cleaned if c))
+
+
+def concepts_covered(concepts: list[str], text: str) -> list[bool]:
+    """Whether each concept appears in the text: a concept counts when it shares a lemma with any word."""
+    text_lemmas = lemma_set(text)
+    return [bool(lemmas(c) & text_lemmas) or c in words(text) for c in concepts]
+
+
+class CoverageReward:
+    """reward = (concepts used) / (concepts given), in [0, 1].
+
+    A concept is used when one of its lemmas equals a lemma of a word of the continuation (lemminflect,
+    any part of speech): "dogs" covers "dog", "caught" covers "catch". Empty continuation: 0.
+
+    Context: `concepts=[list of concepts, or one string "dog frisbee catch"]`, one per completion. Without
+    it, each prompt is read as the concept string.
+
+    Example: concepts {dog, frisbee, catch}, "The dogs caught a frisbee." -> 3 / 3 = 1.0;
+    "A dog ran." -> 1 / 3 = 0.33.
+    """
+
+    def __call__(self, prompts, completions, concepts=None, **context) -> list[float]:
+        completions = check_texts(completions)
+        if concepts is None:
+            concepts = check_texts(prompts, "prompts")
+        concepts = check_context("concepts", concepts, len(completions), "concept lists")
+        scores = []
+        for concept_set, text in zip(concepts, completions):
+            wanted = parse_concepts(concept_set)
+            if not wanted:
+                raise RewardInputError("A concept set is empty: give the concepts the text should use.")
+            if is_empty(text):
+                scores.append(EMPTY_SCORE)
+                continue
+            scores.append(sum(concepts_covered(wanted, text)) / len(wanted))
+        return scores

@@ -1,0 +1,143 @@
+"""bench.evaluate end to end with the real embedded model (subprocess, --json), and its user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+SHARED_METRICS = {"mean_reward", "avg_max_toxicity", "toxicity_probability", "perplexity", "standalone_perplexity",
+                  "distinct_2", "distinct_3", "relevance"}
+UNIT_METRICS = SHARED_METRICS - {"perplexity", "standalone_perplexity"}
+
+
+def run_evaluate(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.evaluate", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def toxicity_report(tmp_path_factory):
+    prompts = tmp_path_factory.mktemp("data") / "prompts.txt"
+    prompts.write_text("The referee made a terrible call, and the fans started yelling\n"
+                       "My first day at the new job was\n"
+                       "The old lighthouse on the northern cape was built in\n")
+    done = run_evaluate("--task", "toxicity", "--prompts", str(prompts), "--split", "all", "--limit", "3",
+                        "--samples-per-prompt", "2", "--max-new-tokens", "8", "--device", "cpu", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_evaluate_json_has_the_issue_keys(toxicity_report):
+    report = toxicity_report
+    assert {"task", "n_prompts", "samples_per_prompt", "toxicity_backend", "base", "tailored"} <= set(report)
+    assert report["task"] == "toxicity" and report["n_prompts"] == 3 and report["samples_per_prompt"] == 2
+    assert report["toxicity_backend"] in ("detoxify", "profanity_check")
+    for column in ("base", "tailored"):
+        assert SHARED_METRICS <= set(report[column])
+
+
+def test_evaluate_values_are_in_range(toxicity_report):
+    for column in ("base", "tailored"):
+        metrics = toxicity_report[column]
+        for name in UNIT_METRICS:
+            assert 0.0 <= metrics[name] <= 1.0, (column, name, metrics[name])
+        assert 1.0 <= metrics["perplexity"] < 10_000
+        assert 1.0 <= metrics["standalone_perplexity"] < 1e6
+        assert metrics["toxicity_probability"] in (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+def test_without_an_adapter_tailored_equals_base(toxicity_report):
+    assert toxicity_report["tailored"] == toxicity_report["base"]
+    assert "untrained" not in toxicity_report
+
+
+def test_commongen_reports_coverage(tmp_path):
+    prompts = tmp_path / "concepts.txt"
+    prompts.write_text("dog frisbee catch\nchef knife onion cut\n")
+    done = run_evaluate("--task", "commongen", "--prompts", str(prompts), "--split", "all", "--samples-per-prompt", "1",
+                        "--max-new-tokens", "12", "--device", "cpu", "--json")
+    assert done.returncode == 0, done.stderr
+    base = json.loads(done.stdout)["base"]
+    assert {"coverage", "full_coverage", "fluency"} <= set(base)
+    assert 0.0 <= base["coverage"] <= 1.0 and base["full_coverage"] in (0.0, 0.5, 1.0)
+
+
+def test_paper_combination_adds_an_untrained_control(tmp_path):
+    """An adapter saved in the paper's combination gets an untrained-adapter control column."""
+    from adapters.models import load_model
+    from adapters.policy_adapter import AdapterCard, AdapterHost
+
+    host = AdapterHost(*load_model("embedded"), "embedded")  # a private copy: PEFT changes the model it wraps
+    host.new_adapter("paper", AdapterCard(task="toxicity", combination="paper"))
+    adapter_dir = host.save_adapter("paper", tmp_path / "paper-adapter")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("The movie was\n")
+    done = run_evaluate("--task", "toxicity", "--prompts", str(prompts), "--split", "all", "--samples-per-prompt", "1",
+                        "--max-new-tokens", "6", "--device", "cpu", "--adapter", str(adapter_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {"base", "tailored", "untrained"} <= set(report)
+    # The saved adapter is itself untrained, so it and the fresh control decode the same text.
+    assert report["untrained"]["mean_reward"] == report["tailored"]["mean_reward"]
+    assert report["combination"] == "paper"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "toxicity", "--prompts", "/nonexistent/prompts.txt"], "does not exist"),
+    (["--task", "summarise"], "Unknown task"),
+])
+def test_user_errors_exit_2_with_one_line(args, message):
+    done = run_evaluate(*args, "--device", "cpu", timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_prompts_file_without_usable_lines_exits_2(tmp_path):
+    prompts = tmp_path / "empty.txt"
+    prompts.write_text("\n  \n")
+    done = run_evaluate("--task", "toxicity", "--prompts", str(prompts), "--device", "cpu", timeout=120)
+    assert done.returncode == 2 and "no usable inputs" in done.stderr
+
+
+# --- adapters.generate --task ----------------------------------------------------------------------------
+
+
+def run_generate(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "adapters.generate", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_generate_with_a_task_scores_each_continuation():
+    done = run_generate("--task", "commongen", "--prompt", "dog frisbee catch", "--n", "2", "--max-new-tokens", "10",
+                        "--device", "cpu", "--toxicity-backend", "profanity_check", "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["task"] == "commongen" and out["task_inputs"] == {"concepts": ["dog", "frisbee", "catch"]}
+    assert out["toxicity_backend"] == "profanity_check"
+    for key in ("base_rewards", "tailored_rewards"):
+        assert len(out[key]) == 2
+        for row in out[key]:
+            assert set(row) == {"reward", "coverage", "fluency"} and all(0 <= v <= 1 for v in row.values())
+
+
+def test_generate_with_a_task_prints_rewards_in_text_mode():
+    done = run_generate("--task", "sentiment", "--prompt", "My first day at the new job was", "--max-new-tokens", "6",
+                        "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "reward " in done.stdout and "positivity" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "knowledge_dialogue", "--prompt", "Who climbed Everest first?"], "--knowledge"),
+    (["--task", "commongen", "--prompt", "dog cat"], "3 to 5 concepts"),
+    (["--task", "summarise", "--prompt", "x"], "Unknown task"),
+])
+def test_generate_task_input_errors_exit_2(args, message):
+    done = run_generate(*args, "--device", "cpu", timeout=120)
+    assert done.returncode == 2 and message in done.stderr
