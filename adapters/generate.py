@@ -2,6 +2,12 @@
 
     python -m adapters.generate --prompt "The movie was" --adapter adapters/trained/toxicity --n 2
     python -m adapters.generate --prompt "The movie was" --json
+    python -m adapters.generate --task commongen --prompt "dog frisbee catch" --n 2
+    python -m adapters.generate --prompt "The movie was" --base-api http://127.0.0.1:8000/v1 --base-api-model NAME
+
+With --task, the task builds the model's prompt from --prompt (the text to continue, the concept list or the
+user's message; knowledge_dialogue also takes --knowledge), decoding defaults come from the task, and each
+continuation is printed with its reward and the reward's parts.
 
 With --json, prints one JSON object: {"base": [N strings], "tailored": [N strings], ...}.
 User errors (empty prompt, alpha out of range, a missing or corrupt adapter) print one line and exit 2.
@@ -13,26 +19,50 @@ import argparse
 import json
 import sys
 
+from adapters.api_base import ApiBaseError, add_api_args, api_config_from_args, cost_line, with_api_base
 from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from adapters.loading import load_policy
 from adapters.models import EMBEDDED, ModelLoadError, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterError, read_card
 from adapters.tailored_decoding import DecodeConfig, DecodeError, generate
+from rewards.toxicity import ToxicityBackendError
+from tasks import TaskInputError, get_task, inputs_from_prompt
 
-USER_ERRORS = (DecodeError, AdapterError, ModelLoadError)
+USER_ERRORS = (DecodeError, AdapterError, ModelLoadError, ApiBaseError, TaskInputError, ToxicityBackendError)
+TASK_DECODE_FIELDS = ("max_new_tokens", "temperature", "top_p")
+"""Decoding settings a task sets by default (unless given on the command line)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adapters.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompt", required=True, help="the text to continue")
+    parser.add_argument("--prompt", required=True, help="the text to continue (with --task: the task's main input)")
+    parser.add_argument("--task", default=None, help="build the prompt, decode and score as this task (toxicity, commongen, ...)")
+    parser.add_argument("--knowledge", default=None, help="the knowledge passage, for --task knowledge_dialogue")
+    parser.add_argument("--toxicity-backend", default="auto", help="with --task: auto, detoxify or profanity_check")
     parser.add_argument("--adapter", default=None, help="a saved adapter directory (default: none, both columns are the base)")
     parser.add_argument("--base", default=EMBEDDED, help="base model: 'embedded', a local directory or a hub id")
     parser.add_argument("--n", type=int, default=1, help="continuations per policy (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32 or bfloat16")
-    add_dataclass_args(parser, DecodeConfig, defaults={"alpha": None})
+    # None = not given: the task's default, else DecodeConfig's.
+    add_dataclass_args(parser, DecodeConfig, defaults={"alpha": None, **{name: None for name in TASK_DECODE_FIELDS}})
+    add_api_args(parser)
     return parser
+
+
+def score_task(task, inputs: dict, result, device: str, toxicity_backend: str) -> dict:
+    """Each continuation's task reward and its parts, for the JSON output and the text listing."""
+    from tasks.scoring import load_scorer
+
+    scorer = load_scorer(task.name, device=device, toxicity_backend=toxicity_backend)
+    return {
+        "task": task.name,
+        "task_inputs": inputs,
+        "toxicity_backend": scorer.toxicity_backend,
+        "base_rewards": scorer([inputs] * len(result.base), [c.text for c in result.base]),
+        "tailored_rewards": scorer([inputs] * len(result.tailored), [c.text for c in result.tailored]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,15 +72,26 @@ def main(argv: list[str] | None = None) -> int:
             raise DecodeError(f"--n must be at least 1, got {args.n}.")
         card = read_card(args.adapter) if args.adapter else None
         alpha = args.alpha if args.alpha is not None else (card.alpha if card else 1.0)
-        config = dataclass_from_args(DecodeConfig, args, alpha=alpha)
+        task = get_task(args.task) if args.task else None
+        decode_defaults = {**{name: DecodeConfig.__dataclass_fields__[name].default for name in TASK_DECODE_FIELDS},
+                           **(task.decode if task else {})}
+        config = dataclass_from_args(DecodeConfig, args, alpha=alpha, **{
+            name: decode_defaults[name] if getattr(args, name) is None else getattr(args, name) for name in TASK_DECODE_FIELDS})
         if not args.prompt.strip():
             raise DecodeError("The prompt is empty: give some text to continue with --prompt.")
+        task_inputs = inputs_from_prompt(task.name, args.prompt, args.knowledge) if task else None
+        api_config = api_config_from_args(args)  # bad API flags fail before any model loads
         device = resolve_device(args.device)
         policy = load_policy(args.base, args.adapter, device, resolve_dtype(args.dtype, device))
-        result = generate(policy, [args.prompt], config, n=args.n)
+        if api_config:
+            policy = with_api_base(policy, api_config, config.stop_at_eos)
+        model_prompt = task.build_prompt(task_inputs, policy.tokenizer) if task else args.prompt
+        result = generate(policy, [model_prompt], config, n=args.n)
+        task_json = score_task(task, task_inputs, result, str(device), args.toxicity_backend) if task else {}
     except USER_ERRORS as err:
         exit_with_user_error(str(err))
-    for warning in result.warnings:
+    api = policy.remote_base
+    for warning in result.warnings + (api.warnings if api else []):
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({
@@ -61,16 +102,25 @@ def main(argv: list[str] | None = None) -> int:
             "base": [c.text for c in result.base],
             "tailored": [c.text for c in result.tailored],
             "warnings": result.warnings,
+            **task_json,
+            "base_api": {"url": api.config.url, "model": api.config.model, "top_logprobs": api.config.top_logprobs,
+                         **api.stats.as_dict()} if api else None,
         }, indent=2))
         return 0
     label = f"base + adapter {args.adapter} (alpha {config.alpha:g})" if args.adapter else "tailored (no adapter: same as base)"
     print(f"prompt: {args.prompt}\n")
-    for title, completions in (("base", result.base), (label, result.tailored)):
+    for title, key, completions in (("base", "base_rewards", result.base), (label, "tailored_rewards", result.tailored)):
         print(f"== {title} ==")
+        rewards = task_json.get(key, [])
         for i, c in enumerate(completions, 1):
             print(f"[{i}] {c.text.strip()}")
+            if rewards:
+                parts = ", ".join(f"{name} {value:.2f}" for name, value in rewards[i - 1].items() if name != "reward")
+                print(f"    reward {rewards[i - 1]['reward']:.2f} ({parts})")
         print()
     print(f"seed {result.seed}")
+    if api:
+        print(cost_line(api.stats.as_dict()))
     return 0
 
 

@@ -1,0 +1,278 @@
+"""The black-box API base against a real llama.cpp server (llama-cpp-python, installed by tests/servers.py) and fakes.
+
+The first run builds llama-cpp-python from source (minutes on two cores) into the project cache; later
+runs start the server in about a second. The server holds the embedded model's GGUF file (Q4_1), the
+local reference its de-quantised float copy, so the two agree on most but not all greedy choices.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+import torch
+
+from adapters.api_base import ApiBase, ApiBaseConfig, ApiBaseError, TokenMap
+from adapters.generate import main as generate_main
+from adapters.models import embedded_gguf_path
+from adapters.policy_adapter import AdapterCard
+from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, eos_token_ids, generate, sample
+from tests.servers import MODEL_ALIAS, FakeCompletionsServer, LlamaServer, free_port, silent_port
+from tests.test_generate_cli import run_cli
+from tests.test_tailored_decoding import perturb_lora
+
+# The first test that needs the server waits for its build: allow for it.
+pytestmark = pytest.mark.timeout(1800)
+
+# Greedy continuations whose text the server tokenises back into the same tokens (see test 1's docstring).
+PROMPTS = [
+    "The best thing about weekends is",
+    "Once upon a time, in a land far away, there lived",
+    "The three primary colours are",
+    "<|im_start|>user\nSay hi in five words.<|im_end|>\n<|im_start|>assistant\n",
+]
+CHAT_ENDING = "<|im_start|>user\nSay hi<|im_end|>\n<|im_start|>assistant\nHi! How can I help you today?"
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory):
+    server = LlamaServer(embedded_gguf_path(), tmp_path_factory.mktemp("llama-server") / "server.log").start()
+    yield server
+    server.stop()
+
+
+def connect(host, url: str, **overrides) -> ApiBase:
+    return ApiBase.for_host(ApiBaseConfig(url=url, model=MODEL_ALIAS, **overrides), host)
+
+
+def server_greedy(server: LlamaServer, prompt: str, max_tokens: int) -> str:
+    """The server's own greedy completion (no repetition penalty: llama.cpp's default is 1.1)."""
+    body = requests.post(f"{server.url}/completions", timeout=120, json={
+        "model": MODEL_ALIAS, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0})
+    return body.json()["choices"][0]["text"]
+
+
+# --- against the real server -----------------------------------------------------------------------
+
+
+def test_alpha_zero_greedy_through_the_api_matches_the_servers_own_greedy(llama_server, embedded_host):
+    """alpha = 0 and greedy: each step's argmax over the server's top-k is the token the server itself picks.
+
+    llama-cpp-python's server takes text prompts only, so each step's context is re-tokenised there. A
+    greedy path whose text tokenises differently (e.g. "?" + "\\n" + "\\n" read back as "?\\n" + "\\n")
+    drifts from the server's own run; the prompts here have none, so the texts must be equal.
+    """
+    api = connect(embedded_host, llama_server.url)
+    assert api.prompt_format == "text"
+    config = DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0)
+    result = generate(TailoredPolicy(embedded_host, remote_base=api), PROMPTS, config)
+    for prompt, base, tailored in zip(PROMPTS, result.base, result.tailored):
+        assert tailored.token_ids == base.token_ids
+        assert base.text == server_greedy(llama_server, prompt, 16), prompt
+    # Base and tailored rows are the same at alpha = 0 and share requests: at most one per token.
+    stats = api.stats
+    print(f"\nalpha 0: {stats.as_dict()}")
+    assert stats.tokens == sum(len(c.token_ids) for c in result.base + result.tailored)
+    assert 0.4 < stats.requests_per_token <= 0.6 and stats.latency_per_token > 0
+
+
+def test_end_of_text_as_the_likeliest_token(llama_server, embedded_host):
+    """llama-cpp-python returns no log-probabilities when its greedy pick ends the text: one more request finds them."""
+    api = connect(embedded_host, llama_server.url)
+    ids = embedded_host.tokenizer(CHAT_ENDING, add_special_tokens=False)["input_ids"]
+    logprobs = api.next_logprobs([ids])  # (1, V)
+    assert int(logprobs.argmax()) in eos_token_ids(embedded_host)
+    assert torch.isfinite(logprobs).sum() >= api.config.top_logprobs - 2  # "" merges a few tokens there
+    assert api.stats.requests == 2
+    result = generate(TailoredPolicy(embedded_host, remote_base=api), [CHAT_ENDING], DecodeConfig(max_new_tokens=8, temperature=0))
+    assert result.base[0].finished and len(result.base[0].token_ids) == 1
+
+
+def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(llama_server, embedded_host):
+    """A perturbed adapter on the API base and on the local base: teacher-forced along the local path, the
+    tailored argmax agrees in most steps (Q4_1 in llama.cpp vs its float copy, and top-k truncation)."""
+    host = embedded_host
+    torch.manual_seed(0)  # PEFT draws LoRA A at random: the same adapter every run
+    host.new_adapter("api", AdapterCard(task="custom"))
+    try:
+        perturb_lora(host, "api", scale=0.05, seed=1)
+        local = TailoredPolicy(host, host, "api")
+        remote = TailoredPolicy(host, host, "api", remote_base=connect(host, llama_server.url))
+        config = DecodeConfig(max_new_tokens=16, temperature=0, alpha=1.0)
+        paths = generate(local, PROMPTS[:3], config).tailored
+        prefixes = []
+        for prompt, path in zip(PROMPTS, paths):
+            ids = host.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            prefixes += [ids + path.token_ids[:t] for t in range(len(path.token_ids))]
+        one = DecodeConfig(max_new_tokens=1, temperature=0, alpha=1.0)
+        local_steps = sample(local, prefixes, one, columns=("tailored", "base")).completion_ids[:, 0]
+        remote_steps = sample(remote, prefixes, one, columns=("tailored",)).completion_ids[:, 0]
+        n = len(prefixes)
+        agreement = (local_steps[:n] == remote_steps).float().mean().item()
+        steered = (local_steps[:n] != local_steps[n:]).sum().item()
+        print(f"\nAPI vs local tailored greedy agreement: {agreement:.3f} over {n} steps "
+              f"(the adapter moved the local argmax in {steered}); {remote.remote_base.stats.as_dict()}")
+        assert steered >= 3  # the adapter really steers, so agreement is not the base's alone
+        assert agreement >= 0.85  # measured 0.96-0.98 on this machine
+    finally:
+        host.delete_adapter("api")
+
+
+def test_generate_cli_with_base_api(llama_server, capsys):
+    out = run_cli("--prompt", "The best thing about weekends is", "--max-new-tokens", "6", "--temperature", "0",
+                  "--base-api", llama_server.url, "--base-api-model", MODEL_ALIAS, "--top-logprobs", "10", "--json",
+                  "--device", "cpu")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["base"] == data["tailored"] and data["base"][0] == server_greedy(llama_server, "The best thing about weekends is", 6)
+    cost = data["base_api"]
+    assert cost["top_logprobs"] == 10 and cost["requests"] >= 6 and 0 < cost["requests_per_token"] <= 1.0
+    assert cost["latency_per_token"] > 0
+    assert generate_main(["--prompt", "Hello", "--max-new-tokens", "3", "--device", "cpu", "--base-api", llama_server.url,
+                          "--base-api-model", MODEL_ALIAS]) == 0
+    assert "requests/token" in capsys.readouterr().out  # the text output's last line: what the API cost
+
+
+def test_a_stopped_server_is_a_clear_error_within_bounded_time(tmp_path, embedded_host):
+    server = LlamaServer(embedded_gguf_path(), tmp_path / "server.log").start()
+    api = connect(embedded_host, server.url, timeout=5, max_retries=2, backoff=0.1)
+    server.stop()
+    start = time.time()
+    with pytest.raises(ApiBaseError, match="failed after 3 attempts: cannot connect"):
+        generate(TailoredPolicy(embedded_host, remote_base=api), ["Hello"], DecodeConfig(max_new_tokens=4))
+    assert time.time() - start < 10
+    with pytest.raises(ApiBaseError, match="Is the server running"):
+        connect(embedded_host, server.url, max_retries=1, backoff=0.1)
+
+
+# --- failure cases without the real server ---------------------------------------------------------
+
+
+def test_a_port_that_does_not_answer_times_out_with_a_clear_error(embedded_host):
+    with silent_port() as url:
+        start = time.time()
+        with pytest.raises(ApiBaseError, match=r"failed after 2 attempts: no answer within 1 s"):
+            connect(embedded_host, url, timeout=1, max_retries=1, backoff=0.1)
+        assert time.time() - start < 6
+
+
+def test_nothing_listening_is_a_clear_error(embedded_host):
+    with pytest.raises(ApiBaseError, match="cannot connect"):
+        connect(embedded_host, f"http://127.0.0.1:{free_port()}/v1", max_retries=1, backoff=0.05)
+
+
+def fake(tokenizer, entries=None, logprobs="default", status=200):
+    """A fake server answering /tokenize like the local tokenizer and completions with `entries` {text: logprob}."""
+    def tokenize(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def completion(payload):
+        if status != 200:
+            return status, {"error": {"message": "nope"}}
+        lp = {"tokens": ["x"], "top_logprobs": [entries]} if logprobs == "default" else logprobs
+        return 200, {"choices": [{"text": "x", "logprobs": lp, "finish_reason": "length"}]}
+
+    return FakeCompletionsServer(tokenize, completion)
+
+
+def twenty_entries(tokenizer) -> dict[str, float]:
+    return {tokenizer.decode([i]): -float(n + 1) for n, i in enumerate(range(300, 320))}
+
+
+@pytest.mark.parametrize("logprobs, message", [
+    (None, "returned no log-probabilities"),
+    ({"tokens": [], "top_logprobs": []}, "returned no log-probabilities"),
+    ({"tokens": ["x"], "top_logprobs": [{" the": -1.0, " a": -2.0, " an": -3.0}]}, "returned 3 log-probabilities, fewer than the k = 20"),
+    ({"tokens": ["x"], "top_logprobs": [{" the": -1.0, "\u2297\u2297not a token\u2297": -2.0}]}, "has no token for"),
+])
+def test_malformed_answers_are_clear_errors(tokenizer, embedded_host, logprobs, message):
+    with fake(tokenizer, logprobs=logprobs) as server:
+        with pytest.raises(ApiBaseError, match=message):
+            connect(embedded_host, server.url, max_retries=0)
+
+
+def test_token_id_prompts_ids_in_answers_and_k(tokenizer, embedded_host):
+    """A server that takes token ids gets them; "token_id:N" keys (vLLM) map straight to ids."""
+    entries = {f"token_id:{i}": -float(n + 1) for n, i in enumerate(range(1000, 1020))}
+    with fake(tokenizer, entries) as server:
+        api = connect(embedded_host, server.url)
+        assert api.prompt_format == "token_ids"
+        logprobs = api.next_logprobs([[504, 2365], [504, 2365], [504]])  # two rows alike: two requests
+        assert logprobs.shape == (3, embedded_host.base_model.config.vocab_size)
+        assert int(logprobs[0].argmax()) == 1000 and torch.isfinite(logprobs[0]).sum() == 20
+        completions = [p for path, p in server.requests if path.endswith("/completions")]
+        assert sorted(p["prompt"] for p in completions[-2:]) == [[504], [504, 2365]]  # sent concurrently
+        assert all(p["logprobs"] == 20 and p["max_tokens"] == 1 and p["temperature"] == 0 for p in completions)
+        assert api.stats.requests == 2 and api.stats.tokens == 3
+
+
+def test_retries_server_errors_then_succeeds(tokenizer, embedded_host):
+    failures = {"left": 0}
+    entries = twenty_entries(tokenizer)
+
+    def completion(payload):
+        if failures["left"]:
+            failures["left"] -= 1
+            return 503, {"error": "busy"}
+        return 200, {"choices": [{"text": "x", "logprobs": {"top_logprobs": [entries]}, "finish_reason": "length"}]}
+
+    with FakeCompletionsServer(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], completion) as server:
+        api = connect(embedded_host, server.url, backoff=0.01)
+        failures["left"] = 2
+        api.next_logprobs([[504]])
+        assert api.stats.retries == 2 and api.stats.requests == 3
+        failures["left"] = 10
+        with pytest.raises(ApiBaseError, match="failed after 4 attempts: HTTP 503"):
+            api.next_logprobs([[504]])
+
+
+def test_a_refusing_server_is_not_retried(tokenizer, embedded_host):
+    with fake(tokenizer, status=401) as server:
+        with pytest.raises(ApiBaseError, match=r"refused the request .*HTTP 401"):
+            connect(embedded_host, server.url)
+        assert len([p for p, _ in server.requests if p.endswith("/completions")]) == 2  # token ids, then text
+
+
+def test_a_foreign_tokenizer_is_a_clear_error_naming_both(tokenizer, embedded_host):
+    def tokenize(text):
+        return [i + 1 for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    with FakeCompletionsServer(tokenize, lambda payload: (200, {})) as server:
+        with pytest.raises(ApiBaseError, match=r"server's tokenizer \('smollm2-135m' at http://127.0.0.1:\d+/v1\) and the local one"):
+            connect(embedded_host, server.url)
+
+
+def test_api_key_comes_from_the_environment_and_stays_out_of_reprs(tokenizer, embedded_host, monkeypatch):
+    monkeypatch.setenv("IPA_TEST_KEY", "sk-secret-123")
+    with fake(tokenizer, twenty_entries(tokenizer)) as server:
+        api = connect(embedded_host, server.url, api_key_env="IPA_TEST_KEY")
+        assert "sk-secret" not in repr(api) and "sk-secret" not in repr(api.config)
+    with pytest.raises(ApiBaseError, match="IPA_MISSING_KEY.*not set"):
+        ApiBaseConfig(url="http://127.0.0.1:1/v1", model="m", api_key_env="IPA_MISSING_KEY")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"url": "127.0.0.1:8000/v1"}, "must be an http"),
+    ({"model": ""}, "--base-api-model"),
+    ({"top_logprobs": 0}, "--top-logprobs must be at least 1"),
+])
+def test_bad_config_is_a_clear_error(kwargs, message):
+    with pytest.raises(ApiBaseError, match=message):
+        ApiBaseConfig(**{"url": "http://127.0.0.1:8000/v1", "model": "m", **kwargs})
+
+
+def test_cli_flags_fail_before_loading_a_model():
+    out = run_cli("--prompt", "hi", "--base-api", "http://127.0.0.1:9/v1")
+    assert out.returncode == 2 and "--base-api-model" in out.stderr
+
+
+def test_token_map(tokenizer):
+    eos = tokenizer.eos_token_id
+    token_map = TokenMap(tokenizer, len(tokenizer), [eos])
+    assert token_map(" world") == 905 and token_map("Hello") == 19556
+    assert token_map("token_id:42") == 42 and token_map(42) == 42 and token_map(10**9) is None
+    assert token_map("<|im_end|>") == eos and token_map("") == eos  # llama-cpp-python writes special tokens as ""
+    assert token_map("\u2297 no such token \u2297") is None
+    assert token_map.is_shared("") and not token_map.is_shared(" world")
