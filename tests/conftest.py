@@ -62,3 +62,12 @@ def embedded_host() -> AdapterHost:
     """A second copy of the embedded model that carries adapters; tests delete what they add."""
     model, tokenizer = load_model("embedded")
     return AdapterHost(model, tokenizer, "embedded")
+
+
+@pytest.fixture(scope="session")
+def playground_app(tmp_path_factory, request):
+    """The real playground (service + page) on a free port, shared by the API and browser tests (tests/app_server.py)."""
+    from tests.app_server import serve_playground
+
+    with serve_playground(tmp_path_factory.mktemp("playground"), lambda: request.getfixturevalue("embedded_host")) as app:
+        yield app

@@ -1,0 +1,56 @@
+"""IPA Playground: start the web app.
+
+    python app.py                          # embedded models, http://127.0.0.1:7860
+    python app.py --port 8080 --host 0.0.0.0
+    python app.py --preset online          # SmolLM2-1.7B-Instruct steered by 135M adapters (needs the hub once)
+    python app.py --help                   # every flag; IPA_PORT, IPA_HOST, IPA_SHARE, ... work too
+
+Builds the service (models load once, here), then the page; launches only when run as a script.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported anywhere
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import logging
+import sys
+
+from app.config import AppConfig, ConfigError, parse_args
+
+
+def build(config: AppConfig):
+    """The loaded service and its page."""
+    from app.service import Playground
+    from app.ui import build_ui
+
+    service = Playground.load(config)
+    return service, build_ui(service)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are not news
+    from adapters.models import ModelLoadError
+    from app.ui import launch_options, queue_options
+
+    try:
+        config = parse_args(argv)
+        print(f"Loading the models ({config.preset} preset) ...", flush=True)
+        service, demo = build(config)
+    except (ConfigError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"Adapters: {', '.join(service.adapters) or 'none found in ' + config.adapters_dir}", flush=True)
+    demo.queue(**queue_options(config.concurrency, config.queue_size))
+    try:
+        demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_options())
+    finally:
+        service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

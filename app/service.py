@@ -1,0 +1,401 @@
+"""The playground's service layer: models loaded once, adapters by name, generation with rewards, training jobs.
+
+No Gradio here: the UI (app/ui.py) only wires widgets to these methods, and tests call them directly.
+
+    >>> service = Playground.load(AppConfig(warm_up=False))                      # doctest: +SKIP
+    >>> for update in service.generate("toxicity", {"text": "The fans yelled"}, Settings(max_new_tokens=8),
+    ...                                adapter="toxicity"):                        # doctest: +SKIP
+    ...     pass
+    >>> update.base[0].text, update.tailored[0].text, update.tailored_scores[0]["reward"]   # doctest: +SKIP
+
+Models: the base model is loaded once at start and carries every adapter by name (shipped adapters from
+`adapters_dir`, and those trained in the page from `runs_dir`); adapters are only ever picked by name from
+those two folders, never from a path a user typed, and only JSON and safetensors are read.
+
+Threads: generations from several users interleave token by token (each decoding step holds the model
+lock, because PEFT switches adapters by mutating the model); a training run works on its own model copy
+in a background thread, so generation keeps working while it trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from adapters.loading import load_host
+from adapters.models import ModelLoadError, check_same_tokenizer, model_label, resolve_device, resolve_dtype
+from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, stream
+from adapters.training import TrainError, machine_name
+from app.config import AppConfig
+from app.spaces_compat import ON_ZERO_GPU, gpu
+from app.training_jobs import TrainingJob, TrainingRequestError, TrainRequest, run_job
+from tasks import TASKS, TaskInputError, get_task, load_scorer
+from tasks.data import DataError, load_inputs
+
+log = logging.getLogger("ipa.service")
+
+MAX_SAMPLES = 4
+"""Samples per column a request may ask for."""
+MAX_NEW_TOKENS = 128
+"""Tokens per sample a request may ask for."""
+SHIPPED, TRAINED_HERE = "shipped", "trained here"
+TOXICITY_TASKS = ("toxicity", "dialogue_safety")
+"""Tasks whose reward uses the toxicity classifier (the page names its backend)."""
+
+
+class ServiceError(ValueError):
+    """A request the playground cannot serve; the message says what to change."""
+
+
+USER_ERRORS = (ServiceError, DecodeError, TaskInputError, AdapterError, TrainError, TrainingRequestError,
+               ModelLoadError, DataError)
+"""Errors caused by a request (shown to the user as they are), as opposed to bugs."""
+
+
+@dataclass
+class Settings:
+    """Decoding settings of one request (the page's Settings panel)."""
+
+    alpha: float = 1.0
+    """Adapter strength: 0 = base only."""
+    n: int = 1
+    """Samples per column."""
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 0.9
+    seed: int | None = 0
+    """None draws a random seed (reported back)."""
+
+    @classmethod
+    def for_task(cls, task: str, **overrides) -> "Settings":
+        """The task's default decoding settings, with overrides."""
+        decode = get_task(task).decode
+        values = {k: decode[k] for k in ("max_new_tokens", "temperature", "top_p") if k in decode}
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class AdapterEntry:
+    """An adapter the playground can use, by name."""
+
+    name: str
+    card: AdapterCard
+    source: str
+    """'shipped' (adapters_dir) or 'trained here' (runs_dir)."""
+    directory: Path
+
+
+@dataclass
+class TokenStep:
+    """How the adapter acted on one generated token."""
+
+    token: str
+    kl: float
+    """KL(tailored || base) of the next-token distributions at this step, in nats."""
+    base_prob: float
+    """The base model's probability of the chosen token."""
+    tailored_prob: float
+    """The tailored policy's probability of the chosen token."""
+
+
+@dataclass
+class Generation:
+    """One update of a side-by-side generation: the text so far, and the rewards once done."""
+
+    task: str
+    adapter: str | None
+    alpha: float
+    steered: bool
+    """False when the right column is the base itself (no adapter, or alpha = 0)."""
+    base: list[Completion]
+    tailored: list[Completion]
+    done: bool = False
+    base_scores: list[dict] | None = None
+    tailored_scores: list[dict] | None = None
+    seed: int = 0
+    warnings: list[str] = field(default_factory=list)
+    toxicity_backend: str | None = None
+    """The toxicity classifier's label, for tasks whose reward uses it."""
+
+
+def token_steering(completion: Completion) -> list[TokenStep]:
+    """Per-token steering of a tailored completion (EOS left out).
+
+    >>> c = Completion(0, 0, "tailored", [5, 6], "a b", False, [-1.0, -2.0], [-0.5, -0.1], [0.2, 1.5], ["a", " b"])
+    >>> [round(s.kl, 1) for s in token_steering(c)], round(token_steering(c)[1].tailored_prob, 2)
+    ([0.2, 1.5], 0.9)
+    """
+    import math
+
+    return [TokenStep(token, kl, math.exp(base), math.exp(tailored))
+            for token, kl, base, tailored in zip(completion.tokens, completion.kl, completion.base_logprobs,
+                                                  completion.tailored_logprobs)]
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+
+
+def _mirror(completions: list[Completion]) -> list[Completion]:
+    # Without an adapter the tailored policy *is* the base: show the same samples, labelled as tailored.
+    return [dataclasses.replace(c, policy="tailored") for c in completions]
+
+
+class Playground:
+    """The service: one base model with named adapters, one scorer per task, and at most one training job."""
+
+    def __init__(self, config: AppConfig, base: AdapterHost, adapter_host: AdapterHost, scorers: dict, device: torch.device):
+        self.config = config
+        self.base = base
+        self.adapter_host = adapter_host
+        self.scorers = scorers
+        self.device = device
+        self.adapters: dict[str, AdapterEntry] = {}
+        self.adapters_version = 0
+        """Grows whenever an adapter is added, so the page knows when to refresh its choices."""
+        self.problems: list[str] = []
+        """Adapters that could not be loaded at start (shown in the page)."""
+        self.job: TrainingJob | None = None
+        self._model_lock = threading.RLock()
+        self._job_lock = threading.Lock()
+
+    # --- start-up ------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, config: AppConfig) -> "Playground":
+        """Load the models once, every known adapter, and one scorer per task (sharing reward models)."""
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        device = resolve_device(config.device)
+        dtype = resolve_dtype("auto", device)
+        preset = config.models
+        try:
+            base = load_host(preset.base, device, dtype)
+            adapter_host = base if preset.adapter_model == preset.base else load_host(preset.adapter_model, device, dtype)
+        except ModelLoadError as err:
+            if config.preset == "online":
+                raise ModelLoadError(
+                    f"The online preset needs the Hugging Face hub to download {preset.base} and {preset.adapter_model} "
+                    f"the first time (they are cached afterwards), and it could not: {err} "
+                    "Offline, start with --preset embedded."
+                ) from None
+            raise
+        check_same_tokenizer(base.tokenizer, preset.base, adapter_host.tokenizer, preset.adapter_model)
+        scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}
+        service = cls(config, base, adapter_host, scorers, device)
+        service.load_known_adapters()
+        if config.warm_up:
+            service.warm_up()
+        return service
+
+    def load_known_adapters(self) -> None:
+        """Load the shipped adapters (by folder name), then those trained here before (oldest first); record what fails."""
+        shipped = Path(self.config.adapters_dir)
+        runs = Path(self.config.runs_dir)
+        found = [(d.name, d, SHIPPED) for d in _subfolders(shipped) if (d / "card.json").is_file()]
+        trained = [(d.name, d / "adapter", TRAINED_HERE) for d in _subfolders(runs) if (d / "adapter" / "card.json").is_file()]
+        found += sorted(trained, key=lambda item: (item[1] / "card.json").stat().st_mtime)
+        for name, directory, source in found:
+            try:
+                self.add_adapter(name, directory, source)
+            except USER_ERRORS as err:
+                self.problems.append(f"{directory}: {err}")
+                log.warning("adapter %s not loaded: %s", directory, err)
+
+    def add_adapter(self, name: str, directory: Path, source: str) -> AdapterEntry:
+        """Load an adapter from one of the playground's own folders under `name`."""
+        if name in self.adapters:
+            raise ServiceError(f"Two adapters are named {name!r}; {directory} was not loaded.")
+        card = read_card(directory)
+        with self._model_lock:
+            self.adapter_host.load_adapter(name, directory)
+        entry = AdapterEntry(name, card, source, Path(directory))
+        self.adapters[name] = entry
+        self.adapters_version += 1
+        return entry
+
+    def warm_up(self) -> None:
+        """Score one demo per task, so that every reward model is loaded before the first visitor."""
+        for name, task in TASKS.items():
+            self.scorers[name]([task.demos[0]], ["A short and friendly sentence."])
+
+    # --- facts for the page ------------------------------------------------------------------------------
+    @property
+    def has_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def machine(self) -> str:
+        return machine_name(self.device)
+
+    def base_label(self) -> str:
+        return model_label(self.config.models.base)
+
+    def adapters_for(self, task: str) -> list[AdapterEntry]:
+        """The adapters trained for a task: shipped ones first, then those trained here, newest last."""
+        entries = [e for e in list(self.adapters.values()) if e.card.task == task]  # a copy: runs add adapters from their thread
+        return sorted(entries, key=lambda e: e.source != SHIPPED)
+
+    def default_adapter(self, task: str) -> str | None:
+        """The adapter a task's tab starts with: its shipped one, else the newest trained here, else none."""
+        entries = self.adapters_for(task)
+        shipped = [e for e in entries if e.source == SHIPPED]
+        if shipped:
+            return shipped[0].name
+        return entries[-1].name if entries else None
+
+    def adapter(self, name: str) -> AdapterEntry:
+        """The adapter by name; an unknown name is a ServiceError listing the known ones."""
+        if name not in self.adapters:
+            known = ", ".join(self.adapters) or "none yet (train one in the Training tab)"
+            raise ServiceError(f"There is no adapter named {name!r}. Available adapters: {known}.")
+        return self.adapters[name]
+
+    def toxicity_backend(self, task: str) -> str | None:
+        """The toxicity classifier's label for tasks whose reward uses it, else None."""
+        return self.scorers[task].toxicity_backend_label if task in TOXICITY_TASKS else None
+
+    # --- generation ------------------------------------------------------------------------------------
+    def check_inputs(self, task: str, inputs: dict) -> dict:
+        """The task's inputs, checked: every field given, none longer than max_input_chars."""
+        definition = get_task(task)
+        if not isinstance(inputs, dict):
+            raise ServiceError(f"Inputs must be a dict with {', '.join(definition.field_names())}.")
+        limit = self.config.max_input_chars
+        for f in definition.fields:
+            value = inputs.get(f.name)
+            text = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            if isinstance(text, str) and len(text) > limit:
+                raise ServiceError(f"The {f.label.lower()} is {len(text):,} characters long; the playground takes at most "
+                                   f"{limit:,}. Shorten it and try again.")
+        clean = definition.normalize({f.name: inputs.get(f.name) for f in definition.fields})
+        return {k: (v if isinstance(v, str) else list(v)) for k, v in clean.items()}
+
+    def decode_config(self, settings: Settings) -> DecodeConfig:
+        """Checked decoding settings (DecodeConfig checks alpha, temperature and top-p itself)."""
+        if not 1 <= settings.n <= MAX_SAMPLES:
+            raise ServiceError(f"Samples per column must be from 1 to {MAX_SAMPLES}, got {settings.n}.")
+        if not 1 <= settings.max_new_tokens <= MAX_NEW_TOKENS:
+            raise ServiceError(f"Max new tokens must be from 1 to {MAX_NEW_TOKENS}, got {settings.max_new_tokens}.")
+        if settings.seed is not None and not 0 <= settings.seed < 2**31:
+            raise ServiceError(f"The seed must be a whole number from 0 to {2**31 - 1}, got {settings.seed}.")
+        if settings.temperature > 2:
+            raise ServiceError(f"Temperature must be from 0 (greedy) to 2, got {settings.temperature:g}.")
+        return DecodeConfig(max_new_tokens=int(settings.max_new_tokens), temperature=float(settings.temperature),
+                            top_p=float(settings.top_p), alpha=float(settings.alpha), seed=settings.seed)
+
+    @gpu(duration=120)
+    def generate(self, task: str, inputs: dict, settings: Settings, adapter: str | None = None) -> Iterator[Generation]:
+        """Stream base | base + adapter side by side, token by token; the last update carries the rewards.
+
+        Every check happens before the first token, so a bad request fails at once with a ServiceError,
+        DecodeError or TaskInputError whose message can be shown as it is.
+        """
+        definition = get_task(task)
+        inputs = self.check_inputs(task, inputs)
+        config = self.decode_config(settings)
+        entry = self.adapter(adapter) if adapter else None
+        steered = entry is not None and config.alpha > 0
+        if steered:
+            policy = TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination)
+        else:
+            policy = TailoredPolicy(self.base)
+        prompt = definition.build_prompt(inputs, self.base.tokenizer)
+        columns = ("base", "tailored") if steered else ("base",)
+        common = dict(task=task, adapter=entry.name if entry else None, alpha=config.alpha, steered=steered,
+                      toxicity_backend=self.toxicity_backend(task))
+
+        steps = stream(policy, [prompt], config, n=settings.n, columns=columns)
+        while True:
+            with self._model_lock:  # one decoding step; other requests' steps run in between
+                result = next(steps)  # stream() always ends with a result marked done
+            tailored = result.tailored if steered else _mirror(result.base)
+            update = Generation(base=result.base, tailored=tailored, seed=result.seed, warnings=result.warnings, **common)
+            if result.done:
+                break
+            yield update
+
+        texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
+        scores = self.scorers[task]([inputs] * len(texts), texts)
+        update.base_scores = scores[: len(update.base)]
+        update.tailored_scores = scores[len(update.base):] if steered else [dict(s) for s in update.base_scores]
+        update.done = True
+        yield update
+
+    # --- training ------------------------------------------------------------------------------------
+    def training_defaults(self) -> TrainRequest:
+        """Defaults for the Training tab: about 2 minutes with a tiny batch on a CPU, 5 minutes on a GPU."""
+        if self.has_gpu:
+            return TrainRequest(amount=5.0, batch_size=64, group_size=4, eval_prompts=16, lr=1e-4)
+        return TrainRequest()
+
+    def _next_run_name(self, task: str, algo: str) -> str:
+        runs = Path(self.config.runs_dir)
+        k = 1
+        while f"{task}-{algo}-{k}" in self.adapters or (runs / f"{task}-{algo}-{k}").exists():
+            k += 1
+        return f"{task}-{algo}-{k}"
+
+    def start_training(self, request: TrainRequest, owner: str | None = None) -> dict:
+        """Start a run in the background and return its first snapshot; one run at a time."""
+        with self._job_lock:
+            if self.job is not None and self.job.running:
+                s = self.job.snapshot()
+                raise ServiceError(f"A training run is already in progress ({s['adapter']}: {s['phase'].rstrip(' .')}). "
+                                   "One run at a time: wait for it to finish, or stop it.")
+            get_task(request.task)
+            name = self._next_run_name(request.task, request.algo)
+            preset = self.config.models
+            approx = preset.adapter_model if preset.adapter_model != preset.base else ""
+            # On a ZeroGPU Space the GPU exists only inside decorated calls, never in a background thread.
+            device = "cpu" if ON_ZERO_GPU else str(self.device)
+            config = request.to_config(out=str(Path(self.config.runs_dir) / name), name=name, device=device,
+                                       base=preset.base, approx_base=approx)
+            try:  # fail now, not in the thread, when the task's training data is missing
+                load_inputs(request.task, None, split="train", limit=1)
+            except DataError as err:
+                raise ServiceError(f"There is no training data for this task on this machine ({err}) "
+                                   "Point $IPA_DATA_DIR at the project's data folder.") from None
+            job = TrainingJob(name=name, request=request, config=config, owner=owner)
+            from adapters.train import train  # imported here: the training loop is only needed once a run starts
+
+            job.thread = threading.Thread(target=run_job, args=(job, train, self._training_finished, USER_ERRORS),
+                                          name=f"train-{name}", daemon=True)
+            self.job = job
+            job.thread.start()
+            return job.snapshot()
+
+    def _training_finished(self, job: TrainingJob, adapter_dir: Path) -> None:
+        self.add_adapter(job.name, adapter_dir, TRAINED_HERE)
+
+    def stop_training(self, owner: str | None = None) -> dict:
+        """Ask the run to stop after its current step; it then evaluates and saves what it has learned."""
+        job = self.job
+        if job is None or not job.running:
+            raise ServiceError("No training run is in progress.")
+        if job.owner is not None and owner is not None and owner != job.owner:
+            raise ServiceError("This run was started from another browser session; only that session can stop it. "
+                               "It ends by itself when its budget is spent.")
+        job.stop_event.set()
+        with job.lock:
+            job.phase = "Stopping after this step: evaluating and saving the adapter trained so far ..."
+        return job.snapshot()
+
+    def training_status(self) -> dict:
+        """The current (or last) run's snapshot; {'state': 'idle'} before the first run."""
+        job = self.job
+        return job.snapshot() if job is not None else {"state": "idle", "phase": "No run yet", "history": [], "samples": []}
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Stop a running job and wait for it (tests and shutdown)."""
+        job = self.job
+        if job is not None and job.thread is not None and job.thread.is_alive():
+            job.stop_event.set()
+            job.thread.join(timeout)
+

@@ -1,0 +1,301 @@
+"""The Gradio page: one tab per task, a training tab; widgets wired to the service, nothing heavy.
+
+    >>> demo = build_ui(service)                                       # doctest: +SKIP
+    >>> demo.queue(**queue_options(config)).launch(**launch_options())  # doctest: +SKIP
+
+API names (for gradio_client): generate_<task> for each of the six tasks, train_start, train_stop,
+train_status and adapters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import gradio as gr
+
+from app import views
+from app.service import MAX_NEW_TOKENS, MAX_SAMPLES, SHIPPED, USER_ERRORS, Playground, Settings
+from app.training_jobs import MAX_BATCH, MAX_EVAL_PROMPTS, MAX_MINUTES, MAX_TRAIN_TOKENS, TrainRequest
+from tasks import TASKS, Task
+
+log = logging.getLogger("ipa.ui")
+
+NO_ADAPTER = "none"
+"""The dropdown value for 'no adapter' (the right column is then the base)."""
+TAB_LABELS = {"toxicity": "Detoxify", "commongen": "CommonGen", "open_ended": "Open-ended", "dialogue_safety": "Dialogue safety",
+              "knowledge_dialogue": "Knowledge dialogue", "sentiment": "Sentiment"}
+"""Short tab names, so that all seven tabs fit on a laptop screen (the full title heads each tab)."""
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose")
+CSS = """
+.ipa-reward {padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; background: var(--background-fill-secondary);}
+.ipa-pending {color: var(--body-text-color-subdued); font-style: italic;}
+.ipa-reward-head {display: flex; align-items: baseline; gap: 10px; font-size: 1.05em;}
+.ipa-reward-head b {font-size: 1.6em;}
+.ipa-delta {font-weight: 600; border-radius: 4px; padding: 0 6px;}
+.ipa-delta.up {color: #15803d; background: #dcfce7;} .ipa-delta.down {color: #b91c1c; background: #fee2e2;}
+.ipa-delta.same {color: #555; background: #eee;}
+.ipa-bar {height: 12px; background: var(--border-color-primary); border-radius: 6px; overflow: hidden; margin: 4px 0 8px;}
+.ipa-bar > div {height: 100%; background: #16a34a; border-radius: 6px;}
+.ipa-bar.small {height: 7px; margin: 0; flex: 1;}
+.ipa-bar.small > div {background: #6366f1;} .ipa-bar.bad > div {background: #dc2626;}
+.ipa-bar.progress > div {background: #6366f1;}
+.ipa-part {display: flex; align-items: center; gap: 8px; font-size: 0.9em; margin: 2px 0;}
+.ipa-part-name {width: 46%;} .ipa-part-value {width: 3em; text-align: right; font-variant-numeric: tabular-nums;}
+.ipa-note {font-size: 0.85em; color: var(--body-text-color-subdued); margin-top: 6px;}
+.ipa-backend {color: #b45309;}
+.ipa-train {padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px;}
+.ipa-train-head {display: flex; gap: 12px; align-items: baseline;}
+.ipa-train.done .ipa-bar > div {background: #16a34a;} .ipa-train.failed {border-color: #dc2626;}
+.ipa-error {color: #b91c1c; margin-top: 6px;}
+/* The token view reads as running text: no gaps between tokens (their own leading spaces separate words). */
+.ipa-tokens .score-token {padding: 1px 0 !important; margin: 0 !important; border-radius: 0 !important;}
+"""
+HEADER = """# IPA Playground: steering a language model at decoding time
+A small **policy adapter**, trained with reinforcement learning to raise a reward, steers a frozen language model
+while it writes: at every token the adapter's preferences are multiplied with the base model's
+([Inference-Time Policy Adapters](https://arxiv.org/abs/2305.15065), Lu et al. 2023). The base model's weights never
+change; **alpha** sets how hard the adapter pulls. Each tab continues the same input twice, with the base alone (left)
+and with base + adapter (right), and scores both with the reward the adapter was trained for."""
+
+
+def launch_options() -> dict:
+    """What Gradio 6 takes at launch() rather than in Blocks(): the theme and the page's CSS."""
+    return {"theme": THEME, "css": CSS}
+
+
+def queue_options(concurrency: int, queue_size: int) -> dict:
+    return {"default_concurrency_limit": concurrency, "max_size": queue_size}
+
+
+def _with_parameters(fn, names: list[str]):
+    """Give a handler that takes *values a signature with these names, so the API lists named parameters
+    (gradio_client: predict(text=..., adapter=..., alpha=...)) instead of param_0, param_1, ..."""
+    fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+    return fn
+
+
+def _user_error(err: Exception) -> gr.Error:
+    return gr.Error(str(err).strip("'\""), title="Please check your input")
+
+
+def _crash(err: Exception, what: str) -> gr.Error:
+    # A bug in one request must leave the app serving others: log it, tell the user in one line.
+    log.exception("%s failed", what)
+    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {err}). The playground is still running; "
+                    "try again or change the input.")
+
+
+# --- a task tab ---------------------------------------------------------------------------------------------
+
+
+def adapter_choices(service: Playground, task: str) -> list[tuple[str, str]]:
+    entries = service.adapters_for(task)
+    return [("No adapter (base only)", NO_ADAPTER)] + [
+        (f"{e.name} ({e.source}, {e.card.steps} step{'' if e.card.steps == 1 else 's'})", e.name) for e in entries]
+
+
+def _example_rows(task: Task) -> list[list[str]]:
+    return [[", ".join(d[f.name]) if isinstance(d[f.name], (list, tuple)) else d[f.name] for f in task.fields]
+            for d in task.demos]
+
+
+def task_tab(service: Playground, task: Task) -> gr.Dropdown:
+    """The widgets of one task and its Generate event; returns the adapter dropdown (the training tab refreshes it)."""
+    default = service.default_adapter(task.name)
+    entry = service.adapters.get(default) if default else None
+    settings = Settings.for_task(task.name)
+    gr.Markdown(f"### {task.title}\n{task.description} &nbsp; Reward: `{task.reward}` (0 to 1, higher is better).")
+    with gr.Row():
+        with gr.Column(scale=3):
+            fields = [gr.Textbox(label=f.label, placeholder=f.placeholder, lines=f.lines,
+                                 max_length=service.config.max_input_chars, elem_id=f"{task.name}-{f.name}")
+                      for f in task.fields]
+            gr.Examples(_example_rows(task), inputs=fields, label="Demo inputs (click one)", examples_per_page=6)
+        with gr.Column(scale=2):
+            adapter = gr.Dropdown(adapter_choices(service, task.name), value=default or NO_ADAPTER, label="Adapter",
+                                  allow_custom_value=True,  # the API may name an adapter trained after this page was built
+                                  elem_id=f"{task.name}-adapter")
+            card = gr.Markdown(views.card_markdown(entry, task))
+            with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
+                alpha = gr.Slider(0, 5, value=entry.card.alpha if entry else 1.0, step=0.1,
+                                  label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha")
+                n = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples per column", elem_id=f"{task.name}-n")
+                max_new = gr.Slider(1, MAX_NEW_TOKENS, value=settings.max_new_tokens, step=1, label="Max new tokens", elem_id=f"{task.name}-max-new-tokens")
+                temperature = gr.Slider(0, 2, value=settings.temperature, step=0.05, label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature")
+                top_p = gr.Slider(0.05, 1, value=settings.top_p, step=0.05, label="Top-p", elem_id=f"{task.name}-top-p")
+                seed = gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
+                                 elem_id=f"{task.name}-seed")
+    button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
+    notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            base_text = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id=f"{task.name}-base")
+            base_reward = gr.HTML(views.EMPTY, label="base_reward", elem_id=f"{task.name}-base-reward")
+        with gr.Column():
+            tailored_text = gr.Textbox(label=views.tailored_label(default), lines=4,
+                                       interactive=False, elem_id=f"{task.name}-tailored")
+            tailored_reward = gr.HTML(views.EMPTY, label="tailored_reward", elem_id=f"{task.name}-tailored-reward")
+    token_view = gr.HighlightedText(label="Where the adapter steered: tailored text, sample 1", show_legend=False,
+                                    show_inline_category=False, elem_id=f"{task.name}-tokens", elem_classes="ipa-tokens")
+    steering = gr.Markdown(views.TOKEN_LEGEND, label="steering")
+    with gr.Accordion("The result as data (what the API returns)", open=False):
+        data = gr.JSON(label="Result")
+
+    def on_adapter_change(name: str):
+        entry = service.adapters.get(name)
+        return (views.card_markdown(entry, task), gr.update(value=entry.card.alpha) if entry else gr.skip(),
+                gr.update(label=views.tailored_label(entry.name if entry else None)))
+
+    adapter.change(on_adapter_change, adapter, [card, alpha, tailored_text], show_progress="hidden",
+                   api_visibility="private")
+
+    def generate(*values):
+        inputs = {f.name: v for f, v in zip(task.fields, values)}
+        name, alpha_, n_, max_new_, temperature_, top_p_, seed_ = values[len(task.fields):]
+        settings = Settings(alpha=alpha_, n=int(n_), max_new_tokens=int(max_new_), temperature=temperature_,
+                            top_p=top_p_, seed=None if seed_ is None or seed_ < 0 else int(seed_))
+        adapter_name = None if name in (None, "", NO_ADAPTER) else name
+        try:
+            for update in service.generate(task.name, inputs, settings, adapter_name):
+                entry = service.adapters.get(update.adapter) if update.adapter else None
+                yield views.generation_outputs(update, task, entry)
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise _crash(err, "Generation") from None
+
+    names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed"]
+    button.click(_with_parameters(generate, names), [*fields, adapter, alpha, n, max_new, temperature, top_p, seed],
+                 [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data],
+                 api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
+    return adapter
+
+
+# --- the training tab -------------------------------------------------------------------------------------------
+
+
+def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: gr.Timer) -> None:
+    """The training tab. `timer` lives outside the tabs: a Timer inside a tab ticks only once the tab is opened,
+    and its ticks also refresh the task tabs' adapter lists."""
+    d = service.training_defaults()
+    gr.Markdown("Train a new adapter with the same RL loop that trained the shipped ones. It trains on a separate copy "
+                "of the model, so the other tabs keep working; when it is done it appears in its task's adapter list.")
+    gr.Markdown(views.machine_notice(service.has_gpu, service.machine()), elem_id="machine-notice")
+    with gr.Row():
+        task = gr.Dropdown([(t.title, name) for name, t in TASKS.items()], value=d.task, label="Task")
+        algo = gr.Radio([("Policy gradient (pg)", "pg"), ("Quark (the paper's)", "quark")], value=d.algo, label="Algorithm")
+        budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in")
+        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {MAX_MINUTES:g}; or steps)")
+    with gr.Row():
+        lr = gr.Number(d.lr, minimum=0, label="Learning rate")
+        alpha = gr.Slider(0.1, 5, value=d.alpha, step=0.1, label="Alpha during training")
+    with gr.Accordion("Advanced", open=False):
+        with gr.Row():
+            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=MAX_BATCH, label="Samples per step (batch)")
+            group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)")
+            tokens = gr.Number(d.max_new_tokens, precision=0, minimum=0, maximum=MAX_TRAIN_TOKENS,
+                               label="Tokens per sample (0 = task default)")
+            evals = gr.Number(d.eval_prompts, precision=0, minimum=1, maximum=MAX_EVAL_PROMPTS,
+                              label="Held-back prompts for before/after")
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="train-start")
+        stop = gr.Button("Stop (keeps what it learned)", variant="stop", elem_id="train-stop")
+    status = gr.HTML(views.training_status_html(service.training_status()), label="training_status", elem_id="train-status")
+    with gr.Row():
+        reward_plot = gr.LinePlot(views.curve_frame({}, "reward"), x="step", y="reward", title="Reward (batch mean) per step",
+                                  height=260, y_lim=[0, 1])
+        kl_plot = gr.LinePlot(views.curve_frame({}, "kl"), x="step", y="kl", title="KL(tailored ‖ base) per token", height=260)
+    gr.Markdown("<small>Sample generations show training prompts as they are: for detoxification they come from "
+                "RealToxicityPrompts and can be offensive.</small>")
+    samples = gr.Dataframe(views.samples_frame({}), label="Sample generations during training (newest first)",
+                           wrap=True, interactive=False, column_widths=["8%", "8%", "34%", "50%"])
+    seen = gr.State({"version": service.adapters_version, "status": None, "history": -1, "samples": None})
+
+    def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
+                  group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request):
+        try:
+            snapshot = service.start_training(
+                TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
+                             alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
+                             max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0)),
+                owner=request.session_hash if request else None)
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        gr.Info(f"Training started: the adapter will be called “{snapshot['adapter']}”.")
+        return views.training_status_html(snapshot)
+
+    def stop_run(request: gr.Request):
+        try:
+            snapshot = service.stop_training(owner=request.session_hash if request else None)
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        return views.training_status_html(snapshot)
+
+    def poll(state: dict):
+        # Runs every 1.5 s in every open page: send only what changed.
+        snapshot = service.training_status()
+        state = dict(state)
+        status_key = (snapshot["state"], snapshot["phase"], snapshot.get("step"), int(snapshot.get("wall_seconds", 0)))
+        history_key = len(snapshot["history"]) + (1000000 if snapshot["state"] != "running" else 0)
+        samples_key = (snapshot["samples"][0]["step"], len(snapshot["samples"])) if snapshot["samples"] else None
+        outputs = [gr.skip()] * 4
+        if status_key != state["status"]:
+            outputs[0] = views.training_status_html(snapshot)
+        if history_key != state["history"]:
+            outputs[1], outputs[2] = views.curve_frame(snapshot, "reward"), views.curve_frame(snapshot, "kl")
+        if samples_key != state["samples"]:
+            outputs[3] = views.samples_frame(snapshot)
+        refresh = service.adapters_version != state["version"]
+        choices = [gr.update(choices=adapter_choices(service, name)) if refresh else gr.skip() for name in dropdowns]
+        state.update(version=service.adapters_version, status=status_key, history=history_key, samples=samples_key)
+        return *outputs, state, *choices
+
+    timer.tick(poll, seen, [status, reward_plot, kl_plot, samples, seen, *dropdowns.values()],
+               show_progress="hidden", queue=False, api_visibility="private")
+    start.click(start_run, [task, algo, budget, amount, lr, alpha, batch, group, tokens, evals], status,
+                api_name="train_start", concurrency_limit=None)
+    stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
+
+    def train_status() -> dict:
+        """The current training run: state, phase, step, progress, reward/KL history, samples, errors."""
+        return service.training_status()
+
+    def adapters(task: str) -> list[str]:
+        """The names of the adapters available for a task (shipped and trained here)."""
+        return [e.name for e in service.adapters_for(task)]
+
+    gr.api(train_status, api_name="train_status", concurrency_limit=None)
+    gr.api(adapters, api_name="adapters", concurrency_limit=None)
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
+
+
+def status_line(service: Playground) -> str:
+    names = ", ".join(e.name for e in service.adapters.values() if e.source == SHIPPED) or "none"
+    line = f"Base model: **{service.base_label()}** · running on {service.machine()} · shipped adapters: {names}"
+    if not service.adapters:
+        line += (f"  \n**No trained adapters were found in {service.config.adapters_dir}**: each tab's right column shows "
+                 "the base model until you train one in the *Train an adapter* tab.")
+    for problem in service.problems:
+        line += f"  \n⚠ Not loaded: {problem}"
+    return line
+
+
+def build_ui(service: Playground) -> gr.Blocks:
+    """The whole page for a loaded service."""
+    with gr.Blocks(title="IPA Playground", analytics_enabled=False) as demo:
+        gr.Markdown(HEADER)
+        gr.Markdown(status_line(service), elem_id="status-line")
+        timer = gr.Timer(1.5)
+        dropdowns = {}
+        with gr.Tabs():
+            for name, task in TASKS.items():
+                with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
+                    dropdowns[name] = task_tab(service, task)
+            with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
+                training_tab(service, dropdowns, timer)
+    return demo

@@ -1,0 +1,258 @@
+"""What the page shows, as plain functions of the service's results: text, HTML bars, tables, markdown.
+
+No Gradio and no models here, so every piece is easy to test and to read.
+
+    >>> print(fmt(0.8712))
+    0.87
+    >>> token_highlights([TokenStep(" nice", 0.25, 0.1, 0.4)])
+    [(' nice', 0.5)]
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import pandas as pd
+
+from adapters.models import model_label
+from adapters.policy_adapter import AdapterCard
+from adapters.tailored_decoding import Completion
+from app.service import AdapterEntry, Generation, TokenStep, token_steering
+from tasks import Task
+
+KL_FULL = 1.0
+"""KL (nats) at which a token is shaded fully red; below it the shade grows as sqrt(KL / KL_FULL), so that
+the small but real moves of a KL-penalised adapter (0.05-0.3 nats) stay visible."""
+TOKEN_LEGEND = (
+    "**How to read this:** each token of the tailored text (sample 1) is shaded by how far the adapter moved the "
+    "model's next-token distribution away from the base's at that step, KL(tailored ‖ base): white = the base would "
+    f"have chosen the same way, deep red = {KL_FULL:g} nat or more, where the adapter steered."
+)
+PART_LABELS = {
+    "toxicity": "toxicity (lower is better)",
+    "refusal": "refused (1 = yes)",
+    "knowledge_precision": "knowledge precision",
+    "knowledge_f1": "knowledge F1",
+}
+PENDING = "<div class='ipa-reward ipa-pending'>Scoring when the text is complete ...</div>"
+EMPTY = "<div class='ipa-reward ipa-pending'>Press Generate to see the reward.</div>"
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def e(text) -> str:
+    return html.escape(str(text))
+
+
+# --- the two columns -----------------------------------------------------------------------------------
+
+
+def column_text(completions: list[Completion]) -> str:
+    """The samples of one column as plain text: one sample as is, several numbered."""
+    if len(completions) == 1:
+        return completions[0].text.strip()
+    return "\n\n".join(f"[{i}] {c.text.strip()}" for i, c in enumerate(completions, 1))
+
+
+def mean_scores(scores: list[dict]) -> dict:
+    """The mean of each numeric field over samples."""
+    keys = [k for k, v in scores[0].items() if isinstance(v, (int, float))]
+    return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
+
+
+def _bar(value: float, css: str = "") -> str:
+    width = max(0.0, min(1.0, value)) * 100
+    return f"<div class='ipa-bar {css}'><div style='width:{width:.1f}%'></div></div>"
+
+
+def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | None = None,
+                backend: str | None = None, pending: bool = False) -> str:
+    """The reward of a column (mean over samples) as a number and a bar, its parts below, smaller.
+
+    compare_to: the other column's scores, to show the difference (the tailored column against the base).
+    backend: the toxicity classifier's label, named under the numbers where the reward uses it.
+    """
+    if scores is None:
+        return PENDING if pending else EMPTY
+    means = mean_scores(scores)
+    reward = means.pop("reward")
+    delta = ""
+    if compare_to is not None:
+        diff = reward - mean_scores(compare_to)["reward"]
+        kind = "up" if diff > 0.005 else "down" if diff < -0.005 else "same"
+        delta = f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base</span>"
+    parts = "".join(
+        f"<div class='ipa-part'><span class='ipa-part-name'>{e(PART_LABELS.get(k, k))}</span>"
+        f"{_bar(v, 'small' + (' bad' if k == 'toxicity' else ''))}<span class='ipa-part-value'>{fmt(v)}</span></div>"
+        for k, v in means.items()
+    )
+    each = ""
+    if len(scores) > 1:
+        each = f" · mean of {len(scores)} samples ({', '.join(fmt(s['reward']) for s in scores)})"
+    note = f"<div class='ipa-note'>reward = {e(task.reward)}{e(each)}</div>"
+    if backend:
+        note += f"<div class='ipa-note ipa-backend'>Toxicity scored by {e(backend)}.</div>"
+    return (f"<div class='ipa-reward'><div class='ipa-reward-head'><span>Reward</span><b>{fmt(reward)}</b>{delta}</div>"
+            f"{_bar(reward)}<div class='ipa-parts'>{parts}</div>{note}</div>")
+
+
+def token_highlights(steps: list[TokenStep]) -> list[tuple[str, float]]:
+    """(token, shade in [0, 1]) pairs for gr.HighlightedText's score mode (red, opacity = shade)."""
+    # Newlines would vanish in running text; show them as a visible mark.
+    return [(s.token.replace("\n", "↵"), round(min(1.0, math.sqrt(max(0.0, s.kl) / KL_FULL)), 3)) for s in steps]
+
+
+def steering_summary(steps: list[TokenStep]) -> str:
+    """One line under the token view: the mean KL and the most steered tokens."""
+    if not steps:
+        return ""
+    mean = sum(s.kl for s in steps) / len(steps)
+    top = sorted((s for s in steps if s.kl >= 0.05), key=lambda s: -s.kl)[:3]
+    line = f"Mean KL {mean:.3f} nats per token."
+    if top:
+        line += " Most steered: " + ", ".join(f"“{s.token.strip() or s.token}” ({s.kl:.2f}; base p = {s.base_prob:.2f} → "
+                                              f"{s.tailored_prob:.2f})" for s in top) + "."
+    else:
+        line += (" No single step moved by 0.05 nats or more; small moves early on can still send the sampled text "
+                 "down a different path.")
+    return line
+
+
+def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
+    """What the right column is, said plainly: the adapter and its strength, or why it equals the base."""
+    if update.adapter is None:
+        text = ("**No adapter selected: the right column is the base model itself, identical to the left.** "
+                "Pick an adapter above, or train one in the *Train an adapter* tab.")
+    elif not update.steered:
+        text = f"**Alpha is 0: the adapter “{update.adapter}” is switched off, so both columns are the base model.**"
+    else:
+        text = f"Right column: base + adapter “{update.adapter}” at alpha = {update.alpha:g}, sampled with the same random numbers as the left."
+        if entry is not None and entry.card.steps == 0:
+            text += " This adapter is untrained (0 steps), so it changes nothing yet."
+    extra = [f"seed {update.seed}"] + [f"⚠ {w}" for w in update.warnings]
+    return text + "  \n<small>" + " · ".join(e(x) for x in extra) + "</small>"
+
+
+def scores_data(update: Generation) -> dict:
+    """The whole result as plain data (the API's view, shown in a collapsed panel)."""
+    return {
+        "task": update.task, "adapter": update.adapter, "alpha": update.alpha, "steered": update.steered,
+        "seed": update.seed, "toxicity_backend": update.toxicity_backend,
+        "base": [{"text": c.text, **(s or {})} for c, s in zip(update.base, update.base_scores or [None] * len(update.base))],
+        "tailored": [{"text": c.text, "mean_kl": (sum(c.kl) / len(c.kl)) if c.kl else 0.0, **(s or {})}
+                     for c, s in zip(update.tailored, update.tailored_scores or [None] * len(update.tailored))],
+        "warnings": update.warnings,
+    }
+
+
+def tailored_label(adapter: str | None) -> str:
+    """The right column's title (alpha is in the notice above the columns, which follows the slider)."""
+    if not adapter:
+        return "Base + adapter (no adapter: same as base)"
+    return f"Base + adapter “{adapter}”"
+
+
+def tokens_of(update: Generation) -> list[TokenStep]:
+    return token_steering(update.tailored[0]) if update.tailored else []
+
+
+def generation_outputs(update: Generation, task: Task, entry: AdapterEntry | None) -> tuple:
+    """The eight outputs of a Generate event: base text, tailored text, their reward panels, the token view,
+    the line under it, the notice above the columns, and the result as data (once scored).
+
+    Plain values only (no gr.update): API clients receive exactly these."""
+    steps = tokens_of(update) if update.steered else []
+    backend = update.toxicity_backend
+    if not update.steered:
+        summary = "  \n*Nothing to show: no adapter steered this text.*"
+    else:
+        summary = "  \n" + steering_summary(steps) if update.done and steps else ""
+    return (
+        column_text(update.base),
+        column_text(update.tailored),
+        reward_html(update.base_scores, task, backend=backend, pending=True),
+        reward_html(update.tailored_scores, task, compare_to=update.base_scores if update.steered else None,
+                    backend=backend, pending=True),
+        token_highlights(steps),
+        TOKEN_LEGEND + summary,
+        notice_markdown(update, entry),
+        scores_data(update) if update.done else None,
+    )
+
+
+# --- adapter cards -----------------------------------------------------------------------------------------
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def card_markdown(entry: AdapterEntry | None, task: Task) -> str:
+    """The adapter's card in a few lines: what, how it was trained, and what it did on held-back prompts."""
+    if entry is None:
+        return (f"**No adapter for {task.title.lower()} yet.** Both columns will show the base model. "
+                "Train one in the *Train an adapter* tab; it appears here when it is done.")
+    card: AdapterCard = entry.card
+    algo = {"pg": "policy gradient", "quark": "Quark", "none": "untrained"}.get(card.algorithm, card.algorithm)
+    steps = f"{card.steps} step" + ("" if card.steps == 1 else "s")
+    lines = [f"**{e(entry.name)}** · {entry.source} · task *{e(card.task)}* · {algo}, {steps}"
+             + (f" in {_minutes(card.train_seconds)}" if card.train_seconds else "")
+             + (f" on {e(card.machine)}" if card.machine else "")]
+    before, after = card.metrics_before.get("mean_reward"), card.metrics_after.get("mean_reward")
+    if before is not None and after is not None:
+        lines.append(f"Held-back reward **{fmt(before)} → {fmt(after)}** ({after - before:+.2f})"
+                     + (f" · KL {fmt(card.metrics_after.get('kl_per_token'), 3)} nats/token" if "kl_per_token" in card.metrics_after else ""))
+    lines.append(f"Trained at alpha {card.alpha:g} with the {card.combination} combination, for {e(model_label(card.base_model))}"
+                 + (" · stopped early" if card.training.get("interrupted") else ""))
+    return "  \n".join(lines)
+
+
+# --- training ------------------------------------------------------------------------------------------------
+
+
+def training_status_html(status: dict) -> str:
+    """A progress bar with the run's phase, step, time and reward before/after."""
+    state = status.get("state", "idle")
+    if state == "idle":
+        return "<div class='ipa-train'><div class='ipa-note'>No run yet. Pick a task and press Start.</div></div>"
+    budget = f"{status['steps']} steps" if status.get("steps") else f"{status.get('minutes', 0):g} min of training"
+    facts = [f"step {status['step']}", f"{status['elapsed']:.0f} s training of {budget}",
+             f"{status['wall_seconds']:.0f} s since start"]
+    if status.get("reward_before") is not None:
+        facts.append(f"held-back reward before {fmt(status['reward_before'])}")
+    if status.get("reward_after") is not None:
+        facts.append(f"after {fmt(status['reward_after'])}")
+    css = {"running": "", "done": "done", "failed": "failed"}[state]
+    error = f"<div class='ipa-error'>{e(status['error'])}</div>" if status.get("error") else ""
+    return (f"<div class='ipa-train {css}'><div class='ipa-train-head'><b>{e(status['adapter'])}</b>"
+            f"<span>{e(status['phase'])}</span></div>{_bar(status['progress'], 'progress')}"
+            f"<div class='ipa-note'>{e(' · '.join(facts))}</div>{error}</div>")
+
+
+def curve_frame(status: dict, key: str) -> pd.DataFrame:
+    """One column of the run's history against the step, for gr.LinePlot."""
+    history = status.get("history", [])
+    # Typed columns even when empty: an untyped empty frame makes the plot fall back to a categorical axis.
+    return pd.DataFrame({"step": pd.Series([h["step"] for h in history], dtype="int64"),
+                         key: pd.Series([h[key] for h in history], dtype="float64")})
+
+
+def samples_frame(status: dict) -> pd.DataFrame:
+    """The most recent sample generations of the run."""
+    rows = [{"step": s["step"], "reward": round(s["reward"], 3), "prompt": "…" + s["prompt"][-80:] if len(s["prompt"]) > 80 else s["prompt"],
+             "sample": s["text"]} for s in status.get("samples", [])]
+    return pd.DataFrame(rows, columns=["step", "reward", "prompt", "sample"])
+
+
+def machine_notice(has_gpu: bool, machine: str) -> str:
+    """What the machine means for training speed."""
+    if has_gpu:
+        return (f"**GPU: {e(machine)}.** A 5-minute run with a batch of 64 trains a useful adapter; "
+                "generation keeps working while it trains.")
+    return (f"**No GPU on this machine ({e(machine)}): training runs on the CPU, far more slowly than on a GPU.** "
+            "The defaults (2 minutes, a batch of 8) show the RL loop at work and may move the reward a little; the "
+            "shipped adapters were trained on a GPU with batches of hundreds. Generation keeps working while a run "
+            "trains, more slowly.")

@@ -1,0 +1,168 @@
+"""The playground's API as a script would use it: the real app, started in the test, driven with gradio_client.
+
+Real embedded models on the CPU; few new tokens per request to keep it quick.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app.config import AppConfig, ConfigError, parse_args
+from app.service import MAX_NEW_TOKENS
+from tasks import TASKS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(playground_app):
+    return Client(playground_app.url, verbose=False)
+
+
+def demo_inputs(task: str) -> dict:
+    """A task's first demo, as the page's text boxes hold it (concepts as one comma-separated string)."""
+    demo = TASKS[task].demos[0]
+    return {k: ", ".join(v) if isinstance(v, (list, tuple)) else v for k, v in demo.items()}
+
+
+def generate(client: Client, task: str, adapter: str = "none", max_new_tokens: int = 6, **overrides):
+    values = {**demo_inputs(task), "adapter": adapter, "max_new_tokens": max_new_tokens, "seed": 0, **overrides}
+    return client.predict(**values, api_name=f"/generate_{task}")
+
+
+def wait_for(client: Client, condition, timeout: float, what: str) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = client.predict(api_name="/train_status")
+        if status.get("error"):
+            pytest.fail(f"the training run failed: {status['error']}")
+        if condition(status):
+            return status
+        time.sleep(1.0)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last status: {status['phase']}")
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_streams_two_columns_and_scores_both(client, playground_app, task):
+    adapter = playground_app.service.default_adapter(task) or "none"
+    base, tailored, base_reward, tailored_reward, tokens, steering, notice, data = generate(client, task, adapter)
+    assert base.strip() and tailored.strip()
+    assert data["task"] == task and len(data["base"]) == len(data["tailored"]) == 1
+    for column in ("base", "tailored"):
+        row = data[column][0]
+        assert 0.0 <= row["reward"] <= 1.0
+        assert len(row) > 2  # the reward's parts come with it (e.g. toxicity, coverage and fluency)
+    assert "Reward" in base_reward and "Reward" in tailored_reward
+    if adapter == "none":
+        assert tailored == base and data["tailored"][0]["reward"] == data["base"][0]["reward"]
+        assert "No adapter selected" in notice and tokens == []
+    else:
+        assert data["steered"] and data["adapter"] == adapter
+        assert len(tokens) >= 1 and all(0.0 <= t["class_or_confidence"] <= 1.0 for t in tokens)
+        assert "vs base" in tailored_reward
+    if task in ("toxicity", "dialogue_safety"):
+        backend = data["toxicity_backend"]
+        assert backend and backend in base_reward  # the classifier is named under the numbers
+        if "profanity" in backend:
+            assert "lexical stand-in" in backend
+
+
+def test_without_an_adapter_the_right_column_is_the_base_and_the_page_says_so(client):
+    base, tailored, *_, tokens, steering, notice, data = generate(client, "open_ended", adapter="none")
+    assert tailored == base and not data["steered"] and data["adapter"] is None
+    assert "No adapter selected" in notice and "no adapter steered" in steering and tokens == []
+
+
+def test_alpha_zero_gives_the_base_in_both_columns(client, playground_app):
+    adapter = playground_app.service.default_adapter("toxicity")
+    *_, notice, data = generate(client, "toxicity", adapter, alpha=0)
+    assert not data["steered"] and data["tailored"][0]["text"] == data["base"][0]["text"]
+    assert "Alpha is 0" in notice
+
+
+@pytest.mark.parametrize("task, change, message", [
+    ("toxicity", {"text": "   "}, "missing"),
+    ("commongen", {"concepts": "dog, cat, ball, tree, park, sun, rain"}, "give 3 to 5 concepts"),
+    ("sentiment", {"text": "x" * 2001}, "at most 2,000"),
+    ("toxicity", {"alpha": 12}, "maximum"),
+    ("toxicity", {"max_new_tokens": MAX_NEW_TOKENS + 1}, "maximum"),
+    ("toxicity", {"adapter": "../../etc/passwd"}, "no adapter named"),
+])
+def test_bad_input_comes_back_as_a_message(client, task, change, message):
+    with pytest.raises(AppError) as caught:
+        generate(client, task, **change)
+    assert message.lower() in str(caught.value).lower()
+
+
+def test_the_app_keeps_serving_after_errors(client):
+    with pytest.raises(AppError):
+        generate(client, "sentiment", text="")
+    base, *_ = generate(client, "sentiment")
+    assert base.strip()
+
+
+def test_requests_at_the_same_time_interleave_without_mixing_up_adapters(client, playground_app):
+    # Two users at once, one with the adapter and one without: each gets exactly what it gets alone.
+    adapter = playground_app.service.default_adapter("toxicity")
+    args = [dict(task="toxicity", adapter=adapter, max_new_tokens=8), dict(task="open_ended", max_new_tokens=8)]
+    alone = [generate(client, **a)[-1] for a in args]
+    second = Client(playground_app.url, verbose=False)
+    jobs = [c.submit(**{**demo_inputs(a["task"]), "adapter": a.get("adapter", "none"), "max_new_tokens": 8, "seed": 0},
+                     api_name=f"/generate_{a['task']}") for c, a in zip((client, second), args)]
+    together = [job.result(timeout=300)[-1] for job in jobs]
+    for a, b in zip(alone, together):
+        assert [r["text"] for r in a["tailored"]] == [r["text"] for r in b["tailored"]]
+        assert [r["text"] for r in a["base"]] == [r["text"] for r in b["base"]]
+
+
+def test_training_starts_reports_progress_stops_and_its_adapter_becomes_selectable(client, playground_app):
+    tiny = dict(task="toxicity", algo="pg", budget="steps", amount=200, lr=1e-3, alpha=1.0, batch_size=4, group_size=2,
+                max_new_tokens=4, eval_prompts=1)
+    started = client.predict(**tiny, api_name="/train_start")
+    name = playground_app.service.job.name
+    assert name in started and name.startswith("toxicity-pg-")
+    with pytest.raises(AppError, match="already in progress"):
+        client.predict(**tiny, api_name="/train_start")
+
+    running = wait_for(client, lambda s: s["step"] >= 1, 300, "the first training step")
+    assert running["state"] == "running" and 0 < running["progress"] < 1
+    assert running["history"][0]["step"] == 1 and "reward" in running["history"][0] and "kl" in running["history"][0]
+    assert running["samples"] and running["samples"][0]["text"] is not None
+
+    # Generation keeps working while the run trains (on its own model copy).
+    base, *_ = generate(client, "sentiment", max_new_tokens=4)
+    assert base.strip()
+
+    client.predict(api_name="/train_stop")
+    done = wait_for(client, lambda s: s["state"] != "running", 300, "the stopped run to save its adapter")
+    assert done["state"] == "done" and done["interrupted"] and done["step"] < 200
+    assert done["reward_before"] is not None and done["reward_after"] is not None
+
+    assert name in client.predict("toxicity", api_name="/adapters")
+    card = playground_app.service.adapters[name].card
+    assert card.steps == done["step"] and card.task == "toxicity" and card.training["interrupted"]
+    assert (playground_app.runs_dir / name / "adapter" / "card.json").is_file()
+    *_, data = generate(client, "toxicity", adapter=name, max_new_tokens=4)
+    assert data["adapter"] == name and data["steered"]
+
+
+def test_stop_without_a_run_says_so(client, playground_app):
+    if playground_app.service.job is not None and playground_app.service.job.running:
+        pytest.fail("a training run is still going")
+    with pytest.raises(AppError, match="No training run is in progress"):
+        client.predict(api_name="/train_stop")
+
+
+def test_command_line_flags_win_over_environment_over_defaults():
+    assert parse_args([], env={}) == AppConfig()
+    env = {"GRADIO_SERVER_PORT": "9001", "IPA_HOST": "0.0.0.0", "GRADIO_SERVER_NAME": "10.0.0.1", "IPA_SHARE": "true"}
+    config = parse_args([], env=env)
+    assert (config.port, config.host, config.share) == (9001, "0.0.0.0", True)
+    config = parse_args(["--port", "7000", "--no-share", "--preset", "online"], env={**env, "IPA_PORT": "8000"})
+    assert (config.port, config.share, config.preset) == (7000, False, "online")
+    with pytest.raises(ConfigError, match="Unknown preset"):
+        parse_args(["--preset", "huge"], env={})

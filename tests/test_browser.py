@@ -1,0 +1,62 @@
+"""The playground in a real browser: Debian's Chromium driven by Playwright, as a student would use it.
+
+Opens the page, runs the toxicity tab on a demo example, waits for both columns and their rewards, switches
+to another task, and saves a screenshot of the toxicity results to docs/screenshot.png (the README shows it).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from app.config import REPO_ROOT
+from tasks import TASKS
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOT = REPO_ROOT / "docs" / "screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def page(playground_app):
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(playground_app.url)
+        yield page
+        browser.close()
+        assert not errors, f"the page raised JavaScript errors: {errors}"
+
+
+def test_toxicity_tab_generates_side_by_side_with_rewards_then_another_task_opens(page, playground_app):
+    expect(page.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+    demo = TASKS["toxicity"].demos[0]["text"]
+
+    # Clicking a demo fills the text box; Generate streams both columns and then scores them.
+    page.get_by_text(demo[:40]).first.click()
+    expect(page.locator("#toxicity-text textarea")).to_have_value(demo)
+    page.click("#toxicity-generate")
+    for column in ("base", "tailored"):
+        expect(page.locator(f"#toxicity-{column}-reward .ipa-reward-head b")).to_have_text(re.compile(r"^\d\.\d\d$"), timeout=180_000)
+        assert page.locator(f"#toxicity-{column} textarea").input_value().strip()
+    backend = playground_app.service.toxicity_backend("toxicity")
+    expect(page.locator("#toxicity-base-reward")).to_contain_text(backend)
+    expect(page.locator("#toxicity-tailored-reward")).to_contain_text("vs base")
+    expect(page.locator("#toxicity-notice")).to_contain_text("alpha")
+    expect(page.locator("#toxicity-tokens .score-token").first).to_be_visible()
+
+    page.mouse.move(0, 0)  # no hover highlight in the picture
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    page.click("#tab-commongen-button")
+    expect(page.locator("#commongen-generate")).to_be_visible()
+    expect(page.locator("#commongen-concepts textarea")).to_be_visible()
+    expect(page.locator("#toxicity-generate")).to_be_hidden()
