@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -130,6 +131,7 @@ class AdapterHost:
         self.cards: dict[str, AdapterCard] = {}
         self.reward_embeddings: dict[str, torch.nn.Parameter] = {}
         self._trainable: set[str] = set()
+        self._lora_layers: list[BaseTunerLayer] = []
 
     # --- the model to call ---------------------------------------------------------------------
     @property
@@ -143,12 +145,23 @@ class AdapterHost:
 
     @contextlib.contextmanager
     def base_only(self):
-        """Run the model with every adapter switched off (the frozen base / adapter-init model)."""
+        """Run the model with every adapter switched off (the frozen base / adapter-init model).
+
+        Sets each LoRA layer's disable flag directly: PEFT's own `disable_adapter()` walks every module
+        and resets requires_grad on the way out, which cost 20-40 ms a call, twice per decoding step.
+        """
         if self.peft is None:
             yield self.base_model
-        else:
-            with self.peft.disable_adapter():
-                yield self.peft
+            return
+        layers = self._lora_layers
+        previous = [layer._disable_adapters for layer in layers]
+        for layer in layers:
+            layer._disable_adapters = True
+        try:
+            yield self.peft
+        finally:
+            for layer, state in zip(layers, previous):
+                layer._disable_adapters = state
 
     @contextlib.contextmanager
     def only(self, name: str):
@@ -204,6 +217,7 @@ class AdapterHost:
         else:
             self.peft.add_adapter(name, config)
         self.peft.eval()
+        self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
 
     def save_adapter(self, name: str, directory: str | os.PathLike) -> Path:
         """Write the adapter atomically (into a temporary sibling, then rename) and return its directory."""

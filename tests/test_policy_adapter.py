@@ -134,3 +134,19 @@ def test_card_rejects_unknown_combination():
     with pytest.raises(AdapterError, match="combination"):
         AdapterCard(combination="sum")
     assert json.loads(json.dumps(AdapterCard().__dict__))["combination"] == "residual"
+
+
+def test_base_only_switches_every_adapter_off_and_leaves_training_flags(tiny_host, tokenizer):
+    plain = tiny_llama(tokenizer)  # the same seed: the same weights as tiny_host's model
+    tiny_host.new_adapter("steer", AdapterCard())
+    perturb_lora(tiny_host, "steer")
+    tiny_host.set_trainable("steer", True)
+    ids = tokenizer("A short test", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        with tiny_host.base_only() as base:
+            off = base(ids).logits
+        with tiny_host.only("steer") as adapted:
+            on = adapted(ids).logits
+        expected = plain(ids).logits
+    assert torch.equal(off, expected) and not torch.allclose(on, expected)
+    assert all(p.requires_grad for p in tiny_host.trainable_parameters("steer"))
