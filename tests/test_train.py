@@ -241,3 +241,21 @@ def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
     assert card["steps"] == 2 and "2 processes" in card["machine"]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
+
+
+def test_approximate_policy_stands_in_for_a_large_base(tiny_dir, tokenizer, tmp_path):
+    """--approx-base: training samples from a smaller model with the base's tokenizer; the card names both."""
+    big = tmp_path / "big"
+    tiny_llama(tokenizer, seed=5, hidden=64).save_pretrained(big)
+    tokenizer.save_pretrained(big)
+    adapter_dir = train(tiny_config(tiny_dir, tmp_path / "approx", base=str(big), approx_base=tiny_dir, steps=2), progress=False)
+    card = json.loads((adapter_dir / "card.json").read_text())
+    assert card["base_model"] == str(big) and card["adapter_init_model"] == tiny_dir
+    assert card["init_fingerprint"]["hidden_size"] == 32
+    # The adapter then steers the real base through its own (small) initial model.
+    from adapters.loading import attach_adapter, load_host
+    from adapters.tailored_decoding import DecodeConfig, generate
+    policy = attach_adapter(load_host(str(big)), adapter_dir)
+    assert not policy.shares_weights
+    result = generate(policy, ["Hello there"], DecodeConfig(max_new_tokens=3, temperature=0))
+    assert len(result.tailored[0].token_ids) == 3
