@@ -195,6 +195,18 @@ def evaluate(run: Run, label: str) -> dict:
 # --- the loop --------------------------------------------------------------------------------------------
 
 
+def training_scores(run: Run, inputs: list[dict], texts: list[str]) -> list[dict]:
+    """The task's scores; with --relevance-weight w the reward trained on is reward × ((1 − w) + w · relevance)."""
+    scores = run.scorer(inputs, texts)
+    w = run.config.relevance_weight
+    if w == 0:
+        return scores
+    sources = [run.task.source_text(x) for x in inputs]
+    relevance = run.scorer.kit.relevance(sources, texts)
+    return [{**s, "reward": s["reward"] * ((1 - w) + w * r), "task_reward": s["reward"], "relevance": r}
+            for s, r in zip(scores, relevance)]
+
+
 def _budget_left(run: Run) -> bool:
     config = run.config
     if config.steps and run.step >= config.steps:
@@ -265,7 +277,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
         inputs = [x for x in chosen for _ in range(repeat)]
 
         def score(texts: list[str]) -> list[dict]:
-            return run.scorer(inputs, texts)
+            return training_scores(run, inputs, texts)
 
         if config.algo == "pg":
             stats = pg_step(run.policy, config, prompts, score, run.optimizer, run.step, run.rank, _sync_gradients(run))

@@ -102,6 +102,9 @@ class TrainConfig:
     """The adapter's name (default: the task's)."""
     init_adapter: str = ""
     """Start from this saved adapter's weights (same task and settings) instead of a fresh one."""
+    relevance_weight: float = 0.0
+    """Train on reward × ((1 − w) + w · relevance to the input), w in [0, 1]: keeps a policy on the prompt's
+    topic where the task reward alone lets it drift to bland text (DESIGN.md). 0: the task reward alone."""
 
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
@@ -133,6 +136,8 @@ class TrainConfig:
             self.top_p = 0.9 if self.algo == "pg" else 0.6
         if not 0 < self.top_p <= 1:
             raise TrainError(f"--top-p must be in (0, 1], got {self.top_p}.")
+        if not 0 <= self.relevance_weight <= 1:
+            raise TrainError(f"--relevance-weight must be in [0, 1], got {self.relevance_weight}.")
         if not self.name:
             self.name = self.task
 

@@ -259,3 +259,13 @@ def test_approximate_policy_stands_in_for_a_large_base(tiny_dir, tokenizer, tmp_
     assert not policy.shares_weights
     result = generate(policy, ["Hello there"], DecodeConfig(max_new_tokens=3, temperature=0))
     assert len(result.tailored[0].token_ids) == 3
+
+
+def test_relevance_weight_scales_the_trained_reward(tiny_dir, tmp_path):
+    adapter_dir = train(tiny_config(tiny_dir, tmp_path / "rel", relevance_weight=0.5, steps=1), progress=False)
+    metrics = [json.loads(x) for x in (tmp_path / "rel" / "metrics.jsonl").read_text().splitlines()]
+    assert "reward_relevance" in metrics[0] and "reward_task_reward" in metrics[0]
+    assert metrics[0]["reward"] <= metrics[0]["reward_task_reward"] + 1e-9
+    assert json.loads((adapter_dir / "card.json").read_text())["training"]["relevance_weight"] == 0.5
+    with pytest.raises(TrainError, match="relevance-weight"):
+        TrainConfig(relevance_weight=1.5)
