@@ -107,6 +107,7 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
             raise TrainError(f"--init-adapter {config.init_adapter} was trained with {previous.algorithm}/{previous.combination}; "
                              f"it cannot continue as {config.algo}/{config.combination}.")
         card.training = {**config_dict(config), "continued_from": {"steps": previous.steps, "seconds": previous.train_seconds,
+                                                                   "machine": previous.machine,
                                                                    "metrics_before": previous.metrics_before}}
         card.adapter_init_model, card.init_fingerprint = previous.adapter_init_model, previous.init_fingerprint
         adapter.cards[config.name] = card
@@ -327,6 +328,8 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
         card.steps = run.step + continued.get("steps", 0)
         card.train_seconds = round(run.elapsed + continued.get("seconds", 0.0), 1)
         card.machine = machine_name(run.device) + (f" × {run.world_size} processes" if run.world_size > 1 else "")
+        if continued:
+            card.machine = f"{continued.get('machine', '?')} ({continued.get('steps', 0)} steps), then {card.machine} ({run.step} steps)"
         card.metrics_before = {k: v for k, v in run.metrics_before.items() if k != "examples"}
         card.metrics_after = {k: v for k, v in metrics_after.items() if k != "examples"}
         card.training = {**config_dict(config), "interrupted": interrupted,
