@@ -287,7 +287,7 @@ class AdapterHost:
                     raise AdapterError(f"{directory}: reward tokens have shape {tuple(tokens.shape)}, expected ({card.n_reward_tokens}, {hidden}).")
                 self.reward_embeddings[name] = torch.nn.Parameter(tokens.to(self.input_embeddings().weight.device))
         except Exception as err:
-            self.peft.delete_adapter(name)
+            self._remove(name)
             if isinstance(err, AdapterError):
                 raise
             raise AdapterError(f"{directory} holds a corrupt adapter ({type(err).__name__}: {err}).") from None
@@ -298,9 +298,24 @@ class AdapterHost:
 
     def delete_adapter(self, name: str) -> None:
         self._check_name(name)
-        self.peft.delete_adapter(name)
+        self._remove(name)
         self.cards.pop(name)
         self.reward_embeddings.pop(name, None)
+        self._trainable.discard(name)
+
+    def _remove(self, name: str) -> None:
+        """Take adapter `name` out of the PEFT model; without adapters left, back to the plain model.
+
+        PEFT keeps a deleted adapter's name as the active one when it was the last, and its next
+        forward fails on the missing config, so the last deletion unloads the LoRA layers instead.
+        """
+        if len(self.peft.peft_config) == 1:
+            self.peft.unload()
+            self.peft = None
+            self._lora_layers = []
+            return
+        self.peft.delete_adapter(name)
+        self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
 
     def reward_token_embedding(self, name: str, quantile: int | None = None) -> torch.Tensor | None:
         """The embedding (hidden,) of a reward token; by default the best quantile's (index 0)."""

@@ -83,7 +83,7 @@ def default_run_dir(config: TrainConfig) -> Path:
 def _check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+        probe = run_dir / f".write-test{os.getpid()}"  # one per process: data-parallel ranks probe at once
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
