@@ -213,6 +213,24 @@ def test_fluency_judges_the_text_alone_not_the_prompt(fluency):
     assert fluency(["Use glass, hair, hold, lamp, table"], [text]) == fluency(["Tell me a story"], [text])
 
 
+def test_fluency_scores_each_text_of_a_padded_batch_as_if_alone():
+    """Texts are batched with right padding and no attention mask: a short text beside a long one (and its
+    pads) gets the log-probs it gets alone. float32, so that only padding could make them differ."""
+    import torch
+
+    from adapters.models import load_model
+    from rewards.resources import ScoringLM
+
+    model, tokenizer = load_model("embedded", device="cpu", dtype=torch.float32)
+    lm = ScoringLM("embedded", "cpu", model=model, tokenizer=tokenizer)
+    short, long = "The dog caught the frisbee.", "After a long walk along the river, the old dog finally lay down by the fire and slept."
+    alone = lm.token_logprobs([short])[0]
+    together = lm.token_logprobs([long, short])
+    assert len(together[1]) == len(alone) < len(together[0])
+    assert together[1] == pytest.approx(alone, abs=1e-3)
+    assert together[0] == pytest.approx(lm.token_logprobs([long])[0], abs=1e-3)
+
+
 def test_fluency_formula_pieces():
     assert lm_score(10.0) == 1.0 and lm_score(10_000.0) == 0.0 and lm_score(math.inf) == 0.0
     assert 0 < lm_score(500.0) < 1
