@@ -2,8 +2,9 @@
 
     python -m bench.rewards [--n 64] [--repeats 3] [--device cpu] [--no-save]
 
-Continuations are 24-30-word passages from the Wikipedia eval split (about 40 tokens; the tasks generate
-20-48), each with a prompt (another article's opening) and a knowledge passage.
+Continuations are 24-30-word passages from the Wikipedia eval split (about 37 tokens), each with a prompt
+(another article's opening) and a knowledge passage; then, for the fluency reward and each task's scorer,
+passages cut to the task's max_new_tokens (20, 32 or 48 tokens: what the task generates at most).
 Models load and run once before timing; the figure is the median of `repeats` timed runs. Prints a table
 and writes it into BENCHMARKS.md (the section between the bench.rewards markers is replaced).
 Target (issue 3): the slowest reward under 2 s for 64 continuations.
@@ -43,10 +44,10 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, load average {load:.1f} at start"
 
 
-def workload(n: int) -> tuple[list[str], list[str], list[str]]:
-    """(prompts, continuations, knowledge passages), n of each."""
+def workload(n: int, words: int = 24) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, continuations of `words` to `words` + 6 words, knowledge passages), n of each."""
     articles = load_inputs("knowledge_dialogue", None, "eval", limit=2 * n)
-    continuations = [" ".join(a["knowledge"].split()[:24 + i % 7]) for i, a in enumerate(articles[:n])]
+    continuations = [" ".join(a["knowledge"].split()[:words + i % 7]) for i, a in enumerate(articles[:n])]
     prompts = [" ".join(a["knowledge"].split()[:12]) for a in articles[n:2 * n]]
     knowledge = [a["knowledge"] for a in articles[:n]]
     return prompts, continuations, knowledge
@@ -87,24 +88,30 @@ def main(argv: list[str] | None = None) -> None:
     assert set(rewards) == set(REWARDS)
     if kit.toxicity.backend != "profanity_check":
         rewards["toxicity (profanity_check)"] = (lexical, {})
-    # The tasks with 20-token continuations (toxicity, sentiment): the same texts cut to 20 tokens.
-    short = kit.fluency.lm.truncate(continuations, 20)
     rows = []
     for name, (reward, context) in rewards.items():
         label = f"{name} ({kit.toxicity.backend})" if name in ("toxicity", "safety") else name
         seconds = time_call(lambda: reward(prompts, continuations, **context), args.repeats)
         rows.append((f"reward: {label}", seconds))
         print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
-    seconds = time_call(lambda: kit.fluency(prompts, short), args.repeats)
-    rows.append(("reward: fluency, continuations cut to 20 tokens", seconds))
-    print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
+    # What the tasks score: continuations as long as each task's max_new_tokens (20, 32 or 48), cut from
+    # longer passages, for the fluency reward alone and for each task's whole scorer.
+    long_texts = workload(args.n, words=60)[1]
+    at_length = {length: kit.fluency.lm.truncate(long_texts, length)
+                 for length in sorted({task.decode["max_new_tokens"] for task in TASKS.values()})}
+    for length, texts in at_length.items():
+        users = ", ".join(name for name, task in TASKS.items() if task.decode["max_new_tokens"] == length and "fluency" in task.reward)
+        seconds = time_call(lambda: kit.fluency(prompts, texts), args.repeats)
+        rows.append((f"reward: fluency, continuations of {length} tokens" + (f" ({users})" if users else ""), seconds))
+        print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
     for name, task in TASKS.items():
         scorer = load_scorer(name, device=args.device)
         inputs = [dict(task.demos[i % len(task.demos)]) for i in range(args.n)]
-        seconds = time_call(lambda: scorer(inputs, continuations), args.repeats)
-        rows.append((f"task scorer: {name}", seconds))
+        length = task.decode["max_new_tokens"]
+        seconds = time_call(lambda: scorer(inputs, at_length[length]), args.repeats)
+        rows.append((f"task scorer: {name}, continuations of {length} tokens", seconds))
         print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
-    slowest = max((r for r in rows if r[0].startswith("reward") and "cut to" not in r[0]), key=lambda r: r[1])
+    slowest = max((r for r in rows if r[0].startswith("reward") and "tokens" not in r[0]), key=lambda r: r[1])
     verdict = "meets" if slowest[1] < TARGET_SECONDS else "misses"
     table = [f"| what | seconds for {args.n} | ms per continuation |", "| --- | ---: | ---: |"]
     table += [f"| {name} | {seconds:.3f} | {1000 * seconds / args.n:.1f} |" for name, seconds in rows]

@@ -128,30 +128,32 @@ class ScoringLM:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.start_id
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
-            width = 1 + max(len(encoded[i]) for i in chunk)
+            # Row r reads [start, t1 .. t(n-1)] and predicts [t1 .. tn]: the last token is never read, since
+            # what would follow it is not scored.
+            width = max(len(encoded[i]) for i in chunk)
             ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            targets = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.bool)
             for r, i in enumerate(chunk):  # right padding: positions stay 0, 1, 2, ...
-                seq = [self.start_id] + encoded[i]
-                ids[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = 1
-            ids, mask = ids.to(self.device), mask.to(self.device)
-            # The backbone, then the LM head on all but the last position (its prediction is not needed).
+                seq = encoded[i]
+                ids[r, : len(seq)] = torch.tensor([self.start_id] + seq[:-1])
+                targets[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = True
+            ids, targets, mask = ids.to(self.device), targets.to(self.device), mask.to(self.device)
             # No attention mask: with right padding, causal attention never lets a real token see a pad, and
             # without a mask attention takes its causal fast path (3.20 -> 2.73 s for 64 texts; hidden states
             # of real positions identical, measured).
-            out = self.model.base_model(input_ids=ids, use_cache=False)
-            hidden = out.last_hidden_state[:, :-1]  # (B, T-1, H)
-            # Only the real (unpadded) positions, as one contiguous (N, H) matrix: on a sliced 3-D input,
-            # linear() falls back to a batched matmul that copies the (H, V) head once per row (2.8 of 7 s
-            # for 64 texts, measured).
-            real = mask[:, 1:].reshape(-1).bool()
+            hidden = self.model.base_model(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+            # The LM head on the real (unpadded) positions only, as one contiguous (N, H) matrix: on a sliced
+            # 3-D input, linear() falls back to a batched matmul that copies the (H, V) head once per row
+            # (2.8 of 7 s for 64 texts, measured).
+            real = mask.reshape(-1)
             flat = hidden.reshape(-1, hidden.shape[-1])[real]
-            targets = ids[:, 1:].reshape(-1)[real]
+            wanted = targets.reshape(-1)[real]
             chosen = torch.zeros(real.shape, device=flat.device)
-            chosen[real] = torch.cat([self._target_logprobs(flat[i:i + HEAD_ROWS], targets[i:i + HEAD_ROWS])
+            chosen[real] = torch.cat([self._target_logprobs(flat[i:i + HEAD_ROWS], wanted[i:i + HEAD_ROWS])
                                       for i in range(0, len(flat), HEAD_ROWS)])
-            chosen = chosen.view(len(chunk), -1)  # (B, T-1)
+            chosen = chosen.view(len(chunk), -1)  # (B, T)
             for r, i in enumerate(chunk):
                 results[i] = chosen[r, : len(encoded[i])].cpu().tolist()
         return results

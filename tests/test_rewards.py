@@ -229,6 +229,12 @@ def test_fluency_scores_each_text_of_a_padded_batch_as_if_alone():
     assert len(together[1]) == len(alone) < len(together[0])
     assert together[1] == pytest.approx(alone, abs=1e-3)
     assert together[0] == pytest.approx(lm.token_logprobs([long])[0], abs=1e-3)
+    # The definition, computed plainly: log_softmax of a full forward over [start, tokens], read at each token.
+    ids = [lm.start_id] + tokenizer(long, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, :-1].float(), dim=-1)
+    expected = logprobs.gather(-1, torch.tensor(ids[1:]).unsqueeze(-1)).squeeze(-1).tolist()
+    assert together[0] == pytest.approx(expected, abs=1e-3)
 
 
 def test_fluency_formula_pieces():
