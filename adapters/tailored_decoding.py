@@ -21,17 +21,27 @@ where the adapter moved the distribution.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+from transformers import DynamicCache, StaticCache
 
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
 
 MAX_ALPHA = 10.0
+CACHES = ("dynamic", "static", "compiled")
+"""KV cache kinds (TailoredPolicy.cache): "dynamic" grows by one position a step (Hugging Face's DynamicCache);
+"static" is allocated once for prompt + max_new_tokens (StaticCache), so every step has the same shapes;
+"compiled" is "static" with each decoding step run through torch.compile(mode="reduce-overhead"), which on a
+GPU replays the step as a CUDA graph (one launch instead of hundreds). The first step of each new shape
+compiles (tens of seconds), so "compiled" pays off for long runs of equal shapes: benchmarks, evaluation."""
+STATIC_CACHE_BUCKET = 64
+"""Static caches are this many positions longer than needed at most: lengths rounded up, so that runs with
+slightly different prompt lengths reuse one compiled step."""
 
 
 class DecodeError(ValueError):
@@ -95,8 +105,12 @@ class TailoredPolicy:
     """A black-box base (e.g. adapters.api_base.ApiBase): its `row_group(streams)` returns an object with
     `prefill(prompt_ids, pad_id, device)` and `step(next_tokens)` giving (R, V) log-probabilities, -inf
     outside the top k it reports. `base` then only lends its tokenizer, EOS ids and context window."""
+    cache: str = "dynamic"
+    """The local models' KV cache: one of CACHES."""
 
     def __post_init__(self):
+        if self.cache not in CACHES:
+            raise DecodeError(f"Unknown cache {self.cache!r}: use one of {', '.join(CACHES)}.")
         if self.combination not in COMBINATIONS:
             raise DecodeError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
         if (self.adapter is None) != (self.adapter_name is None):
@@ -191,11 +205,14 @@ class _RowGroup:
     different lengths are padded on the left; positions follow the attention mask.
     """
 
-    def __init__(self, host: AdapterHost, streams: list[int], names: list[str | None], prefixes: list[torch.Tensor | None]):
+    def __init__(self, host: AdapterHost, streams: list[int], names: list[str | None], prefixes: list[torch.Tensor | None],
+                 cache: str = "dynamic", max_new_tokens: int = 0):
         self.host = host
         self.streams = torch.tensor(streams, dtype=torch.long)
         self.names = names
         self.prefixes = prefixes
+        self.cache_kind = cache
+        self.max_new_tokens = max_new_tokens
         self.cache = None
         self.mask = None
         self.next_position = None
@@ -203,19 +220,18 @@ class _RowGroup:
     def __len__(self) -> int:
         return len(self.names)
 
-    def _forward(self, **inputs) -> torch.Tensor:
-        model = self.host.model
+    def _forward(self, compiled: bool = False, **inputs) -> torch.Tensor:
+        run = _compiled_forward() if compiled else _forward
         if all(name is None for name in self.names):
             with self.host.base_only() as base:
-                out = base(**inputs, use_cache=True, logits_to_keep=1)
+                logits = run(base, **inputs)
         elif all(name == self.names[0] for name in self.names):
             with self.host.only(self.names[0]) as adapted:
-                out = adapted(**inputs, use_cache=True, logits_to_keep=1)
+                logits = run(adapted, **inputs)
         else:
-            names = [name or "__base__" for name in self.names]
-            out = model(**inputs, use_cache=True, logits_to_keep=1, adapter_names=names)
-        self.cache = out.past_key_values
-        return out.logits[:, -1, :].float()
+            logits = run(self.host.model, adapter_names=[name or "__base__" for name in self.names], **inputs)
+        # float() copies bfloat16 logits; clone() float32 ones, which a replayed CUDA graph would overwrite.
+        return logits.float() if logits.dtype != torch.float32 else logits.clone()
 
     def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
         """Run the prompts; returns next-token logits (R, V)."""
@@ -229,7 +245,16 @@ class _RowGroup:
             mask[r, width - lengths[r]:] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        inputs = {"attention_mask": mask, "position_ids": positions, "past_key_values": DynamicCache()}
+        if self.cache_kind == "dynamic":
+            self.cache = DynamicCache()
+        else:
+            # One allocation for the whole run (the cache counts its own writes). The attention mask covers
+            # every slot from the start, left pads 0 and the rest 1: causal masking hides the slots not yet
+            # written, so the mask never changes and a captured step can be replayed.
+            length = -(-(width + self.max_new_tokens) // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
+            self.cache = StaticCache(config=self.host.model.config, max_cache_len=length)
+            mask = torch.cat([mask, mask.new_ones((len(seqs), length - width))], dim=1)
+        inputs = {"attention_mask": mask, "position_ids": positions, "past_key_values": self.cache}
         if any(prefix is not None for prefix in self.prefixes):
             embeds = self.host.input_embeddings()(input_ids)
             for r, prefix in enumerate(self.prefixes):
@@ -245,18 +270,35 @@ class _RowGroup:
     def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
         """Feed each row its stream's new token (S,); returns next-token logits (R, V)."""
         ids = next_tokens[self.streams.to(next_tokens.device)].unsqueeze(1)
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
         positions = self.next_position.unsqueeze(1)
         self.next_position = self.next_position + 1
-        return self._forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+        if self.cache_kind == "dynamic":
+            self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
+            return self._forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+        return self._forward(compiled=self.cache_kind == "compiled", input_ids=ids, attention_mask=self.mask,
+                             position_ids=positions, past_key_values=self.cache)
+
+
+def _forward(model, **inputs) -> torch.Tensor:
+    """Next-token logits (R, V) of one forward pass that extends the KV cache in `inputs`."""
+    return model(**inputs, use_cache=True, logits_to_keep=1).logits[:, -1, :]
+
+
+@functools.cache
+def _compiled_forward():
+    """_forward through torch.compile(mode="reduce-overhead"): CUDA graphs on a GPU. One per process, so that
+    every decoding run reuses what earlier runs compiled (a new shape compiles again)."""
+    return torch.compile(_forward, mode="reduce-overhead", dynamic=False)
 
 
 class _Experts:
     """Plans the row groups for a decoding run and returns base, adapter and init logits per step."""
 
-    def __init__(self, policy: TailoredPolicy, n_streams: int, tailored_streams: list[int], use_adapter: bool):
+    def __init__(self, policy: TailoredPolicy, n_streams: int, tailored_streams: list[int], use_adapter: bool,
+                 max_new_tokens: int = 0):
         self.policy = policy
         self.tailored = tailored_streams
+        group = functools.partial(_RowGroup, cache=policy.cache, max_new_tokens=max_new_tokens)
         base, adapter, name = policy.base, policy.adapter, policy.adapter_name
         all_streams = list(range(n_streams))
         prefix = adapter.reward_token_embedding(name) if (use_adapter and adapter is not None) else None
@@ -266,26 +308,27 @@ class _Experts:
         if policy.remote_base is not None:
             base_group = policy.remote_base.row_group(all_streams)
         else:
-            base_group = _RowGroup(base, all_streams, [None] * n_streams, [None] * n_streams)
+            base_group = group(base, all_streams, [None] * n_streams, [None] * n_streams)
         if not self.use_adapter:
             self.groups = [base_group]
             self.slices = {"base": (0, slice(0, n_streams))}
-        elif policy.shares_weights and base.base_model.device.type == "cuda":
+        elif policy.shares_weights and (base.base_model.device.type == "cuda" or policy.cache == "compiled"):
             # On a GPU, small models are bound by kernel launches, and PEFT's mixed batches add index
-            # copies to every LoRA layer: two plain forwards (adapter off, adapter on) are faster.
-            self.groups = [base_group, _RowGroup(adapter, tailored_streams, [name] * k, [prefix] * k)]
+            # copies to every LoRA layer: two plain forwards (adapter off, adapter on) are faster. Compiled
+            # steps need them too: a mixed batch registers PEFT hooks inside the forward, a graph break.
+            self.groups = [base_group, group(adapter, tailored_streams, [name] * k, [prefix] * k)]
             self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
         elif policy.shares_weights:
             # On the CPU, one forward reads the weights once: every stream's base row, then each tailored
             # stream's adapter row. The adapter sits on the base's weights, so base rows are also init rows.
-            self.groups = [_RowGroup(base, all_streams + tailored_streams, [None] * n_streams + [name] * k,
-                                     [None] * n_streams + [prefix] * k)]
+            self.groups = [group(base, all_streams + tailored_streams, [None] * n_streams + [name] * k,
+                                 [None] * n_streams + [prefix] * k)]
             self.slices = {"base": (0, slice(0, n_streams)), "adapter": (0, slice(n_streams, n_streams + k))}
         else:
             rows = tailored_streams + (tailored_streams if need_init else [])
             names = [name] * k + ([None] * k if need_init else [])
             prefixes = [prefix] * k + ([None] * k if need_init else [])
-            self.groups = [base_group, _RowGroup(adapter, rows, names, prefixes)]
+            self.groups = [base_group, group(adapter, rows, names, prefixes)]
             self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
             if need_init:
                 self.slices["init"] = (1, slice(k, 2 * k))
@@ -439,7 +482,7 @@ def decode_steps(
     tailored = [s for s, c in enumerate(stream_columns) if c == "tailored"]
     tailored_idx = torch.tensor(tailored, dtype=torch.long, device=device)
     use_adapter = config.alpha != 0 and policy.adapter is not None
-    experts = _Experts(policy, n_streams, tailored, use_adapter)
+    experts = _Experts(policy, n_streams, tailored, use_adapter, config.max_new_tokens)
 
     eos = eos_token_ids(policy.base)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]

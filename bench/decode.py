@@ -2,11 +2,14 @@
 
     python -m bench.decode                       # CPU, writes the table into BENCHMARKS.md
     python -m bench.decode --device cuda --tokens 128
+    python -m bench.decode --device cuda --cache compiled   # static KV cache + CUDA graphs for the tailored loop
 
 Rates are prompts × new tokens / second: a side-by-side run produces both columns at that rate. Each
 figure is the median of --repeats timed runs after one warm-up; every run generates exactly --tokens
 new tokens (EOS ignored) from the same prompts, with a trained-looking adapter (random LoRA weights)
-so that the tailored path does all its work.
+so that the tailored path does all its work. --cache picks the tailored loop's KV cache (see
+adapters.tailored_decoding.CACHES); the base-only figure is always Hugging Face `generate` with its default
+cache, and "compiled" compiles during the warm-up run, which is not timed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from adapters.loading import load_host
 from adapters.models import resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, generate
+from adapters.tailored_decoding import CACHES, DecodeConfig, TailoredPolicy, generate
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs and",
@@ -69,7 +72,8 @@ def time_it(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, repeats: int = 3, batches=(1, 8)) -> dict:
+def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, repeats: int = 3, batches=(1, 8),
+        cache: str = "dynamic") -> dict:
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
     host = load_host("embedded", device, dtype)
@@ -78,7 +82,7 @@ def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, r
     for name, param in host.peft.named_parameters():
         if "lora_B" in name:  # make the adapter do real work: B = 0 would still cost the same, but be unrealistic
             param.data = (torch.randn(param.shape, generator=generator) * 0.01).to(param.device, param.dtype)
-    policy = TailoredPolicy(host, host, "bench", "residual")
+    policy = TailoredPolicy(host, host, "bench", "residual", cache=cache)
     tokenizer = host.tokenizer
     config = DecodeConfig(max_new_tokens=tokens, min_new_tokens=tokens, temperature=1.0, top_p=0.9, alpha=1.0, seed=0, stop_at_eos=False)
     rows = []
@@ -102,12 +106,13 @@ def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, r
                      "side_by_side_ratio": round(rates["side_by_side"] / rates["base_generate"], 2)})
         print(json.dumps(rows[-1]), flush=True)
     return {"device": device.type, "machine": machine(device), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
-            "repeats": repeats, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "rows": rows}
+            "repeats": repeats, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cache": cache, "rows": rows}
 
 
 def table(result: dict) -> str:
     lines = [f"Machine: {result['machine']} ({result['device']}, {result['dtype']}, torch {result['torch']}); "
-             f"{result['date']}; {result['tokens']} new tokens, median of {result['repeats']} runs.", "",
+             f"{result['date']}; {result['tokens']} new tokens, median of {result['repeats']} runs; tailored loop with the "
+             f"{result['cache']} KV cache.", "",
              "| batch | base `generate` tok/s | tailored tok/s | side-by-side tok/s | tailored / base | side-by-side / base |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
@@ -138,16 +143,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
+    parser.add_argument("--cache", default="dynamic", choices=CACHES, help="the tailored loop's KV cache")
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
     parser.add_argument("--json", default="", help="also write the raw figures to this JSON file")
     args = parser.parse_args()
-    result = run(args.device, args.dtype, args.tokens, args.repeats)
+    result = run(args.device, args.dtype, args.tokens, args.repeats, [int(b) for b in args.batches.split(",")], args.cache)
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.out:
         heading = "Decoding speed (CPU)" if result["device"] == "cpu" else "Decoding speed (GPU)"
-        write_section(Path(args.out), heading, "Command: `python -m bench.decode" + (" --device cuda" if result["device"] == "cuda" else "") + "`\n\n" + table(result))
+        if args.cache != "dynamic":
+            heading = heading[:-1] + f", {args.cache} cache)"
+        command = "python -m bench.decode" + (" --device cuda" if result["device"] == "cuda" else "")
+        command += "".join(f" --{k} {v}" for k, v in (("cache", args.cache), ("batches", args.batches)) if v != parser.get_default(k))
+        write_section(Path(args.out), heading, f"Command: `{command}`\n\n" + table(result))
 
 
 if __name__ == "__main__":

@@ -107,16 +107,19 @@ def test_alpha_zero_greedy_equals_hf_generate_tiny(tiny_host):
 
 
 def test_alpha_zero_greedy_equals_hf_generate_embedded(embedded, embedded_host):
-    """The real model: our loop at alpha = 0 (adapter loaded, paper form) picks generate's tokens."""
+    """The real model: our loop at alpha = 0 (adapter loaded, paper form) picks generate's tokens, with the
+    growing cache and with the static one."""
     model, tokenizer = embedded
     host = embedded_host
     try:
         policy = with_adapter(host, "alpha0", combination="paper")
         prompt = "The three primary colours are"
-        result = generate(policy, [prompt], DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0))
         expected = hf_greedy(model, tokenizer, prompt, 16)
-        assert generated_ids(result.tailored[0]) == expected
-        assert generated_ids(result.base[0]) == expected
+        for cache in ("dynamic", "static"):
+            policy.cache = cache
+            result = generate(policy, [prompt], DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0))
+            assert generated_ids(result.tailored[0]) == expected
+            assert generated_ids(result.base[0]) == expected
         assert "red" in result.base[0].text.lower() or "blue" in result.base[0].text.lower()
     finally:
         host.delete_adapter("alpha0")
@@ -196,6 +199,40 @@ def test_cached_equals_recomputed_logits(tiny_host):
         target = torch.tensor(completion).unsqueeze(-1)
         assert torch.allclose(batch.tailored_logprobs[s, :length], tailored.gather(-1, target).squeeze(-1), atol=1e-4)
         assert torch.allclose(batch.base_logprobs[s, :length], torch.log_softmax(base_logits, -1).gather(-1, target).squeeze(-1), atol=1e-4)
+
+
+def assert_same_decoding(a, b):
+    """Same tokens in every column, same log-probabilities (to float tolerance)."""
+    for column in ("base", "tailored"):
+        for x, y in zip(getattr(a, column), getattr(b, column), strict=True):
+            assert x.token_ids == y.token_ids
+            assert x.tailored_logprobs == pytest.approx(y.tailored_logprobs, abs=1e-4)
+            assert x.base_logprobs == pytest.approx(y.base_logprobs, abs=1e-4)
+
+
+def test_static_cache_equals_dynamic_cache(tiny_host, tokenizer):
+    """A static cache (allocated once, fixed mask) decodes exactly what the growing cache decodes: prompts of
+    different lengths (left padding), sampling and greedy, mixed adapter batches, a separate adapter model,
+    a reward-token prefix."""
+    policy = with_adapter(tiny_host, n_reward_tokens=3)
+    with torch.no_grad():
+        tiny_host.reward_embeddings["steer"][0].normal_(0, 2.0)
+    small = AdapterHost(tiny_llama(tokenizer, seed=7, hidden=32), tokenizer, "tiny-small")
+    small.new_adapter("s", AdapterCard(task="test"))
+    perturb_lora(small, "s")
+    other = TailoredPolicy(tiny_host, small, "s", "residual")
+    for config in (DecodeConfig(max_new_tokens=10, alpha=1.5, seed=3), DecodeConfig(max_new_tokens=70, temperature=0, stop_at_eos=False)):
+        for dynamic in (policy, other):
+            static = TailoredPolicy(dynamic.base, dynamic.adapter, dynamic.adapter_name, dynamic.combination, cache="static")
+            assert_same_decoding(generate(dynamic, PROMPTS, config, n=2), generate(static, PROMPTS, config, n=2))
+
+
+def test_compiled_cache_equals_dynamic_cache(tiny_host):
+    """torch.compile'd steps (CUDA graphs on a GPU; here the CPU compiler) decode what the plain loop decodes."""
+    policy = with_adapter(tiny_host)
+    compiled = TailoredPolicy(tiny_host, tiny_host, "steer", cache="compiled")
+    config = DecodeConfig(max_new_tokens=6, alpha=1.5, seed=1)
+    assert_same_decoding(generate(policy, PROMPTS, config), generate(compiled, PROMPTS, config))
 
 
 def test_separate_adapter_model_residual_untrained_equals_base(tokenizer):
@@ -287,6 +324,11 @@ def test_single_column_modes(tiny_host):
 def test_bad_decode_settings(kwargs, message):
     with pytest.raises(DecodeError, match=message):
         DecodeConfig(**kwargs)
+
+
+def test_unknown_cache_is_a_clear_error(tiny_host):
+    with pytest.raises(DecodeError, match="cache"):
+        TailoredPolicy(tiny_host, cache="paged")
 
 
 def test_empty_prompt_is_a_clear_error(tiny_host):
