@@ -39,6 +39,8 @@ CACHES = ("dynamic", "static", "compiled")
 "compiled" is "static" with each decoding step run through torch.compile(mode="reduce-overhead"), which on a
 GPU replays the step as a CUDA graph (one launch instead of hundreds). The first step of each new shape
 compiles (tens of seconds), so "compiled" pays off for long runs of equal shapes: benchmarks, evaluation."""
+COMPILED_VARIANTS = 64
+"""Compiled decoding steps kept per process (shapes × models × adapter on/off)."""
 STATIC_CACHE_BUCKET = 64
 """Static caches are this many positions longer than needed at most: lengths rounded up, so that runs with
 slightly different prompt lengths reuse one compiled step."""
@@ -287,7 +289,11 @@ def _forward(model, **inputs) -> torch.Tensor:
 @functools.cache
 def _compiled_forward():
     """_forward through torch.compile(mode="reduce-overhead"): CUDA graphs on a GPU. One per process, so that
-    every decoding run reuses what earlier runs compiled (a new shape compiles again)."""
+    every decoding run reuses what earlier runs compiled (a new shape compiles again). Every shape, model and
+    adapter switch is one more compiled variant: past dynamo's default limit of 8 it would quietly run uncompiled."""
+    import torch._dynamo.config
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_VARIANTS)
     return torch.compile(_forward, mode="reduce-overhead", dynamic=False)
 
 

@@ -115,7 +115,7 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
         adapter.new_adapter(config.name, card)
         card.adapter_init_model = init
     adapter.set_trainable(config.name, True)
-    return TailoredPolicy(base, adapter, config.name, config.combination)
+    return TailoredPolicy(base, adapter, config.name, config.combination, cache=config.cache)
 
 
 def setup(config: TrainConfig, accelerator=None) -> Run:

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
-from adapters.tailored_decoding import TailoredPolicy, combine_logits
+from adapters.tailored_decoding import CACHES, TailoredPolicy, combine_logits
 
 ALGORITHMS = ("pg", "quark")
 
@@ -105,6 +105,8 @@ class TrainConfig:
     relevance_weight: float = 0.0
     """Train on reward × ((1 − w) + w · relevance to the input), w in [0, 1]: keeps a policy on the prompt's
     topic where the task reward alone lets it drift to bland text (DESIGN.md). 0: the task reward alone."""
+    cache: str = "dynamic"
+    """The sampler's KV cache: dynamic, static, or compiled (static + CUDA graphs on a GPU; compiles at first)."""
 
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
@@ -138,6 +140,8 @@ class TrainConfig:
             raise TrainError(f"--top-p must be in (0, 1], got {self.top_p}.")
         if not 0 <= self.relevance_weight <= 1:
             raise TrainError(f"--relevance-weight must be in [0, 1], got {self.relevance_weight}.")
+        if self.cache not in CACHES:
+            raise TrainError(f"Unknown --cache {self.cache!r}: use one of {', '.join(CACHES)}.")
         if not self.name:
             self.name = self.task
 

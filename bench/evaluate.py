@@ -40,7 +40,7 @@ from adapters.cli import exit_with_user_error
 from adapters.loading import load_policy
 from adapters.models import EMBEDDED, ModelLoadError, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterError, read_card
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
+from adapters.tailored_decoding import CACHES, Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
 from rewards.text import distinct_n, words
 from rewards.toxicity import ToxicityBackendError
 from tasks import TaskInputError, get_task
@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts decoded together (default: 8)")
+    parser.add_argument("--cache", default="dynamic", choices=CACHES,
+                        help="KV cache: dynamic (default), static, or compiled (static + CUDA graphs on a GPU)")
     parser.add_argument("--toxicity-backend", default="auto", help="auto, detoxify or profanity_check (default: auto)")
     parser.add_argument("--examples", type=int, default=3, help="sample continuations to show (default: 3)")
     add_api_args(parser)
@@ -129,7 +131,8 @@ def untrained_control(policy: TailoredPolicy) -> TailoredPolicy:
     if UNTRAINED not in policy.adapter.cards:
         policy.adapter.new_adapter(UNTRAINED, AdapterCard(task=card.task, combination=card.combination, lora_r=card.lora_r,
                                                           lora_alpha=card.lora_alpha, n_reward_tokens=card.n_reward_tokens))
-    return TailoredPolicy(policy.base, policy.adapter, UNTRAINED, card.combination, remote_base=policy.remote_base)
+    return TailoredPolicy(policy.base, policy.adapter, UNTRAINED, card.combination, remote_base=policy.remote_base,
+                          cache=policy.cache)
 
 
 def decode_all(policy, prompts, config, k, batch_size, columns, log) -> dict[str, list[Completion]]:
@@ -159,7 +162,8 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     config = DecodeConfig(**decode, alpha=alpha, seed=args.seed)
     api_config = api_config_from_args(args)  # bad API flags fail before any model loads
     device = resolve_device(args.device)
-    policy = load_policy(args.base, args.adapter, device, resolve_dtype("auto", device))
+    policy = dataclasses.replace(load_policy(args.base, args.adapter, device, resolve_dtype("auto", device)),
+                                 cache=args.cache)
     if api_config:
         policy = with_api_base(policy, api_config, config.stop_at_eos)
     scorer = load_scorer(task.name, device=str(device), toxicity_backend=args.toxicity_backend)

@@ -228,11 +228,17 @@ def test_static_cache_equals_dynamic_cache(tiny_host, tokenizer):
 
 
 def test_compiled_cache_equals_dynamic_cache(tiny_host):
-    """torch.compile'd steps (CUDA graphs on a GPU; here the CPU compiler) decode what the plain loop decodes."""
+    """torch.compile'd steps (CUDA graphs on a GPU; here the CPU compiler) decode what the plain loop decodes,
+    as whole graphs: no graph breaks, which would split a step into several graphs and launches."""
+    from torch._dynamo.utils import counters
+
     policy = with_adapter(tiny_host)
     compiled = TailoredPolicy(tiny_host, tiny_host, "steer", cache="compiled")
     config = DecodeConfig(max_new_tokens=6, alpha=1.5, seed=1)
+    counters.clear()
     assert_same_decoding(generate(policy, PROMPTS, config), generate(compiled, PROMPTS, config))
+    assert counters["stats"]["unique_graphs"] >= 2  # adapter off, adapter on
+    assert not counters["graph_break"]
 
 
 def test_separate_adapter_model_residual_untrained_equals_base(tokenizer):

@@ -141,6 +141,19 @@ def test_a_few_steps_change_the_adapter_and_not_the_base(tiny_dir, tmp_path, alg
     assert len(samples) == 3
 
 
+def test_compiled_sampler_trains_like_the_dynamic_one(tiny_dir, tmp_path):
+    """Sampling through compiled steps (CUDA graphs on a GPU) sees each update of the LoRA weights: three steps
+    give the rewards and the weights of the plain sampler."""
+    dynamic = train(tiny_config(tiny_dir, tmp_path / "dynamic"), progress=False)
+    compiled = train(tiny_config(tiny_dir, tmp_path / "compiled", cache="compiled"), progress=False)
+    a, b = lora_weights(dynamic), lora_weights(compiled)
+    assert any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    rewards = [[json.loads(x)["reward"] for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+               for run in ("dynamic", "compiled")]
+    assert rewards[0] == pytest.approx(rewards[1], abs=1e-5)
+
+
 def test_resume_continues_exactly_where_it_stopped(tiny_dir, tmp_path):
     straight = train(tiny_config(tiny_dir, tmp_path / "straight", steps=4), progress=False)
 
@@ -205,6 +218,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
     (["--steps", "-3"], "--steps must be positive"),
     (["--task", "poetry"], "Unknown task 'poetry'"),
     (["--algo", "ppo"], "Unknown algorithm 'ppo'"),
+    (["--cache", "paged"], "Unknown --cache 'paged'"),
     (["--out", "/proc/no-such-dir/run"], "Cannot write to the output directory"),
     (["--resume", "--out", "/tmp/ipa-no-run-here"], "no checkpoint"),
     (["--batch-size", "6", "--group-size", "4"], "multiple of --group-size"),
