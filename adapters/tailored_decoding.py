@@ -232,8 +232,9 @@ class _RowGroup:
                 logits = run(adapted, **inputs)
         else:
             logits = run(self.host.model, adapter_names=[name or "__base__" for name in self.names], **inputs)
-        # float() copies bfloat16 logits; clone() float32 ones, which a replayed CUDA graph would overwrite.
-        return logits.float() if logits.dtype != torch.float32 else logits.clone()
+        if compiled and logits.dtype == torch.float32:
+            logits = logits.clone()  # the next replay of a CUDA graph overwrites its outputs (float() copies others)
+        return logits.float()
 
     def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
         """Run the prompts; returns next-token logits (R, V)."""
