@@ -447,6 +447,165 @@ def context_window(host: AdapterHost) -> int:
     return int(getattr(host.base_model.config, "max_position_embeddings", 2048) or 2048)
 
 
+class IncrementalText:
+    """A continuation's text, decoded as tokens arrive without re-decoding it all each time.
+
+    Keeps a window of a few tokens: the text of window + new token, minus the text of the window alone, is what
+    the new token added (byte-level tokens can split a character: nothing is emitted until it is whole), as
+    vLLM's and TGI's detokenizers do.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+        self.start = 0
+        """The window: ids[start:read] were already turned into text."""
+        self.read = 0
+
+    def push(self, token_id: int) -> str:
+        """Add a token; returns the text it completed ('' while a character is still incomplete)."""
+        self.ids.append(token_id)
+        before = self.tokenizer.decode(self.ids[self.start:self.read], skip_special_tokens=True)
+        after = self.tokenizer.decode(self.ids[self.start:], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith(REPLACEMENT_CHARACTER):
+            return ""
+        added = after[len(before):]
+        self.text += added
+        self.start, self.read = self.read, len(self.ids)
+        return added
+
+
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+class DecodeRun:
+    """The sampling state of one decoding run: streams, their tokens and log-probabilities so far.
+
+    Streams are ordered column-major: column c, prompt p, sample j -> stream c·P·n + p·n + j. Each step takes the
+    next-token logits of its rows ({'base': (S, V), 'adapter': (k, V), 'init': (k, V)} for the k tailored streams)
+    and picks every stream's next token. The engine (adapters.engine) feeds it; `decode_steps` runs one alone.
+    """
+
+    def __init__(self, policy: TailoredPolicy, prompts: list[str] | list[list[int]], config: DecodeConfig = DecodeConfig(),
+                 n: int = 1, columns: tuple[str, ...] = ("base", "tailored"), max_new_tokens_cap: int | None = None):
+        if n < 1:
+            raise DecodeError(f"n (samples per prompt) must be at least 1, got {n}.")
+        if not columns or any(c not in ("base", "tailored") for c in columns):
+            raise DecodeError(f"columns must name 'base' and/or 'tailored', got {columns}.")
+        self.policy, self.config, self.n, self.columns = policy, config, n, columns
+        tokenizer = policy.tokenizer
+        has_prefix = policy.adapter is not None and policy.adapter.reward_token_embedding(policy.adapter_name) is not None
+        max_prompt = context_window(policy.base) - config.max_new_tokens - int(has_prefix)
+        if max_prompt < 1:
+            raise DecodeError(f"max_new_tokens ({config.max_new_tokens}) leaves no room for the prompt in the "
+                              f"{context_window(policy.base)}-token context window.")
+        if prompts and isinstance(prompts[0], list):
+            if any(len(p) == 0 for p in prompts):
+                raise DecodeError("A prompt is empty.")
+            prompt_ids, self.warnings = [list(p)[-max_prompt:] for p in prompts], []
+        else:
+            prompt_ids, self.warnings = encode_prompts(tokenizer, prompts, max_prompt)
+        self.seed = config.seed if config.seed is not None else random.randrange(2**31)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.device = policy.base.base_model.device
+        self.n_pairs = len(prompt_ids) * n
+        self.stream_prompts = [ids for ids in prompt_ids for _ in range(n)] * len(columns)
+        self.stream_columns = [c for c in columns for _ in range(self.n_pairs)]
+        self.n_streams = len(self.stream_prompts)
+        self.pair = torch.arange(self.n_streams) % self.n_pairs
+        self.tailored = [s for s, c in enumerate(self.stream_columns) if c == "tailored"]
+        self.tailored_idx = torch.tensor(self.tailored, dtype=torch.long, device=self.device)
+        self.use_adapter = config.alpha != 0 and policy.adapter is not None and bool(self.tailored)
+        self.needs_init_rows = self.use_adapter and policy.combination == "residual" and not policy.shares_weights
+        self.eos = eos_token_ids(policy.base)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
+        S, T = self.n_streams, config.max_new_tokens
+        self.completion = torch.full((S, T), self.pad_id, dtype=torch.long)
+        self.mask = torch.zeros((S, T), dtype=torch.long)
+        self.base_lp = torch.zeros((S, T))
+        self.tailored_lp = torch.zeros((S, T))
+        self.kl = torch.zeros((S, T))
+        self.finished = torch.zeros(S, dtype=torch.bool)
+        self.next_tokens = torch.full((S,), self.pad_id, dtype=torch.long)
+        self.texts = [IncrementalText(tokenizer) for _ in range(S)]
+        self.token_texts: list[list[str]] = [[] for _ in range(S)]
+        self.steps = 0
+        self.done = False
+
+    def streams_of(self, kind: str) -> torch.Tensor:
+        """The streams whose rows of this kind exist, in row order: every stream's base row, tailored streams' others."""
+        return torch.arange(self.n_streams) if kind == "base" else torch.tensor(self.tailored, dtype=torch.long)
+
+    def advance(self, logits: dict[str, torch.Tensor]) -> None:
+        """Pick every stream's next token from its rows' logits and record it."""
+        config, t = self.config, self.steps
+        base_logprobs = torch.log_softmax(logits["base"].float(), dim=-1)  # (S, V)
+        policy_logprobs = base_logprobs.clone()
+        if self.use_adapter:
+            init = logits.get("init", logits["base"][self.tailored_idx])
+            combined = combine_logits(logits["base"][self.tailored_idx], logits["adapter"], init, config.alpha,
+                                      self.policy.combination)
+            policy_logprobs[self.tailored_idx] = torch.log_softmax(combined, dim=-1)
+        choice_logprobs = policy_logprobs
+        if t < config.min_new_tokens and self.eos:
+            choice_logprobs = policy_logprobs.clone()
+            choice_logprobs[:, self.eos] = float("-inf")
+        if config.greedy:
+            next_tokens = choice_logprobs.argmax(dim=-1)
+        else:
+            filtered = filter_logits(choice_logprobs, config.temperature, config.top_k, config.top_p)
+            uniforms = torch.rand(self.n_pairs, generator=self.generator)[self.pair].to(filtered.device)
+            next_tokens = sample_coupled(filtered, uniforms)
+        next_tokens = next_tokens.cpu()
+        active = ~self.finished
+        next_tokens[self.finished] = self.pad_id
+        self.completion[:, t] = next_tokens
+        self.mask[:, t] = active.long()
+        chosen = next_tokens.to(base_logprobs.device).unsqueeze(-1)
+        self.base_lp[:, t] = base_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
+        self.tailored_lp[:, t] = policy_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
+        self.kl[:, t] = kl_divergence(policy_logprobs, base_logprobs).cpu() * active
+        eos = set(self.eos)
+        for s in active.nonzero().flatten().tolist():
+            token = int(next_tokens[s])
+            if token in eos:
+                continue
+            self.texts[s].push(token)
+            self.token_texts[s].append(self.policy.tokenizer.decode([token]))
+        if config.stop_at_eos and self.eos:
+            self.finished |= active & torch.isin(next_tokens, torch.tensor(self.eos))
+        self.next_tokens = next_tokens
+        self.steps = t + 1
+        self.done = bool(self.finished.all()) or self.steps == config.max_new_tokens
+
+    def batch(self) -> SampleBatch:
+        """The token tensors so far (for training)."""
+        t = self.steps
+        return SampleBatch(self.stream_prompts, self.completion[:, :t], self.mask[:, :t], self.base_lp[:, :t],
+                           self.tailored_lp[:, :t], self.kl[:, :t], self.stream_columns)
+
+    def result(self, final: bool = False) -> DecodeResult:
+        """Every continuation so far, split by column. `final` decodes each text whole once more."""
+        base, tailored = [], []
+        for s, column in enumerate(self.stream_columns):
+            length = int(self.mask[s].sum())
+            ids = self.completion[s, :length].tolist()
+            finished = bool(ids) and ids[-1] in self.eos
+            pair = s % self.n_pairs
+            text = self.texts[s].text
+            if final:
+                text = self.policy.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True)
+            item = Completion(
+                prompt_index=pair // self.n, sample_index=pair % self.n, policy=column, token_ids=ids, text=text,
+                finished=finished, base_logprobs=self.base_lp[s, :length].tolist(),
+                tailored_logprobs=self.tailored_lp[s, :length].tolist(), kl=self.kl[s, :length].tolist(),
+                tokens=list(self.token_texts[s]),
+            )
+            (base if column == "base" else tailored).append(item)
+        return DecodeResult(base, tailored, list(self.warnings), self.seed, self.steps, done=final)
+
+
 @torch.inference_mode()
 def decode_steps(
     policy: TailoredPolicy,
@@ -454,113 +613,33 @@ def decode_steps(
     config: DecodeConfig = DecodeConfig(),
     n: int = 1,
     columns: tuple[str, ...] = ("base", "tailored"),
-) -> Iterator[tuple[int, SampleBatch, list[str], int]]:
-    """The decoding loop. Yields (step, batch so far, warnings, seed) after every generated token.
+) -> Iterator[DecodeRun]:
+    """The decoding loop of one run alone. Yields the run after every generated token.
 
     prompts: strings (tokenised without special tokens) or lists of token ids.
     columns: which policies to decode: ('base',), ('tailored',) or both, side by side.
-    Streams are ordered column-major: column c, prompt p, sample j -> stream c·P·n + p·n + j.
+    The default cache runs through the engine (every row in one forward pass); the static and compiled caches
+    run fixed row groups, so that each step has the same shapes.
     """
-    if n < 1:
-        raise DecodeError(f"n (samples per prompt) must be at least 1, got {n}.")
-    if not columns or any(c not in ("base", "tailored") for c in columns):
-        raise DecodeError(f"columns must name 'base' and/or 'tailored', got {columns}.")
-    tokenizer = policy.tokenizer
-    has_prefix = policy.adapter is not None and policy.adapter.reward_token_embedding(policy.adapter_name) is not None
-    max_prompt = context_window(policy.base) - config.max_new_tokens - int(has_prefix)
-    if max_prompt < 1:
-        raise DecodeError(f"max_new_tokens ({config.max_new_tokens}) leaves no room for the prompt in the {context_window(policy.base)}-token context window.")
-    if prompts and isinstance(prompts[0], list):
-        prompt_ids = [list(p)[-max_prompt:] for p in prompts]
-        warnings = []
-        if any(len(p) == 0 for p in prompts):
-            raise DecodeError("A prompt is empty.")
-    else:
-        prompt_ids, warnings = encode_prompts(tokenizer, prompts, max_prompt)
+    from adapters.engine import Engine, Request
 
-    seed = config.seed if config.seed is not None else random.randrange(2**31)
-    generator = torch.Generator().manual_seed(seed)
-    device = policy.base.base_model.device
-    n_pairs = len(prompt_ids) * n
-    stream_prompts = [ids for ids in prompt_ids for _ in range(n)] * len(columns)
-    stream_columns = [c for c in columns for _ in range(n_pairs)]
-    n_streams = len(stream_prompts)
-    pair = torch.arange(n_streams) % n_pairs
-    tailored = [s for s, c in enumerate(stream_columns) if c == "tailored"]
-    tailored_idx = torch.tensor(tailored, dtype=torch.long, device=device)
-    use_adapter = config.alpha != 0 and policy.adapter is not None
-    experts = _Experts(policy, n_streams, tailored, use_adapter, config.max_new_tokens)
-
-    eos = eos_token_ids(policy.base)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    max_new = config.max_new_tokens
-    completion = torch.full((n_streams, max_new), pad_id, dtype=torch.long)
-    mask = torch.zeros((n_streams, max_new), dtype=torch.long)
-    base_lp = torch.zeros((n_streams, max_new))
-    tailored_lp = torch.zeros((n_streams, max_new))
-    kl = torch.zeros((n_streams, max_new))
-    done = torch.zeros(n_streams, dtype=torch.bool)
-
-    logits = experts.prefill(stream_prompts, pad_id, device)
-    for t in range(max_new):
-        base_logprobs = torch.log_softmax(logits["base"].float(), dim=-1)  # (S, V)
-        policy_logprobs = base_logprobs.clone()
-        if tailored and use_adapter:
-            combined = combine_logits(logits["base"][tailored_idx], logits["adapter"], logits.get("init"), config.alpha, policy.combination)
-            policy_logprobs[tailored_idx] = torch.log_softmax(combined, dim=-1)
-        choice_logprobs = policy_logprobs
-        if t < config.min_new_tokens and eos:
-            choice_logprobs = policy_logprobs.clone()
-            choice_logprobs[:, eos] = float("-inf")
-        if config.greedy:
-            next_tokens = choice_logprobs.argmax(dim=-1)
-        else:
-            filtered = filter_logits(choice_logprobs, config.temperature, config.top_k, config.top_p)
-            uniforms = torch.rand(n_pairs, generator=generator)[pair].to(device)
-            next_tokens = sample_coupled(filtered, uniforms)
-        next_tokens = next_tokens.cpu()
-        active = ~done
-        next_tokens[done] = pad_id
-        completion[:, t] = next_tokens
-        mask[:, t] = active.long()
-        chosen = next_tokens.to(device).unsqueeze(-1)
-        base_lp[:, t] = base_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
-        tailored_lp[:, t] = policy_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
-        kl[:, t] = kl_divergence(policy_logprobs, base_logprobs).cpu() * active
-        if config.stop_at_eos and eos:
-            done |= active & torch.isin(next_tokens, torch.tensor(eos))
-        batch = SampleBatch(stream_prompts, completion[:, : t + 1], mask[:, : t + 1], base_lp[:, : t + 1],
-                            tailored_lp[:, : t + 1], kl[:, : t + 1], stream_columns)
-        yield t + 1, batch, warnings, seed
-        if bool(done.all()) or t == max_new - 1:
+    run = DecodeRun(policy, prompts, config, n, columns)
+    if policy.cache == "dynamic":
+        engine = Engine.for_policy(policy)
+        request = Request(run)
+        engine.submit(request)
+        while not run.done:
+            engine.step()
+            yield run
+        return
+    experts = _Experts(policy, run.n_streams, run.tailored, run.use_adapter, config.max_new_tokens)
+    logits = experts.prefill(run.stream_prompts, run.pad_id, run.device)
+    while True:
+        run.advance(logits)
+        yield run
+        if run.done:
             return
-        logits = experts.step(next_tokens.to(device))
-
-
-def to_completions(batch: SampleBatch, tokenizer, n: int, eos: list[int]) -> tuple[list[Completion], list[Completion]]:
-    """Turn a batch into Completion objects, split by column."""
-    base, tailored = [], []
-    n_pairs = len(batch.columns) // len(set(batch.columns)) if batch.columns else 0
-    for s, column in enumerate(batch.columns):
-        length = int(batch.completion_mask[s].sum())
-        ids = batch.completion_ids[s, :length].tolist()
-        finished = bool(ids) and ids[-1] in eos
-        text_ids = ids[:-1] if finished else ids
-        pair = s % n_pairs
-        item = Completion(
-            prompt_index=pair // n,
-            sample_index=pair % n,
-            policy=column,
-            token_ids=ids,
-            text=tokenizer.decode(text_ids, skip_special_tokens=True),
-            finished=finished,
-            base_logprobs=batch.base_logprobs[s, :length].tolist(),
-            tailored_logprobs=batch.tailored_logprobs[s, :length].tolist(),
-            kl=batch.kl[s, :length].tolist(),
-            tokens=[tokenizer.decode([i]) for i in text_ids],
-        )
-        (base if column == "base" else tailored).append(item)
-    return base, tailored
+        logits = experts.step(run.next_tokens.to(run.device))
 
 
 def stream(
@@ -572,16 +651,11 @@ def stream(
     every: int = 1,
 ) -> Iterator[DecodeResult]:
     """Yield a DecodeResult with the text so far every `every` tokens, and once more at the end (done=True)."""
-    eos = eos_token_ids(policy.base)
-    last = None
-    for step, batch, warnings, seed in decode_steps(policy, prompts, config, n, columns):
-        last = (step, batch, warnings, seed)
-        if step % every == 0:
-            base, tailored = to_completions(batch, policy.tokenizer, n, eos)
-            yield DecodeResult(base, tailored, list(warnings), seed, step, done=False)
-    step, batch, warnings, seed = last
-    base, tailored = to_completions(batch, policy.tokenizer, n, eos)
-    yield DecodeResult(base, tailored, list(warnings), seed, step, done=True)
+    run = None
+    for run in decode_steps(policy, prompts, config, n, columns):
+        if run.steps % every == 0 and not run.done:
+            yield run.result()
+    yield run.result(final=True)
 
 
 def generate(
@@ -606,7 +680,7 @@ def sample(
     columns: tuple[str, ...] = ("tailored",),
 ) -> SampleBatch:
     """Decode to the end and return token tensors (for training)."""
-    batch = None
-    for _, batch, _, _ in decode_steps(policy, prompts, config, n, columns):
+    run = None
+    for run in decode_steps(policy, prompts, config, n, columns):
         pass
-    return batch
+    return run.batch()

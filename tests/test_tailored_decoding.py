@@ -352,6 +352,6 @@ def test_too_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_host):
     result = generate(policy, [long_prompt + "END"], DecodeConfig(max_new_tokens=8, temperature=0))
     assert result.warnings and "kept its last 120 tokens" in result.warnings[0]
     assert len(result.base[0].token_ids) == 8
-    batch = next(decode_steps(policy, [long_prompt + "END"], DecodeConfig(max_new_tokens=8)))[1]
+    batch = next(decode_steps(policy, [long_prompt + "END"], DecodeConfig(max_new_tokens=8))).batch()
     assert len(batch.prompt_ids[0]) == 120
     assert tiny_host.tokenizer.decode(batch.prompt_ids[0]).endswith("END")
