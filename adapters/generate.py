@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n", type=int, default=1, help="continuations per policy (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on GPU, float32 on CPU), float32 or bfloat16")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast: a GPU, a CPU with AVX512-BF16 or AMX; else float32), float32 or bfloat16")
     # None = not given: the task's default, else DecodeConfig's.
     add_dataclass_args(parser, DecodeConfig, defaults={"alpha": None, **{name: None for name in TASK_DECODE_FIELDS}})
     add_api_args(parser)

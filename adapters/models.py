@@ -172,15 +172,34 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether this device runs bfloat16 matrix products natively: a CUDA GPU, or a CPU with AVX512-BF16 or AMX.
+
+    Measured on the 2-core AMD EPYC (AVX512-BF16), one decoding step of the embedded model: bfloat16 costs about the
+    same as float32 for 1-2 rows and about 0.6 x at 16 rows (the batch the engine runs for a class)."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """'auto' -> bfloat16 on a GPU, float32 on the CPU (exact and well supported)."""
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
+    """'auto' -> bfloat16 where the device runs it fast (fast_bfloat16), else float32 (exact, and fast everywhere)."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in table:
+        return torch.bfloat16 if fast_bfloat16(device) else torch.float32
+    if dtype not in DTYPES:
         raise ModelLoadError(f"Unknown dtype {dtype!r}: use auto, float32 or bfloat16.")
-    return table[dtype]
+    return DTYPES[dtype]
 
 
 if __name__ == "__main__":

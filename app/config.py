@@ -72,14 +72,22 @@ class AppConfig:
     """Where training runs started in the page are written (their adapters are loaded again at the next start)."""
     device: str = "auto"
     """auto (a CUDA GPU when there is one), cpu or cuda."""
+    dtype: str = "auto"
+    """The models' number format: auto (bfloat16 where the hardware runs it fast: a GPU, or a CPU with AVX512-BF16
+    or AMX; float32 elsewhere), float32 or bfloat16."""
     threads: int = 0
     """CPU threads for torch (0: torch's default). 1 is faster on a small machine that other work shares."""
     max_input_chars: int = 2000
     """The longest text a user may type into one box."""
-    concurrency: int = 2
-    """Generations served at once (their decoding steps interleave); more requests wait in the queue."""
-    queue_size: int = 64
-    """Requests that may wait in the queue; beyond it users are told the playground is busy."""
+    concurrency: int = 128
+    """Generate requests the page accepts at once: they decode together (continuous batching, up to max_rows rows
+    a step) or wait in order, told how many are ahead."""
+    max_rows: int = 96
+    """Rows decoded together in one step (a side-by-side sample takes 3: base, tailored's base, tailored's adapter)."""
+    max_waiting: int = 128
+    """Requests that may wait for room in the running batch; beyond it a request is told the playground is busy."""
+    queue_size: int = 256
+    """Requests that may wait in Gradio's queue (for a free worker); beyond it users are told the playground is busy."""
     warm_up: bool = True
     """Load every reward model at start, so that the first request is not slow."""
     base_api: str = ""
@@ -99,8 +107,8 @@ class AppConfig:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}.")
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (torch's default) or positive, got {self.threads}.")
-        if self.max_input_chars < 1 or self.concurrency < 1 or self.queue_size < 1:
-            raise ConfigError("--max-input-chars, --concurrency and --queue-size must be at least 1.")
+        if min(self.max_input_chars, self.concurrency, self.queue_size, self.max_rows, self.max_waiting) < 1:
+            raise ConfigError("--max-input-chars, --concurrency, --queue-size, --max-rows and --max-waiting must be at least 1.")
         if self.base_api and not self.base_api_model:
             raise ConfigError("--base-api needs --base-api-model: the name the server knows the model by.")
 
@@ -116,6 +124,7 @@ ENVIRONMENT = {
     "share": ("IPA_SHARE",),
     "preset": ("IPA_PRESET",),
     "device": ("IPA_DEVICE",),
+    "dtype": ("IPA_DTYPE",),
     "adapters_dir": ("IPA_ADAPTERS_DIR",),
     "runs_dir": ("IPA_RUNS_DIR",),
     "base_api": ("IPA_BASE_API",),

@@ -12,9 +12,10 @@ Models: the base model is loaded once at start and carries every adapter by name
 `adapters_dir`, and those trained in the page from `runs_dir`); adapters are only ever picked by name from
 those two folders, never from a path a user typed, and only JSON and safetensors are read.
 
-Threads: generations from several users interleave token by token (each decoding step holds the model
-lock, because PEFT switches adapters by mutating the model); a training run works on its own model copy
-in a background thread, so generation keeps working while it trains.
+Threads: one scheduler thread owns the models and decodes every user's request together, one step at a time
+(app/scheduler.py: continuous batching); each user's thread waits for its own request's tokens. Rewards of
+requests that finish together are scored in one batch. A training run works on its own model copy in a
+background thread, so generation keeps working while it trains.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import torch
 from adapters.loading import load_host
 from adapters.models import ModelLoadError, check_same_tokenizer, model_label, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, stream
+from adapters.engine import Engine
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
 from adapters.training import TrainError, machine_name
 from app.config import AppConfig
+from app.scheduler import BatchedScorer, Scheduler, SchedulerBusy
 from app.spaces_compat import ON_ZERO_GPU, gpu
 from app.training_jobs import TrainingJob, TrainingRequestError, TrainRequest, run_job
 from tasks import TASKS, TaskInputError, get_task, load_scorer
@@ -55,7 +58,7 @@ class ServiceError(ValueError):
 
 
 USER_ERRORS = (ServiceError, DecodeError, TaskInputError, AdapterError, TrainError, TrainingRequestError,
-               ModelLoadError, DataError)
+               ModelLoadError, DataError, SchedulerBusy)
 """Errors caused by a request (shown to the user as they are), as opposed to bugs."""
 
 
@@ -124,6 +127,8 @@ class Generation:
     warnings: list[str] = field(default_factory=list)
     toxicity_backend: str | None = None
     """The toxicity classifier's label, for tasks whose reward uses it."""
+    waiting: int = 0
+    """Requests ahead of this one while it waits for room in the running batch (0 once it decodes)."""
 
 
 def token_steering(completion: Completion) -> list[TokenStep]:
@@ -166,8 +171,9 @@ class Playground:
         self.job: TrainingJob | None = None
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
-        self._model_lock = threading.RLock()
         self._job_lock = threading.Lock()
+        self.scheduler = Scheduler(Engine(base, adapter_host), config.max_rows, config.max_waiting)
+        self.score = BatchedScorer(scorers)
 
     # --- start-up ------------------------------------------------------------------------------------
     @classmethod
@@ -176,7 +182,7 @@ class Playground:
         if config.threads:
             torch.set_num_threads(config.threads)
         device = resolve_device(config.device)
-        dtype = resolve_dtype("auto", device)
+        dtype = resolve_dtype(config.dtype, device)
         preset = config.models
         try:
             base = load_host(preset.base, device, dtype)
@@ -223,7 +229,7 @@ class Playground:
         if name in self.adapters:
             raise ServiceError(f"Two adapters are named {name!r}; {directory} was not loaded.")
         card = read_card(directory)
-        with self._model_lock:
+        with self.scheduler.changed:  # not while a decoding step runs on the model
             self.adapter_host.load_adapter(name, directory)
         entry = AdapterEntry(name, card, source, Path(directory))
         self.adapters[name] = entry
@@ -241,7 +247,8 @@ class Playground:
         return self.device.type == "cuda"
 
     def machine(self) -> str:
-        return machine_name(self.device)
+        dtype = str(self.base.base_model.dtype).replace("torch.", "")
+        return f"{machine_name(self.device)}, {dtype}"
 
     def base_label(self) -> str:
         if self.remote_base is not None:
@@ -322,10 +329,12 @@ class Playground:
         common = dict(task=task, adapter=entry.name if entry else None, alpha=config.alpha, steered=steered,
                       toxicity_backend=self.toxicity_backend(task))
 
-        steps = stream(policy, [prompt], config, n=settings.n, columns=columns)
-        while True:
-            with self._model_lock:  # one decoding step; other requests' steps run in between
-                result = next(steps)  # stream() always ends with a result marked done
+        run = DecodeRun(policy, [prompt], config, n=settings.n, columns=columns)
+        update = None
+        for result in self.scheduler.submit(run):
+            if not isinstance(result, DecodeResult):  # still waiting for room in the running batch
+                yield Generation(base=[], tailored=[], seed=run.seed, warnings=run.warnings, waiting=result, **common)
+                continue
             tailored = result.tailored if steered else _mirror(result.base)
             update = Generation(base=result.base, tailored=tailored, seed=result.seed, warnings=result.warnings, **common)
             if result.done:
@@ -333,7 +342,7 @@ class Playground:
             yield update
 
         texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
-        scores = self.scorers[task]([inputs] * len(texts), texts)
+        scores = self.score(task, [inputs] * len(texts), texts)
         update.base_scores = scores[: len(update.base)]
         update.tailored_scores = scores[len(update.base):] if steered else [dict(s) for s in update.base_scores]
         update.done = True
@@ -404,7 +413,8 @@ class Playground:
         return job.snapshot() if job is not None else {"state": "idle", "phase": "No run yet", "history": [], "samples": []}
 
     def close(self, timeout: float = 120.0) -> None:
-        """Stop a running job and wait for it (tests and shutdown)."""
+        """Stop the decoding thread and a running job, and wait for the job (tests and shutdown)."""
+        self.scheduler.close()
         job = self.job
         if job is not None and job.thread is not None and job.thread.is_alive():
             job.stop_event.set()

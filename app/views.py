@@ -123,6 +123,9 @@ def steering_summary(steps: list[TokenStep]) -> str:
 
 def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
     """What the right column is, said plainly: the adapter and its strength, or why it equals the base."""
+    if update.waiting:
+        ahead = f"{update.waiting} request{'s' if update.waiting != 1 else ''}"
+        return f"⏳ **Many people are generating right now: {ahead} ahead of you.** Yours starts as soon as there is room."
     if update.adapter is None:
         text = ("**No adapter selected: the right column is the base model itself, identical to the left.** "
                 "Pick an adapter above, or train one in the *Train an adapter* tab.")

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--base", default=EMBEDDED, help="base model: 'embedded', a local directory or a hub id")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast, else float32), float32 or bfloat16")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts decoded together (default: 8)")
     parser.add_argument("--cache", default="dynamic", choices=CACHES,
@@ -162,7 +163,7 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     config = DecodeConfig(**decode, alpha=alpha, seed=args.seed)
     api_config = api_config_from_args(args)  # bad API flags fail before any model loads
     device = resolve_device(args.device)
-    policy = dataclasses.replace(load_policy(args.base, args.adapter, device, resolve_dtype("auto", device)),
+    policy = dataclasses.replace(load_policy(args.base, args.adapter, device, resolve_dtype(args.dtype, device)),
                                  cache=args.cache)
     if api_config:
         policy = with_api_base(policy, api_config, config.stop_at_eos)

@@ -1,0 +1,158 @@
+"""Continuous batching for the playground: one thread owns the models and decodes every user's request together.
+
+A request joins the running batch at the next step (adapters.engine.Engine: prefill, then its KV rows merge into
+the batch) and leaves when done or when its user goes away (a closed page or a cancelled API job closes the
+generator that waits for it: its rows are dropped at once). Each request streams its own tokens. Requests that
+do not fit (`max_rows` rows a step) wait in order and are told how many are ahead; past `max_waiting` waiting,
+a new request is refused with a clear message. Rewards are scored in batches too (BatchedScorer).
+
+    >>> scheduler = Scheduler(Engine(host), max_rows=96, max_waiting=64)     # doctest: +SKIP
+    >>> for update in scheduler.submit(DecodeRun(policy, ["The movie was"])):  # doctest: +SKIP
+    ...     print(update)   # an int (requests ahead) while waiting, then a DecodeResult per step, the last done
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Iterator
+
+from adapters.engine import Engine, Request
+from adapters.tailored_decoding import DecodeResult, DecodeRun
+
+log = logging.getLogger("ipa.scheduler")
+
+
+class SchedulerBusy(ValueError):
+    """Too many requests are waiting; the message says so and when to try again."""
+
+
+class Scheduler:
+    """The decoding thread and its queue. `submit` is called from any thread (one per user request)."""
+
+    def __init__(self, engine: Engine, max_rows: int = 96, max_waiting: int = 64):
+        self.engine = engine
+        self.engine.max_rows = max_rows
+        self.max_waiting = max_waiting
+        self.changed = threading.Condition()
+        """Held while the engine steps or its queue changes; notified after every step."""
+        self.errors: dict[int, BaseException] = {}
+        self.step_count = 0
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def submit(self, run: DecodeRun) -> Iterator[int | DecodeResult]:
+        """Queue a decoding run; returns the generator of its updates (see the module's docstring).
+        Closing the generator early cancels the run and frees its rows."""
+        request = Request(run)
+        with self.changed:
+            if len(self.engine.waiting) >= self.max_waiting:
+                raise SchedulerBusy(f"The playground is busy: {len(self.engine.waiting)} requests are already waiting "
+                                    "for a free slot. Try again in a minute.")
+            self.engine.submit(request)
+            self._start()
+            self.changed.notify_all()
+        return self._updates(request)
+
+    def _updates(self, request: Request) -> Iterator[int | DecodeResult]:
+        seen_step, seen_position = -1, None
+        try:
+            while True:
+                with self.changed:
+                    while True:
+                        if request.id in self.errors:
+                            raise self.errors.pop(request.id)
+                        waiting = request in self.engine.waiting
+                        position = self.engine.position(request) if waiting else None
+                        if request.run.done or (not waiting and request.run.steps != seen_step) or position != seen_position:
+                            break
+                        self.changed.wait()
+                    if waiting:
+                        seen_position = position
+                        update = position
+                    else:
+                        seen_step = request.run.steps
+                        update = request.run.result(final=request.run.done)
+                yield update
+                if isinstance(update, DecodeResult) and update.done:
+                    return
+        finally:
+            if not request.run.done:
+                self.cancel(request)
+
+    def cancel(self, request: Request) -> None:
+        """Drop a request's rows now (or take it out of the queue)."""
+        with self.changed:
+            request.cancel()
+            if request in self.engine.waiting:
+                self.engine.waiting.remove(request)
+            self.engine._drop([request])
+            self.changed.notify_all()
+
+    def _start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="decode-scheduler", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self.changed:
+                while self.engine.idle and not self._stopping:
+                    self.changed.wait()
+                if self._stopping:
+                    return
+                try:
+                    self.engine.step()
+                    self.step_count += 1
+                except Exception as err:  # noqa: BLE001 - a bug: fail the requests in flight, keep serving others
+                    log.exception("decoding step failed")
+                    for request in self.engine.running + self.engine.waiting:
+                        self.errors[request.id] = err
+                    self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows)
+                self.changed.notify_all()
+
+    def close(self) -> None:
+        with self.changed:
+            self._stopping = True
+            self.changed.notify_all()
+
+
+class BatchedScorer:
+    """Scores many requests' texts in one call per task: a request that finds scoring busy leaves its texts, and
+    the next pass scores every waiting text together (one batch through each reward model)."""
+
+    def __init__(self, scorers: dict[str, Callable[[list, list[str]], list[dict]]]):
+        self.scorers = scorers
+        self._running = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[dict] = []
+
+    def __call__(self, task: str, inputs: list[dict], texts: list[str]) -> list[dict]:
+        item = {"task": task, "inputs": inputs, "texts": texts, "done": False}
+        with self._pending_lock:
+            self._pending.append(item)
+        with self._running:
+            if not item["done"]:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._score(batch)
+        if "error" in item:
+            raise item["error"]
+        return item["scores"]
+
+    def _score(self, batch: list[dict]) -> None:
+        for task in {item["task"] for item in batch}:
+            items = [item for item in batch if item["task"] == task]
+            try:
+                scores = self.scorers[task]([x for item in items for x in item["inputs"]],
+                                            [t for item in items for t in item["texts"]])
+                for item in items:
+                    item["scores"], scores = scores[:len(item["texts"])], scores[len(item["texts"]):]
+            except Exception:  # noqa: BLE001 - one request's bad text must not fail the others: score each alone
+                for item in items:
+                    try:
+                        item["scores"] = self.scorers[task](item["inputs"], item["texts"])
+                    except Exception as err:  # noqa: BLE001 - handed to its caller, who reports it
+                        item["error"] = err
+            for item in items:
+                item["done"] = True
