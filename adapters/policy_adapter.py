@@ -133,6 +133,8 @@ class AdapterHost:
         self.reward_embeddings: dict[str, torch.nn.Parameter] = {}
         self._trainable: set[str] = set()
         self._lora_layers: list[BaseTunerLayer] = []
+        self._per_row_plan: tuple = (None, [])
+        """(runs, [(LoRA layer, its per-row forward)]) of the last per_row call, reused while the runs stay the same."""
 
     # --- the model to call ---------------------------------------------------------------------
     @property
@@ -173,7 +175,7 @@ class AdapterHost:
         get nothing added. Multi-LoRA servers (S-LoRA, Punica) batch rows with different adapters this way.
         It replaces PEFT's `adapter_names` mixed batch, whose per-layer bookkeeping cost about as much as the
         model's own matrix products on a CPU. Keep rows sorted by adapter so that the runs are few.
-        The weights are read live, so an adapter being trained is decoded with its current values.
+        The weights are read at each call, so an adapter being trained is decoded with its current values.
         """
         runs = []  # (start, end, adapter name) for each run of rows with the same adapter
         for r, name in enumerate(names):
@@ -188,16 +190,21 @@ class AdapterHost:
             with self.base_only() as model:
                 yield model
             return
-        originals = []
-        for layer in self._lora_layers:
-            deltas = [(start, end, layer.lora_A[name].weight, layer.lora_B[name].weight.t(), layer.scaling[name])
-                      for start, end, name in runs if name in layer.lora_A]
-            layer.forward = functools.partial(_per_row_lora_forward, layer.base_layer, deltas)
-            originals.append(layer)
+        key = tuple(map(tuple, runs))
+        if self._per_row_plan[0] != key:  # the batch's composition changed (a request joined or left)
+            plan = []
+            for layer in self._lora_layers:
+                deltas = [(start, end, layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name])
+                          for start, end, name in runs if name in layer.lora_A]
+                plan.append((layer, functools.partial(_per_row_lora_forward, layer.base_layer, deltas)))
+            self._per_row_plan = (key, plan)
+        plan = self._per_row_plan[1]
+        for layer, forward in plan:
+            layer.forward = forward
         try:
             yield self.peft
         finally:
-            for layer in originals:
+            for layer, _ in plan:
                 del layer.forward  # back to the class's (PEFT's) forward
 
     @contextlib.contextmanager
@@ -255,6 +262,7 @@ class AdapterHost:
             self.peft.add_adapter(name, config)
         self.peft.eval()
         self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
+        self._per_row_plan = (None, [])
 
     def save_adapter(self, name: str, directory: str | os.PathLike) -> Path:
         """Write the adapter atomically (into a temporary sibling, then rename) and return its directory."""
@@ -350,9 +358,11 @@ class AdapterHost:
             self.peft.unload()
             self.peft = None
             self._lora_layers = []
+            self._per_row_plan = (None, [])
             return
         self.peft.delete_adapter(name)
         self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
+        self._per_row_plan = (None, [])
 
     def reward_token_embedding(self, name: str, quantile: int | None = None) -> torch.Tensor | None:
         """The embedding (hidden,) of a reward token; by default the best quantile's (index 0)."""
@@ -369,11 +379,11 @@ class AdapterHost:
 def _per_row_lora_forward(base_layer: torch.nn.Linear, deltas: list, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """A LoRA layer's output with each run of rows getting its own adapter's delta.  x (R, T, in) -> (R, T, out)"""
     out = torch.nn.functional.linear(x, base_layer.weight, base_layer.bias)
-    for start, end, lora_a, lora_b_t, scale in deltas:
+    for start, end, lora_a, lora_b, scale in deltas:
         # (n, T, in) -> (n, T, r) -> (n, T, out), in the LoRA weights' dtype (PEFT keeps them in float32 under a
         # bfloat16 model; tiny bfloat16 matrix products cost 3-6 x their float32 twins on a CPU)
         rows = x[start:end].to(lora_a.dtype)
-        out[start:end] += ((rows @ lora_a.t()).mul_(scale) @ lora_b_t).to(out.dtype)
+        out[start:end] += ((rows @ lora_a.t()).mul_(scale) @ lora_b.t()).to(out.dtype)
     return out
 
 

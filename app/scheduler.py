@@ -28,15 +28,18 @@ class SchedulerBusy(ValueError):
 
 
 class Scheduler:
-    """The decoding thread and its queue. `submit` is called from any thread (one per user request)."""
+    """The decoding thread and its queue. `submit` is called from any thread (one per user request).
+
+    After every step the thread leaves each advanced request a snapshot of its result and wakes its user's thread,
+    which never touches the engine: users read at their own pace while the next step runs."""
 
     def __init__(self, engine: Engine, max_rows: int = 96, max_waiting: int = 64):
         self.engine = engine
         self.engine.max_rows = max_rows
         self.max_waiting = max_waiting
-        self.changed = threading.Condition()
-        """Held while the engine steps or its queue changes; notified after every step."""
-        self.errors: dict[int, BaseException] = {}
+        self.lock = threading.RLock()
+        """Held while the engine steps or its queue changes (and while adapters are added to the shared model)."""
+        self.work = threading.Condition(self.lock)
         self.step_count = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -45,34 +48,27 @@ class Scheduler:
         """Queue a decoding run; returns the generator of its updates (see the module's docstring).
         Closing the generator early cancels the run and frees its rows."""
         request = Request(run)
-        with self.changed:
+        request.updated = threading.Event()
+        request.snapshot = None
+        with self.work:
             if len(self.engine.waiting) >= self.max_waiting:
                 raise SchedulerBusy(f"The playground is busy: {len(self.engine.waiting)} requests are already waiting "
                                     "for a free slot. Try again in a minute.")
             self.engine.submit(request)
+            request.snapshot = self.engine.position(request)
+            request.updated.set()
             self._start()
-            self.changed.notify_all()
+            self.work.notify_all()
         return self._updates(request)
 
     def _updates(self, request: Request) -> Iterator[int | DecodeResult]:
-        seen_step, seen_position = -1, None
         try:
             while True:
-                with self.changed:
-                    while True:
-                        if request.id in self.errors:
-                            raise self.errors.pop(request.id)
-                        waiting = request in self.engine.waiting
-                        position = self.engine.position(request) if waiting else None
-                        if request.run.done or (not waiting and request.run.steps != seen_step) or position != seen_position:
-                            break
-                        self.changed.wait()
-                    if waiting:
-                        seen_position = position
-                        update = position
-                    else:
-                        seen_step = request.run.steps
-                        update = request.run.result(final=request.run.done)
+                request.updated.wait()
+                request.updated.clear()
+                update = request.snapshot
+                if isinstance(update, BaseException):
+                    raise update
                 yield update
                 if isinstance(update, DecodeResult) and update.done:
                     return
@@ -82,12 +78,11 @@ class Scheduler:
 
     def cancel(self, request: Request) -> None:
         """Drop a request's rows now (or take it out of the queue)."""
-        with self.changed:
+        with self.work:
             request.cancel()
             if request in self.engine.waiting:
                 self.engine.waiting.remove(request)
             self.engine._drop([request])
-            self.changed.notify_all()
 
     def _start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -96,25 +91,36 @@ class Scheduler:
 
     def _loop(self) -> None:
         while True:
-            with self.changed:
+            with self.work:
                 while self.engine.idle and not self._stopping:
-                    self.changed.wait()
+                    self.work.wait()
                 if self._stopping:
                     return
-                try:
-                    self.engine.step()
-                    self.step_count += 1
-                except Exception as err:  # noqa: BLE001 - a bug: fail the requests in flight, keep serving others
-                    log.exception("decoding step failed")
-                    for request in self.engine.running + self.engine.waiting:
-                        self.errors[request.id] = err
-                    self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows)
-                self.changed.notify_all()
+                self._step()
+
+    def _step(self) -> None:
+        try:
+            advanced = self.engine.step()
+        except Exception as err:  # noqa: BLE001 - a bug: fail the requests in flight, keep serving the next ones
+            log.exception("decoding step failed")
+            for request in self.engine.running + self.engine.waiting:
+                request.snapshot = err
+                request.updated.set()
+            self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows)
+            return
+        self.step_count += 1
+        for request in advanced:
+            request.snapshot = request.run.result(final=request.run.done)
+            request.updated.set()
+        for position, request in enumerate(self.engine.waiting):
+            if request.snapshot != position:
+                request.snapshot = position
+                request.updated.set()
 
     def close(self) -> None:
-        with self.changed:
+        with self.work:
             self._stopping = True
-            self.changed.notify_all()
+            self.work.notify_all()
 
 
 class BatchedScorer:

@@ -229,7 +229,7 @@ class Playground:
         if name in self.adapters:
             raise ServiceError(f"Two adapters are named {name!r}; {directory} was not loaded.")
         card = read_card(directory)
-        with self.scheduler.changed:  # not while a decoding step runs on the model
+        with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.load_adapter(name, directory)
         entry = AdapterEntry(name, card, source, Path(directory))
         self.adapters[name] = entry

@@ -1,0 +1,260 @@
+"""The engine: rows of many requests in one forward pass, joining and leaving; the scheduler and batched scoring."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from adapters.engine import Engine, Request
+from adapters.policy_adapter import AdapterCard, AdapterHost
+from adapters.tailored_decoding import DecodeConfig, DecodeResult, DecodeRun, IncrementalText, TailoredPolicy
+from app.scheduler import BatchedScorer, Scheduler, SchedulerBusy
+from tests.test_tailored_decoding import perturb_lora
+
+PROMPTS = ["The weather today is", "My favourite food", "Once upon a time, in a land far away, there lived"]
+
+
+@pytest.fixture
+def two_adapters(tiny_host) -> AdapterHost:
+    for seed, name in enumerate(("calm", "bright")):
+        tiny_host.new_adapter(name, AdapterCard(task="test"))
+        perturb_lora(tiny_host, name, seed=seed + 1)
+    return tiny_host
+
+
+def mixed_runs(host: AdapterHost) -> list[DecodeRun]:
+    """Four requests that differ in adapter, alpha, columns, samples and sampling."""
+    calm, bright, plain = (TailoredPolicy(host, host, "calm"), TailoredPolicy(host, host, "bright"), TailoredPolicy(host))
+    return [
+        DecodeRun(calm, PROMPTS[:2], DecodeConfig(max_new_tokens=10, seed=1)),
+        DecodeRun(bright, PROMPTS[2:], DecodeConfig(max_new_tokens=6, alpha=2.5, seed=2), n=2),
+        DecodeRun(plain, PROMPTS[1:2], DecodeConfig(max_new_tokens=8, temperature=0), columns=("base",)),
+        DecodeRun(calm, PROMPTS[:1], DecodeConfig(max_new_tokens=7, alpha=0.5, top_p=1.0, seed=3), columns=("tailored",)),
+    ]
+
+
+def decode(engine: Engine, runs: list[DecodeRun], joins: dict[int, int] | None = None, cancel: dict[int, int] | None = None):
+    """Step the engine until every run is done; run i joins at step joins[i] (default 0), is cancelled at cancel[i]."""
+    joins, cancel = joins or {}, cancel or {}
+    requests = [Request(run) for run in runs]
+    step = 0
+    while not all(r.done for r in requests):
+        for i, request in enumerate(requests):
+            if joins.get(i, 0) == step:
+                engine.submit(request)
+            if cancel.get(i) == step:
+                request.cancel()
+        engine.step()
+        step += 1
+    return requests
+
+
+def alone(host: AdapterHost, make_runs) -> list[DecodeRun]:
+    runs = make_runs(host)
+    for run in runs:
+        decode(Engine(host), [run])
+    return runs
+
+
+def assert_same(a: DecodeRun, b: DecodeRun, tolerance: float = 1e-4) -> None:
+    assert a.completion.tolist() == b.completion.tolist()
+    assert torch.allclose(a.tailored_lp, b.tailored_lp, atol=tolerance)
+    assert torch.allclose(a.base_lp, b.base_lp, atol=tolerance)
+
+
+def test_mixed_requests_adapters_and_alphas_in_one_batch_equal_each_alone(two_adapters):
+    expected = alone(two_adapters, mixed_runs)
+    engine = Engine(two_adapters)
+    together = mixed_runs(two_adapters)
+    decode(engine, together)
+    for a, b in zip(expected, together):
+        assert_same(a, b)
+    assert engine.rows == 0 and not engine.running  # every finished request left
+
+
+def test_requests_joining_mid_run_and_leaving_early_do_not_change_the_others(two_adapters):
+    expected = alone(two_adapters, mixed_runs)
+    engine = Engine(two_adapters)
+    together = mixed_runs(two_adapters)
+    decode(engine, together, joins={1: 2, 2: 3, 3: 5})  # runs end at different steps: they leave while others decode
+    for a, b in zip(expected, together):
+        assert_same(a, b)
+
+
+def test_cancelled_request_frees_its_rows_and_the_others_go_on(two_adapters):
+    expected = alone(two_adapters, mixed_runs)
+    engine = Engine(two_adapters)
+    runs = mixed_runs(two_adapters)
+    requests = [Request(run) for run in runs]
+    for request in requests:
+        engine.submit(request)
+    engine.step()
+    rows_before = engine.rows
+    requests[0].cancel()  # 2 prompts side by side: 4 base rows + 2 adapter rows
+    engine.step()
+    assert engine.rows == rows_before - 6
+    while not all(r.done for r in requests[1:]):
+        engine.step()
+    for a, b in zip(expected[1:], runs[1:]):
+        assert_same(a, b)
+    assert engine.rows == 0
+
+
+def test_a_full_batch_makes_requests_wait_in_order(two_adapters):
+    engine = Engine(two_adapters, max_rows=7)
+    runs = mixed_runs(two_adapters)  # rows: 6, 6, 1, 2
+    requests = [Request(run) for run in runs]
+    for request in requests:
+        engine.submit(request)
+    engine.step()
+    assert [r in engine.running for r in requests] == [True, False, False, False]
+    assert engine.position(requests[2]) == 1  # the third waits behind the second, although it would fit
+    expected = alone(two_adapters, mixed_runs)
+    while not all(r.done for r in requests):
+        engine.step()
+        assert engine.rows <= 7
+    for a, b in zip(expected, runs):
+        assert_same(a, b)
+
+
+def test_per_row_lora_equals_peft_mixed_batch(two_adapters):
+    ids = two_adapters.tokenizer(PROMPTS[2], return_tensors="pt").input_ids.repeat(4, 1)
+    names = [None, "bright", "calm", "calm"]
+    with torch.inference_mode():
+        peft = two_adapters.model(input_ids=ids, adapter_names=[n or "__base__" for n in names]).logits
+        with two_adapters.per_row(names) as model:
+            ours = model(input_ids=ids).logits
+        with two_adapters.base_only() as model:
+            base = model(input_ids=ids).logits
+    assert torch.allclose(ours, peft, atol=1e-5)
+    assert not torch.allclose(ours[1], base[1], atol=1e-3)  # the adapters do steer
+    # per_row leaves nothing behind: PEFT's own forward is back
+    with torch.inference_mode(), two_adapters.only("bright") as model:
+        assert torch.allclose(model(input_ids=ids[:1]).logits, peft[1:2], atol=1e-5)
+
+
+def test_incremental_text_equals_decoding_the_whole_text(tokenizer):
+    text = "Café naïve — 東京 😀 costs 12.5 €, isn't it?\n\nYes."
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    incremental = IncrementalText(tokenizer)
+    for i, token in enumerate(ids):
+        incremental.push(token)
+        whole = tokenizer.decode(ids[: i + 1], skip_special_tokens=True)
+        assert whole.startswith(incremental.text)
+        held_back = whole[len(incremental.text):]
+        assert held_back == "" or held_back.endswith("\ufffd")  # only a token ending in an incomplete character waits
+    assert incremental.text == text
+
+
+@pytest.mark.slow
+def test_bfloat16_batch_stays_close_to_each_request_alone(tokenizer):
+    """bfloat16 rounds differently with the batch's shape: tokens mostly agree, log-probabilities stay close."""
+    from adapters.loading import load_policy
+
+    policy = load_policy("embedded", "adapters/trained/toxicity", dtype=torch.bfloat16)
+    host = policy.base
+
+    def runs(_):
+        return [DecodeRun(policy, PROMPTS, DecodeConfig(max_new_tokens=12, temperature=0)),
+                DecodeRun(TailoredPolicy(host), PROMPTS[:2], DecodeConfig(max_new_tokens=12, temperature=0), columns=("base",))]
+
+    expected = alone(host, runs)
+    together = runs(host)
+    decode(Engine(host, host), together, joins={1: 3})
+    agree = [(a.completion == b.completion).float().mean().item() for a, b in zip(expected, together)]
+    # Compare log-probabilities only where both chose the same tokens so far (after a divergence they differ).
+    same = [(a.completion == b.completion).long().cumprod(dim=1).bool() for a, b in zip(expected, together)]
+    error = max((a.tailored_lp - b.tailored_lp).abs()[m].max().item() for a, b, m in zip(expected, together, same))
+    assert min(agree) >= 0.75, agree
+    assert error < 0.1, error
+
+
+# --- the scheduler ------------------------------------------------------------------------------------------------
+
+
+def test_scheduler_serves_users_in_threads_as_if_each_were_alone(two_adapters):
+    expected = alone(two_adapters, mixed_runs)
+    scheduler = Scheduler(Engine(two_adapters), max_rows=64, max_waiting=8)
+    runs = mixed_runs(two_adapters)
+    finals, streamed = {}, {}
+
+    def user(i):
+        updates = list(scheduler.submit(runs[i]))
+        finals[i], streamed[i] = updates[-1], updates
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(runs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    scheduler.close()
+    for i, (a, b) in enumerate(zip(expected, runs)):
+        assert_same(a, b)
+        assert finals[i].done and isinstance(finals[i], DecodeResult)
+        texts = [(u.base or u.tailored)[0].text for u in streamed[i] if isinstance(u, DecodeResult)]
+        assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))  # each streams its own text
+
+
+def test_closing_the_stream_cancels_the_request_and_frees_its_rows(two_adapters):
+    scheduler = Scheduler(Engine(two_adapters), max_rows=64, max_waiting=8)
+    run = DecodeRun(TailoredPolicy(two_adapters, two_adapters, "calm"), PROMPTS, DecodeConfig(max_new_tokens=100, min_new_tokens=100))
+    updates = scheduler.submit(run)
+    first = next(u for u in updates if isinstance(u, DecodeResult))
+    assert not first.done
+    with scheduler.lock:  # no step runs from here on
+        assert scheduler.engine.rows == 9  # 3 prompts side by side: 6 base rows, 3 adapter rows
+        updates.close()  # what Gradio does when the page is closed or the API job cancelled
+        assert scheduler.engine.rows == 0 and not scheduler.engine.running
+        assert run.steps < 100
+    scheduler.close()
+
+
+def test_scheduler_refuses_with_a_clear_message_when_too_many_wait(two_adapters):
+    scheduler = Scheduler(Engine(two_adapters), max_rows=1, max_waiting=1)
+    with scheduler.lock:  # hold the decoding thread so that nothing leaves the queue
+        long = DecodeConfig(max_new_tokens=50, min_new_tokens=50)
+        runs = [DecodeRun(TailoredPolicy(two_adapters), PROMPTS[:1], long, columns=("base",)) for _ in range(2)]
+        first = scheduler.submit(runs[0])
+        with pytest.raises(SchedulerBusy, match="busy: 1 requests are already waiting"):
+            scheduler.submit(runs[1])
+    first.close()
+    scheduler.close()
+
+
+def test_batched_scorer_scores_waiting_requests_together():
+    calls = []
+    gate = threading.Event()
+
+    def scorer(inputs, texts):
+        calls.append(list(texts))
+        gate.wait(5)
+        if "bad" in texts:
+            raise ValueError("bad text")
+        return [{"reward": len(t)} for t in texts]
+
+    score = BatchedScorer({"task": scorer})
+    results, errors = {}, {}
+
+    def request(i, texts):
+        try:
+            results[i] = score("task", [{}] * len(texts), texts)
+        except ValueError as err:
+            errors[i] = err
+
+    first = threading.Thread(target=request, args=(0, ["a"]))
+    first.start()
+    while not calls:
+        pass
+    others = [threading.Thread(target=request, args=(i, t)) for i, t in ((1, ["bb", "ccc"]), (2, ["bad"]), (3, ["dddd"]))]
+    for t in others:
+        t.start()
+    while len(score._pending) < 3:
+        pass
+    gate.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert calls[1] == ["bb", "ccc", "bad", "dddd"]  # the three that waited went in one batch ...
+    assert results == {0: [{"reward": 1}], 1: [{"reward": 2}, {"reward": 3}], 3: [{"reward": 4}]}
+    assert list(errors) == [2]  # ... and one bad text failed only its own request
