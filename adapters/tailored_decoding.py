@@ -8,8 +8,10 @@ with two forms of the adapter term (`combine_logits`):
 - "residual" : adapter logits minus the adapter's initial model's logits, so an untrained adapter
                leaves the base untouched and alpha is a clean strength knob. The default.
 
-Everything runs batched with KV caches. Base rows and adapter rows of the same step share one
-forward pass when the adapter sits on the base's own weights (PEFT mixed batches). Side-by-side
+Everything runs batched with KV caches, through the engine (adapters.engine): the base rows and adapter rows of
+every stream, and of every other request decoded at the same time, share one forward pass per model, each row
+with its own LoRA adapter. `DecodeRun` holds one run's sampling state; `decode_steps`, `stream`, `generate` and
+`sample` run one alone. Side-by-side
 mode decodes the base's and the tailored policy's continuations together, with the same random
 numbers for each pair, so at alpha = 0 the two columns are identical and otherwise differ only
 where the adapter moved the distribution.
@@ -24,7 +26,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +92,25 @@ class DecodeConfig:
         return self.temperature == 0
 
 
+class RemoteRows(Protocol):
+    """The base rows of one decoding run, served by a remote model (adapters.api_base.ApiRowGroup)."""
+
+    def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+        """Each row's first next-token log-probabilities.  -> (R, V), -inf outside what the server reports"""
+
+    def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
+        """Append each stream's token (S,) and return the next log-probabilities.  -> (R, V)"""
+
+
+class RemoteBase(Protocol):
+    """A base model that is not in this process: a black box that only reports top-k log-probabilities
+    (adapters.api_base.ApiBase, an OpenAI-compatible server). The local base is an AdapterHost, whose rows the
+    engine (adapters.engine) batches with every other request's; a remote base serves each request's rows itself."""
+
+    def row_group(self, streams: list[int]) -> RemoteRows:
+        """The rows of a run's streams."""
+
+
 @dataclass
 class TailoredPolicy:
     """A frozen base and, optionally, a policy adapter to steer it.
@@ -103,10 +124,9 @@ class TailoredPolicy:
     adapter: AdapterHost | None = None
     adapter_name: str | None = None
     combination: str = "residual"
-    remote_base: object | None = None
-    """A black-box base (e.g. adapters.api_base.ApiBase): its `row_group(streams)` returns an object with
-    `prefill(prompt_ids, pad_id, device)` and `step(next_tokens)` giving (R, V) log-probabilities, -inf
-    outside the top k it reports. `base` then only lends its tokenizer, EOS ids and context window."""
+    remote_base: RemoteBase | None = None
+    """A black-box base (adapters.api_base.ApiBase); `base` then only lends its tokenizer, EOS ids and context
+    window."""
     cache: str = "dynamic"
     """The local models' KV cache: one of CACHES."""
 
@@ -159,6 +179,12 @@ def combine_logits(
     return base_logprobs + alpha * (adapter_logits.float() - init_logits.float())
 
 
+NUCLEUS_CANDIDATES = (256, 4096)
+"""Top-p looks for the nucleus among the 256, then 4,096 most likely tokens before it sorts the whole vocabulary: for
+32 rows of 49,152 tokens a top-256 costs 3 ms where a full sort costs 50 ms, and most nuclei are small. The nucleus
+is the same as a full sort's up to float rounding at its last token."""
+
+
 def filter_logits(logprobs: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """Temperature, then top-k, then top-p (nucleus); removed tokens get -inf.  (B, V) -> (B, V)"""
     logits = logprobs / temperature
@@ -166,12 +192,23 @@ def filter_logits(logprobs: torch.Tensor, temperature: float, top_k: int, top_p:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        # Drop a token when the tokens ranked above it already reach top_p; the top token always stays.
-        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        keep = torch.zeros_like(logits, dtype=torch.bool)
+        normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
+        todo = torch.arange(logits.shape[0], device=logits.device)
+        for candidates in (*NUCLEUS_CANDIDATES, logits.shape[-1]):
+            candidates = min(candidates, logits.shape[-1])
+            rows = logits[todo]
+            values, order = (torch.topk(rows, candidates, dim=-1) if candidates < logits.shape[-1]
+                             else torch.sort(rows, dim=-1, descending=True))  # (b, C), most likely first
+            probs = torch.exp(values - normaliser[todo])
+            # Keep a token while the tokens ranked above it have not reached top_p; the top token always stays.
+            keep_sorted = (probs.cumsum(dim=-1) - probs) < top_p
+            found = ~keep_sorted[:, -1] | (candidates == logits.shape[-1])  # the nucleus ends inside the candidates
+            keep[todo[found]] = torch.zeros_like(keep[todo[found]]).scatter(-1, order[found], keep_sorted[found])
+            todo = todo[~found]
+            if len(todo) == 0:
+                break
+        logits = logits.masked_fill(~keep, float("-inf"))
     return logits
 
 

@@ -6,7 +6,7 @@ generator that waits for it: its rows are dropped at once). Each request streams
 do not fit (`max_rows` rows a step) wait in order and are told how many are ahead; past `max_waiting` waiting,
 a new request is refused with a clear message. Rewards are scored in batches too (BatchedScorer).
 
-    >>> scheduler = Scheduler(Engine(host), max_rows=96, max_waiting=64)     # doctest: +SKIP
+    >>> scheduler = Scheduler(Engine(host), max_rows=96, max_waiting=64)      # doctest: +SKIP
     >>> for update in scheduler.submit(DecodeRun(policy, ["The movie was"])):  # doctest: +SKIP
     ...     print(update)   # an int (requests ahead) while waiting, then a DecodeResult per step, the last done
 """
@@ -14,6 +14,7 @@ a new request is refused with a clear message. Rewards are scored in batches too
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from typing import Callable, Iterator
 
@@ -28,38 +29,51 @@ class SchedulerBusy(ValueError):
 
 
 class Scheduler:
-    """The decoding thread and its queue. `submit` is called from any thread (one per user request).
+    """The decoding thread and its inbox. `submit` and `cancel` are called from any thread (one per user request).
 
-    After every step the thread leaves each advanced request a snapshot of its result and wakes its user's thread,
-    which never touches the engine: users read at their own pace while the next step runs."""
+    Users never wait for the engine: they post to an inbox that the thread reads before each step. After every step
+    the thread leaves each advanced request a snapshot of its result and wakes its user, who reads it at their own
+    pace while the next step runs."""
 
     def __init__(self, engine: Engine, max_rows: int = 96, max_waiting: int = 64):
         self.engine = engine
         self.engine.max_rows = max_rows
         self.max_waiting = max_waiting
         self.lock = threading.RLock()
-        """Held while the engine steps or its queue changes (and while adapters are added to the shared model)."""
-        self.work = threading.Condition(self.lock)
+        """Held while the engine steps (take it to change the shared model, e.g. to load an adapter)."""
         self.step_count = 0
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopping = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self.engine.waiting) + self._inbox.qsize()
 
     def submit(self, run: DecodeRun) -> Iterator[int | DecodeResult]:
         """Queue a decoding run; returns the generator of its updates (see the module's docstring).
         Closing the generator early cancels the run and frees its rows."""
+        if self.waiting >= self.max_waiting:
+            raise SchedulerBusy(f"The playground is busy: {self.waiting} requests are already waiting for a free slot. "
+                                "Try again in a minute.")
         request = Request(run)
         request.updated = threading.Event()
         request.snapshot = None
-        with self.work:
-            if len(self.engine.waiting) >= self.max_waiting:
-                raise SchedulerBusy(f"The playground is busy: {len(self.engine.waiting)} requests are already waiting "
-                                    "for a free slot. Try again in a minute.")
-            self.engine.submit(request)
-            request.snapshot = self.engine.position(request)
-            request.updated.set()
-            self._start()
-            self.work.notify_all()
+        self._post("submit", request)
         return self._updates(request)
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request: its rows are dropped before the next step (or it leaves the queue)."""
+        request.cancel()
+        self._post("cancel", request)
+
+    def _post(self, what: str, request: Request) -> None:
+        self._inbox.put((what, request))
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="decode-scheduler", daemon=True)
+            self._thread.start()
+        self._wake.set()
 
     def _updates(self, request: Request) -> Iterator[int | DecodeResult]:
         try:
@@ -76,27 +90,30 @@ class Scheduler:
             if not request.run.done:
                 self.cancel(request)
 
-    def cancel(self, request: Request) -> None:
-        """Drop a request's rows now (or take it out of the queue)."""
-        with self.work:
-            request.cancel()
-            if request in self.engine.waiting:
-                self.engine.waiting.remove(request)
-            self.engine._drop([request])
-
-    def _start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="decode-scheduler", daemon=True)
-            self._thread.start()
-
     def _loop(self) -> None:
-        while True:
-            with self.work:
-                while self.engine.idle and not self._stopping:
-                    self.work.wait()
-                if self._stopping:
-                    return
-                self._step()
+        while not self._stopping:
+            if self.engine.idle and self._inbox.empty():
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            with self.lock:
+                self._read_inbox()
+                if not self.engine.idle:
+                    self._step()
+
+    def _read_inbox(self) -> None:
+        while not self._inbox.empty():
+            what, request = self._inbox.get()
+            if what == "submit" and not request.cancelled:
+                self.engine.submit(request)
+            elif what == "cancel":
+                if request in self.engine.waiting:
+                    self.engine.waiting.remove(request)
+                self.engine._drop([request])
+        for position, request in enumerate(self.engine.waiting):
+            if request.snapshot != position:
+                request.snapshot = position
+                request.updated.set()
 
     def _step(self) -> None:
         try:
@@ -118,9 +135,8 @@ class Scheduler:
                 request.updated.set()
 
     def close(self) -> None:
-        with self.work:
-            self._stopping = True
-            self.work.notify_all()
+        self._stopping = True
+        self._wake.set()
 
 
 class BatchedScorer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -199,21 +200,24 @@ def test_scheduler_serves_users_in_threads_as_if_each_were_alone(two_adapters):
 
 def test_closing_the_stream_cancels_the_request_and_frees_its_rows(two_adapters):
     scheduler = Scheduler(Engine(two_adapters), max_rows=64, max_waiting=8)
+    step = scheduler.engine.step
+    scheduler.engine.step = lambda: (time.sleep(0.02), step())[1]  # 100 steps take 2 s at least
     run = DecodeRun(TailoredPolicy(two_adapters, two_adapters, "calm"), PROMPTS, DecodeConfig(max_new_tokens=100, min_new_tokens=100))
     updates = scheduler.submit(run)
     first = next(u for u in updates if isinstance(u, DecodeResult))
-    assert not first.done
-    with scheduler.lock:  # no step runs from here on
-        assert scheduler.engine.rows == 9  # 3 prompts side by side: 6 base rows, 3 adapter rows
-        updates.close()  # what Gradio does when the page is closed or the API job cancelled
-        assert scheduler.engine.rows == 0 and not scheduler.engine.running
-        assert run.steps < 100
+    assert not first.done and scheduler.engine.rows == 9  # 3 prompts side by side: 6 base rows, 3 adapter rows
+    updates.close()  # what Gradio does when the page is closed or the API job cancelled
+    deadline = time.time() + 5
+    while (scheduler.engine.rows or scheduler.engine.running) and time.time() < deadline:
+        time.sleep(0.01)
+    assert scheduler.engine.rows == 0 and not scheduler.engine.running
+    assert run.steps < 100
     scheduler.close()
 
 
 def test_scheduler_refuses_with_a_clear_message_when_too_many_wait(two_adapters):
     scheduler = Scheduler(Engine(two_adapters), max_rows=1, max_waiting=1)
-    with scheduler.lock:  # hold the decoding thread so that nothing leaves the queue
+    with scheduler.lock:  # hold the decoding thread so that nothing leaves the inbox
         long = DecodeConfig(max_new_tokens=50, min_new_tokens=50)
         runs = [DecodeRun(TailoredPolicy(two_adapters), PROMPTS[:1], long, columns=("base",)) for _ in range(2)]
         first = scheduler.submit(runs[0])

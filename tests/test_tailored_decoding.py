@@ -75,6 +75,22 @@ def test_filter_logits_top_k_and_top_p():
     assert torch.isfinite(filter_logits(logprobs, 1.0, 0, 0.01)[0, 0])  # the top token always stays
 
 
+@pytest.mark.parametrize("scale", [0.1, 1.0, 3.0, 10.0])  # flat to peaked: nuclei of 2 to 40,000 tokens
+def test_top_p_finds_the_nucleus_a_full_sort_finds(scale):
+    torch.manual_seed(0)
+    logprobs = torch.log_softmax(torch.randn(8, 49152) * scale, dim=-1)
+    for top_p in (0.5, 0.9, 0.99):
+        kept = torch.isfinite(filter_logits(logprobs, 1.0, 0, top_p))
+        sorted_lp, order = torch.sort(logprobs, dim=-1, descending=True)
+        sorted_p = sorted_lp.exp()
+        reference = torch.zeros_like(kept).scatter(-1, order, (sorted_p.cumsum(-1) - sorted_p) < top_p)
+        # the same tokens, up to float rounding at the nucleus's last token
+        assert ((kept ^ reference).sum(dim=-1) <= 1).all()
+        mass = (logprobs.exp() * kept).sum(dim=-1)
+        smallest_kept = logprobs.exp().masked_fill(~kept, 1.0).min(dim=-1).values
+        assert (mass >= top_p - 1e-4).all() and (mass - smallest_kept < top_p + 1e-4).all()  # reaches top_p, minimal
+
+
 def test_sample_coupled_follows_the_distribution_and_couples_rows():
     probs = torch.tensor([0.1, 0.6, 0.3])
     uniforms = torch.linspace(0.001, 0.999, 1000)
