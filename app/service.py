@@ -23,9 +23,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Mapping
+from typing import Callable, Iterator
 
 import torch
 
@@ -48,6 +50,9 @@ MAX_SAMPLES = 4
 """Samples per column a request may ask for."""
 MAX_NEW_TOKENS = 128
 """Tokens per sample a request may ask for."""
+STREAM_INTERVAL = 0.04
+"""Seconds between two streamed updates of one request, per request decoding at the same time (one user: every
+token; sixteen: about 1.5 updates a second)."""
 SHIPPED, TRAINED_HERE = "shipped", "trained here"
 TOXICITY_TASKS = ("toxicity", "dialogue_safety")
 """Tasks whose reward uses the toxicity classifier (the page names its backend)."""
@@ -154,6 +159,45 @@ def _mirror(completions: list[Completion]) -> list[Completion]:
     return [dataclasses.replace(c, policy="tailored") for c in completions]
 
 
+class BackgroundScorers(Mapping):
+    """The task scorers (task name -> scorer), loaded in a background thread so that the page is served first;
+    reading one waits until they are loaded (and re-raises what went wrong loading them)."""
+
+    def __init__(self, load: Callable[[], dict]):
+        self._scorers: dict = {}
+        self._error: BaseException | None = None
+        self._loaded = threading.Event()
+        threading.Thread(target=self._load, args=(load,), name="load-scorers", daemon=True).start()
+
+    def _load(self, load) -> None:
+        try:
+            self._scorers = load()
+        except BaseException as err:  # noqa: BLE001 - re-raised to whoever needs a scorer
+            log.exception("the reward models could not be loaded")
+            self._error = err
+        finally:
+            self._loaded.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded.is_set() and self._error is None
+
+    def wait(self) -> dict:
+        self._loaded.wait()
+        if self._error is not None:
+            raise self._error
+        return self._scorers
+
+    def __getitem__(self, task: str):
+        return self.wait()[task]
+
+    def __iter__(self):
+        return iter(self.wait())
+
+    def __len__(self) -> int:
+        return len(self.wait())
+
+
 class Playground:
     """The service: one base model with named adapters, one scorer per task, and at most one training job."""
 
@@ -202,12 +246,17 @@ class Playground:
             remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
                                                     top_logprobs=config.top_logprobs,
                                                     api_key_env=config.api_key_env or None), base)
-        scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}
-        service = cls(config, base, adapter_host, scorers, device)
+        def load_scorers() -> dict:
+            scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}
+            if config.warm_up:  # score one demo per task, so that every reward model is loaded before it is needed
+                for name, task in TASKS.items():
+                    scorers[name]([task.demos[0]], ["A short and friendly sentence."])
+            return scorers
+
+        # The page needs the base and the adapters; the reward models load behind it (first scores wait for them).
+        service = cls(config, base, adapter_host, BackgroundScorers(load_scorers), device)
         service.remote_base = remote
         service.load_known_adapters()
-        if config.warm_up:
-            service.warm_up()
         return service
 
     def load_known_adapters(self) -> None:
@@ -235,11 +284,6 @@ class Playground:
         self.adapters[name] = entry
         self.adapters_version += 1
         return entry
-
-    def warm_up(self) -> None:
-        """Score one demo per task, so that every reward model is loaded before the first visitor."""
-        for name, task in TASKS.items():
-            self.scorers[name]([task.demos[0]], ["A short and friendly sentence."])
 
     # --- facts for the page ------------------------------------------------------------------------------
     @property
@@ -277,7 +321,9 @@ class Playground:
 
     def toxicity_backend(self, task: str) -> str | None:
         """The toxicity classifier's label for tasks whose reward uses it, else None."""
-        return self.scorers[task].toxicity_backend_label if task in TOXICITY_TASKS else None
+        if task not in TOXICITY_TASKS or not getattr(self.scorers, "ready", True):
+            return None  # not known before the reward models have loaded
+        return self.scorers[task].toxicity_backend_label
 
     # --- generation ------------------------------------------------------------------------------------
     def check_inputs(self, task: str, inputs: dict) -> dict:
@@ -330,7 +376,7 @@ class Playground:
                       toxicity_backend=self.toxicity_backend(task))
 
         run = DecodeRun(policy, [prompt], config, n=settings.n, columns=columns)
-        update = None
+        update, shown = None, 0.0
         for result in self.scheduler.submit(run):
             if not isinstance(result, DecodeResult):  # still waiting for room in the running batch
                 yield Generation(base=[], tailored=[], seed=run.seed, warnings=run.warnings, waiting=result, **common)
@@ -339,10 +385,14 @@ class Playground:
             update = Generation(base=result.base, tailored=tailored, seed=result.seed, warnings=result.warnings, **common)
             if result.done:
                 break
-            yield update
+            # Every page update costs the server a little: with many users each gets fewer (all text still arrives).
+            if time.monotonic() - shown >= STREAM_INTERVAL * len(self.scheduler.engine.running):
+                shown = time.monotonic()
+                yield update
 
         texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
         scores = self.score(task, [inputs] * len(texts), texts)
+        update.toxicity_backend = self.toxicity_backend(task)
         update.base_scores = scores[: len(update.base)]
         update.tailored_scores = scores[len(update.base):] if steered else [dict(s) for s in update.base_scores]
         update.done = True
