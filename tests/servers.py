@@ -87,7 +87,9 @@ def install_llama_server() -> Path:
         if not list(wheels.glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON}-*.whl")):
             start = time.time()
             env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-            _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-binary", "llama-cpp-python",
+            # --no-cache-dir: pip's wheel cache is keyed by the source alone and would hand back a build made with
+            # other CMAKE_ARGS
+            _run([sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", "--no-binary", "llama-cpp-python",
                   f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-w", str(wheels)], env)
             print(f"built llama-cpp-python {LLAMA_CPP_PYTHON} in {time.time() - start:.0f} s", flush=True)
         if not python.is_file():

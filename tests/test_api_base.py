@@ -54,6 +54,21 @@ def server_greedy(server: LlamaServer, prompt: str, max_tokens: int) -> str:
     return body.json()["choices"][0]["text"]
 
 
+NEAR_TIE = 0.05
+"""Nats between the server's two likeliest tokens below which its own greedy run and ours may choose differently:
+the server computes a one-shot run and our re-sent prefixes in different batch shapes, which round differently."""
+
+
+def divergence_gap(api: ApiBase, tokenizer, prompt: str, ours: list[int], theirs: str) -> float:
+    """Where our greedy tokens leave the server's own text: the server's gap between its top two log-probabilities."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    for j in range(len(ours)):
+        if not theirs.startswith(tokenizer.decode(ours[: j + 1])):
+            top = api.next_logprobs([prompt_ids + ours[:j]])[0].topk(2).values
+            return float(top[0] - top[1])
+    return 0.0  # ours is a prefix of theirs: it stopped earlier, no choice differed
+
+
 # --- against the real server -----------------------------------------------------------------------
 
 
@@ -68,14 +83,17 @@ def test_alpha_zero_greedy_through_the_api_matches_the_servers_own_greedy(llama_
     assert api.prompt_format == "text"
     config = DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0)
     result = generate(TailoredPolicy(embedded_host, remote_base=api), PROMPTS, config)
-    for prompt, base, tailored in zip(PROMPTS, result.base, result.tailored):
-        assert tailored.token_ids == base.token_ids
-        assert base.text == server_greedy(llama_server, prompt, 16), prompt
     # Base and tailored rows are the same at alpha = 0 and share requests: at most one per token.
     stats = api.stats
     print(f"\nalpha 0: {stats.as_dict()}")
     assert stats.tokens == sum(len(c.token_ids) for c in result.base + result.tailored)
     assert 0.4 < stats.requests_per_token <= 0.6 and stats.latency_per_token > 0
+    for prompt, base, tailored in zip(PROMPTS, result.base, result.tailored):
+        assert tailored.token_ids == base.token_ids
+        theirs = server_greedy(llama_server, prompt, 16)
+        if base.text != theirs:  # llama.cpp's own run may break a near tie the other way: allowed, nothing else
+            gap = divergence_gap(api, embedded_host.tokenizer, prompt, base.token_ids, theirs)
+            assert gap < NEAR_TIE, (prompt, base.text, theirs, gap)
 
 
 def test_end_of_text_as_the_likeliest_token(llama_server, embedded_host):
