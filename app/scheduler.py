@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Callable, Iterator
 
 from adapters.engine import Engine, Request
@@ -42,6 +43,8 @@ class Scheduler:
         self.lock = threading.RLock()
         """Held while the engine steps (take it to change the shared model, e.g. to load an adapter)."""
         self.step_count = 0
+        self.busy_seconds = 0.0
+        """Time spent in decoding steps (to tell how busy the engine is under load)."""
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,6 +119,7 @@ class Scheduler:
                 request.updated.set()
 
     def _step(self) -> None:
+        started = time.perf_counter()
         try:
             advanced = self.engine.step()
         except Exception as err:  # noqa: BLE001 - a bug: fail the requests in flight, keep serving the next ones
@@ -126,6 +130,7 @@ class Scheduler:
             self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows)
             return
         self.step_count += 1
+        self.busy_seconds += time.perf_counter() - started
         for request in advanced:
             request.snapshot = request.run.result(final=request.run.done)
             request.updated.set()

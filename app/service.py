@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -223,8 +224,7 @@ class Playground:
     @classmethod
     def load(cls, config: AppConfig) -> "Playground":
         """Load the models once, every known adapter, and one scorer per task (sharing reward models)."""
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 2) - 1))
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         preset = config.models

@@ -166,8 +166,10 @@ def generation_outputs(update: Generation, task: Task, entry: AdapterEntry | Non
     """The eight outputs of a Generate event: base text, tailored text, their reward panels, the token view,
     the line under it, the notice above the columns, and the result as data (once scored).
 
-    Plain values only (no gr.update): API clients receive exactly these."""
-    steps = tokens_of(update) if update.steered else []
+    Plain values only (no gr.update): API clients receive exactly these. The token view comes with the last update
+    only: while text streams in, every update would resend it whole (with many users, a quarter of the server's work
+    went into streaming)."""
+    steps = tokens_of(update) if update.steered and update.done else []
     backend = update.toxicity_backend
     if not update.steered:
         summary = "  \n*Nothing to show: no adapter steered this text.*"

@@ -36,13 +36,14 @@ def main() -> None:
     parser.add_argument("--task", default="toxicity")
     parser.add_argument("--algo", default="pg")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--micro-batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", default="BENCHMARKS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as run_dir:
-        config = TrainConfig(task=args.task, algo=args.algo, device=args.device, batch_size=args.batch_size,
+        config = TrainConfig(task=args.task, algo=args.algo, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                              micro_batch_size=args.micro_batch_size, steps=args.steps, out=run_dir, eval_prompts=2,
                              eval_samples=1, eval_every=0, checkpoint_every=1000, samples_every=0)
         train(config, progress=False)
@@ -57,7 +58,8 @@ def main() -> None:
     if args.out:
         path = Path(args.out)
         heading = f"Training throughput ({device.type.upper()})"
-        body = (f"Command: `python -m bench.train --device {args.device} --batch-size {args.batch_size} --steps {args.steps}` "
+        body = (f"Command: `python -m bench.train --device {args.device} --dtype {args.dtype} --batch-size {args.batch_size} "
+                f"--steps {args.steps}` "
                 "(median step after the first).\n\n"
                 "| machine | task / algorithm | batch | samples/s | sampling s | scoring s | update s | sampling share | date |\n"
                 "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n" + line)
