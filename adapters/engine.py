@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import DynamicCache
 
+from adapters.tailored_decoding import DecodeRun, TailoredPolicy, pack_prompts
+
 if TYPE_CHECKING:
     from adapters.policy_adapter import AdapterHost
-    from adapters.tailored_decoding import DecodeConfig, TailoredPolicy
 
 _ids = itertools.count()
 
@@ -103,25 +104,9 @@ class RowBatch:
         """
         order = sorted(range(len(rows)), key=lambda i: _adapter_order(rows[i]))
         rows, prompts, prefixes = [rows[i] for i in order], [prompts[i] for i in order], [prefixes[i] for i in order]
-        lengths = [len(p) + (prefix is not None) for p, prefix in zip(prompts, prefixes)]
-        width = max(lengths)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, prompt in enumerate(prompts):
-            input_ids[r, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            mask[r, width - lengths[r]:] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        inputs, mask, positions = pack_prompts(self.host, prompts, prefixes, pad_id, self.device)
         cache = DynamicCache()
-        inputs = {"attention_mask": mask, "position_ids": positions, "past_key_values": cache}
-        if any(prefix is not None for prefix in prefixes):
-            embeds = self.host.input_embeddings()(input_ids)
-            for r, prefix in enumerate(prefixes):
-                if prefix is not None:
-                    embeds[r, width - lengths[r]] = prefix.to(embeds.dtype)
-            inputs["inputs_embeds"] = embeds
-        else:
-            inputs["input_ids"] = input_ids
+        inputs.update(attention_mask=mask, position_ids=positions, past_key_values=cache)
         logits = self._forward([row.adapter for row in rows], **inputs)
         self._merge(rows, cache, mask, positions[:, -1] + 1)
         unsort = torch.empty(len(order), dtype=torch.long)
@@ -187,7 +172,7 @@ def _pad_left(tensor: torch.Tensor, amount: int, dim: int = 2) -> torch.Tensor:
 class Request:
     """One decoding run in the engine: its streams, their rows, and the sampling state (see DecodeRun)."""
 
-    def __init__(self, run: "DecodeRun"):
+    def __init__(self, run: DecodeRun):
         self.id = next(_ids)
         self.run = run
         self.cancelled = False

@@ -276,15 +276,8 @@ class _RowGroup:
     def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
         """Run the prompts; returns next-token logits (R, V)."""
         seqs = [prompt_ids[s] for s in self.streams.tolist()]
-        lengths = [len(seq) + (prefix is not None) for seq, prefix in zip(seqs, self.prefixes)]
-        width = max(lengths)
-        input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            input_ids[r, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[r, width - lengths[r]:] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        inputs, mask, positions = pack_prompts(self.host, seqs, self.prefixes, pad_id, device)
+        width = mask.shape[1]
         if self.cache_kind == "dynamic":
             self.cache = DynamicCache()
         else:
@@ -294,15 +287,7 @@ class _RowGroup:
             length = -(-(width + self.max_new_tokens) // STATIC_CACHE_BUCKET) * STATIC_CACHE_BUCKET
             self.cache = StaticCache(config=self.host.model.config, max_cache_len=length)
             mask = torch.cat([mask, mask.new_ones((len(seqs), length - width))], dim=1)
-        inputs = {"attention_mask": mask, "position_ids": positions, "past_key_values": self.cache}
-        if any(prefix is not None for prefix in self.prefixes):
-            embeds = self.host.input_embeddings()(input_ids)
-            for r, prefix in enumerate(self.prefixes):
-                if prefix is not None:
-                    embeds[r, width - lengths[r]] = prefix.to(embeds.dtype)
-            inputs["inputs_embeds"] = embeds
-        else:
-            inputs["input_ids"] = input_ids
+        inputs.update(attention_mask=mask, position_ids=positions, past_key_values=self.cache)
         self.mask = mask
         self.next_position = positions[:, -1] + 1
         return self._forward(**inputs)
@@ -317,6 +302,31 @@ class _RowGroup:
             return self._forward(input_ids=ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
         return self._forward(compiled=self.cache_kind == "compiled", input_ids=ids, attention_mask=self.mask,
                              position_ids=positions, past_key_values=self.cache)
+
+
+def pack_prompts(host: AdapterHost, prompts: list[list[int]], prefixes: list[torch.Tensor | None], pad_id: int,
+                 device: torch.device) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Prompts left-padded to one width, each after its prefix embedding when it has one (a Quark reward token).
+
+    Returns the model's input ({"input_ids": (R, L)} or {"inputs_embeds": (R, L, H)}), the attention mask (R, L)
+    and the position ids (R, L), which count each row's own tokens from 0.
+    """
+    lengths = [len(p) + (prefix is not None) for p, prefix in zip(prompts, prefixes)]
+    width = max(lengths)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, prompt in enumerate(prompts):
+        input_ids[r, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[r, width - lengths[r]:] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    if all(prefix is None for prefix in prefixes):
+        return {"input_ids": input_ids}, mask, positions
+    embeds = host.input_embeddings()(input_ids)
+    for r, prefix in enumerate(prefixes):
+        if prefix is not None:
+            embeds[r, width - lengths[r]] = prefix.to(embeds.dtype)
+    return {"inputs_embeds": embeds}, mask, positions
 
 
 def _forward(model, **inputs) -> torch.Tensor:
