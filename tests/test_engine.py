@@ -262,3 +262,13 @@ def test_batched_scorer_scores_waiting_requests_together():
     assert calls[1] == ["bb", "ccc", "bad", "dddd"]  # the three that waited went in one batch ...
     assert results == {0: [{"reward": 1}], 1: [{"reward": 2}, {"reward": 3}], 3: [{"reward": 4}]}
     assert list(errors) == [2]  # ... and one bad text failed only its own request
+
+
+def test_a_waiting_request_is_told_how_many_are_ahead():
+    from app.service import Generation
+    from app.views import notice_markdown
+
+    waiting = Generation(task="sentiment", adapter="sentiment", alpha=1.0, steered=True, base=[], tailored=[], waiting=3)
+    assert "3 requests ahead of you" in notice_markdown(waiting, None)
+    running = Generation(task="sentiment", adapter="sentiment", alpha=1.0, steered=True, base=[], tailored=[])
+    assert "ahead" not in notice_markdown(running, None)
