@@ -23,7 +23,6 @@ once). A remote base (an OpenAI-compatible API, `RemoteBase`) serves a request's
 from __future__ import annotations
 
 import itertools
-import random
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -320,7 +319,3 @@ class Engine:
                 batch.leave(request.id)
             if request in self.running:
                 self.running.remove(request)
-
-
-def new_seed() -> int:
-    return random.randrange(2**31)

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache, StaticCache
 
 from adapters.policy_adapter import COMBINATIONS, AdapterHost

@@ -184,8 +184,10 @@ def _completion_logits(model, ids, mask, T, embeds=None) -> torch.Tensor:
     """Next-token logits at the T completion positions.  -> (S, T, V)"""
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": ids}
-    out = model(**inputs, attention_mask=mask, position_ids=positions, logits_to_keep=T + 1, use_cache=False)
-    return out.logits[:, :-1].float()
+    hidden = model.get_decoder()(**inputs, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+    # The output layer on a contiguous copy of the last positions: given the strided slice that `logits_to_keep`
+    # passes, PyTorch's CPU kernels fell back to a batched product over a copy of the whole head per row.
+    return model.get_output_embeddings()(hidden[:, -(T + 1):-1].contiguous()).float()
 
 
 def tailored_token_stats(
