@@ -23,6 +23,7 @@ once). A remote base (an OpenAI-compatible API, `RemoteBase`) serves a request's
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import DynamicCache
 
+from adapters.models import logits_at
 from adapters.tailored_decoding import DecodeRun, TailoredPolicy, pack_prompts
 
 if TYPE_CHECKING:
@@ -78,15 +80,11 @@ class RowBatch:
         return self.host.base_model.device
 
     def _forward(self, names: list[str | None], **inputs) -> torch.Tensor:
-        """Next-token logits (R, V) of one forward pass over the rows, each with its adapter (names: one per row).
-
-        The output layer runs on each row's last hidden state only, made contiguous first: given the strided slice
-        that `logits_to_keep` passes, PyTorch's bfloat16 CPU kernel copied the whole output matrix once per row
-        (4.3 s for a 48-row prefill)."""
+        """Next-token logits (R, V) of one forward pass over the rows, each with its adapter (names: one per row)."""
         model = self.host.base_model
         with self.host.per_row(names):
             hidden = model.get_decoder()(**inputs, use_cache=True).last_hidden_state
-            return model.get_output_embeddings()(hidden[:, -1, :].contiguous()).float()
+            return logits_at(model, hidden, slice(-1, None))[:, 0].float()
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         """Feed each row its next token (R,); returns next-token logits (R, V)."""
@@ -177,6 +175,10 @@ class Request:
         self.cancelled = False
         self.remote = None
         """The remote base's rows of this request (RemoteBase.row_group), when the base is remote."""
+        self.snapshot = None
+        """What its user sees next (set by app.scheduler): requests ahead while waiting, then a DecodeResult."""
+        self.updated = threading.Event()
+        """Set whenever the snapshot changes."""
 
     @property
     def done(self) -> bool:

@@ -172,6 +172,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def logits_at(model, hidden: torch.Tensor, positions: slice) -> torch.Tensor:
+    """The output layer's logits at some positions of the last hidden states.  (R, L, H) -> (R, P, V)
+
+    The positions are copied to a contiguous tensor first: given the strided slice that `logits_to_keep` passes,
+    PyTorch's CPU kernels ran a batched product over a copy of the whole 49,152 × 576 head per row (4.3 s for a
+    48-row bfloat16 prefill, 140 ms a call in float32 training)."""
+    return model.get_output_embeddings()(hidden[:, positions].contiguous())
+
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 

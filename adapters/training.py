@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from adapters.models import logits_at
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
 from adapters.tailored_decoding import CACHES, TailoredPolicy, combine_logits
 
@@ -185,9 +186,7 @@ def _completion_logits(model, ids, mask, T, embeds=None) -> torch.Tensor:
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     inputs = {"inputs_embeds": embeds} if embeds is not None else {"input_ids": ids}
     hidden = model.get_decoder()(**inputs, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
-    # The output layer on a contiguous copy of the last positions: given the strided slice that `logits_to_keep`
-    # passes, PyTorch's CPU kernels fell back to a batched product over a copy of the whole head per row.
-    return model.get_output_embeddings()(hidden[:, -(T + 1):-1].contiguous()).float()
+    return logits_at(model, hidden, slice(-(T + 1), -1)).float()
 
 
 def tailored_token_stats(

@@ -3,10 +3,10 @@
 A request joins the running batch at the next step (adapters.engine.Engine: prefill, then its KV rows merge into
 the batch) and leaves when done or when its user goes away (a closed page or a cancelled API job closes the
 generator that waits for it: its rows are dropped at once). Each request streams its own tokens. Requests that
-do not fit (`max_rows` rows a step) wait in order and are told how many are ahead; past `max_waiting` waiting,
+do not fit (the engine's `max_rows` rows a step) wait in order and are told how many are ahead; past `max_waiting` waiting,
 a new request is refused with a clear message. Rewards are scored in batches too (BatchedScorer).
 
-    >>> scheduler = Scheduler(Engine(host), max_rows=96, max_waiting=64)      # doctest: +SKIP
+    >>> scheduler = Scheduler(Engine(host, max_rows=96), max_waiting=128)     # doctest: +SKIP
     >>> for update in scheduler.submit(DecodeRun(policy, ["The movie was"])):  # doctest: +SKIP
     ...     print(update)   # an int (requests ahead) while waiting, then a DecodeResult per step, the last done
 """
@@ -36,9 +36,8 @@ class Scheduler:
     the thread leaves each advanced request a snapshot of its result and wakes its user, who reads it at their own
     pace while the next step runs."""
 
-    def __init__(self, engine: Engine, max_rows: int = 96, max_waiting: int = 64):
+    def __init__(self, engine: Engine, max_waiting: int):
         self.engine = engine
-        self.engine.max_rows = max_rows
         self.max_waiting = max_waiting
         self.lock = threading.RLock()
         """Held while the engine steps (take it to change the shared model, e.g. to load an adapter)."""
@@ -61,8 +60,6 @@ class Scheduler:
             raise SchedulerBusy(f"The playground is busy: {self.waiting} requests are already waiting for a free slot. "
                                 "Try again in a minute.")
         request = Request(run)
-        request.updated = threading.Event()
-        request.snapshot = None
         self._post("submit", request)
         return self._updates(request)
 

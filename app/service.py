@@ -217,7 +217,7 @@ class Playground:
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
         self._job_lock = threading.Lock()
-        self.scheduler = Scheduler(Engine(base, adapter_host), config.max_rows, config.max_waiting)
+        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting)
         self.score = BatchedScorer(scorers)
 
     # --- start-up ------------------------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_bfloat16_batch_stays_close_to_each_request_alone(tokenizer):
 
 def test_scheduler_serves_users_in_threads_as_if_each_were_alone(two_adapters):
     expected = alone(two_adapters, mixed_runs)
-    scheduler = Scheduler(Engine(two_adapters), max_rows=64, max_waiting=8)
+    scheduler = Scheduler(Engine(two_adapters, max_rows=64), max_waiting=8)
     runs = mixed_runs(two_adapters)
     finals, streamed = {}, {}
 
@@ -199,7 +199,7 @@ def test_scheduler_serves_users_in_threads_as_if_each_were_alone(two_adapters):
 
 
 def test_closing_the_stream_cancels_the_request_and_frees_its_rows(two_adapters):
-    scheduler = Scheduler(Engine(two_adapters), max_rows=64, max_waiting=8)
+    scheduler = Scheduler(Engine(two_adapters, max_rows=64), max_waiting=8)
     step = scheduler.engine.step
     scheduler.engine.step = lambda: (time.sleep(0.02), step())[1]  # 100 steps take 2 s at least
     run = DecodeRun(TailoredPolicy(two_adapters, two_adapters, "calm"), PROMPTS, DecodeConfig(max_new_tokens=100, min_new_tokens=100))
@@ -216,7 +216,7 @@ def test_closing_the_stream_cancels_the_request_and_frees_its_rows(two_adapters)
 
 
 def test_scheduler_refuses_with_a_clear_message_when_too_many_wait(two_adapters):
-    scheduler = Scheduler(Engine(two_adapters), max_rows=1, max_waiting=1)
+    scheduler = Scheduler(Engine(two_adapters, max_rows=1), max_waiting=1)
     with scheduler.lock:  # hold the decoding thread so that nothing leaves the inbox
         long = DecodeConfig(max_new_tokens=50, min_new_tokens=50)
         runs = [DecodeRun(TailoredPolicy(two_adapters), PROMPTS[:1], long, columns=("base",)) for _ in range(2)]
