@@ -24,17 +24,19 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import requests
 import torch
 from requests.adapters import HTTPAdapter
 
+from adapters.checks import UserError
+
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Café, naïve — 1234 tokens!"
 REPLACEMENT = "\ufffd"  # what a decoder writes for a token that is only part of a UTF-8 character
 
 
-class ApiBaseError(ValueError):
+class ApiBaseError(UserError):
     """The API base failed (server down, timeout, HTTP error, malformed answer, foreign tokenizer); the message says what to do."""
 
 
@@ -42,15 +44,16 @@ class ApiBaseError(ValueError):
 class ApiBaseConfig:
     """Where the black-box base is served and how to call it."""
 
-    url: str = "http://127.0.0.1:8000/v1"
-    """The server's OpenAI-style base URL; requests go to {url}/completions."""
-    model: str = ""
+    url: str = field(default="http://127.0.0.1:8000/v1", metadata={"flag": "base-api"})
+    """Tailor a model served at this OpenAI-style URL, e.g. http://127.0.0.1:8000/v1 (requests go to
+    {url}/completions); the local --base model then only lends its tokenizer and carries the adapter."""
+    model: str = field(default="", metadata={"flag": "base-api-model"})
     """The name the server knows the model by (the `model` field of each request)."""
     top_logprobs: int = 20
     """k, the log-probabilities asked for per step. Servers cap it: vLLM at --max-logprobs (default 20), OpenAI at 5."""
     api_key_env: str | None = None
     """Name of the environment variable holding the API key (sent as a Bearer token, never logged)."""
-    timeout: float = 30.0
+    timeout: float = field(default=30.0, metadata={"flag": "base-api-timeout"})
     """Seconds one request may take before it is abandoned (and retried)."""
     max_retries: int = 3
     """Retries after a connection error, a timeout or a 5xx/429 answer, with exponential backoff."""
@@ -434,27 +437,25 @@ class ApiRowGroup:
 # --- command line ----------------------------------------------------------------------------------
 
 
+API_FLAGS_EXCLUDED = ("max_retries", "backoff", "concurrency")
+"""ApiBaseConfig fields that keep their defaults on the command line."""
+
+
 def add_api_args(parser) -> None:
-    """--base-api URL --base-api-model NAME [--top-logprobs K] [--api-key-env VAR] [--base-api-timeout S]."""
-    group = parser.add_argument_group("black-box base (an OpenAI-compatible completions API)")
-    group.add_argument("--base-api", default=None, metavar="URL",
-                       help="tailor a model served at this OpenAI-style URL, e.g. http://127.0.0.1:8000/v1; the local "
-                            "--base model then only lends its tokenizer and carries the adapter")
-    group.add_argument("--base-api-model", default="", metavar="NAME", help="the served model's name")
-    group.add_argument("--top-logprobs", type=int, default=ApiBaseConfig.top_logprobs, metavar="K",
-                       help="log-probabilities per step (default: 20; vLLM caps at --max-logprobs, OpenAI at 5)")
-    group.add_argument("--api-key-env", default=None, metavar="VAR",
-                       help="environment variable holding the API key (the key never goes on the command line)")
-    group.add_argument("--base-api-timeout", type=float, default=ApiBaseConfig.timeout, metavar="S",
-                       help="seconds per request before it is retried (default: 30)")
+    """--base-api URL --base-api-model NAME [--top-logprobs K] [--api-key-env VAR] [--base-api-timeout S],
+    derived from ApiBaseConfig; without --base-api the base is local."""
+    from adapters.cli import add_dataclass_args
+
+    add_dataclass_args(parser, ApiBaseConfig, exclude=API_FLAGS_EXCLUDED, defaults={"url": None})
 
 
 def api_config_from_args(args) -> ApiBaseConfig | None:
     """The ApiBaseConfig the flags ask for, or None without --base-api."""
-    if not getattr(args, "base_api", None):
+    from adapters.cli import dataclass_from_args
+
+    if not getattr(args, "url", None):
         return None
-    return ApiBaseConfig(url=args.base_api, model=args.base_api_model, top_logprobs=args.top_logprobs,
-                         api_key_env=args.api_key_env, timeout=args.base_api_timeout)
+    return dataclass_from_args(ApiBaseConfig, args)
 
 
 def with_api_base(policy, config: ApiBaseConfig, stop_at_eos: bool = True):

@@ -56,33 +56,78 @@ def _arg_type(annotation, default):
     return type(default) if default is not None else str
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = (), defaults: dict | None = None) -> None:
-    """Add one `--kebab-case` option per field of `cls` (booleans become --flag / --no-flag)."""
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _hints(cls) -> dict:
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that does not resolve at run time: typed by its default
+        return {}
+
+
+def _nested(cls) -> dict[str, type]:
+    """Fields of `cls` that are themselves config dataclasses (one concern each): name -> class."""
+    hints = _hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name])}
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = (), defaults: dict | None = None,
+                       _seen: dict | None = None) -> None:
+    """Add one `--kebab-case` option per field of `cls` (booleans become --flag / --no-flag).
+
+    A field holding another config dataclass adds that class's options (flattened: `--lr`, not `--algo.lr`);
+    two concerns may not share an option name (`exclude` drops one, as "field" or "concern.field").
+    `defaults` replaces defaults by field name (None = "not given", for callers that fill defaults later).
+    A field's `metadata={"flag": "base-api"}` names its option where the field name would be unclear.
+    """
+    seen = {} if _seen is None else _seen
+    nested = _nested(cls)
     docs = field_docs(cls)
-    hints = typing.get_type_hints(cls) if not any(isinstance(f.type, str) for f in dataclasses.fields(cls)) else {}
+    hints = _hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
         if f.name in exclude or f.name.startswith("_"):
             continue
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if f.name in nested:
+            inner = tuple(e.split(".", 1)[1] for e in exclude if e.startswith(f.name + "."))
+            add_dataclass_args(parser, nested[f.name], inner, defaults, seen)
+            continue
+        default = shown = _default(f)
         if defaults and f.name in defaults:
             default = defaults[f.name]
-        kind = _arg_type(hints.get(f.name, f.type), default)
-        flag = "--" + f.name.replace("_", "-")
-        help_text = docs.get(f.name, "")
+            if default is not None:
+                shown = default
         if isinstance(default, (dict, list)):
             continue
+        kind = _arg_type(hints.get(f.name, f.type), default)
+        flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+        if flag in seen:
+            raise TypeError(f"{flag} is a field of both {seen[flag]} and {cls.__name__}: exclude one.")
+        seen[flag] = cls.__name__
+        help_text = docs.get(f.name, "")
         if kind is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            group.add_argument(flag, dest=f.name, type=kind, default=default, help=f"{help_text} (default: {default})")
+            group.add_argument(flag, dest=f.name, type=kind, default=default, help=f"{help_text} (default: {shown})")
 
 
 def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
-    """Build `cls` from parsed args (fields missing from args keep their defaults)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    values.update(overrides)
+    """Build `cls` from parsed args, nested concerns included; fields missing from args, or None there, keep their
+    defaults. `overrides` replace values by field name at any depth."""
+    values = {}
+    nested = _nested(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif f.name in nested:
+            values[f.name] = dataclass_from_args(nested[f.name], args, **overrides)
+        elif getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
     return cls(**values)
 
 

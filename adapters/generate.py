@@ -16,21 +16,17 @@ User errors (empty prompt, alpha out of range, a missing or corrupt adapter) pri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
-from adapters.api_base import ApiBaseError, add_api_args, api_config_from_args, cost_line, with_api_base
+from adapters.api_base import add_api_args, api_config_from_args, cost_line, with_api_base
+from adapters.checks import UserError, check_number
 from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
-from adapters.loading import load_policy
-from adapters.models import EMBEDDED, ModelLoadError, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterError, read_card
+from adapters.loading import ModelConfig
+from adapters.policy_adapter import read_card
 from adapters.tailored_decoding import DecodeConfig, DecodeError, generate
-from rewards.toxicity import ToxicityBackendError
-from tasks import TaskInputError, get_task, inputs_from_prompt
-
-USER_ERRORS = (DecodeError, AdapterError, ModelLoadError, ApiBaseError, TaskInputError, ToxicityBackendError)
-TASK_DECODE_FIELDS = ("max_new_tokens", "temperature", "top_p")
-"""Decoding settings a task sets by default (unless given on the command line)."""
+from tasks import get_task, inputs_from_prompt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,15 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--knowledge", default=None, help="the knowledge passage, for --task knowledge_dialogue")
     parser.add_argument("--toxicity-backend", default="auto", help="with --task: auto, detoxify or profanity_check")
     parser.add_argument("--adapter", default=None, help="a saved adapter directory (default: none, both columns are the base)")
-    parser.add_argument("--base", default=EMBEDDED, help="base model: 'embedded', a local directory or a hub id")
     parser.add_argument("--n", type=int, default=1, help="continuations per policy (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast: a GPU, a CPU with AVX512-BF16 or AMX; else float32), float32 or bfloat16")
-    # None = not given: the task's default, else DecodeConfig's.
-    add_dataclass_args(parser, DecodeConfig, defaults={"alpha": None, **{name: None for name in TASK_DECODE_FIELDS}})
+    add_dataclass_args(parser, ModelConfig, exclude=ModelConfig.TRAINING_ONLY)
+    # None = not given: the task's default (alpha: the adapter card's), else DecodeConfig's.
+    add_dataclass_args(parser, DecodeConfig, defaults={f.name: None for f in dataclasses.fields(DecodeConfig)})
     add_api_args(parser)
     return parser
+
+
+def decode_config_from_args(args, task, card) -> DecodeConfig:
+    """The flags given, over the task's decoding defaults (or DecodeConfig's), alpha over the adapter card's."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeConfig) if getattr(args, f.name) is not None}
+    given.setdefault("alpha", card.alpha if card else 1.0)
+    return task.decode_config(**given) if task else DecodeConfig(**given)
 
 
 def score_task(task, inputs: dict, result, device: str, toxicity_backend: str) -> dict:
@@ -68,27 +69,22 @@ def score_task(task, inputs: dict, result, device: str, toxicity_backend: str) -
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.n < 1:
-            raise DecodeError(f"--n must be at least 1, got {args.n}.")
+        args.n = check_number(args.n, "--n", 1, None, whole=True, error=DecodeError)
         card = read_card(args.adapter) if args.adapter else None
-        alpha = args.alpha if args.alpha is not None else (card.alpha if card else 1.0)
         task = get_task(args.task) if args.task else None
-        decode_defaults = {**{name: DecodeConfig.__dataclass_fields__[name].default for name in TASK_DECODE_FIELDS},
-                           **(task.decode if task else {})}
-        config = dataclass_from_args(DecodeConfig, args, alpha=alpha, **{
-            name: decode_defaults[name] if getattr(args, name) is None else getattr(args, name) for name in TASK_DECODE_FIELDS})
+        config = decode_config_from_args(args, task, card)
         if not args.prompt.strip():
             raise DecodeError("The prompt is empty: give some text to continue with --prompt.")
         task_inputs = inputs_from_prompt(task.name, args.prompt, args.knowledge) if task else None
         api_config = api_config_from_args(args)  # bad API flags fail before any model loads
-        device = resolve_device(args.device)
-        policy = load_policy(args.base, args.adapter, device, resolve_dtype(args.dtype, device))
+        models = dataclass_from_args(ModelConfig, args)
+        policy = models.load_policy(args.adapter)
         if api_config:
             policy = with_api_base(policy, api_config, config.stop_at_eos)
         model_prompt = task.build_prompt(task_inputs, policy.tokenizer) if task else args.prompt
         result = generate(policy, [model_prompt], config, n=args.n)
-        task_json = score_task(task, task_inputs, result, str(device), args.toxicity_backend) if task else {}
-    except USER_ERRORS as err:
+        task_json = score_task(task, task_inputs, result, str(policy.base.base_model.device), args.toxicity_backend) if task else {}
+    except UserError as err:
         exit_with_user_error(str(err))
     api = policy.remote_base
     for warning in result.warnings + (api.warnings if api else []):

@@ -5,13 +5,50 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 
 import torch
 
-from adapters.models import EMBEDDED, check_same_tokenizer, load_model
+from adapters.models import EMBEDDED, ModelLoadError, check_same_tokenizer, load_model, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterHost, read_card
-from adapters.tailored_decoding import TailoredPolicy
+from adapters.tailored_decoding import CACHES, TailoredPolicy
+
+
+@dataclass
+class ModelConfig:
+    """Which models run, on which device, in which number format (generate, evaluate, train, benchmarks)."""
+
+    base: str = EMBEDDED
+    """The frozen base model: 'embedded', a local directory or a Hugging Face model id."""
+    device: str = "auto"
+    """auto (a CUDA GPU when there is one), cpu or cuda."""
+    dtype: str = "auto"
+    """auto (bfloat16 where the hardware runs it fast: a GPU, a CPU with AVX512-BF16 or AMX; else float32),
+    float32 or bfloat16."""
+    cache: str = "dynamic"
+    """KV cache: dynamic (the engine), static, or compiled (static + CUDA graphs on a GPU; compiles at first use)."""
+    adapter_init: str = ""
+    """Training: the adapter's initial model (default: the base itself)."""
+    approx_base: str = ""
+    """Training: a smaller model with the base's tokenizer that stands in for the base."""
+
+    TRAINING_ONLY = ("adapter_init", "approx_base")
+
+    def __post_init__(self):
+        if self.cache not in CACHES:
+            raise ModelLoadError(f"Unknown cache {self.cache!r}: use one of {', '.join(CACHES)}.")
+
+    def resolve(self) -> tuple[torch.device, torch.dtype]:
+        """The torch device and dtype (decided once, at the entry point)."""
+        device = resolve_device(self.device)
+        return device, resolve_dtype(self.dtype, device)
+
+    def load_policy(self, adapter_dir: str | os.PathLike | None = None) -> TailoredPolicy:
+        """The base alone, or with the adapter saved in adapter_dir, on this config's device, dtype and cache."""
+        device, dtype = self.resolve()
+        return dataclasses.replace(load_policy(self.base, adapter_dir, device, dtype), cache=self.cache)
 
 
 def load_host(name: str = EMBEDDED, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> AdapterHost:

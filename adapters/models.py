@@ -13,11 +13,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
+
+from adapters.checks import UserError
 
 transformers_logging.disable_progress_bar()  # one-second loads need no bar; the GGUF conversion prints its own line
 
@@ -28,7 +31,7 @@ EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_CACHE_VERSION = "smollm2-135m-instruct-v1"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model could not be loaded; the message says what to do."""
 
 
@@ -200,6 +203,20 @@ def fast_bfloat16(device: torch.device) -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def machine_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model and core count: 'Intel(R) Xeon(R) Platinum 8581C CPU @ 2.30GHz, 2 cores'.
+    The one description of a machine on cards, pages and benchmark tables."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

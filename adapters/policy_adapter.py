@@ -36,6 +36,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from adapters.checks import UserError
+
 CARD_FILE = "card.json"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -44,7 +46,7 @@ FORMAT_VERSION = 1
 COMBINATIONS = ("residual", "paper")
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError):
     """An adapter could not be created, saved or loaded; the message says why and what to do."""
 
 

@@ -1,11 +1,12 @@
 """Quark (Lu et al. 2022), the training algorithm of the IPA paper.
 
-One step: sample continuations from the tailored policy conditioned on the best reward token, score
-them and add them to a data pool; sort the pool by reward into K quantiles, each marked by a reward
-token prepended to the adapter's input; then train the adapter on a batch drawn from the pool:
+What it does differently from the policy gradient (adapters.train.rl_step runs both): samples are drawn
+conditioned on the best reward token, scored and added to a data pool; the pool is sorted by reward into K
+quantiles, each marked by a reward token prepended to the adapter's input; the adapter then trains on a
+batch drawn from the pool, with the loss per token
 
-    loss = − mean_tokens log p_tailored(token | reward token of the sample's quantile)
-           + kl_coef · mean_tokens KL(tailored || base)  −  entropy_coef · mean_tokens entropy(tailored)
+    − log p_tailored(token | reward token of the sample's quantile)  −  entropy_coef · entropy(tailored)
+    + kl_coef · KL(tailored || base)
 
 At inference the best quantile's token (index 0) is used.
 """
@@ -16,8 +17,6 @@ import random
 
 import torch
 
-from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, sample
-from adapters.training import TrainConfig, apply_gradients, now, step_rng, step_seed, tailored_token_stats
 
 
 class DataPool:
@@ -74,55 +73,20 @@ class DataPool:
         self.rewards = tensors["pool_rewards"].tolist()
 
 
-def quark_step(policy: TailoredPolicy, config: TrainConfig, prompts: list[str], score, optimizer, step: int,
-               pool: DataPool, rank: int = 0, sync_gradients=None) -> dict:
-    """Explore with the best reward token, add to the pool, learn from a pool batch; returns statistics."""
-    host, name = policy.adapter, policy.adapter_name
-    tokenizer = policy.tokenizer
-    pad_id = tokenizer.pad_token_id
-    t0 = now()
-    decode = DecodeConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                          alpha=config.alpha, seed=step_seed(config.seed, step, rank))
-    batch = sample(policy, prompts, decode, n=1, columns=("tailored",))  # decoding prepends the best token
-    lengths = batch.completion_mask.sum(-1).tolist()
-    completions = [ids[:n].tolist() for ids, n in zip(batch.completion_ids, lengths)]
-    texts = [tokenizer.decode(c, skip_special_tokens=True) for c in completions]
-    t1 = now()
-    scores = score(texts)
-    rewards = torch.tensor([s["reward"] for s in scores], dtype=torch.float32)
-    pool.add(batch.prompt_ids, completions, rewards.tolist())
+def pool_batch(pool: DataPool, k: int, rng: random.Random, pad_id: int) -> tuple[list[list[int]], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k samples drawn from the pool: prompt ids, completion ids (k, T) padded with pad_id, their mask (k, T)
+    and each sample's quantile (k,), which becomes its reward token."""
     quantiles = pool.quantiles()
-    t2 = now()
-
-    chosen = pool.draw(config.batch_size, step_rng(config.seed, step, rank))
+    chosen = pool.draw(k, rng)
     width = max(1, max(len(pool.completions[i]) for i in chosen))
-    completion_ids = torch.full((len(chosen), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(chosen), width))
+    completion_ids = torch.full((k, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((k, width))
     for row, i in enumerate(chosen):
         completion_ids[row, :len(pool.completions[i])] = torch.tensor(pool.completions[i], dtype=torch.long)
         mask[row, :len(pool.completions[i])] = 1
-    total_tokens = mask.sum().clamp(min=1)
-    optimizer.zero_grad(set_to_none=True)
-    nll_sum = kl_sum = entropy_sum = 0.0
-    for rows in torch.arange(len(chosen)).split(config.micro_batch_size):
-        index = [chosen[r] for r in rows]
-        stats = tailored_token_stats(policy, [pool.prompts[i] for i in index], completion_ids[rows], config.alpha,
-                                     reward_tokens=quantiles[index])
-        m = mask[rows].to(stats["logprob"].device)
-        nll = -(stats["logprob"] * m).sum() / total_tokens
-        kl = (stats["kl"] * m).sum() / total_tokens
-        entropy = (stats["entropy"] * m).sum() / total_tokens
-        (nll + config.kl_coef * kl - config.entropy_coef * entropy).backward()
-        nll_sum += nll.item()
-        kl_sum += kl.item()
-        entropy_sum += entropy.item()
-    if sync_gradients is not None:
-        sync_gradients()
-    grad_norm = apply_gradients(optimizer, host.trainable_parameters(name))
-    t3 = now()
-    return {
-        "rewards": rewards, "scores": scores, "texts": texts, "prompt_ids": batch.prompt_ids,
-        "loss": nll_sum + config.kl_coef * kl_sum - config.entropy_coef * entropy_sum, "nll": nll_sum,
-        "kl": kl_sum, "entropy": entropy_sum, "grad_norm": grad_norm, "tokens": float(total_tokens),
-        "pool_size": len(pool), "sample_s": t1 - t0, "score_s": t2 - t1, "update_s": t3 - t2,
-    }
+    return [pool.prompts[i] for i in chosen], completion_ids, mask, quantiles[chosen]
+
+
+def quark_token_loss(stats: dict[str, torch.Tensor], entropy_coef: float) -> torch.Tensor:
+    """Quark's term per token: − log p_tailored(token | reward token) − entropy_coef · entropy.  -> (S, T)"""
+    return -stats["logprob"] - entropy_coef * stats["entropy"]

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import functools
 import random
+import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import ClassVar, Iterator, Protocol
 
 import torch
 from transformers import DynamicCache, StaticCache
 
+from adapters.checks import UserError, check_number
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
 
 MAX_ALPHA = 10.0
@@ -40,6 +42,8 @@ CACHES = ("dynamic", "static", "compiled")
 "compiled" is "static" with each decoding step run through torch.compile(mode="reduce-overhead"), which on a
 GPU replays the step as a CUDA graph (one launch instead of hundreds). The first step of each new shape
 compiles (tens of seconds), so "compiled" pays off for long runs of equal shapes: benchmarks, evaluation."""
+PEFT_NO_ADAPTER = "__base__"
+"""PEFT's name for the rows of a mixed batch that no adapter touches (`adapter_names=[...]`)."""
 COMPILED_VARIANTS = 64
 """Compiled decoding steps kept per process (shapes × models × adapter on/off)."""
 STATIC_CACHE_BUCKET = 64
@@ -47,13 +51,14 @@ STATIC_CACHE_BUCKET = 64
 slightly different prompt lengths reuse one compiled step."""
 
 
-class DecodeError(ValueError):
+class DecodeError(UserError):
     """Bad decoding input (empty prompt, alpha out of range, ...); the message says what to change."""
 
 
 @dataclass
 class DecodeConfig:
-    """How to decode."""
+    """How to decode. Every value is checked against LIMITS when the config is made (adapters.checks: one message
+    naming the field and its range for a wrong type, NaN, a fraction of a count, or a value out of range)."""
 
     max_new_tokens: int = 32
     """Most tokens to generate per continuation."""
@@ -72,19 +77,23 @@ class DecodeConfig:
     stop_at_eos: bool = True
     """End a continuation at an end-of-sequence token."""
 
+    LIMITS: ClassVar[dict[str, tuple]] = {
+        "max_new_tokens": (1, 4096, True), "min_new_tokens": (0, 4096, True), "temperature": (0, 10, False),
+        "top_p": (0.001, 1, False), "top_k": (0, None, True), "alpha": (0, MAX_ALPHA, False),
+        "seed": (0, 2**63 - 1, True),
+    }
+    """(lowest, highest or None, whole number) per field; subclasses with narrower ranges (the page's) replace it."""
+
     def __post_init__(self):
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise DecodeError(f"max_new_tokens must be between 1 and 4096, got {self.max_new_tokens}.")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise DecodeError(f"min_new_tokens must be between 0 and max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}.")
-        if not 0 <= self.temperature <= 10:
-            raise DecodeError(f"temperature must be between 0 (greedy) and 10, got {self.temperature}.")
-        if not 0 < self.top_p <= 1:
-            raise DecodeError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.top_k < 0:
-            raise DecodeError(f"top_k must be 0 (off) or positive, got {self.top_k}.")
-        if not 0 <= self.alpha <= MAX_ALPHA:
-            raise DecodeError(f"alpha must be between 0 (base only) and {MAX_ALPHA:g}, got {self.alpha}.")
+        for name, (low, high, whole) in self.LIMITS.items():
+            value = getattr(self, name)
+            if name == "seed" and value is None:
+                continue
+            setattr(self, name, check_number(value, name, low, high, whole=whole, error=DecodeError))
+        if self.min_new_tokens > self.max_new_tokens:
+            raise DecodeError(f"min_new_tokens must be at most max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}.")
+        if not isinstance(self.stop_at_eos, bool):
+            raise DecodeError(f"stop_at_eos must be true or false, got {self.stop_at_eos!r}.")
 
     @property
     def greedy(self) -> bool:
@@ -259,7 +268,7 @@ class _RowGroup:
         return len(self.names)
 
     def _forward(self, compiled: bool = False, **inputs) -> torch.Tensor:
-        run = _compiled_forward() if compiled else _forward
+        run = _compiled_forward if compiled else _forward
         if all(name is None for name in self.names):
             with self.host.base_only() as base:
                 logits = run(base, **inputs)
@@ -267,7 +276,7 @@ class _RowGroup:
             with self.host.only(self.names[0]) as adapted:
                 logits = run(adapted, **inputs)
         else:
-            logits = run(self.host.model, adapter_names=[name or "__base__" for name in self.names], **inputs)
+            logits = run(self.host.model, adapter_names=[name or PEFT_NO_ADAPTER for name in self.names], **inputs)
         if compiled and logits.dtype == torch.float32:
             logits = logits.clone()  # the next replay of a CUDA graph overwrites its outputs (float() copies others)
         return logits.float()
@@ -334,14 +343,19 @@ def _forward(model, **inputs) -> torch.Tensor:
 
 
 @functools.cache
-def _compiled_forward():
+def _compiled_step():
+    return torch.compile(_forward, mode="reduce-overhead", dynamic=False)
+
+
+def _compiled_forward(model, **inputs) -> torch.Tensor:
     """_forward through torch.compile(mode="reduce-overhead"): CUDA graphs on a GPU. One per process, so that
     every decoding run reuses what earlier runs compiled (a new shape compiles again). Every shape, model and
-    adapter switch is one more compiled variant: past dynamo's default limit of 8 it would quietly run uncompiled."""
+    adapter switch is one more compiled variant: past dynamo's default limit of 8 it would quietly run uncompiled,
+    so the limit is raised for these calls only (not for the rest of the process)."""
     import torch._dynamo.config
 
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILED_VARIANTS)
-    return torch.compile(_forward, mode="reduce-overhead", dynamic=False)
+    with torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit, COMPILED_VARIANTS)):
+        return _compiled_step()(model, **inputs)
 
 
 class _Experts:
@@ -724,9 +738,12 @@ def sample(
     config: DecodeConfig = DecodeConfig(),
     n: int = 1,
     columns: tuple[str, ...] = ("tailored",),
-) -> SampleBatch:
-    """Decode to the end and return token tensors (for training)."""
+    stop: threading.Event | None = None,
+) -> SampleBatch | None:
+    """Decode to the end and return token tensors (for training); None if `stop` was set meanwhile (checked
+    every token, so that a training run stops within a decoding step)."""
     run = None
     for run in decode_steps(policy, prompts, config, n, columns):
-        pass
+        if stop is not None and stop.is_set():
+            return None
     return run.batch()

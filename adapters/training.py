@@ -9,44 +9,42 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from adapters.checks import UserError, check_number
+from adapters.loading import ModelConfig
 from adapters.models import logits_at
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
-from adapters.tailored_decoding import CACHES, TailoredPolicy, combine_logits
+from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, combine_logits
 
 ALGORITHMS = ("pg", "quark")
+DEFAULT_STEPS = 20
+"""Steps of a run given neither --steps nor --minutes."""
+QUARK_TOP_P = 0.6
+"""Quark samples with top-p 0.6, as the official IPA code does (pg: the task's own top-p)."""
 
 
-class TrainError(ValueError):
+class TrainError(UserError):
     """Bad training settings or state; the message says what to change."""
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Defaults run a short job on a CPU."""
+def _check(value, name: str, low: float, high: float | None = None, whole: bool = False):
+    return check_number(value, name, low, high, whole=whole, error=TrainError)
 
-    task: str = "toxicity"
-    """The task to train for (a key of tasks.TASKS)."""
+
+@dataclass
+class AlgoConfig:
+    """The RL algorithm and its hyperparameters (the paper's symbols where it has them)."""
+
     algo: str = "pg"
     """'pg' (group-baseline policy gradient, the default: it measured best) or 'quark' (the paper's)."""
-    steps: int = 0
-    """Training steps (0: bounded by --minutes alone)."""
-    minutes: float = 0.0
-    """Wall-clock budget in minutes (0: bounded by --steps alone). With neither, 20 steps."""
-    out: str = ""
-    """Run directory (default: runs/<task>-<algo>-<time>). The adapter is written to <out>/adapter."""
-    prompts: str = ""
-    """A prompts file in any format of tasks.data (default: the task's training split of ../shared/data)."""
     batch_size: int = 16
     """Samples per step (prompts × group_size). 256 on a GPU, as in DESIGN.md."""
     group_size: int = 4
@@ -55,10 +53,6 @@ class TrainConfig:
     """Rows per forward/backward pass (gradients accumulate): bounds memory."""
     lr: float = 5e-5
     """AdamW learning rate."""
-    alpha: float = 1.0
-    """Adapter strength during training (and saved on the card as the default for decoding)."""
-    combination: str = "residual"
-    """'residual' (default) or 'paper' (see tailored_decoding.combine_logits)."""
     kl_coef: float = 0.05
     """Weight of KL(tailored || base) per token."""
     entropy_coef: float = 0.06
@@ -67,26 +61,68 @@ class TrainConfig:
     """quark: reward quantiles (reward tokens)."""
     pool_size: int = 4096
     """quark: the data pool keeps this many most recent samples."""
-    max_new_tokens: int = 0
-    """Tokens per sample (0: the task's default)."""
-    temperature: float = 1.0
-    """Sampling temperature during training."""
-    top_p: float = 0.0
-    """Nucleus sampling during training (0: 0.9 for pg, 0.6 for quark as in the official IPA code)."""
+    combination: str = "residual"
+    """'residual' (default) or 'paper' (see tailored_decoding.combine_logits)."""
     lora_r: int = 8
     """LoRA rank (8 keeps a 135M adapter under 10 MB)."""
+    relevance_weight: float = 0.0
+    """Train on reward × ((1 − w) + w · relevance to the input), w in [0, 1]: keeps a policy on the prompt's
+    topic where the task reward alone lets it drift to bland text (DESIGN.md). 0: the task reward alone."""
+
+    def __post_init__(self):
+        if self.algo not in ALGORITHMS:
+            raise TrainError(f"Unknown algorithm {self.algo!r}: use one of {', '.join(ALGORITHMS)}.")
+        if self.combination not in COMBINATIONS:
+            raise TrainError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
+        self.batch_size = _check(self.batch_size, "batch_size", 1, None, whole=True)
+        self.micro_batch_size = _check(self.micro_batch_size, "micro_batch_size", 1, None, whole=True)
+        self.group_size = _check(self.group_size, "group_size", 2 if self.algo == "pg" else 1, None, whole=True)
+        if self.algo == "pg" and self.batch_size % self.group_size:
+            raise TrainError(f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size}).")
+        self.n_quantiles = _check(self.n_quantiles, "n_quantiles", 2, None, whole=True)
+        self.pool_size = _check(self.pool_size, "pool_size", 1, None, whole=True)
+        self.lora_r = _check(self.lora_r, "lora_r", 1, 256, whole=True)
+        self.lr = _check(self.lr, "lr", 1e-12, 1.0)
+        self.kl_coef = _check(self.kl_coef, "kl_coef", 0)
+        self.entropy_coef = _check(self.entropy_coef, "entropy_coef", 0)
+        self.relevance_weight = _check(self.relevance_weight, "relevance_weight", 0, 1)
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """pg samples a group per prompt; Quark one sample per prompt."""
+        return self.group_size if self.algo == "pg" else 1
+
+    @property
+    def prompts_per_step(self) -> int:
+        return self.batch_size // self.samples_per_prompt
+
+    @property
+    def n_reward_tokens(self) -> int:
+        return self.n_quantiles if self.algo == "quark" else 0
+
+
+@dataclass
+class RunConfig:
+    """One run: what it trains for, its budget, its files and its schedule."""
+
+    task: str = "toxicity"
+    """The task to train for (a key of tasks.TASKS)."""
+    steps: int = 0
+    """Training steps (0: bounded by --minutes alone; with neither, 20 steps)."""
+    minutes: float = 0.0
+    """Wall-clock budget in minutes (0: bounded by --steps alone)."""
+    out: str = ""
+    """Run directory (default: runs/<task>-<algo>-<time>). The adapter is written to <out>/adapter."""
+    prompts: str = ""
+    """A prompts file in any format of tasks.data (default: the task's training split of ../shared/data)."""
     seed: int = 0
     """Seed: prompt order and sampling are derived from (seed, step), so a resumed run repeats exactly."""
-    device: str = "auto"
-    """auto, cpu or cuda."""
-    dtype: str = "auto"
-    """auto (bfloat16 on a GPU, float32 on the CPU), float32 or bfloat16."""
-    base: str = "embedded"
-    """The base model the adapter will steer."""
-    adapter_init: str = ""
-    """The adapter's initial model (default: the base itself)."""
-    approx_base: str = ""
-    """A smaller model with the base's tokenizer that stands in for the base during training."""
+    name: str = ""
+    """The adapter's name (default: the task's)."""
+    init_adapter: str = ""
+    """Start from this saved adapter's weights (same task and settings) instead of a fresh one."""
+    resume: bool = False
+    """Continue from <out>/checkpoint."""
     eval_every: int = 25
     """Evaluate on held-back prompts every this many steps (0: only before and after)."""
     eval_prompts: int = 16
@@ -94,61 +130,84 @@ class TrainConfig:
     eval_samples: int = 2
     """Samples per held-back prompt."""
     samples_every: int = 10
-    """Write example generations to samples.jsonl every this many steps."""
+    """Write example generations to samples.jsonl every this many steps (0: never)."""
     checkpoint_every: int = 25
-    """Checkpoint every this many steps (also on Ctrl-C / SIGTERM and at the end)."""
-    resume: bool = False
-    """Continue from <out>/checkpoint."""
-    name: str = ""
-    """The adapter's name (default: the task's)."""
-    init_adapter: str = ""
-    """Start from this saved adapter's weights (same task and settings) instead of a fresh one."""
-    relevance_weight: float = 0.0
-    """Train on reward × ((1 − w) + w · relevance to the input), w in [0, 1]: keeps a policy on the prompt's
-    topic where the task reward alone lets it drift to bland text (DESIGN.md). 0: the task reward alone."""
-    cache: str = "dynamic"
-    """The sampler's KV cache: dynamic, static, or compiled (static + CUDA graphs on a GPU; compiles at first)."""
+    """Checkpoint every this many steps (0: by time alone; also on Ctrl-C / SIGTERM and at the end)."""
+    checkpoint_minutes: float = 2.0
+    """Also checkpoint when this many minutes of training have passed since the last checkpoint (0: by steps
+    alone); the first step is always checkpointed, so a run killed after it can resume."""
 
     def __post_init__(self):
-        if self.algo not in ALGORITHMS:
-            raise TrainError(f"Unknown algorithm {self.algo!r}: use one of {', '.join(ALGORITHMS)}.")
-        if self.combination not in COMBINATIONS:
-            raise TrainError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
-        if self.steps < 0:
-            raise TrainError(f"--steps must be positive, got {self.steps}.")
-        if self.minutes < 0:
-            raise TrainError(f"--minutes must be positive, got {self.minutes}.")
-        if self.steps == 0 and self.minutes == 0:
-            self.steps = 20
-        if self.batch_size < 1 or self.micro_batch_size < 1:
-            raise TrainError("--batch-size and --micro-batch-size must be at least 1.")
-        if self.algo == "pg":
-            if self.group_size < 2:
-                raise TrainError("--group-size must be at least 2: the group's mean reward is the baseline.")
-            if self.batch_size % self.group_size:
-                raise TrainError(f"--batch-size ({self.batch_size}) must be a multiple of --group-size ({self.group_size}).")
-        if self.algo == "quark" and self.n_quantiles < 2:
-            raise TrainError("--n-quantiles must be at least 2.")
-        if not self.lr > 0:
-            raise TrainError(f"--lr must be positive, got {self.lr}.")
-        if not 0 < self.alpha <= 10:
-            raise TrainError(f"--alpha must be in (0, 10], got {self.alpha}.")
-        if self.kl_coef < 0 or self.entropy_coef < 0:
-            raise TrainError("--kl-coef and --entropy-coef must be non-negative.")
-        if self.top_p == 0:
-            self.top_p = 0.9 if self.algo == "pg" else 0.6
-        if not 0 < self.top_p <= 1:
-            raise TrainError(f"--top-p must be in (0, 1], got {self.top_p}.")
-        if not 0 <= self.relevance_weight <= 1:
-            raise TrainError(f"--relevance-weight must be in [0, 1], got {self.relevance_weight}.")
-        if self.cache not in CACHES:
-            raise TrainError(f"Unknown --cache {self.cache!r}: use one of {', '.join(CACHES)}.")
-        if not self.name:
-            self.name = self.task
+        self.steps = _check(self.steps, "steps", 0, None, whole=True)
+        self.minutes = _check(self.minutes, "minutes", 0)
+        self.seed = _check(self.seed, "seed", 0, 2**63 - 1, whole=True)
+        for name in ("eval_every", "samples_every", "checkpoint_every"):
+            setattr(self, name, _check(getattr(self, name), name, 0, None, whole=True))
+        self.eval_prompts = _check(self.eval_prompts, "eval_prompts", 1, None, whole=True)
+        self.eval_samples = _check(self.eval_samples, "eval_samples", 1, None, whole=True)
+        self.checkpoint_minutes = _check(self.checkpoint_minutes, "checkpoint_minutes", 0)
+
+    @property
+    def max_steps(self) -> int:
+        """The step budget: --steps, else none when --minutes bounds the run, else DEFAULT_STEPS."""
+        return self.steps or (0 if self.minutes else DEFAULT_STEPS)
+
+    @property
+    def adapter_name(self) -> str:
+        return self.name or self.task
+
+
+@dataclass
+class TrainConfig:
+    """One training run, one dataclass per concern; the command line is derived from them (adapters.cli), and
+    config.json and the card's `training` hold exactly these values."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decode: DecodeConfig | None = None
+    """Sampling during training (alpha, temperature, top-p, tokens per sample; the seed comes from run.seed and
+    the step). None: the task's decoding defaults, with top-p 0.6 for Quark (the official IPA code's)."""
+
+    def __post_init__(self):
+        if self.decode is None:
+            self.decode = training_decode(self.run.task, self.algo.algo)
+        if self.decode.alpha <= 0:
+            raise TrainError(f"alpha must be more than 0 during training (0 would train nothing), got {self.decode.alpha}.")
 
     @property
     def n_reward_tokens(self) -> int:
-        return self.n_quantiles if self.algo == "quark" else 0
+        return self.algo.n_reward_tokens
+
+    @classmethod
+    def from_fields(cls, **values) -> "TrainConfig":
+        """A config from flat field names, each routed to its concern (as the command line does):
+        `TrainConfig.from_fields(task="sentiment", lr=1e-3, max_new_tokens=16)`. An unknown name is a TrainError."""
+        parts = {}
+        for concern, kind in (("run", RunConfig), ("algo", AlgoConfig), ("model", ModelConfig)):
+            names = {f.name for f in fields(kind)}
+            parts[concern] = kind(**{k: values.pop(k) for k in list(values) if k in names})
+        decode_names = {f.name for f in fields(DecodeConfig)} - {"seed"}
+        decode = {k: values.pop(k) for k in list(values) if k in decode_names}
+        if values:
+            raise TrainError(f"Unknown training setting(s) {', '.join(sorted(values))}.")
+        return cls(**parts, decode=training_decode(parts["run"].task, parts["algo"].algo, **decode))
+
+
+def training_decode(task: str, algo: str, **overrides) -> DecodeConfig:
+    """Sampling settings of a training run: the task's decoding defaults (Quark: top-p 0.6), then `overrides`."""
+    from tasks import TaskInputError, get_task
+
+    try:
+        defaults = get_task(task).decode_config()
+    except TaskInputError as err:
+        raise TrainError(str(err)) from None
+    if algo == "quark":
+        defaults = replace(defaults, top_p=QUARK_TOP_P)
+    try:
+        return replace(defaults, **overrides)
+    except DecodeError as err:
+        raise TrainError(str(err)) from None
 
 
 def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
@@ -239,18 +298,6 @@ def tailored_token_stats(
     }
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
-    """(reward − mean of its group) / (std of its group + eps); groups are consecutive rows.  (S,) -> (S,)
-
-    >>> group_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2)
-    tensor([ 0.7070, -0.7070,  0.0000,  0.0000])
-    """
-    groups = rewards.view(-1, group_size)
-    mean = groups.mean(dim=1, keepdim=True)
-    std = groups.std(dim=1, keepdim=True, unbiased=False)
-    return ((groups - mean) / (std + eps)).view(-1)
-
-
 def apply_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float = 1.0) -> float:
     """Clip and step; a non-finite gradient norm skips the step (the weights stay finite). Returns the norm."""
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
@@ -258,10 +305,6 @@ def apply_gradients(optimizer: torch.optim.Optimizer, params: list[torch.nn.Para
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 # --- checkpoints: written to a temporary directory, then renamed ------------------------------------------------
@@ -337,12 +380,6 @@ def _optimizer_from_tensors(optimizer, params, tensors: dict, meta: dict) -> Non
     for key, value in meta["scalars"].items():
         index, name = key.split(".", 1)
         optimizer.state[params[int(index)]][name] = value
-
-
-def machine_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def now() -> float:

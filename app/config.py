@@ -16,10 +16,12 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from adapters.checks import UserError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad setting; the message says what to change."""
 
 

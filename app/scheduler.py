@@ -19,13 +19,14 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from adapters.checks import UserError
 from adapters.engine import Engine, Request
 from adapters.tailored_decoding import DecodeResult, DecodeRun
 
 log = logging.getLogger("ipa.scheduler")
 
 
-class SchedulerBusy(ValueError):
+class SchedulerBusy(UserError):
     """Too many requests are waiting; the message says so and when to try again."""
 
 

@@ -28,29 +28,25 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import torch
 
+from adapters.checks import UserError
 from adapters.loading import load_host
-from adapters.models import ModelLoadError, check_same_tokenizer, model_label, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
+from adapters.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
+from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
 from adapters.engine import Engine
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
-from adapters.training import TrainError, machine_name
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
 from app.config import AppConfig
-from app.scheduler import BatchedScorer, Scheduler, SchedulerBusy
+from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
-from app.training_jobs import TrainingJob, TrainingRequestError, TrainRequest, run_job
-from tasks import TASKS, TaskInputError, get_task, load_scorer
+from app.training_jobs import TrainingJob, TrainRequest, run_job
+from tasks import TASKS, get_task, load_scorer
 from tasks.data import DataError, load_inputs
 
 log = logging.getLogger("ipa.service")
 
-MAX_SAMPLES = 4
-"""Samples per column a request may ask for."""
-MAX_NEW_TOKENS = 128
-"""Tokens per sample a request may ask for."""
 STREAM_INTERVAL = 0.04
 """Seconds between two streamed updates of one request, per request decoding at the same time (one user: every
 token; sixteen: about 1.5 updates a second)."""
@@ -59,36 +55,40 @@ TOXICITY_TASKS = ("toxicity", "dialogue_safety")
 """Tasks whose reward uses the toxicity classifier (the page names its backend)."""
 
 
-class ServiceError(ValueError):
+class ServiceError(UserError):
     """A request the playground cannot serve; the message says what to change."""
 
 
-USER_ERRORS = (ServiceError, DecodeError, TaskInputError, AdapterError, TrainError, TrainingRequestError,
-               ModelLoadError, DataError, SchedulerBusy)
-"""Errors caused by a request (shown to the user as they are), as opposed to bugs."""
+USER_ERRORS = UserError
+"""Errors caused by a request (shown to the user as they are), as opposed to bugs: every user error of the project
+derives from adapters.checks.UserError."""
 
 
 @dataclass
-class Settings:
-    """Decoding settings of one request (the page's Settings panel)."""
+class Settings(DecodeConfig):
+    """Decoding settings of one request (the page's Settings panel): a DecodeConfig within the page's ranges
+    (LIMITS, which the page's widgets also take theirs from), plus the samples per column. A value of the wrong
+    kind or out of range is a DecodeError naming the field and the page's range."""
 
-    alpha: float = 1.0
-    """Adapter strength: 0 = base only."""
     n: int = 1
     """Samples per column."""
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_p: float = 0.9
-    seed: int | None = 0
-    """None draws a random seed (reported back)."""
+
+    LIMITS: ClassVar[dict[str, tuple]] = {
+        **DecodeConfig.LIMITS, "alpha": (0, 5, False), "temperature": (0, 2, False), "top_p": (0.05, 1, False),
+        "max_new_tokens": (1, 128, True), "seed": (0, 2**31 - 1, True), "n": (1, 4, True),
+    }
+    RANDOM_SEED: ClassVar[int] = -1
+    """The page's seed for "draw one" (None does the same)."""
+
+    def __post_init__(self):
+        if isinstance(self.seed, (int, float)) and not isinstance(self.seed, bool) and self.seed == self.RANDOM_SEED:
+            self.seed = None
+        super().__post_init__()
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> "Settings":
         """The task's default decoding settings, with overrides."""
-        decode = get_task(task).decode
-        values = {k: decode[k] for k in ("max_new_tokens", "temperature", "top_p") if k in decode}
-        values.update(overrides)
-        return cls(**values)
+        return cls(**{**dataclasses.asdict(get_task(task).decode_config()), **overrides})
 
 
 @dataclass
@@ -341,19 +341,6 @@ class Playground:
         clean = definition.normalize({f.name: inputs.get(f.name) for f in definition.fields})
         return {k: (v if isinstance(v, str) else list(v)) for k, v in clean.items()}
 
-    def decode_config(self, settings: Settings) -> DecodeConfig:
-        """Checked decoding settings (DecodeConfig checks alpha, temperature and top-p itself)."""
-        if not 1 <= settings.n <= MAX_SAMPLES:
-            raise ServiceError(f"Samples per column must be from 1 to {MAX_SAMPLES}, got {settings.n}.")
-        if not 1 <= settings.max_new_tokens <= MAX_NEW_TOKENS:
-            raise ServiceError(f"Max new tokens must be from 1 to {MAX_NEW_TOKENS}, got {settings.max_new_tokens}.")
-        if settings.seed is not None and not 0 <= settings.seed < 2**31:
-            raise ServiceError(f"The seed must be a whole number from 0 to {2**31 - 1}, got {settings.seed}.")
-        if settings.temperature > 2:
-            raise ServiceError(f"Temperature must be from 0 (greedy) to 2, got {settings.temperature:g}.")
-        return DecodeConfig(max_new_tokens=int(settings.max_new_tokens), temperature=float(settings.temperature),
-                            top_p=float(settings.top_p), alpha=float(settings.alpha), seed=settings.seed)
-
     @gpu(duration=120)
     def generate(self, task: str, inputs: dict, settings: Settings, adapter: str | None = None) -> Iterator[Generation]:
         """Stream base | base + adapter side by side, token by token; the last update carries the rewards.
@@ -363,7 +350,9 @@ class Playground:
         """
         definition = get_task(task)
         inputs = self.check_inputs(task, inputs)
-        config = self.decode_config(settings)
+        if not isinstance(settings, Settings):
+            raise ServiceError(f"settings must be app.service.Settings, got {type(settings).__name__}.")
+        config = settings
         entry = self.adapter(adapter) if adapter else None
         steered = entry is not None and config.alpha > 0
         if steered:

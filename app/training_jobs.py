@@ -6,7 +6,7 @@ cleanly on request: `train` finishes the step, evaluates and writes the adapter 
 
     >>> request = TrainRequest(task="toxicity", budget="steps", amount=2, batch_size=4, group_size=2)
     >>> config = request.to_config(out="/tmp/run", name="toxicity-pg-1", device="cpu")
-    >>> config.steps, config.batch_size
+    >>> config.run.steps, config.algo.batch_size
     (2, 4)
 """
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from adapters.checks import UserError
 from adapters.training import ALGORITHMS, TrainConfig
 
 log = logging.getLogger("ipa.training")
@@ -33,7 +34,7 @@ KEEP_SAMPLES = 12
 """Sample generations shown in the page (the most recent ones)."""
 
 
-class TrainingRequestError(ValueError):
+class TrainingRequestError(UserError):
     """Bad training settings from the page; the message says what to change."""
 
 
@@ -90,14 +91,16 @@ class TrainRequest:
         self.check()
         steps = int(self.amount) if self.budget == "steps" else 0
         minutes = float(self.amount) if self.budget == "minutes" else 0.0
-        return TrainConfig(
+        decode = {"alpha": self.alpha, **({"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {})}
+        return TrainConfig.from_fields(
             task=self.task, algo=self.algo, steps=steps, minutes=minutes, out=out, name=name,
             batch_size=self.batch_size, group_size=self.group_size, micro_batch_size=min(self.batch_size, 16),
-            lr=self.lr, alpha=self.alpha, max_new_tokens=self.max_new_tokens, device=device, base=base,
-            approx_base=approx_base, eval_prompts=self.eval_prompts, eval_samples=1,
+            lr=self.lr, device=device, base=base, approx_base=approx_base, eval_prompts=self.eval_prompts,
+            eval_samples=1,
             eval_every=0,          # before and after only: evaluations on a CPU would eat the budget
             samples_every=1,       # every step's samples are already there; showing them costs nothing
-            checkpoint_every=0,    # the run is short; train() still checkpoints at the end
+            checkpoint_every=0,    # by time (every 2 minutes) and at the end
+            **decode,
         )
 
 
@@ -199,6 +202,10 @@ def run_job(job: TrainingJob, train: Callable, on_finished: Callable[[TrainingJo
     """The job's thread: train, then hand the adapter to the playground. Never raises."""
     try:
         adapter_dir = train(job.config, on_event=job.on_event, stop=job.stop_event, progress=False)
+        if adapter_dir is None:  # stopped before its first step: nothing learned, no adapter
+            with job.lock:
+                job.state, job.phase = "done", "Stopped before the first step: no adapter was made"
+            return
         with job.lock:
             job.phase = "Loading the adapter into the playground ..."
         on_finished(job, Path(adapter_dir))

@@ -15,7 +15,7 @@ import logging
 import gradio as gr
 
 from app import views
-from app.service import MAX_NEW_TOKENS, MAX_SAMPLES, SHIPPED, USER_ERRORS, Playground, Settings
+from app.service import SHIPPED, USER_ERRORS, Playground, Settings
 from app.training_jobs import MAX_BATCH, MAX_EVAL_PROMPTS, MAX_MINUTES, MAX_TRAIN_TOKENS, TrainRequest
 from tasks import TASKS, Task
 
@@ -76,6 +76,7 @@ def _with_parameters(fn, names: list[str]):
 
 
 def _user_error(err: Exception) -> gr.Error:
+    log.info("user error: %s", err)  # one line: the request was wrong, not the code
     return gr.Error(str(err).strip("'\""), title="Please check your input")
 
 
@@ -118,12 +119,15 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
                                   elem_id=f"{task.name}-adapter")
             card = gr.Markdown(views.card_markdown(entry, task))
             with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
-                alpha = gr.Slider(0, 5, value=entry.card.alpha if entry else 1.0, step=0.1,
+                limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
+                alpha = gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
                                   label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha")
-                n = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples per column", elem_id=f"{task.name}-n")
-                max_new = gr.Slider(1, MAX_NEW_TOKENS, value=settings.max_new_tokens, step=1, label="Max new tokens", elem_id=f"{task.name}-max-new-tokens")
-                temperature = gr.Slider(0, 2, value=settings.temperature, step=0.05, label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature")
-                top_p = gr.Slider(0.05, 1, value=settings.top_p, step=0.05, label="Top-p", elem_id=f"{task.name}-top-p")
+                n = gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column", elem_id=f"{task.name}-n")
+                max_new = gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1, label="Max new tokens",
+                                    elem_id=f"{task.name}-max-new-tokens")
+                temperature = gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
+                                        label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature")
+                top_p = gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p", elem_id=f"{task.name}-top-p")
                 seed = gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
                                  elem_id=f"{task.name}-seed")
     button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
@@ -153,10 +157,10 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
     def generate(*values):
         inputs = {f.name: v for f, v in zip(task.fields, values)}
         name, alpha_, n_, max_new_, temperature_, top_p_, seed_ = values[len(task.fields):]
-        settings = Settings(alpha=alpha_, n=int(n_), max_new_tokens=int(max_new_), temperature=temperature_,
-                            top_p=top_p_, seed=None if seed_ is None or seed_ < 0 else int(seed_))
         adapter_name = None if name in (None, "", NO_ADAPTER) else name
         try:
+            settings = Settings(alpha=alpha_, n=n_, max_new_tokens=max_new_, temperature=temperature_, top_p=top_p_,
+                                seed=seed_)
             for update in service.generate(task.name, inputs, settings, adapter_name):
                 entry = service.adapters.get(update.adapter) if update.adapter else None
                 yield views.generation_outputs(update, task, entry)

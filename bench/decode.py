@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from adapters.loading import load_host
-from adapters.models import resolve_device, resolve_dtype
+from adapters.models import machine_name, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import CACHES, DecodeConfig, TailoredPolicy, generate
 
@@ -47,15 +45,7 @@ GPU_TAILORED_TARGET = 500.0
 
 
 def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-                     if line.startswith("Model name"))
-    except (StopIteration, OSError):
-        model = platform.processor() or platform.machine()
-    import os
-    return f"{model}, {os.cpu_count()} cores"
+    return machine_name(device)
 
 
 def _sync(device):

@@ -36,6 +36,7 @@ import sys
 import time
 
 from adapters.api_base import ApiBaseError, add_api_args, api_config_from_args, cost_line, with_api_base
+from adapters.checks import UserError
 from adapters.cli import exit_with_user_error
 from adapters.loading import load_policy
 from adapters.models import EMBEDDED, ModelLoadError, resolve_device, resolve_dtype
@@ -47,7 +48,6 @@ from tasks import TaskInputError, get_task
 from tasks.data import DataError, load_inputs
 from tasks.scoring import TaskScorer, load_scorer
 
-USER_ERRORS = (DecodeError, AdapterError, ModelLoadError, DataError, TaskInputError, ToxicityBackendError, ApiBaseError)
 TOXIC = 0.5
 """A sample counts as toxic above this probability (the paper's toxicity probability)."""
 UNTRAINED = "untrained-control"
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = evaluate(args, log=lambda message: print(message, file=sys.stderr, flush=True))
-    except USER_ERRORS as err:
+    except UserError as err:
         exit_with_user_error(str(err))
     if args.json:
         print(json.dumps(report, indent=2))

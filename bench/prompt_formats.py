@@ -16,7 +16,7 @@ import statistics
 import time
 
 from adapters.loading import load_policy
-from adapters.tailored_decoding import DecodeConfig, generate
+from adapters.tailored_decoding import generate
 from tasks import PROMPT_FORMATS, TASKS
 from tasks.data import load_inputs
 from tasks.scoring import load_scorer
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 inputs = load_inputs(name, None, "eval", args.n_inputs)
                 prompts = [task.build_prompt(x, policy.tokenizer, prompt_format) for x in inputs]
-                config = DecodeConfig(**task.decode, seed=0)
+                config = task.decode_config(seed=0)
                 result = generate(policy, prompts, config, n=args.samples, columns=("base",))
                 texts = [c.text for c in result.base]
                 per_sample = [x for x in inputs for _ in range(args.samples)]

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from adapters.models import machine_name
 from rewards import REWARDS
 from rewards.toxicity import ToxicityReward
 from tasks import TASKS
@@ -35,13 +34,9 @@ TARGET_SECONDS = 2.0
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration, subprocess.SubprocessError):
-        model = platform.processor() or "unknown CPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, load average {load:.1f} at start"
+    return (f"{machine_name(torch.device('cpu'))}, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+            f"load average {load:.1f} at start")
 
 
 def workload(n: int, words: int = 24) -> tuple[list[str], list[str], list[str]]:
@@ -98,16 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     # longer passages, for the fluency reward alone and for each task's whole scorer.
     long_texts = workload(args.n, words=60)[1]
     at_length = {length: kit.fluency.lm.truncate(long_texts, length)
-                 for length in sorted({task.decode["max_new_tokens"] for task in TASKS.values()})}
+                 for length in sorted({task.decode_config().max_new_tokens for task in TASKS.values()})}
     for length, texts in at_length.items():
-        users = ", ".join(name for name, task in TASKS.items() if task.decode["max_new_tokens"] == length and "fluency" in task.reward)
+        users = ", ".join(name for name, task in TASKS.items() if task.decode_config().max_new_tokens == length and "fluency" in task.reward)
         seconds = time_call(lambda: kit.fluency(prompts, texts), args.repeats)
         rows.append((f"reward: fluency, continuations of {length} tokens" + (f" ({users})" if users else ""), seconds))
         print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
     for name, task in TASKS.items():
         scorer = load_scorer(name, device=args.device)
         inputs = [dict(task.demos[i % len(task.demos)]) for i in range(args.n)]
-        length = task.decode["max_new_tokens"]
+        length = task.decode_config().max_new_tokens
         seconds = time_call(lambda: scorer(inputs, at_length[length]), args.repeats)
         rows.append((f"task scorer: {name}, continuations of {length} tokens", seconds))
         print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)

@@ -43,14 +43,14 @@ def main() -> None:
     parser.add_argument("--out", default="BENCHMARKS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as run_dir:
-        config = TrainConfig(task=args.task, algo=args.algo, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        config = TrainConfig.from_fields(task=args.task, algo=args.algo, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
                              micro_batch_size=args.micro_batch_size, steps=args.steps, out=run_dir, eval_prompts=2,
                              eval_samples=1, eval_every=0, checkpoint_every=1000, samples_every=0)
         train(config, progress=False)
         metrics = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     result = summarize(metrics)
     device = torch.device("cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    line = (f"| {machine(device)} | {args.task} / {args.algo} | {args.batch_size} × {config.max_new_tokens} tokens | "
+    line = (f"| {machine(device)} | {args.task} / {args.algo} | {args.batch_size} × {config.decode.max_new_tokens} tokens | "
             f"{result['samples_per_s']} | {result['sample_s']} | {result['score_s']} | {result['update_s']} | "
             f"{int(100 * result['sample_share'])} % | {time.strftime('%Y-%m-%d')} |")
     print(json.dumps(result))

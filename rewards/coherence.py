@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from rewards.text import EMPTY_SCORE, check_pairs, clip01, is_empty
+from rewards.text import EmbeddingReward, EMPTY_SCORE, check_pairs, clip01, is_empty
 
 
-class CoherenceReward:
+class CoherenceReward(EmbeddingReward):
     """coherence = max(0, cos(e(prompt), e(continuation))), in [0, 1].
 
     e = all-MiniLM-L6-v2 sentence embedding (first 128 word pieces). Negative cosines (rare with MiniLM)
@@ -22,13 +22,6 @@ class CoherenceReward:
 
     The model: `embedder=` a rewards.resources.SentenceEmbedder to share, else the process's shared one.
     """
-
-    def __init__(self, device: str = "cpu", embedder=None):
-        if embedder is None:
-            from rewards.resources import sentence_embedder
-
-            embedder = sentence_embedder(str(device))
-        self.embedder = embedder
 
     def __call__(self, prompts, completions, **context) -> list[float]:
         prompts, completions = check_pairs(prompts, completions)

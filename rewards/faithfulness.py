@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewards.text import EMPTY_SCORE, check_context, check_texts, clip01, content_words, is_empty, lemma_set, lemmas
+from rewards.text import EmbeddingReward, EMPTY_SCORE, check_context, check_texts, clip01, content_words, is_empty, lemma_set, lemmas
 
 
 @dataclass
@@ -43,7 +43,7 @@ def knowledge_overlap(reply: str, knowledge: str) -> KnowledgeOverlap:
     return KnowledgeOverlap(precision, recall, f1)
 
 
-class FaithfulnessReward:
+class FaithfulnessReward(EmbeddingReward):
     """faithfulness = 0.5 · knowledge precision + 0.5 · max(0, cos(e(knowledge), e(reply))), in [0, 1].
 
     Knowledge precision (Dinan et al. 2019; used by the paper's dialogue task) is the share of the reply's
@@ -62,13 +62,6 @@ class FaithfulnessReward:
 
     The model: `embedder=` a rewards.resources.SentenceEmbedder to share, else the process's shared one.
     """
-
-    def __init__(self, device: str = "cpu", embedder=None):
-        if embedder is None:
-            from rewards.resources import sentence_embedder
-
-            embedder = sentence_embedder(str(device))
-        self.embedder = embedder
 
     def overlaps(self, completions, knowledge) -> list[KnowledgeOverlap]:
         completions = check_texts(completions)

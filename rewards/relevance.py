@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from rewards.text import EMPTY_SCORE, check_pairs, clip01, is_empty
+from rewards.text import EmbeddingReward, EMPTY_SCORE, check_pairs, clip01, is_empty
 
 FULL_RELEVANCE_COSINE = 0.5
 """MiniLM cosine at which a reply counts as fully on topic: a reply that answers a question in its own
@@ -15,7 +15,7 @@ words rarely goes above 0.5-0.8 (measured: a topical refusal 0.80, an on-topic a
 an unrelated sentence 0.00-0.06)."""
 
 
-class RelevanceReward:
+class RelevanceReward(EmbeddingReward):
     """relevance = clip(cos(e(message), e(reply)) / 0.5, 0, 1), in [0, 1].
 
     e = all-MiniLM-L6-v2 sentence embedding. Empty reply: 0.
@@ -27,13 +27,6 @@ class RelevanceReward:
 
     The model: `embedder=` a rewards.resources.SentenceEmbedder to share, else the process's shared one.
     """
-
-    def __init__(self, device: str = "cpu", embedder=None):
-        if embedder is None:
-            from rewards.resources import sentence_embedder
-
-            embedder = sentence_embedder(str(device))
-        self.embedder = embedder
 
     def cosines(self, prompts, completions) -> list[float]:
         """The raw cosine similarity of each pair, in [-1, 1] (0 for an empty text)."""

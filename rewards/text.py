@@ -19,6 +19,8 @@ from typing import Sequence
 
 from lemminflect import getAllLemmas, getAllLemmasOOV
 
+from adapters.checks import UserError
+
 EMPTY_SCORE = 0.0
 """What every reward gives an empty (or whitespace-only) continuation: nothing generated earns nothing,
 otherwise stopping at once would be the best policy for rewards such as 1 − toxicity."""
@@ -46,7 +48,7 @@ why how now more most less least much many few lot lots other own same just quit
 """.split())
 
 
-class RewardInputError(ValueError):
+class RewardInputError(UserError):
     """A reward was called with input it cannot score; the message says what to pass instead."""
 
 
@@ -139,3 +141,15 @@ def distinct_n(tokens: Sequence[str], n: int) -> float:
 
 def clip01(x: float) -> float:
     return min(1.0, max(0.0, float(x)))
+
+
+class EmbeddingReward:
+    """Base of the rewards that compare texts by sentence embeddings (coherence, relevance, faithfulness): each
+    uses the one MiniLM embedder of its device (rewards.resources.sentence_embedder), or the one it is given."""
+
+    def __init__(self, device: str = "cpu", embedder=None):
+        if embedder is None:
+            from rewards.resources import sentence_embedder
+
+            embedder = sentence_embedder(str(device))
+        self.embedder = embedder

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from adapters.checks import UserError
 from rewards.text import EMPTY_SCORE, check_texts, is_empty
 
 BACKENDS = ("auto", "detoxify", "profanity_check")
@@ -41,7 +42,7 @@ DETOXIFY_VARIANTS = {
 MAX_BATCH = 64
 
 
-class ToxicityBackendError(ValueError):
+class ToxicityBackendError(UserError):
     """A toxicity backend cannot be used; the message says what is missing and how to get it."""
 
 

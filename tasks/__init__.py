@@ -36,13 +36,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from adapters.checks import UserError
 from rewards.coverage import parse_concepts
 
 PROMPT_FORMATS = ("raw", "chat")
 MIN_CONCEPTS, MAX_CONCEPTS = 3, 5
 
 
-class TaskInputError(ValueError):
+class TaskInputError(UserError):
     """A task's input is missing or malformed; the message says which field and what to give."""
 
 
@@ -133,6 +134,27 @@ class Task:
 
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
+
+    @property
+    def primary_field(self) -> str:
+        """The field one line of text fills (a command line's --prompt, a plain-text prompts file): the text to
+        continue, the concepts or the user's message; knowledge_dialogue's passage comes separately.
+
+        >>> TASKS["commongen"].primary_field, TASKS["knowledge_dialogue"].primary_field
+        ('concepts', 'message')
+        """
+        return next(f.name for f in self.fields if f.name != "knowledge")
+
+    def decode_config(self, **overrides):
+        """The task's decoding defaults as an adapters.tailored_decoding.DecodeConfig, with overrides (the one way
+        every CLI, benchmark, training run and the page gets them).
+
+        >>> TASKS["sentiment"].decode_config(seed=3).max_new_tokens
+        20
+        """
+        from adapters.tailored_decoding import DecodeConfig
+
+        return DecodeConfig(**{**self.decode, **overrides})
 
 
 def _continue_messages(inputs: dict) -> list[dict]:
@@ -330,8 +352,7 @@ def inputs_from_prompt(task_name: str, prompt: str, knowledge: str | None = None
     {'concepts': ['dog', 'frisbee', 'catch']}
     """
     task = get_task(task_name)
-    primary = {"commongen": "concepts", "dialogue_safety": "message", "knowledge_dialogue": "message"}.get(task.name, "text")
-    inputs = {primary: prompt}
+    inputs = {task.primary_field: prompt}
     if task.name == "knowledge_dialogue":
         if not knowledge or not knowledge.strip():
             raise TaskInputError("The knowledge_dialogue task needs a knowledge passage: give it with --knowledge TEXT.")

@@ -30,6 +30,7 @@ import os
 import re
 from pathlib import Path
 
+from adapters.checks import UserError
 from tasks import TASKS, TaskInputError, first_sentences, get_task
 
 SPLITS = ("train", "eval", "all")
@@ -61,7 +62,7 @@ HUB_READERS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data set cannot be read: missing file, unknown format, no usable lines; the message says which."""
 
 
@@ -80,7 +81,7 @@ def _bucket(key: str) -> int:
 
 
 def _primary_field(task_name: str) -> str:
-    return {"commongen": "concepts", "dialogue_safety": "message"}.get(task_name, "text")
+    return TASKS[task_name].primary_field
 
 
 def _item(task_name: str, value, key: str | None = None) -> tuple[str, dict] | None:

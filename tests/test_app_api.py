@@ -12,7 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from app.config import AppConfig, ConfigError, parse_args
-from app.service import MAX_NEW_TOKENS
+from app.service import Settings
 from tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -89,13 +89,27 @@ def test_alpha_zero_gives_the_base_in_both_columns(client, playground_app):
     ("commongen", {"concepts": "dog, cat, ball, tree, park, sun, rain"}, "give 3 to 5 concepts"),
     ("sentiment", {"text": "x" * 2001}, "at most 2,000"),
     ("toxicity", {"alpha": 12}, "maximum"),
-    ("toxicity", {"max_new_tokens": MAX_NEW_TOKENS + 1}, "maximum"),
+    ("toxicity", {"max_new_tokens": Settings.LIMITS["max_new_tokens"][1] + 1}, "maximum"),
     ("toxicity", {"adapter": "../../etc/passwd"}, "no adapter named"),
 ])
 def test_bad_input_comes_back_as_a_message(client, task, change, message):
     with pytest.raises(AppError) as caught:
         generate(client, task, **change)
     assert message.lower() in str(caught.value).lower()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"alpha": None}, "alpha must be a number from 0 to 5, got nothing"),
+    ({"alpha": "strong"}, "alpha must be a number from 0 to 5, got str 'strong'"),
+    ({"n": 2.7}, "n must be a whole number from 1 to 4, got 2.7"),
+    ({"seed": "abc"}, "seed must be a whole number from 0 to 2147483647"),
+    ({"max_new_tokens": None}, "max_new_tokens must be a whole number from 1 to 128, got nothing"),
+    ({"temperature": float("nan")}, "temperature must be a number from 0 to 2"),
+])
+def test_malformed_values_name_the_field_and_the_page_range(client, change, message):
+    with pytest.raises(AppError) as caught:
+        generate(client, "toxicity", **change)
+    assert message in str(caught.value)
 
 
 def test_the_app_keeps_serving_after_errors(client):

@@ -53,10 +53,11 @@ def test_text_output_names_both_columns():
 
 @pytest.mark.parametrize("args, message", [
     (["--prompt", "   "], "prompt is empty"),
-    (["--prompt", "hi", "--alpha", "10.5"], "alpha must be between 0"),
-    (["--prompt", "hi", "--alpha", "-1"], "alpha must be between 0"),
+    (["--prompt", "hi", "--alpha", "10.5"], "alpha must be a number from 0 to 10, got 10.5"),
+    (["--prompt", "hi", "--alpha", "nan"], "alpha must be a number from 0 to 10, got nan"),
+    (["--prompt", "hi", "--top-p", "0"], "top_p must be a number from 0.001 to 1, got 0"),
     (["--prompt", "hi", "--adapter", "/no/such/adapter"], "does not exist"),
-    (["--prompt", "hi", "--n", "0"], "--n must be at least 1"),
+    (["--prompt", "hi", "--n", "0"], "--n must be a whole number of at least 1, got 0"),
 ])
 def test_user_errors_exit_2_without_traceback(args, message):
     out = run_cli(*args)

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from adapters.quark import DataPool
 from adapters.train import train
-from adapters.training import TrainConfig, TrainError, group_advantages, tailored_token_stats
+from adapters.pg import group_advantages
+from adapters.training import TrainConfig, TrainError, tailored_token_stats
 from adapters.policy_adapter import AdapterCard, AdapterHost
 from adapters.tailored_decoding import TailoredPolicy, combine_logits
 from tests.conftest import REPO, tiny_llama
@@ -37,7 +38,7 @@ def tiny_config(tiny_dir, out, **overrides) -> TrainConfig:
                     micro_batch_size=2, max_new_tokens=4, eval_prompts=2, eval_samples=1, eval_every=0,
                     samples_every=1, checkpoint_every=1, device="cpu", lr=1e-2, seed=0)
     settings.update(overrides)
-    return TrainConfig(**settings)
+    return TrainConfig.from_fields(**settings)
 
 
 def base_weights(directory) -> dict[str, torch.Tensor]:
@@ -214,14 +215,15 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--steps", "0"], "--steps must be positive"),
-    (["--steps", "-3"], "--steps must be positive"),
+    (["--steps", "-3"], "steps must be a whole number of at least 0, got -3"),
+    (["--lr", "nan"], "lr must be a number from"),
+    (["--batch-size", "2.5"], "argument --batch-size: invalid int value"),
     (["--task", "poetry"], "Unknown task 'poetry'"),
     (["--algo", "ppo"], "Unknown algorithm 'ppo'"),
-    (["--cache", "paged"], "Unknown --cache 'paged'"),
+    (["--cache", "paged"], "Unknown cache 'paged'"),
     (["--out", "/proc/no-such-dir/run"], "Cannot write to the output directory"),
     (["--resume", "--out", "/tmp/ipa-no-run-here"], "no checkpoint"),
-    (["--batch-size", "6", "--group-size", "4"], "multiple of --group-size"),
+    (["--batch-size", "6", "--group-size", "4"], "must be a multiple of group_size"),
 ])
 def test_bad_settings_give_clear_errors(args, message):
     out = run_train_cli(*args)
@@ -230,12 +232,17 @@ def test_bad_settings_give_clear_errors(args, message):
 
 
 def test_config_checks():
-    with pytest.raises(TrainError, match="group-size"):
-        TrainConfig(group_size=1)
-    with pytest.raises(TrainError, match="alpha"):
-        TrainConfig(alpha=0)
-    assert TrainConfig(algo="quark").top_p == 0.6 and TrainConfig().top_p == 0.9
-    assert TrainConfig().steps == 20
+    with pytest.raises(TrainError, match="group_size must be a whole number of at least 2"):
+        TrainConfig.from_fields(group_size=1)
+    with pytest.raises(TrainError, match="alpha must be more than 0"):
+        TrainConfig.from_fields(alpha=0)
+    with pytest.raises(TrainError, match="Unknown training setting"):
+        TrainConfig.from_fields(learning_rate=1e-3)
+    assert TrainConfig.from_fields(algo="quark").decode.top_p == 0.6 and TrainConfig().decode.top_p == 0.9
+    # The task's decoding defaults fill what is not given, before any check; what is saved is what runs.
+    assert TrainConfig.from_fields(task="sentiment").decode.max_new_tokens == 20
+    assert TrainConfig().run.steps == 0 and TrainConfig().run.max_steps == 20
+    assert TrainConfig.from_fields(minutes=1).run.max_steps == 0
 
 
 def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
@@ -280,6 +287,6 @@ def test_relevance_weight_scales_the_trained_reward(tiny_dir, tmp_path):
     metrics = [json.loads(x) for x in (tmp_path / "rel" / "metrics.jsonl").read_text().splitlines()]
     assert "reward_relevance" in metrics[0] and "reward_task_reward" in metrics[0]
     assert metrics[0]["reward"] <= metrics[0]["reward_task_reward"] + 1e-9
-    assert json.loads((adapter_dir / "card.json").read_text())["training"]["relevance_weight"] == 0.5
-    with pytest.raises(TrainError, match="relevance-weight"):
-        TrainConfig(relevance_weight=1.5)
+    assert json.loads((adapter_dir / "card.json").read_text())["training"]["algo"]["relevance_weight"] == 0.5
+    with pytest.raises(TrainError, match="relevance_weight must be a number from 0 to 1"):
+        TrainConfig.from_fields(relevance_weight=1.5)
