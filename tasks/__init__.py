@@ -43,6 +43,15 @@ PROMPT_FORMATS = ("raw", "chat")
 MIN_CONCEPTS, MAX_CONCEPTS = 3, 5
 
 
+def _valid_unicode(text: str) -> bool:
+    """False for text with lone surrogates, which an API client can send but no tokenizer reads."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class TaskInputError(UserError):
     """A task's input is missing or malformed; the message says which field and what to give."""
 
@@ -104,6 +113,10 @@ class Task:
             value = inputs.get(f.name)
             if value is None or (isinstance(value, str) and not value.strip()):
                 raise TaskInputError(f"{self.title}: the {f.label.lower()} is missing (field '{f.name}').")
+            texts = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(t, str) and not _valid_unicode(t) for t in texts):
+                raise TaskInputError(f"{self.title}: the {f.label.lower()} (field '{f.name}') contains characters that "
+                                     "are not valid Unicode text; remove them and try again.")
             if f.kind == "concepts":
                 try:
                     concepts = parse_concepts(value)

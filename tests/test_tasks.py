@@ -87,6 +87,16 @@ def test_bad_text_inputs(inputs, tokenizer):
         TASKS["toxicity"].build_prompt(inputs, tokenizer)
 
 
+@pytest.mark.parametrize("task, inputs", [
+    ("toxicity", {"text": "lone \ud800 surrogate"}),
+    ("commongen", {"concepts": "dog \udfff cat ball"}),
+    ("knowledge_dialogue", {"knowledge": "A passage \udc80.", "message": "What?"}),
+])
+def test_text_that_is_not_unicode_is_refused_by_field(task, inputs):
+    with pytest.raises(TaskInputError, match=r"\(field '\w+'\) contains characters that are not valid Unicode"):
+        TASKS[task].normalize(inputs)
+
+
 def test_unknown_prompt_format(tokenizer):
     with pytest.raises(TaskInputError, match="raw or chat"):
         TASKS["toxicity"].build_prompt({"text": "Hi"}, tokenizer, "markdown")
