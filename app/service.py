@@ -37,7 +37,7 @@ from adapters.loading import load_host
 from adapters.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
 from adapters.engine import Engine
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
 from app.config import AppConfig
 from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
@@ -83,7 +83,12 @@ class Settings(DecodeConfig):
     def __post_init__(self):
         if isinstance(self.seed, (int, float)) and not isinstance(self.seed, bool) and self.seed == self.RANDOM_SEED:
             self.seed = None
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except DecodeError as err:
+            if str(err).startswith("seed "):
+                raise DecodeError(f"{str(err).rstrip('.')}; or {self.RANDOM_SEED} for a random seed.") from None
+            raise
 
     @classmethod
     def for_task(cls, task: str, **overrides) -> "Settings":

@@ -75,6 +75,13 @@ def _with_parameters(fn, names: list[str]):
     return fn
 
 
+def _checked_by_service(component):
+    """A settings widget whose value reaches the service as sent: Settings checks it once, with a message that names
+    the field and the page's range, where Gradio would round 2.7 samples to 3 or answer None with a generic error."""
+    component.preprocess = lambda payload: payload
+    return component
+
+
 def _user_error(err: Exception) -> gr.Error:
     log.info("user error: %s", err)  # one line: the request was wrong, not the code
     return gr.Error(str(err).strip("'\""), title="Please check your input")
@@ -120,16 +127,18 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
             card = gr.Markdown(views.card_markdown(entry, task))
             with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
                 limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
-                alpha = gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
-                                  label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha")
-                n = gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column", elem_id=f"{task.name}-n")
-                max_new = gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1, label="Max new tokens",
-                                    elem_id=f"{task.name}-max-new-tokens")
-                temperature = gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
-                                        label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature")
-                top_p = gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p", elem_id=f"{task.name}-top-p")
-                seed = gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
-                                 elem_id=f"{task.name}-seed")
+                alpha = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
+                                  label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha"))
+                n = _checked_by_service(gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column",
+                                                  elem_id=f"{task.name}-n"))
+                max_new = _checked_by_service(gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1,
+                                                        label="Max new tokens", elem_id=f"{task.name}-max-new-tokens"))
+                temperature = _checked_by_service(gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
+                                                            label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature"))
+                top_p = _checked_by_service(gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p",
+                                                      elem_id=f"{task.name}-top-p"))
+                seed = _checked_by_service(gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
+                                 elem_id=f"{task.name}-seed"))
     button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
     with gr.Row(equal_height=False):
