@@ -152,6 +152,13 @@ def objective_inputs(objective: Objective, split: str = "train", limit: int | No
     return [{prompts.field: row[prompts.field]} for row in rows]
 
 
+def objective_of_card(card, extra_rewards: dict[str, type] | None = None) -> Objective | None:
+    """The objective an adapter was trained for, from its card (an AdapterCard or its dict); None for a task's
+    adapter. A block from a user's reward module needs that module again (extra_rewards), else ObjectiveError."""
+    data = card.get("objective") if isinstance(card, dict) else getattr(card, "objective", None)
+    return Objective.from_dict(data, extra_rewards) if data else None
+
+
 class ObjectiveScorer(TaskScorer):
     """Scores completions for an objective: `scorer(inputs, completions) -> [{"reward": R, label: score, ...}]`.
 
@@ -192,4 +199,4 @@ def load_objective_scorer(objective: Objective, device: str = "cpu", toxicity_ba
 
 
 __all__ = ["PROMPT_SETS", "CUSTOM_TASK", "ObjectiveScorer", "load_objective", "objective_task", "objective_inputs",
-           "load_objective_scorer"]
+           "load_objective_scorer", "objective_of_card"]
