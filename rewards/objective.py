@@ -37,6 +37,8 @@ NOT_BLOCKS = {
     "faithfulness": "it needs a knowledge passage for every input, which an objective's prompts do not carry",
 }
 """Rewards that cannot be a block of an objective, and why."""
+PART_NAMES = {"toxicity": "low_toxicity"}
+"""A block's part name where its reward's name would mislead: the toxicity reward is 1 − toxicity."""
 MAX_WEIGHT = 100.0
 MAX_BLOCKS = 12
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -111,11 +113,12 @@ class Objective:
 
     @property
     def labels(self) -> list[str]:
-        """One part name a block, as results report them: the reward's name, numbered when it repeats."""
+        """One part name a block, as results report them: the reward's name (or PART_NAMES'), numbered when it repeats."""
         labels, seen = [], {}
         for b in self.blocks:
-            seen[b.reward] = seen.get(b.reward, 0) + 1
-            labels.append(b.reward if seen[b.reward] == 1 else f"{b.reward}_{seen[b.reward]}")
+            name = PART_NAMES.get(b.reward, b.reward)
+            seen[name] = seen.get(name, 0) + 1
+            labels.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
         return labels
 
     def describe(self) -> str:

@@ -127,6 +127,7 @@ def test_at_least_two_examples_ship():
 def test_repeated_rewards_get_numbered_labels():
     both = objective({"reward": "topic", "topic": "the sea"}, {"reward": "topic", "topic": "boats"})
     assert both.labels == ["topic", "topic_2"]
+    assert objective({"reward": "toxicity"}).labels == ["low_toxicity"]  # the score is 1 − toxicity
 
 
 def test_weight_defaults_to_one():
