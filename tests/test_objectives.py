@@ -17,7 +17,7 @@ from adapters.policy_adapter import AdapterCard
 from rewards.avoid_words import AvoidWordsReward
 from rewards.coverage import CoverageReward
 from rewards.length import LengthReward
-from rewards.objective import Block, Objective, ObjectiveError, block_rewards, combine
+from rewards.objective import Objective, ObjectiveError, block_rewards, combine
 from rewards.sentiment import SentimentReward
 from rewards.topic import TopicReward
 from rewards.user_module import RewardModuleError, load_reward_module
