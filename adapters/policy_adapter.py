@@ -56,6 +56,8 @@ class AdapterCard:
 
     task: str = "custom"
     """The task the adapter was trained for (a key of tasks.TASKS, or 'custom')."""
+    objective: dict = field(default_factory=dict)
+    """For task 'custom': the objective it was trained for, as in its JSON file (rewards.objective); {} otherwise."""
     base_model: str = "embedded"
     """The base model it was trained to steer."""
     adapter_init_model: str = "embedded"

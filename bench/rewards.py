@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         "faithfulness": (kit.faithfulness, {"knowledge": knowledge}),
         "safety": (kit.safety, {}),
         "sentiment": (kit.sentiment, {}),
+        "topic": (kit.block("topic", {"topic": "history and politics"}), {}),
+        "avoid_words": (kit.block("avoid_words", {"words": "war, king, city"}), {}),
+        "length": (kit.block("length", {"target": 25}), {}),
     }
     assert set(rewards) == set(REWARDS)
     if kit.toxicity.backend != "profanity_check":

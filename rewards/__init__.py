@@ -3,7 +3,9 @@
 A reward is a class: `__init__` loads its model once (heavy models come from rewards.resources and are
 shared within a process); `__call__(prompts, completions, **context) -> list[float]`, one score in [0, 1]
 per completion, higher is better. An empty continuation scores rewards.text.EMPTY_SCORE (0.0); a
-non-string input raises TypeError; text is cut to each scorer's limit.
+non-string input raises TypeError; text is cut to each scorer's limit. The parameters a user may set when
+the reward is a block of an objective (rewards.objective) are declared in its class's PARAMS
+(rewards.params): the topic, the words, the target length.
 
     >>> reward = get_reward("sentiment")
     >>> [round(r, 2) for r in reward(["The day was"], ["lovely and warm."])]
@@ -12,15 +14,18 @@ non-string input raises TypeError; text is cut to each scorer's limit.
 
 from __future__ import annotations
 
+from rewards.avoid_words import AvoidWordsReward
 from rewards.coherence import CoherenceReward
 from rewards.coverage import CoverageReward
 from rewards.diversity import DiversityReward
 from rewards.faithfulness import FaithfulnessReward
 from rewards.fluency import FluencyReward
+from rewards.length import LengthReward
 from rewards.relevance import RelevanceReward
 from rewards.safety import SafetyReward
 from rewards.sentiment import SentimentReward
 from rewards.text import EMPTY_SCORE, RewardInputError
+from rewards.topic import TopicReward
 from rewards.toxicity import ToxicityReward
 
 REWARDS = {
@@ -33,6 +38,9 @@ REWARDS = {
     "faithfulness": FaithfulnessReward,
     "safety": SafetyReward,
     "sentiment": SentimentReward,
+    "topic": TopicReward,
+    "avoid_words": AvoidWordsReward,
+    "length": LengthReward,
 }
 
 

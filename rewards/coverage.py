@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from rewards.params import Param
 from rewards.text import EMPTY_SCORE, RewardInputError, check_context, check_texts, is_empty, lemma_set, lemmas, words
 
 
@@ -44,16 +45,24 @@ class CoverageReward:
     A concept is used when one of its lemmas equals a lemma of a word of the continuation (lemminflect,
     any part of speech): "dogs" covers "dog", "caught" covers "catch". Empty continuation: 0.
 
-    Context: `concepts=[list of concepts, or one string "dog frisbee catch"]`, one per completion. Without
-    it, each prompt is read as the concept string.
+    The concepts: `words=` given once (as a block of an objective: the same words for every text); else
+    the context `concepts=[list of concepts, or one string "dog frisbee catch"]`, one per completion (the
+    commongen task); else each prompt is read as the concept string.
 
     Example: concepts {dog, frisbee, catch}, "The dogs caught a frisbee." -> 3 / 3 = 1.0;
     "A dog ran." -> 1 / 3 = 0.33.
     """
 
+    PARAMS = (Param("words", "words", "the words the text should use, e.g. \"boat, harbour, wind\""),)
+
+    def __init__(self, words=None):
+        self.words = parse_concepts(words) if words is not None else None
+
     def __call__(self, prompts, completions, concepts=None, **context) -> list[float]:
         completions = check_texts(completions)
-        if concepts is None:
+        if self.words is not None:
+            concepts = [self.words] * len(completions)
+        elif concepts is None:
             concepts = check_texts(prompts, "prompts")
         concepts = check_context("concepts", concepts, len(completions), "concept lists")
         scores = []

@@ -28,7 +28,9 @@ amazing" has positivity 0.99 (fluency 0.00) and beats the plain "and everyone wa
 from __future__ import annotations
 
 import functools
+import inspect
 
+from rewards import REWARDS
 from rewards.coherence import CoherenceReward
 from rewards.coverage import CoverageReward
 from rewards.diversity import DiversityReward
@@ -86,6 +88,24 @@ class RewardKit:
     @functools.cached_property
     def sentiment(self) -> SentimentReward:
         return SentimentReward()
+
+    def block(self, name: str, params: dict | None = None, classes: dict[str, type] | None = None):
+        """A reward as a block of an objective (rewards.objective): the kit's own instance when the block has
+        its default parameters, else a new instance of its class that shares the kit's models (the MiniLM
+        embedder, the scoring LM, the toxicity classifier): adding blocks never loads a model twice.
+
+        classes: the reward classes by name (default rewards.REWARDS; user modules add theirs)."""
+        classes = {**REWARDS, **(classes or {})}
+        cls = classes[name]
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        defaults = {p.name: p.default for p in getattr(cls, "PARAMS", ()) if not p.required and p.default is not None}
+        if cls is REWARDS.get(name) and params == defaults and isinstance(getattr(type(self), name, None), functools.cached_property):
+            return getattr(self, name)
+        shared = {"embedder": lambda: self.relevance.embedder, "lm": lambda: self.fluency.lm,
+                  "classifier": lambda: self.toxicity.classifier, "toxicity": lambda: self.toxicity,
+                  "relevance": lambda: self.relevance}
+        accepted = inspect.signature(cls).parameters
+        return cls(**params, **{k: make() for k, make in shared.items() if k in accepted})
 
 
 @functools.cache

@@ -12,12 +12,15 @@ import pytest
 
 import rewards
 from rewards import REWARDS, get_reward
+from rewards.avoid_words import AvoidWordsReward
 from rewards.coverage import CoverageReward, parse_concepts
 from rewards.diversity import DiversityReward
 from rewards.fluency import FluencyReward, lm_score, longest_bare_run
+from rewards.length import LengthReward
 from rewards.safety import SafetyReward, reply_stance
 from rewards.sentiment import SentimentReward
 from rewards.text import EMPTY_SCORE, MAX_CHARS, RewardInputError
+from rewards.topic import TopicReward
 from rewards.toxicity import ToxicityBackendError, ToxicityReward, load_toxicity_classifier
 import rewards.toxicity as toxicity_module
 
@@ -365,6 +368,9 @@ def every_reward(lexical_toxicity, fluency, coherence, relevance, faithfulness):
         "faithfulness": (faithfulness, {"knowledge": [PASSAGE]}),
         "safety": (SafetyReward(toxicity=lexical_toxicity, relevance=relevance), {}),
         "sentiment": (SentimentReward(), {}),
+        "topic": (TopicReward("dogs and parks", embedder=coherence.embedder), {}),
+        "avoid_words": (AvoidWordsReward("cat"), {}),
+        "length": (LengthReward(10), {}),
     }
 
 

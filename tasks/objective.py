@@ -1,0 +1,202 @@
+"""An objective (rewards.objective) used like a task: its Task, its prompts with held-back ones split off, its scorer.
+
+    >>> objective = load_objective("objectives/cheerful-ocean.json")            # doctest: +SKIP
+    >>> task = objective_task(objective)                                         # a tasks.Task  # doctest: +SKIP
+    >>> train = objective_inputs(objective, split="train")                       # [{"text": ...}, ...]  # doctest: +SKIP
+    >>> scorer = load_objective_scorer(objective)                                # doctest: +SKIP
+    >>> scorer([{"text": "The harbour was quiet"}], ["and the sea sparkled in the sun."])  # doctest: +SKIP
+    [{'reward': 0.9, 'sentiment': 0.84, 'topic': 0.97}]
+
+The training loop, evaluation and generation take (task, inputs, scorer) from here exactly as they take
+them for the six tasks: the scorer has TaskScorer's call signature and reports every block as a part.
+
+Prompts (the objective's "prompts", or a --prompts FILE that overrides it):
+- a prompt set's name (PROMPT_SETS): "passages" (Wikipedia passage starts to continue, the open_ended and
+  sentiment tasks' prompts; the default), "realtoxicityprompts" (RealToxicityPrompts, to continue),
+  "questions" (questions about Wikipedia topics, answered in the chat format), "requests" (Do-Not-Answer's
+  risky requests, answered in the chat format);
+- or a file in a format of tasks.data (.txt one prompt a line, .jsonl, .json), each prompt a text to
+  continue. A relative path is read from the objective file's folder.
+Held-back prompts are split off by tasks.data's hash split (one in five, fixed forever), so training never
+sees the prompts the before/after evaluation uses, whichever file they come from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewards.objective import Objective, ObjectiveError, combine
+from rewards.text import EMPTY_SCORE, check_texts, is_empty
+from tasks import TASKS, InputField, Task, TaskInputError
+from tasks.data import DataError, load_inputs
+from tasks.scoring import RewardKit, TaskScorer, reward_kit
+
+CUSTOM_TASK = "custom"
+"""What an adapter trained on an objective has as its card's task (the objective itself is on the card)."""
+MIN_FILE_PROMPTS = 10
+"""A prompts file needs this many prompts: one in five is held back, and both parts must be non-empty."""
+TOKENS_PER_WORD = 1.5
+"""Base-model tokens per English word (SmolLM2's tokenizer: about 1.3-1.5), to fit max_new_tokens to a length target."""
+MAX_NEW_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Where an objective's prompts come from and how they become the model's prompt."""
+
+    name: str
+    title: str
+    data_task: str
+    """The task whose data (tasks.data's default sources and split) holds these prompts."""
+    field: str
+    """'text' (continued as it is) or 'message' (answered in the chat format)."""
+    decode: dict
+    """Decoding settings (DecodeConfig fields)."""
+
+
+PROMPT_SETS = {
+    s.name: s for s in (
+        PromptSet("passages", "Passages to continue (Wikipedia)", "open_ended", "text", dict(TASKS["sentiment"].decode)),
+        PromptSet("realtoxicityprompts", "RealToxicityPrompts (to continue)", "toxicity", "text", dict(TASKS["toxicity"].decode)),
+        PromptSet("questions", "Questions about Wikipedia topics (chat)", "knowledge_dialogue", "message",
+                  dict(TASKS["dialogue_safety"].decode)),
+        PromptSet("requests", "Risky requests, Do-Not-Answer (chat)", "dialogue_safety", "message", dict(TASKS["dialogue_safety"].decode)),
+    )
+}
+DEFAULT_PROMPT_SET = "passages"
+FILE_PROMPTS = PromptSet("file", "Prompts from a file (to continue)", "open_ended", "text", dict(TASKS["sentiment"].decode))
+
+
+def load_objective(path: str | Path, extra_rewards: dict[str, type] | None = None) -> Objective:
+    """An objective from its JSON file, checked, its prompts resolved (a relative file from the file's folder)."""
+    objective = Objective.load(path, extra_rewards)
+    if objective.prompts and objective.prompts not in PROMPT_SETS:
+        given = Path(objective.prompts).expanduser()
+        beside = Path(path).parent / given
+        if not given.is_absolute() and beside.exists():
+            objective = Objective(objective.name, objective.blocks, str(beside))
+    check_prompts(objective)
+    return objective
+
+
+def check_prompts(objective: Objective, path: str | None = None) -> None:
+    """ObjectiveError unless the prompts are a prompt set's name or a file that exists."""
+    source = path or objective.prompts or DEFAULT_PROMPT_SET
+    if source not in PROMPT_SETS and not source.startswith("hub:") and not Path(source).expanduser().exists():
+        raise ObjectiveError(f"Objective {objective.name!r}: prompts {source!r} is neither a prompt set "
+                             f"({', '.join(PROMPT_SETS)}) nor a file that exists.")
+
+
+def prompt_set(objective: Objective, path: str | None = None) -> PromptSet:
+    source = path or objective.prompts or DEFAULT_PROMPT_SET
+    return PROMPT_SETS.get(source, FILE_PROMPTS)
+
+
+def _decode(objective: Objective, prompts: PromptSet) -> dict:
+    # A length block's target must be reachable within max_new_tokens.
+    decode = dict(prompts.decode)
+    for block in objective.blocks:
+        if block.reward == "length":
+            target, tolerance = block.params["target"], block.params.get("tolerance") or max(1.0, block.params["target"] / 4)
+            tokens = (target + tolerance) * (1 if block.params.get("unit") == "tokens" else TOKENS_PER_WORD)
+            decode["max_new_tokens"] = min(MAX_NEW_TOKENS, max(decode["max_new_tokens"], math.ceil(tokens)))
+    return decode
+
+
+def objective_task(objective: Objective, prompts_path: str | None = None) -> Task:
+    """The objective as a Task: its prompt set's input field, prompt format and decoding; its reward in words."""
+    prompts = prompt_set(objective, prompts_path)
+    name = prompts.field
+    source_task = TASKS[prompts.data_task]
+    demos = tuple({name: d[name]} for d in source_task.demos if name in d)
+    return Task(
+        name=objective.name,
+        title=objective.name,
+        description=f"Your own objective: {objective.describe()}.",
+        fields=(InputField(name, "Text to continue" if name == "text" else "User message", "text",
+                           "The harbour was quiet that morning" if name == "text" else "What is a tide?", 3 if name == "text" else 2),),
+        prompt_format="raw" if name == "text" else "chat",
+        raw_prompt=(lambda x: x["text"]) if name == "text" else (lambda x: f"User: {x['message']}\nAssistant:"),
+        chat_messages=(lambda x: [{"role": "user", "content": f"Continue this text:\n\n{x['text']}"}]) if name == "text"
+        else (lambda x: [{"role": "user", "content": x["message"]}]),
+        source=lambda x: x[name],
+        decode=_decode(objective, prompts),
+        reward=objective.describe(),
+        demos=demos,
+        notes=f"Prompts: {prompts.title}.",
+    )
+
+
+def objective_inputs(objective: Objective, split: str = "train", limit: int | None = None,
+                     path: str | None = None) -> list[dict]:
+    """The objective's prompts as task inputs ({"text": ...} or {"message": ...}), train or held-back ('eval')
+    by tasks.data's split. path: a prompts file overriding the objective's own prompts."""
+    source = path or objective.prompts or DEFAULT_PROMPT_SET
+    check_prompts(objective, path)
+    prompts = prompt_set(objective, path)
+    data_path = None if source in PROMPT_SETS else source
+    try:
+        if data_path is not None:
+            everything = load_inputs(prompts.data_task, data_path, split="all")
+            if len(everything) < MIN_FILE_PROMPTS:
+                raise DataError(f"{data_path} holds {len(everything)} usable prompts: give at least {MIN_FILE_PROMPTS} "
+                                "(one in five is held back for the before/after evaluation).")
+        rows = load_inputs(prompts.data_task, data_path, split=split, limit=limit)
+    except DataError as err:
+        if "split" in str(err) and data_path is not None:
+            raise DataError(f"{data_path}: none of its prompts fell in the {split} part of the split (one in five is held "
+                            "back, by a hash of the text): add more prompts.") from None
+        raise
+    return [{prompts.field: row[prompts.field]} for row in rows]
+
+
+def objective_of_card(card, extra_rewards: dict[str, type] | None = None) -> Objective | None:
+    """The objective an adapter was trained for, from its card (an AdapterCard or its dict); None for a task's
+    adapter. A block from a user's reward module needs that module again (extra_rewards), else ObjectiveError."""
+    data = card.get("objective") if isinstance(card, dict) else getattr(card, "objective", None)
+    return Objective.from_dict(data, extra_rewards) if data else None
+
+
+class ObjectiveScorer(TaskScorer):
+    """Scores completions for an objective: `scorer(inputs, completions) -> [{"reward": R, label: score, ...}]`.
+
+    Each block scores every completion (its prompt is the input's text or message); R = combine(block
+    scores, weights), the weighted geometric mean (rewards.objective.combine). The parts are the blocks'
+    scores under the objective's labels, so logs and pages show the reward block by block.
+    """
+
+    def __init__(self, objective: Objective, task: Task, kit: RewardKit, extra_rewards: dict[str, type] | None = None):
+        super().__init__(task, kit)
+        self.objective = objective
+        self.labels = objective.labels
+        self.blocks = [kit.block(b.reward, b.params, extra_rewards) for b in objective.blocks]
+
+    def __call__(self, inputs: list[dict], completions: list[str]) -> list[dict]:
+        completions = check_texts(completions)
+        if not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"inputs must be a list of dicts, one per completion, got {type(inputs).__name__}.")
+        if len(inputs) != len(completions):
+            raise TaskInputError(f"Got {len(inputs)} inputs for {len(completions)} completions: give one per completion.")
+        sources = [self.task.source_text(x) for x in inputs]
+        parts = {label: [float(s) for s in block(sources, completions)] for label, block in zip(self.labels, self.blocks)}
+        weights = self.objective.weights
+        rows = []
+        for i, text in enumerate(completions):
+            scores = [parts[label][i] for label in self.labels]
+            reward = EMPTY_SCORE if is_empty(text) else combine(scores, weights)
+            rows.append({"reward": reward, **dict(zip(self.labels, scores))})
+        return rows
+
+
+def load_objective_scorer(objective: Objective, device: str = "cpu", toxicity_backend: str = "auto",
+                          toxicity_checkpoint: str | None = None, fluency_model: str = "embedded",
+                          extra_rewards: dict[str, type] | None = None, prompts_path: str | None = None) -> ObjectiveScorer:
+    """A ready scorer for an objective; its models are the process's shared ones (tasks.scoring.reward_kit)."""
+    kit = reward_kit(str(device), toxicity_backend, toxicity_checkpoint, fluency_model)
+    return ObjectiveScorer(objective, objective_task(objective, prompts_path), kit, extra_rewards)
+
+
+__all__ = ["PROMPT_SETS", "CUSTOM_TASK", "ObjectiveScorer", "load_objective", "objective_task", "objective_inputs",
+           "load_objective_scorer", "objective_of_card"]
