@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapters.checks import UserError
 from rewards import REWARDS
 from rewards.params import ParamError, check_params
 
@@ -45,7 +46,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEYS = ("name", "blocks", "prompts")
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(UserError):
     """An objective cannot be read or is not valid; the message lists every problem and what is valid."""
 
 

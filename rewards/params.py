@@ -18,12 +18,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from adapters.checks import UserError
+
 REQUIRED = object()
 """The default of a parameter the user must give."""
 KINDS = ("text", "words", "number", "choice")
 
 
-class ParamError(ValueError):
+class ParamError(UserError):
     """A block's parameters are wrong; the message names the block and lists what is valid."""
 
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from rewards.params import Param
-from rewards.text import EMPTY_SCORE, check_texts, clip01, is_empty
+from rewards.text import EMPTY_SCORE, EmbeddingReward, check_texts, clip01, is_empty
 
 FULL_TOPIC_COSINE = 0.4
 """MiniLM cosine of a text with a short topic description at which the text counts as fully on topic.
@@ -20,7 +20,7 @@ news-like sentences 0.00-0.20 (mean 0.06). Hence score = cos / 0.4: off-topic te
 ranks below a half-on-topic one, which is what the training signal needs (a floor would flatten it)."""
 
 
-class TopicReward:
+class TopicReward(EmbeddingReward):
     """topic = clip(cos(e(topic description), e(continuation)) / 0.4, 0, 1), in [0, 1].
 
     e = all-MiniLM-L6-v2 sentence embedding (first 128 word pieces), the model coherence and relevance
@@ -39,12 +39,8 @@ class TopicReward:
     def __init__(self, topic: str, device: str = "cpu", embedder=None):
         if not isinstance(topic, str) or not topic.strip():
             raise ValueError("TopicReward needs a topic: a description in words, e.g. 'the ocean and the sea'.")
-        if embedder is None:
-            from rewards.resources import sentence_embedder
-
-            embedder = sentence_embedder(str(device))
+        super().__init__(device, embedder)
         self.topic = topic.strip()
-        self.embedder = embedder
 
     def cosines(self, completions) -> list[float]:
         """The raw cosine of each continuation with the description, in [-1, 1] (0 for an empty one)."""

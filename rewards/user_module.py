@@ -22,8 +22,10 @@ import math
 import sys
 from pathlib import Path
 
+from adapters.checks import UserError
 
-class RewardModuleError(ValueError):
+
+class RewardModuleError(UserError):
     """A user's reward module cannot be loaded or failed; the message names it."""
 
 
