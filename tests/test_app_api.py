@@ -166,3 +166,17 @@ def test_command_line_flags_win_over_environment_over_defaults():
     assert (config.port, config.share, config.preset) == (7000, False, "online")
     with pytest.raises(ConfigError, match="Unknown preset"):
         parse_args(["--preset", "huge"], env={})
+
+
+def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, tokenizer, monkeypatch):
+    from tests.test_tasks import INJECTION, special_counts
+
+    runs = []
+    submit = playground_app.service.scheduler.submit
+    monkeypatch.setattr(playground_app.service.scheduler, "submit", lambda run: (runs.append(run), submit(run))[1])
+    *_, data = generate(client, "dialogue_safety", message=INJECTION, max_new_tokens=2)
+    assert data["base"][0]["text"] is not None and len(runs) == 1
+    decoded = tokenizer.decode(runs[0].stream_prompts[0])
+    template_only = TASKS["dialogue_safety"].build_prompt({"message": "Hello"}, tokenizer)
+    assert special_counts(tokenizer, decoded) == special_counts(tokenizer, template_only)
+    assert decoded.count("<|im_start|>") == template_only.count("<|im_start|>")  # the ids, read back as text
