@@ -32,6 +32,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from adapters.files import recover_directory
 from adapters.loading import load_host
 from adapters.models import ModelLoadError, check_same_tokenizer, model_label, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
@@ -264,7 +265,9 @@ class Playground:
         shipped = Path(self.config.adapters_dir)
         runs = Path(self.config.runs_dir)
         found = [(d.name, d, SHIPPED) for d in _subfolders(shipped) if (d / "card.json").is_file()]
-        trained = [(d.name, d / "adapter", TRAINED_HERE) for d in _subfolders(runs) if (d / "adapter" / "card.json").is_file()]
+        # recover_directory: a run's previous adapter comes back if the page stopped while saving over it
+        trained = [(d.name, d / "adapter", TRAINED_HERE) for d in _subfolders(runs)
+                   if (recover_directory(d / "adapter") / "card.json").is_file()]
         found += sorted(trained, key=lambda item: (item[1] / "card.json").stat().st_mtime)
         for name, directory, source in found:
             try:
