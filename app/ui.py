@@ -76,13 +76,13 @@ def _with_parameters(fn, names: list[str]):
 
 
 def _user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err).strip("'\""), title="Please check your input")
+    return gr.Error(views.error_text(err), title="Please check your input")
 
 
 def _crash(err: Exception, what: str) -> gr.Error:
     # A bug in one request must leave the app serving others: log it, tell the user in one line.
     log.exception("%s failed", what)
-    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {err}). The playground is still running; "
+    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {views.error_text(err)}). The playground is still running; "
                     "try again or change the input.")
 
 
@@ -224,7 +224,7 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
                 owner=request.session_hash if request else None)
         except USER_ERRORS as err:
             raise _user_error(err) from None
-        gr.Info(f"Training started: the adapter will be called “{snapshot['adapter']}”.")
+        gr.Info(f"Training started: the adapter will be called “{views.e(snapshot['adapter'])}”.")
         return views.training_status_html(snapshot)
 
     def stop_run(request: gr.Request):
@@ -281,7 +281,7 @@ def status_line(service: Playground) -> str:
         line += (f"  \n**No trained adapters were found in {service.config.adapters_dir}**: each tab's right column shows "
                  "the base model until you train one in the *Train an adapter* tab.")
     for problem in service.problems:
-        line += f"  \n⚠ Not loaded: {problem}"
+        line += f"  \n⚠ Not loaded: {views.e(problem)}"
     return line
 
 

@@ -180,3 +180,13 @@ def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, t
     template_only = TASKS["dialogue_safety"].build_prompt({"message": "Hello"}, tokenizer)
     assert special_counts(tokenizer, decoded) == special_counts(tokenizer, template_only)
     assert decoded.count("<|im_start|>") == template_only.count("<|im_start|>")  # the ids, read back as text
+
+
+@pytest.mark.parametrize("task, change, shown", [
+    ("toxicity", {"adapter": "<img src=x>"}, "named '&lt;img src=x&gt;'"),
+    ("commongen", {"concepts": "<b>dog</b> <a href=/x>cat</a> ball tree park sun"}, "&lt;b&gt;dog&lt;/b&gt;"),
+])
+def test_error_pop_ups_show_typed_html_as_text(client, task, change, shown):
+    with pytest.raises(AppError) as caught:
+        generate(client, task, **change)
+    assert shown in str(caught.value) and "<" not in str(caught.value)
