@@ -240,7 +240,9 @@ def training_status_html(status: dict) -> str:
         facts.append(f"held-back reward before {fmt(status['reward_before'])}")
     if status.get("reward_after") is not None:
         facts.append(f"after {fmt(status['reward_after'])}")
-    css = {"running": "", "done": "done", "failed": "failed"}[state]
+    if status.get("queued"):
+        facts.append(f"{status['queued']} run{'s' if status['queued'] != 1 else ''} waiting")
+    css = {"done": "done", "failed": "failed"}.get(state, "")
     error = f"<div class='ipa-error'>{e(status['error'])}</div>" if status.get("error") else ""
     return (f"<div class='ipa-train {css}'><div class='ipa-train-head'><b>{e(status['adapter'])}</b>"
             f"<span>{e(status['phase'])}</span></div>{_bar(status['progress'], 'progress')}"

@@ -125,8 +125,12 @@ def test_training_starts_reports_progress_stops_and_its_adapter_becomes_selectab
     started = client.predict(**tiny, api_name="/train_start")
     name = playground_app.service.job.name
     assert name in started and name.startswith("toxicity-pg-")
-    with pytest.raises(AppError, match="already in progress"):
+    with pytest.raises(AppError, match="still running: one run a session"):
         client.predict(**tiny, api_name="/train_start")
+    other = Client(playground_app.url, verbose=False)  # another session waits its turn, and may leave the queue
+    assert "Waiting: 1 run ahead of this one" in other.predict(**tiny, api_name="/train_start")
+    assert other.predict(api_name="/train_status")["position"] == 1
+    assert "Cancelled" in other.predict(api_name="/train_stop")
 
     running = wait_for(client, lambda s: s["step"] >= 1, 300, "the first training step")
     assert running["state"] == "running" and 0 < running["progress"] < 1
