@@ -9,7 +9,9 @@ With --task, the task builds the model's prompt from --prompt (the text to conti
 user's message; knowledge_dialogue also takes --knowledge), decoding defaults come from the task, and each
 continuation is printed with its reward and the reward's parts.
 
-With --json, prints one JSON object: {"base": [N strings], "tailored": [N strings], ...}.
+With --json, prints one JSON object: {"base": [N strings], "tailored": [N strings], "model_prompt": the text the
+model was given, ...}. With --task, special-token strings typed in --prompt or --knowledge stay text (see
+tasks.escape_special_tokens); without --task, --prompt goes to the model as it is, so a hand-written template works.
 User errors (empty prompt, alpha out of range, a missing or corrupt adapter) print one line and exit 2.
 """
 
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({
             "prompt": args.prompt,
+            "model_prompt": model_prompt,
             "adapter": args.adapter,
             "alpha": config.alpha,
             "seed": result.seed,

@@ -14,13 +14,16 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
 from adapters.checks import UserError
+from adapters.files import atomic_directory, recover_directory, sibling
 
 transformers_logging.disable_progress_bar()  # one-second loads need no bar; the GGUF conversion prints its own line
 
@@ -65,8 +68,8 @@ def _set_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBas
     return tokenizer
 
 
-def _build_embedded_cache(target: Path) -> None:
-    """De-quantise the GGUF once and save it as safetensors (save_pretrained refuses GGUF-loaded models)."""
+def _write_embedded_model(directory: Path) -> None:
+    """De-quantise the GGUF once and save it as safetensors into `directory` (save_pretrained refuses GGUF-loaded models)."""
     gguf = embedded_gguf_path()
     print(f"Preparing the embedded model once (de-quantising {gguf.name}, about 20 s) ...", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -81,19 +84,26 @@ def _build_embedded_cache(target: Path) -> None:
         fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(gguf_model.state_dict(), assign=True, strict=True)
     fresh.tie_weights()
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    fresh.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf), "package": EMBEDDED_PACKAGE}))
-    tmp.rename(target)  # atomic: a half-written cache is never picked up
+    fresh.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    (directory / "source.json").write_text(json.dumps({"gguf": str(gguf), "package": EMBEDDED_PACKAGE}))
 
 
 def embedded_model_dir() -> Path:
-    """The cached safetensors copy of the embedded model, built on first use."""
+    """The cached safetensors copy of the embedded model, built on first use.
+
+    Built under a file lock, so that processes starting together (two test runs, the app and a training run)
+    build it once: the others wait, then find it built. Written whole or not at all (adapters.files)."""
     target = cache_dir() / "models" / EMBEDDED_CACHE_VERSION
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _build_embedded_cache(target)
+        with FileLock(sibling(target, "lock")):
+            if not (recover_directory(target) / "config.json").is_file():  # not built while this one waited
+                # left by a killed build (the second pattern: by builds before adapters.files); none runs now
+                for stale in [*target.parent.glob(f".{target.name}.tmp*"), *target.parent.glob(f"{target.name}.tmp*")]:
+                    shutil.rmtree(stale, ignore_errors=True)
+                with atomic_directory(target) as tmp:
+                    _write_embedded_model(tmp)
     return target
 
 

@@ -25,7 +25,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -37,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from adapters.checks import UserError
+from adapters.files import atomic_directory, recover_directory
 
 CARD_FILE = "card.json"
 CONFIG_FILE = "adapter_config.json"
@@ -269,32 +269,21 @@ class AdapterHost:
         self._per_row_plan = (None, [])
 
     def save_adapter(self, name: str, directory: str | os.PathLike) -> Path:
-        """Write the adapter atomically (into a temporary sibling, then rename) and return its directory."""
+        """Write the adapter atomically (adapters.files.atomic_directory) and return its directory."""
         self._check_name(name)
-        target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         card = self.cards[name]
         card.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         weights = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.peft, adapter_name=name).items()}
-        save_file(weights, tmp / WEIGHTS_FILE)
         config = self.peft.peft_config[name].to_dict()
         config["base_model_name_or_path"] = card.adapter_init_model
         config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
-        if name in self.reward_embeddings:
-            save_file({"reward_embeddings": self.reward_embeddings[name].detach().cpu().contiguous()}, tmp / REWARD_TOKENS_FILE)
-        (tmp / CARD_FILE).write_text(json.dumps(asdict(card), indent=2))
-        if target.exists():
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-        return target
+        with atomic_directory(directory) as tmp:
+            save_file(weights, tmp / WEIGHTS_FILE)
+            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
+            if name in self.reward_embeddings:
+                save_file({"reward_embeddings": self.reward_embeddings[name].detach().cpu().contiguous()}, tmp / REWARD_TOKENS_FILE)
+            (tmp / CARD_FILE).write_text(json.dumps(asdict(card), indent=2))
+        return Path(directory)
 
     def load_adapter(self, name: str, directory: str | os.PathLike) -> AdapterCard:
         """Load a saved adapter under `name`; clear errors for a missing, corrupt or mismatched one."""
@@ -393,7 +382,7 @@ def _per_row_lora_forward(base_layer: torch.nn.Linear, deltas: list, x: torch.Te
 
 def read_card(directory: str | os.PathLike) -> AdapterCard:
     """Read an adapter's card, with one clear error for a missing directory or file and for bad JSON."""
-    directory = Path(directory)
+    directory = recover_directory(directory)  # the previous adapter, if a save was interrupted
     if not directory.is_dir():
         raise AdapterError(f"The adapter directory {directory} does not exist.")
     path = directory / CARD_FILE

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from adapters.checks import UserError, check_number
 from adapters.loading import ModelConfig
+from adapters.files import atomic_directory, recover_directory
 from adapters.models import logits_at
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
 from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, combine_logits
@@ -314,26 +314,19 @@ def save_checkpoint(directory: Path, host: AdapterHost, name: str, optimizer: to
                     tensors: dict[str, torch.Tensor] | None = None) -> None:
     """Adapter, optimizer, run state and extra tensors (e.g. Quark's pool), atomically: a kill at any moment
     leaves either the previous checkpoint or the new one, never half of one."""
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    host.save_adapter(name, tmp / "adapter")
-    opt_tensors, opt_meta = _optimizer_to_tensors(optimizer, host.trainable_parameters(name))
-    save_file(opt_tensors, tmp / "optimizer.safetensors")
-    if tensors:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "state.safetensors")
-    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=2))
-    old = directory.with_name(directory.name + ".old")
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        directory.rename(old)
-    tmp.rename(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_directory(directory) as tmp:
+        host.save_adapter(name, tmp / "adapter")
+        opt_tensors, opt_meta = _optimizer_to_tensors(optimizer, host.trainable_parameters(name))
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        if tensors:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / "state.safetensors")
+        (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=2))
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run (the '.old' one if a kill fell between the two renames)."""
-    for candidate in (run_dir / "checkpoint", run_dir / "checkpoint.old"):
+    """The newest complete checkpoint of a run (the previous one if a kill fell between the two renames)."""
+    # 'checkpoint.old': where saves before adapters.files kept the previous checkpoint
+    for candidate in (recover_directory(run_dir / "checkpoint"), run_dir / "checkpoint.old"):
         if (candidate / "state.json").is_file():
             return candidate
     return None

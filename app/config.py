@@ -6,7 +6,7 @@
 
 Flags win over environment variables, which win over the defaults: --port / IPA_PORT / GRADIO_SERVER_PORT,
 --host / IPA_HOST / GRADIO_SERVER_NAME, --share / IPA_SHARE, --preset / IPA_PRESET, --device / IPA_DEVICE,
---adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR.
+--adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from pathlib import Path
 from adapters.checks import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+TRAINING_ACCESS = ("open", "local", "off")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ConfigError(UserError):
@@ -103,6 +107,16 @@ class AppConfig:
     """k, the log-probabilities asked of the API per step (with --base-api)."""
     api_key_env: str = ""
     """The environment variable holding the API key (with --base-api); the key itself is never a flag."""
+    training: str = "open"
+    """Who may train adapters in the page: open (anyone who reaches it), local (browsers on this machine only) or off."""
+    training_limits: str = "auto"
+    """The largest run the page accepts: full (30 minutes, batch 256), shared (5 minutes, batch 64) or auto: shared
+    when others can reach the page (--share, a host other than 127.0.0.1, a Hugging Face Space), else full."""
+    runs_disk_mb: int = 2000
+    """Disk space for the runs trained in the page; beyond it the oldest run is removed (never a shipped adapter).
+    A run keeps its adapter and logs; its checkpoint (optimizer state, most of a run's 19-38 MB) goes when it ends."""
+    max_waiting_runs: int = 8
+    """Training runs that may wait, in order, for the one running (one a browser session)."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
@@ -113,12 +127,26 @@ class AppConfig:
             raise ConfigError(f"--threads must be 0 (all cores but one) or positive, got {self.threads}.")
         if min(self.max_input_chars, self.concurrency, self.queue_size, self.max_rows, self.max_waiting) < 1:
             raise ConfigError("--max-input-chars, --concurrency, --queue-size, --max-rows and --max-waiting must be at least 1.")
+        if self.training not in TRAINING_ACCESS:
+            raise ConfigError(f"--training must be one of {', '.join(TRAINING_ACCESS)}, got {self.training!r}.")
+        if self.training_limits not in ("auto", "full", "shared"):
+            raise ConfigError(f"--training-limits must be auto, full or shared, got {self.training_limits!r}.")
+        if min(self.runs_disk_mb, self.max_waiting_runs) < 1:
+            raise ConfigError("--runs-disk-mb and --max-waiting-runs must be at least 1.")
+        if Path(self.runs_dir).resolve() == Path(self.adapters_dir).resolve():
+            raise ConfigError("--runs-dir must differ from --adapters-dir: runs trained in the page are removed oldest "
+                              "first when they outgrow --runs-disk-mb, and the shipped adapters never are.")
         if self.base_api and not self.base_api_model:
             raise ConfigError("--base-api needs --base-api-model: the name the server knows the model by.")
 
     @property
     def models(self) -> Preset:
         return PRESETS[self.preset]
+
+    @property
+    def shared(self) -> bool:
+        """Whether people on other machines can reach the page: a share link, a public host, or a Space."""
+        return self.share or self.host not in LOOPBACK_HOSTS or bool(os.environ.get("SPACE_ID"))
 
 
 # (field, environment variables in order of preference)
@@ -133,6 +161,7 @@ ENVIRONMENT = {
     "runs_dir": ("IPA_RUNS_DIR",),
     "base_api": ("IPA_BASE_API",),
     "base_api_model": ("IPA_BASE_API_MODEL",),
+    "training": ("IPA_TRAINING",),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
 

@@ -33,6 +33,7 @@ from typing import Callable, ClassVar, Iterator
 import torch
 
 from adapters.checks import UserError
+from adapters.files import recover_directory
 from adapters.loading import load_host
 from adapters.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
@@ -41,7 +42,7 @@ from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, De
 from app.config import AppConfig
 from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
-from app.training_jobs import TrainingJob, TrainRequest, run_job
+from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, training_limits
 from tasks import TASKS, get_task, load_scorer
 from tasks.data import DataError, load_inputs
 
@@ -156,6 +157,12 @@ def token_steering(completion: Completion) -> list[TokenStep]:
                                                   completion.tailored_logprobs)]
 
 
+def _train(*args, **kwargs):
+    from adapters.train import train  # imported here: the training loop is only needed once a run starts
+
+    return train(*args, **kwargs)
+
+
 def _subfolders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
 
@@ -205,7 +212,7 @@ class BackgroundScorers(Mapping):
 
 
 class Playground:
-    """The service: one base model with named adapters, one scorer per task, and at most one training job."""
+    """The service: one base model with named adapters, one scorer per task, and a queue of training jobs."""
 
     def __init__(self, config: AppConfig, base: AdapterHost, adapter_host: AdapterHost, scorers: dict, device: torch.device):
         self.config = config
@@ -218,10 +225,10 @@ class Playground:
         """Grows whenever an adapter is added, so the page knows when to refresh its choices."""
         self.problems: list[str] = []
         """Adapters that could not be loaded at start (shown in the page)."""
-        self.job: TrainingJob | None = None
+        self.training = TrainingQueue(_train, self._training_finished, self._run_removed, USER_ERRORS,
+                                      Path(config.runs_dir), config.runs_disk_mb, config.max_waiting_runs)
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
-        self._job_lock = threading.Lock()
         self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting)
         self.score = BatchedScorer(scorers)
 
@@ -269,7 +276,9 @@ class Playground:
         shipped = Path(self.config.adapters_dir)
         runs = Path(self.config.runs_dir)
         found = [(d.name, d, SHIPPED) for d in _subfolders(shipped) if (d / "card.json").is_file()]
-        trained = [(d.name, d / "adapter", TRAINED_HERE) for d in _subfolders(runs) if (d / "adapter" / "card.json").is_file()]
+        # recover_directory: a run's previous adapter comes back if the page stopped while saving over it
+        trained = [(d.name, d / "adapter", TRAINED_HERE) for d in _subfolders(runs)
+                   if (recover_directory(d / "adapter") / "card.json").is_file()]
         found += sorted(trained, key=lambda item: (item[1] / "card.json").stat().st_mtime)
         for name, directory, source in found:
             try:
@@ -406,61 +415,64 @@ class Playground:
             k += 1
         return f"{task}-{algo}-{k}"
 
-    def start_training(self, request: TrainRequest, owner: str | None = None) -> dict:
-        """Start a run in the background and return its first snapshot; one run at a time."""
-        with self._job_lock:
-            if self.job is not None and self.job.running:
-                s = self.job.snapshot()
-                raise ServiceError(f"A training run is already in progress ({s['adapter']}: {s['phase'].rstrip(' .')}). "
-                                   "One run at a time: wait for it to finish, or stop it.")
-            get_task(request.task)
-            name = self._next_run_name(request.task, request.algo)
-            preset = self.config.models
-            approx = preset.adapter_model if preset.adapter_model != preset.base else ""
-            # On a ZeroGPU Space the GPU exists only inside decorated calls, never in a background thread.
-            device = "cpu" if ON_ZERO_GPU else str(self.device)
-            config = request.to_config(out=str(Path(self.config.runs_dir) / name), name=name, device=device,
-                                       base=preset.base, approx_base=approx)
-            try:  # fail now, not in the thread, when the task's training data is missing
-                load_inputs(request.task, None, split="train", limit=1)
-            except DataError as err:
-                raise ServiceError(f"There is no training data for this task on this machine ({err}) "
-                                   "Point $IPA_DATA_DIR at the project's data folder.") from None
-            job = TrainingJob(name=name, request=request, config=config, owner=owner)
-            from adapters.train import train  # imported here: the training loop is only needed once a run starts
+    @property
+    def training_limits(self) -> TrainingLimits:
+        """The largest run the page accepts: conservative when others can reach the page (AppConfig.training_limits)."""
+        return training_limits(self.config.training_limits, self.config.shared)
 
-            job.thread = threading.Thread(target=run_job, args=(job, train, self._training_finished, USER_ERRORS),
-                                          name=f"train-{name}", daemon=True)
-            self.job = job
-            job.thread.start()
-            return job.snapshot()
+    @property
+    def job(self) -> TrainingJob | None:
+        """The latest training job (queued, running or finished), or None before the first."""
+        return self.training.jobs[-1] if self.training.jobs else None
+
+    def start_training(self, request: TrainRequest, owner: str | None = None, local: bool = True) -> dict:
+        """Queue a run (it starts when the runs ahead of it are done) and return its first snapshot.
+
+        owner: the browser session (one run waiting or running a session; only it may stop the run).
+        local: whether the request comes from a browser on this machine (AppConfig.training = 'local' needs it)."""
+        if self.config.training == "off":
+            raise ServiceError("Training is switched off on this playground; the adapters already here can be used in every tab.")
+        if self.config.training == "local" and not local:
+            raise ServiceError("On this playground only a browser on the machine it runs on may train adapters; "
+                               "the adapters already here can be used in every tab.")
+        get_task(request.task)
+        name = self._next_run_name(request.task, request.algo)
+        preset = self.config.models
+        approx = preset.adapter_model if preset.adapter_model != preset.base else ""
+        # On a ZeroGPU Space the GPU exists only inside decorated calls, never in a background thread.
+        device = "cpu" if ON_ZERO_GPU else str(self.device)
+        config = request.to_config(out=str(Path(self.config.runs_dir) / name), name=name, device=device,
+                                   base=preset.base, approx_base=approx, limits=self.training_limits)
+        try:  # fail now, not in the thread, when the task's training data is missing
+            load_inputs(request.task, None, split="train", limit=1)
+        except DataError as err:
+            raise ServiceError(f"There is no training data for this task on this machine ({err}) "
+                               "Point $IPA_DATA_DIR at the project's data folder.") from None
+        return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))
 
     def _training_finished(self, job: TrainingJob, adapter_dir: Path) -> None:
         self.add_adapter(job.name, adapter_dir, TRAINED_HERE)
 
-    def stop_training(self, owner: str | None = None) -> dict:
-        """Ask the run to stop after its current step; it then evaluates and saves what it has learned."""
-        job = self.job
-        if job is None or not job.running:
-            raise ServiceError("No training run is in progress.")
-        if job.owner is not None and owner is not None and owner != job.owner:
-            raise ServiceError("This run was started from another browser session; only that session can stop it. "
-                               "It ends by itself when its budget is spent.")
-        job.stop_event.set()
-        with job.lock:
-            job.phase = "Stopping after this step: evaluating and saving the adapter trained so far ..."
-        return job.snapshot()
+    def _run_removed(self, name: str) -> None:
+        """A run removed for the disk budget: its adapter leaves the playground."""
+        entry = self.adapters.get(name)
+        if entry is None or entry.source != TRAINED_HERE:
+            return
+        with self.scheduler.lock:  # not while a decoding step runs on the model
+            self.adapter_host.delete_adapter(name)
+        del self.adapters[name]
+        self.adapters_version += 1
 
-    def training_status(self) -> dict:
-        """The current (or last) run's snapshot; {'state': 'idle'} before the first run."""
-        job = self.job
-        return job.snapshot() if job is not None else {"state": "idle", "phase": "No run yet", "history": [], "samples": []}
+    def stop_training(self, owner: str | None = None) -> dict:
+        """Stop this session's run: a waiting one leaves the queue; a running one stops within seconds, then
+        evaluates and saves what it has learned."""
+        return self.training.stop(owner)
+
+    def training_status(self, owner: str | None = None) -> dict:
+        """This session's latest run, else the running one, else the last; {'state': 'idle'} before the first."""
+        return self.training.status(owner)
 
     def close(self, timeout: float = 120.0) -> None:
-        """Stop the decoding thread and a running job, and wait for the job (tests and shutdown)."""
+        """Stop the decoding thread and the training queue, and wait for a running job (tests and shutdown)."""
         self.scheduler.close()
-        job = self.job
-        if job is not None and job.thread is not None and job.thread.is_alive():
-            job.stop_event.set()
-            job.thread.join(timeout)
-
+        self.training.close(timeout)

@@ -13,6 +13,7 @@ cleanly on request: `train` finishes the step, evaluates and writes the adapter 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -20,22 +21,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from adapters.checks import UserError
+from adapters.checks import UserError, check_number
 from adapters.training import ALGORITHMS, TrainConfig
 
 log = logging.getLogger("ipa.training")
 
-MAX_MINUTES = 30.0
-MAX_STEPS = 2000
-MAX_BATCH = 256
-MAX_TRAIN_TOKENS = 64
-MAX_EVAL_PROMPTS = 64
 KEEP_SAMPLES = 12
 """Sample generations shown in the page (the most recent ones)."""
 
 
 class TrainingRequestError(UserError):
     """Bad training settings from the page; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainingLimits:
+    """The largest run the Training tab accepts."""
+
+    max_minutes: float = 30.0
+    max_steps: int = 2000
+    max_batch: int = 256
+    max_tokens: int = 64
+    """Tokens per sample."""
+    max_eval_prompts: int = 64
+
+
+FULL_LIMITS = TrainingLimits()
+"""For a playground on one's own machine."""
+SHARED_LIMITS = TrainingLimits(max_minutes=5.0, max_steps=200, max_batch=64, max_tokens=48, max_eval_prompts=16)
+"""For a shared playground (a Space, --share, a public host): one run holds the machine for 5 minutes at most, and
+the GPU defaults (5 minutes, batch 64, 16 evaluation prompts) still fit."""
+
+
+def training_limits(setting: str, shared: bool) -> TrainingLimits:
+    """The limits for AppConfig.training_limits ('auto', 'full' or 'shared'); auto: shared ones when the page is."""
+    return SHARED_LIMITS if setting == "shared" or (setting == "auto" and shared) else FULL_LIMITS
 
 
 @dataclass
@@ -65,30 +85,32 @@ class TrainRequest:
     """Held-back prompts scored before and after training (the card's 'reward before/after'); few prompts make
     a noisy estimate, so a small change between before and after may be chance."""
 
-    def check(self) -> None:
-        """Raise TrainingRequestError for settings outside the page's limits."""
+    def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
+        """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
+        range); TrainConfig then checks what the algorithm needs (a batch a multiple of the group, ...)."""
+        def number(name: str, low: float, high: float | None, whole: bool = False, label: str = ""):
+            value = check_number(getattr(self, name), label or name, low, high, whole=whole, error=TrainingRequestError)
+            setattr(self, name, value)
+
         if self.algo not in ALGORITHMS:
             raise TrainingRequestError(f"Unknown algorithm {self.algo!r}: pick one of {', '.join(ALGORITHMS)}.")
         if self.budget == "minutes":
-            if not 0 < self.amount <= MAX_MINUTES:
-                raise TrainingRequestError(f"The time budget must be more than 0 and at most {MAX_MINUTES:g} minutes, got {self.amount:g}.")
+            number("amount", 0.05, limits.max_minutes, label="The budget in minutes")
         elif self.budget == "steps":
-            if not (float(self.amount).is_integer() and 1 <= self.amount <= MAX_STEPS):
-                raise TrainingRequestError(f"The step budget must be a whole number from 1 to {MAX_STEPS}, got {self.amount:g}.")
+            number("amount", 1, limits.max_steps, whole=True, label="The budget in steps")
         else:
             raise TrainingRequestError(f"The budget is counted in 'minutes' or 'steps', not {self.budget!r}.")
-        if not 0 < self.lr <= 1e-2:
-            raise TrainingRequestError(f"The learning rate must be more than 0 and at most 0.01, got {self.lr:g}.")
-        if not 2 <= self.batch_size <= MAX_BATCH:
-            raise TrainingRequestError(f"The batch size must be from 2 to {MAX_BATCH}, got {self.batch_size}.")
-        if not 0 <= self.max_new_tokens <= MAX_TRAIN_TOKENS:
-            raise TrainingRequestError(f"Tokens per sample must be from 1 to {MAX_TRAIN_TOKENS} (0: the task's default), got {self.max_new_tokens}.")
-        if not 1 <= self.eval_prompts <= MAX_EVAL_PROMPTS:
-            raise TrainingRequestError(f"Evaluation prompts must be from 1 to {MAX_EVAL_PROMPTS}, got {self.eval_prompts}.")
+        number("lr", 1e-7, 1e-2)
+        number("alpha", 0.1, 5)
+        number("batch_size", 2, limits.max_batch, whole=True)
+        number("group_size", 2, limits.max_batch, whole=True)
+        number("max_new_tokens", 0, limits.max_tokens, whole=True)
+        number("eval_prompts", 1, limits.max_eval_prompts, whole=True)
 
-    def to_config(self, out: str, name: str, device: str, base: str = "embedded", approx_base: str = "") -> TrainConfig:
+    def to_config(self, out: str, name: str, device: str, base: str = "embedded", approx_base: str = "",
+                  limits: TrainingLimits = FULL_LIMITS) -> TrainConfig:
         """The TrainConfig of this request (TrainError for combinations TrainConfig rejects)."""
-        self.check()
+        self.check(limits)
         steps = int(self.amount) if self.budget == "steps" else 0
         minutes = float(self.amount) if self.budget == "minutes" else 0.0
         decode = {"alpha": self.alpha, **({"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {})}
@@ -115,15 +137,15 @@ class TrainingJob:
     owner: str | None
     """The browser session that started it (only it may stop the run)."""
     started: float = field(default_factory=time.time)
-    phase: str = "Loading a separate copy of the model ..."
+    phase: str = "Waiting for the runs ahead of it ..."
     history: list[dict] = field(default_factory=list)
     """One record per step: step, reward, kl, elapsed (seconds of training)."""
     samples: list[dict] = field(default_factory=list)
     """The most recent sample generations: step, prompt, text, reward."""
     evals: dict = field(default_factory=dict)
     """'before' and 'after': held-back evaluation metrics."""
-    state: str = "running"
-    """running, done or failed."""
+    state: str = "queued"
+    """queued, running, done, cancelled or failed."""
     error: str | None = None
     interrupted: bool = False
     adapter_dir: str | None = None
@@ -134,6 +156,11 @@ class TrainingJob:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    @property
+    def active(self) -> bool:
+        """Queued or running."""
+        return self.state in ("queued", "running")
 
     # --- events from adapters.train ------------------------------------------------------------------
     def on_event(self, event: dict) -> None:
@@ -158,9 +185,9 @@ class TrainingJob:
                 self.adapter_dir = event.get("adapter")
 
     def _budget_spent(self, event: dict) -> bool:
-        if self.config.steps and event["step"] >= self.config.steps:
+        if self.config.run.steps and event["step"] >= self.config.run.steps:
             return True
-        return bool(self.config.minutes) and event.get("elapsed", 0.0) >= self.config.minutes * 60
+        return bool(self.config.run.minutes) and event.get("elapsed", 0.0) >= self.config.run.minutes * 60
 
     # --- what the page shows ---------------------------------------------------------------------------
     def progress(self) -> float:
@@ -168,9 +195,9 @@ class TrainingJob:
         if not self.history:
             return 0.0
         last = self.history[-1]
-        if self.config.steps:
-            return min(1.0, last["step"] / self.config.steps)
-        return min(1.0, last["elapsed"] / (self.config.minutes * 60))
+        if self.config.run.steps:
+            return min(1.0, last["step"] / self.config.run.steps)
+        return min(1.0, last["elapsed"] / (self.config.run.minutes * 60))
 
     def snapshot(self) -> dict:
         """Everything the page and the API report, as plain data."""
@@ -179,10 +206,10 @@ class TrainingJob:
                 "state": self.state,
                 "phase": self.phase,
                 "adapter": self.name,
-                "task": self.config.task,
-                "algo": self.config.algo,
-                "steps": self.config.steps,
-                "minutes": self.config.minutes,
+                "task": self.config.run.task,
+                "algo": self.config.algo.algo,
+                "steps": self.config.run.steps,
+                "minutes": self.config.run.minutes,
                 "step": self.history[-1]["step"] if self.history else 0,
                 "elapsed": self.history[-1]["elapsed"] if self.history else 0.0,
                 "wall_seconds": time.time() - self.started,
@@ -202,9 +229,10 @@ def run_job(job: TrainingJob, train: Callable, on_finished: Callable[[TrainingJo
     """The job's thread: train, then hand the adapter to the playground. Never raises."""
     try:
         adapter_dir = train(job.config, on_event=job.on_event, stop=job.stop_event, progress=False)
-        if adapter_dir is None:  # stopped before its first step: nothing learned, no adapter
+        if adapter_dir is None:  # stopped before its first step: nothing learned, nothing to list
+            shutil.rmtree(job.config.run.out, ignore_errors=True)
             with job.lock:
-                job.state, job.phase = "done", "Stopped before the first step: no adapter was made"
+                job.state, job.interrupted, job.phase = "done", False, "Stopped before the first step: no adapter was made"
             return
         with job.lock:
             job.phase = "Loading the adapter into the playground ..."
@@ -219,3 +247,159 @@ def run_job(job: TrainingJob, train: Callable, on_finished: Callable[[TrainingJo
         log.error("training run %s crashed:\n%s", job.name, traceback.format_exc())
         with job.lock:
             job.state, job.error, job.phase = "failed", f"{type(err).__name__}: {err}", "Failed"
+
+
+# --- the queue: runs one at a time, in order, within a disk budget -------------------------------------------------
+
+
+def folder_mb(path: Path) -> float:
+    """The size of the files under a folder, in MB."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def runs_over_budget(runs_dir: Path, budget_mb: float, keep: Path) -> list[Path]:
+    """The oldest runs to remove so that runs_dir fits in budget_mb; never `keep` (the newest run).
+
+    Oldest by the time their folder last changed; only folders of runs_dir, which holds nothing but runs trained
+    in the page (the shipped adapters live elsewhere)."""
+    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+    sizes = {p: folder_mb(p) for p in runs}
+    total = sum(sizes.values()) + folder_mb(keep)
+    chosen = []
+    for run in runs:
+        if total <= budget_mb:
+            break
+        chosen.append(run)
+        total -= sizes[run]
+    return chosen
+
+
+class TrainingQueue:
+    """Training runs of the page: one at a time in a worker thread, the others waiting in order.
+
+    Each browser session has at most one run waiting or running; it may stop it (a waiting run leaves the queue at
+    once, a running one stops at its next check and keeps what it learned). After each run its checkpoint is
+    removed (page runs are not resumed) and the oldest runs go until runs_dir fits in disk_mb.
+
+        >>> queue = TrainingQueue(train, on_finished, on_removed, USER_ERRORS, runs_dir, disk_mb=1000, max_waiting=8)  # doctest: +SKIP
+        >>> queue.submit(job)["position"]                                                                               # doctest: +SKIP
+        0
+    """
+
+    def __init__(self, train: Callable, on_finished: Callable[[TrainingJob, Path], None],
+                 on_removed: Callable[[str], None], user_errors: tuple[type[Exception], ...], runs_dir: Path,
+                 disk_mb: float, max_waiting: int):
+        self.train, self.on_finished, self.on_removed, self.user_errors = train, on_finished, on_removed, user_errors
+        self.runs_dir, self.disk_mb, self.max_waiting = Path(runs_dir), disk_mb, max_waiting
+        self.jobs: list[TrainingJob] = []
+        """Every job of this process, in the order they were submitted."""
+        self.changed = threading.Condition()
+        self.closed = False
+        self.worker: threading.Thread | None = None
+
+    # --- what sessions ask -------------------------------------------------------------------------------------
+    def waiting(self) -> list[TrainingJob]:
+        return [j for j in self.jobs if j.state == "queued"]
+
+    def current(self) -> TrainingJob | None:
+        return next((j for j in self.jobs if j.running), None)
+
+    def job_of(self, owner: str | None) -> TrainingJob | None:
+        """The session's latest job (None for an unknown session or none)."""
+        mine = [j for j in self.jobs if owner is not None and j.owner == owner]
+        return mine[-1] if mine else None
+
+    def snapshot(self, job: TrainingJob) -> dict:
+        """The job's snapshot with its place: position 0 = running (or finished), k = k runs ahead of it."""
+        with self.changed:
+            waiting = self.waiting()
+            ahead = waiting.index(job) + (self.current() is not None) if job in waiting else 0
+            queued = len(waiting)
+        snapshot = job.snapshot()
+        snapshot.update(position=ahead, queued=queued)
+        if job.state == "queued":
+            snapshot["phase"] = f"Waiting: {ahead} run{'s' if ahead != 1 else ''} ahead of this one"
+        return snapshot
+
+    def status(self, owner: str | None = None) -> dict:
+        """The session's own latest run, else the running one, else the last; {'state': 'idle'} before any."""
+        job = self.job_of(owner) or self.current() or (self.jobs[-1] if self.jobs else None)
+        if job is None:
+            return {"state": "idle", "phase": "No run yet", "history": [], "samples": [], "position": 0,
+                    "queued": len(self.waiting())}
+        return self.snapshot(job)
+
+    def submit(self, job: TrainingJob) -> dict:
+        """Queue a job (TrainingRequestError when the session has one already, or the queue is full)."""
+        with self.changed:
+            mine = self.job_of(job.owner)
+            if mine is not None and mine.active:
+                raise TrainingRequestError(f"Your run {mine.name} is still {'waiting' if mine.state == 'queued' else 'running'}: "
+                                           "one run a session. Stop it to start another.")
+            if len(self.waiting()) >= self.max_waiting:
+                raise TrainingRequestError(f"{self.max_waiting} training runs are already waiting; try again later.")
+            self.jobs.append(job)
+            if self.worker is None:
+                self.worker = threading.Thread(target=self._work, name="training-queue", daemon=True)
+                self.worker.start()
+            self.changed.notify_all()
+        return self.snapshot(job)
+
+    def stop(self, owner: str | None) -> dict:
+        """Stop the session's run: a waiting one leaves the queue, a running one stops within seconds."""
+        with self.changed:
+            job = self.job_of(owner)
+            if job is None or not job.active:
+                running = self.current()
+                hint = (f" (the run in progress, {running.name}, was started from another browser session; only that "
+                        "session can stop it, and it ends by itself when its budget is spent)") if running else ""
+                raise TrainingRequestError(f"No training run is in progress for this session{hint}.")
+            job.stop_event.set()
+            with job.lock:
+                if job.state == "queued":
+                    job.state, job.phase = "cancelled", "Cancelled before it started"
+                else:
+                    job.phase = "Stopping: evaluating and saving the adapter trained so far ..."
+            self.changed.notify_all()
+        return self.snapshot(job)
+
+    def close(self, timeout: float = 120.0) -> None:
+        """Cancel waiting runs, stop the running one and wait for it (tests and shutdown)."""
+        with self.changed:
+            self.closed = True
+            for job in self.waiting():
+                job.state, job.phase = "cancelled", "Cancelled: the playground shut down"
+            running = self.current()
+            if running is not None:
+                running.stop_event.set()
+            self.changed.notify_all()
+        if self.worker is not None:
+            self.worker.join(timeout)
+
+    # --- the worker ------------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self.changed:
+                while not self.closed and not self.waiting():
+                    self.changed.wait()
+                if self.closed:
+                    return
+                job = self.waiting()[0]
+                with job.lock:
+                    job.state, job.started, job.phase = "running", time.time(), "Loading a separate copy of the model ..."
+            run_job(job, self.train, self.on_finished, self.user_errors)
+            self._tidy(job)
+
+    def _tidy(self, job: TrainingJob) -> None:
+        """After a run: drop its checkpoint (page runs are not resumed), then the oldest runs beyond the disk budget."""
+        run_dir = Path(job.config.run.out)
+        try:
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+            if not run_dir.is_dir() or not self.runs_dir.is_dir():
+                return
+            for old in runs_over_budget(self.runs_dir, self.disk_mb, keep=run_dir):
+                log.info("disk budget of %g MB: removing the oldest run %s", self.disk_mb, old.name)
+                self.on_removed(old.name)
+                shutil.rmtree(old, ignore_errors=True)
+        except Exception:  # noqa: BLE001 - tidying must not stop the queue
+            log.exception("tidying up after run %s failed", job.name)

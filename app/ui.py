@@ -16,7 +16,8 @@ import gradio as gr
 
 from app import views
 from app.service import SHIPPED, USER_ERRORS, Playground, Settings
-from app.training_jobs import MAX_BATCH, MAX_EVAL_PROMPTS, MAX_MINUTES, MAX_TRAIN_TOKENS, TrainRequest
+from app.config import LOOPBACK_HOSTS
+from app.training_jobs import TrainRequest
 from tasks import TASKS, Task
 
 log = logging.getLogger("ipa.ui")
@@ -84,13 +85,24 @@ def _checked_by_service(component):
 
 def _user_error(err: Exception) -> gr.Error:
     log.info("user error: %s", err)  # one line: the request was wrong, not the code
-    return gr.Error(str(err).strip("'\""), title="Please check your input")
+    return gr.Error(views.error_text(err), title="Please check your input")
+
+
+def _local_browser(request: gr.Request | None) -> bool:
+    """Whether a request comes from a browser on this machine: a loopback client, addressed by a loopback name,
+    not passed on by a proxy (a --share link's tunnel connects from this machine, but with its own Host header)."""
+    if request is None or request.client is None:
+        return False
+    headers = {k.lower(): v for k, v in dict(request.headers or {}).items()}
+    host_name = headers.get("host", "").rsplit(":", 1)[0].strip("[]")
+    proxied = any(h in headers for h in ("x-forwarded-for", "forwarded", "x-real-ip"))
+    return request.client.host in LOOPBACK_HOSTS and host_name in LOOPBACK_HOSTS and not proxied
 
 
 def _crash(err: Exception, what: str) -> gr.Error:
     # A bug in one request must leave the app serving others: log it, tell the user in one line.
     log.exception("%s failed", what)
-    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {err}). The playground is still running; "
+    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {views.error_text(err)}). The playground is still running; "
                     "try again or change the input.")
 
 
@@ -194,6 +206,11 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     """The training tab. `timer` lives outside the tabs: a Timer inside a tab ticks only once the tab is opened,
     and its ticks also refresh the task tabs' adapter lists."""
     d = service.training_defaults()
+    limits = service.training_limits
+    if service.config.training != "open":
+        gr.Markdown("**Training is switched off on this playground.**" if service.config.training == "off" else
+                    "**On this playground only a browser on the machine it runs on may train adapters.**",
+                    elem_id="training-access")
     gr.Markdown("Train a new adapter with the same RL loop that trained the shipped ones. It trains on a separate copy "
                 "of the model, so the other tabs keep working; when it is done it appears in its task's adapter list.")
     gr.Markdown(views.machine_notice(service.has_gpu, service.machine()), elem_id="machine-notice")
@@ -201,17 +218,17 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         task = gr.Dropdown([(t.title, name) for name, t in TASKS.items()], value=d.task, label="Task")
         algo = gr.Radio([("Policy gradient (pg)", "pg"), ("Quark (the paper's)", "quark")], value=d.algo, label="Algorithm")
         budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in")
-        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {MAX_MINUTES:g}; or steps)")
+        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {limits.max_minutes:g}; or steps, up to {limits.max_steps})")
     with gr.Row():
         lr = gr.Number(d.lr, minimum=0, label="Learning rate")
         alpha = gr.Slider(0.1, 5, value=d.alpha, step=0.1, label="Alpha during training")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=MAX_BATCH, label="Samples per step (batch)")
+            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=limits.max_batch, label="Samples per step (batch)")
             group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)")
-            tokens = gr.Number(d.max_new_tokens, precision=0, minimum=0, maximum=MAX_TRAIN_TOKENS,
+            tokens = gr.Number(d.max_new_tokens, precision=0, minimum=0, maximum=limits.max_tokens,
                                label="Tokens per sample (0 = task default)")
-            evals = gr.Number(d.eval_prompts, precision=0, minimum=1, maximum=MAX_EVAL_PROMPTS,
+            evals = gr.Number(d.eval_prompts, precision=0, minimum=1, maximum=limits.max_eval_prompts,
                               label="Held-back prompts for before/after")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
@@ -234,10 +251,11 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
                 TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
                              alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
                              max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0)),
-                owner=request.session_hash if request else None)
+                owner=request.session_hash if request else None, local=_local_browser(request))
         except USER_ERRORS as err:
             raise _user_error(err) from None
-        gr.Info(f"Training started: the adapter will be called “{snapshot['adapter']}”.")
+        when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
+        gr.Info(f"Training {when}: the adapter will be called “{views.e(snapshot['adapter'])}”.")
         return views.training_status_html(snapshot)
 
     def stop_run(request: gr.Request):
@@ -247,9 +265,9 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
             raise _user_error(err) from None
         return views.training_status_html(snapshot)
 
-    def poll(state: dict):
+    def poll(state: dict, request: gr.Request):
         # Runs every 1.5 s in every open page: send only what changed.
-        snapshot = service.training_status()
+        snapshot = service.training_status(owner=request.session_hash if request else None)
         state = dict(state)
         status_key = (snapshot["state"], snapshot["phase"], snapshot.get("step"), int(snapshot.get("wall_seconds", 0)))
         history_key = len(snapshot["history"]) + (1000000 if snapshot["state"] != "running" else 0)
@@ -272,9 +290,10 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
                 api_name="train_start", concurrency_limit=None)
     stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
 
-    def train_status() -> dict:
-        """The current training run: state, phase, step, progress, reward/KL history, samples, errors."""
-        return service.training_status()
+    def train_status(request: gr.Request) -> dict:
+        """This session's latest training run (else the running one): state, phase, position in the queue, step,
+        progress, reward/KL history, samples, errors."""
+        return service.training_status(owner=request.session_hash if request else None)
 
     def adapters(task: str) -> list[str]:
         """The names of the adapters available for a task (shipped and trained here)."""
@@ -294,7 +313,7 @@ def status_line(service: Playground) -> str:
         line += (f"  \n**No trained adapters were found in {service.config.adapters_dir}**: each tab's right column shows "
                  "the base model until you train one in the *Train an adapter* tab.")
     for problem in service.problems:
-        line += f"  \n⚠ Not loaded: {problem}"
+        line += f"  \n⚠ Not loaded: {views.e(problem)}"
     return line
 
 

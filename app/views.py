@@ -47,6 +47,16 @@ def e(text) -> str:
     return html.escape(str(text))
 
 
+def error_text(err: BaseException | str) -> str:
+    """An error's message as the page shows it: as text. Gradio's pop-ups render their message as HTML, and messages
+    quote what the user typed (an adapter name, concepts), so <, > and & are escaped; KeyError's quotes dropped.
+
+    >>> error_text(ValueError("There is no adapter named '<img src=x>'."))
+    "There is no adapter named '&lt;img src=x&gt;'."
+    """
+    return html.escape(str(err).strip("'\""), quote=False)
+
+
 # --- the two columns -----------------------------------------------------------------------------------
 
 
@@ -130,9 +140,9 @@ def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
         text = ("**No adapter selected: the right column is the base model itself, identical to the left.** "
                 "Pick an adapter above, or train one in the *Train an adapter* tab.")
     elif not update.steered:
-        text = f"**Alpha is 0: the adapter “{update.adapter}” is switched off, so both columns are the base model.**"
+        text = f"**Alpha is 0: the adapter “{e(update.adapter)}” is switched off, so both columns are the base model.**"
     else:
-        text = f"Right column: base + adapter “{update.adapter}” at alpha = {update.alpha:g}, sampled with the same random numbers as the left."
+        text = f"Right column: base + adapter “{e(update.adapter)}” at alpha = {update.alpha:g}, sampled with the same random numbers as the left."
         if entry is not None and entry.card.steps == 0:
             text += " This adapter is untrained (0 steps), so it changes nothing yet."
     extra = [f"seed {update.seed}"] + [f"⚠ {w}" for w in update.warnings]
@@ -230,7 +240,9 @@ def training_status_html(status: dict) -> str:
         facts.append(f"held-back reward before {fmt(status['reward_before'])}")
     if status.get("reward_after") is not None:
         facts.append(f"after {fmt(status['reward_after'])}")
-    css = {"running": "", "done": "done", "failed": "failed"}[state]
+    if status.get("queued"):
+        facts.append(f"{status['queued']} run{'s' if status['queued'] != 1 else ''} waiting")
+    css = {"done": "done", "failed": "failed"}.get(state, "")
     error = f"<div class='ipa-error'>{e(status['error'])}</div>" if status.get("error") else ""
     return (f"<div class='ipa-train {css}'><div class='ipa-train-head'><b>{e(status['adapter'])}</b>"
             f"<span>{e(status['phase'])}</span></div>{_bar(status['progress'], 'progress')}"

@@ -133,11 +133,14 @@ class Task:
         return clean
 
     def build_prompt(self, inputs: dict, tokenizer, prompt_format: str | None = None) -> str:
-        """The model's prompt for these inputs: raw text, or the chat template with the generation prompt."""
+        """The model's prompt for these inputs: raw text, or the chat template with the generation prompt.
+
+        Whatever the user typed stays text: special-token strings in it are broken (escape_special_tokens), so
+        only the template's own markers become special tokens when the prompt is tokenised."""
         prompt_format = prompt_format or self.prompt_format
         if prompt_format not in PROMPT_FORMATS:
             raise TaskInputError(f"Unknown prompt format {prompt_format!r}: use raw or chat.")
-        inputs = self.normalize(inputs)
+        inputs = {k: escape_special_tokens(v, tokenizer) for k, v in self.normalize(inputs).items()}
         if prompt_format == "raw":
             return self.raw_prompt(inputs)
         return tokenizer.apply_chat_template(self.chat_messages(inputs), add_generation_prompt=True, tokenize=False)
@@ -168,6 +171,38 @@ class Task:
         from adapters.tailored_decoding import DecodeConfig
 
         return DecodeConfig(**{**self.decode, **overrides})
+
+
+WORD_JOINER = "\u2060"
+"""An invisible character that joins, never breaks, words: put inside a special-token string typed by a user."""
+
+
+def special_token_strings(tokenizer) -> list[str]:
+    """Every string the tokenizer turns into one special or added token, longest first."""
+    strings = set(getattr(tokenizer, "all_special_tokens", None) or ())
+    strings |= {token.content for token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()}
+    return sorted((s for s in strings if s), key=len, reverse=True)
+
+
+def escape_special_tokens(value, tokenizer):
+    """User text (or a list of texts) in which no special token can hide: each special-token string gets a word
+    joiner after its first character, so the tokenizer reads it as plain text and a person reads the same text.
+
+    Why in the text and not in token ids: every consumer of a prompt (the engine, training, the CLIs and a
+    black-box base behind an API, which tokenises on the server) takes text, and all of them then tokenise it
+    the same safe way. The price is two extra byte tokens per typed marker.
+
+    >>> escape_special_tokens("hi<|im_end|>", tokenizer) == "hi<\u2060|im_end|>"    # doctest: +SKIP
+    True
+    """
+    if isinstance(value, (list, tuple)):
+        return [escape_special_tokens(v, tokenizer) for v in value]
+    for special in special_token_strings(tokenizer):
+        # A one-character special token cannot be broken: it becomes the replacement character.
+        broken = special[0] + WORD_JOINER + special[1:] if len(special) > 1 else "\ufffd"
+        while special in value:  # a loop: overlapping occurrences ("<<|x|>|x|>") need more than one pass
+            value = value.replace(special, broken)
+    return value
 
 
 def _continue_messages(inputs: dict) -> list[dict]:

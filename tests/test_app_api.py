@@ -103,8 +103,7 @@ def test_bad_input_comes_back_as_a_message(client, task, change, message):
     ({"n": 2.7}, "n must be a whole number from 1 to 4, got 2.7"),
     ({"seed": "abc"}, "seed must be a whole number from 0 to 2147483647, got str 'abc'; or -1 for a random seed."),
     ({"max_new_tokens": None}, "max_new_tokens must be a whole number from 1 to 128, got nothing"),
-    ({"temperature": float("nan")}, "temperature must be a number from 0 to 2"),
-    ({"text": "lone \ud800 surrogate"}, "(field 'text') contains characters that are not valid Unicode"),
+    ({"temperature": -0.5}, "temperature must be a number from 0 to 2, got -0.5"),
 ])
 def test_malformed_values_name_the_field_and_the_page_range(client, change, message):
     with pytest.raises(AppError) as caught:
@@ -139,8 +138,12 @@ def test_training_starts_reports_progress_stops_and_its_adapter_becomes_selectab
     started = client.predict(**tiny, api_name="/train_start")
     name = playground_app.service.job.name
     assert name in started and name.startswith("toxicity-pg-")
-    with pytest.raises(AppError, match="already in progress"):
+    with pytest.raises(AppError, match="still running: one run a session"):
         client.predict(**tiny, api_name="/train_start")
+    other = Client(playground_app.url, verbose=False)  # another session waits its turn, and may leave the queue
+    assert "Waiting: 1 run ahead of this one" in other.predict(**tiny, api_name="/train_start")
+    assert other.predict(api_name="/train_status")["position"] == 1
+    assert "Cancelled" in other.predict(api_name="/train_stop")
 
     running = wait_for(client, lambda s: s["step"] >= 1, 300, "the first training step")
     assert running["state"] == "running" and 0 < running["progress"] < 1
@@ -180,3 +183,27 @@ def test_command_line_flags_win_over_environment_over_defaults():
     assert (config.port, config.share, config.preset) == (7000, False, "online")
     with pytest.raises(ConfigError, match="Unknown preset"):
         parse_args(["--preset", "huge"], env={})
+
+
+def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, tokenizer, monkeypatch):
+    from tests.test_tasks import INJECTION, special_counts
+
+    runs = []
+    submit = playground_app.service.scheduler.submit
+    monkeypatch.setattr(playground_app.service.scheduler, "submit", lambda run: (runs.append(run), submit(run))[1])
+    *_, data = generate(client, "dialogue_safety", message=INJECTION, max_new_tokens=2)
+    assert data["base"][0]["text"] is not None and len(runs) == 1
+    decoded = tokenizer.decode(runs[0].stream_prompts[0])
+    template_only = TASKS["dialogue_safety"].build_prompt({"message": "Hello"}, tokenizer)
+    assert special_counts(tokenizer, decoded) == special_counts(tokenizer, template_only)
+    assert decoded.count("<|im_start|>") == template_only.count("<|im_start|>")  # the ids, read back as text
+
+
+@pytest.mark.parametrize("task, change, shown", [
+    ("toxicity", {"adapter": "<img src=x>"}, "named '&lt;img src=x&gt;'"),
+    ("commongen", {"concepts": "<b>dog</b> <a href=/x>cat</a> ball tree park sun"}, "&lt;b&gt;dog&lt;/b&gt;"),
+])
+def test_error_pop_ups_show_typed_html_as_text(client, task, change, shown):
+    with pytest.raises(AppError) as caught:
+        generate(client, task, **change)
+    assert shown in str(caught.value) and "<" not in str(caught.value)

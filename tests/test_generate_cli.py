@@ -85,3 +85,17 @@ def test_long_prompt_is_truncated_and_said(tmp_path):
     out = run_cli("--prompt", "word " * 9000, "--max-new-tokens", "2", "--json")
     assert out.returncode == 0, out.stderr
     assert "kept its last" in out.stderr
+
+
+def test_special_tokens_in_a_task_prompt_stay_text(tokenizer):
+    from tests.test_tasks import INJECTION, special_counts, typed_with_every_special_token
+    from tasks import TASKS, WORD_JOINER
+
+    typed = typed_with_every_special_token(tokenizer)
+    out = run_cli("--task", "dialogue_safety", "--prompt", typed, "--max-new-tokens", "2", "--json", "--device", "cpu",
+                  "--toxicity-backend", "profanity_check")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    template_only = TASKS["dialogue_safety"].build_prompt({"message": "Hello"}, tokenizer)
+    assert special_counts(tokenizer, data["model_prompt"]) == special_counts(tokenizer, template_only)
+    assert INJECTION in data["model_prompt"].replace(WORD_JOINER, "") and data["task_inputs"]["message"] == typed

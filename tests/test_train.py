@@ -18,8 +18,9 @@ from adapters.quark import DataPool
 from adapters.train import train
 from adapters.pg import group_advantages
 from adapters.training import TrainConfig, TrainError, tailored_token_stats
-from adapters.policy_adapter import AdapterCard, AdapterHost
+from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import TailoredPolicy, combine_logits
+from tasks import WORD_JOINER
 from tests.conftest import REPO, tiny_llama
 from tests.test_tailored_decoding import perturb_lora
 
@@ -290,3 +291,16 @@ def test_relevance_weight_scales_the_trained_reward(tiny_dir, tmp_path):
     assert json.loads((adapter_dir / "card.json").read_text())["training"]["algo"]["relevance_weight"] == 0.5
     with pytest.raises(TrainError, match="relevance_weight must be a number from 0 to 1"):
         TrainConfig.from_fields(relevance_weight=1.5)
+
+
+def test_training_prompts_keep_typed_special_tokens_as_text(tiny_dir, tmp_path):
+    from tests.test_tasks import INJECTION
+
+    data = tmp_path / "requests.jsonl"
+    data.write_text("".join(json.dumps({"message": f"{INJECTION} {i}"}) + "\n" for i in range(12)))
+    events = []
+    train(tiny_config(tiny_dir, tmp_path / "run", task="dialogue_safety", prompts=str(data), steps=1, checkpoint_every=0),
+          on_event=events.append, progress=False)
+    prompts = [s["prompt"] for e in events if e["type"] == "samples" for s in e["samples"]]
+    # Samples decode prompts without special tokens: an injected turn would have lost its markers.
+    assert prompts and all(INJECTION in p.replace(WORD_JOINER, "") for p in prompts)
