@@ -1,8 +1,8 @@
 """Shared fixtures: tiny models built in code (fast), the real embedded model (loaded once), the served app; markers.
 
 Markers (pytest.ini): `slow` tests load real models (the embedded LM, MiniLM, the scoring LM), serve the app, drive a
-browser, start the llama.cpp server or compile with torch.compile; `make test-fast` runs the others. `gpu` tests
-need CUDA and are skipped, saying so, where there is none.
+browser, start the llama.cpp server or another Python process (a command line as a user runs it), or compile with
+torch.compile; `make test-fast` runs the others. `gpu` tests need CUDA and are skipped, saying so, where there is none.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ def test_user_errors_exit_2(args, message, capsys):
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a process
 def test_a_user_error_exits_2_with_one_line_and_no_traceback():
     out = run_cli("--prompt", "   ")
     assert out.returncode == 2

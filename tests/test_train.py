@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from adapters.quark import DataPool
 from adapters.train import main as train_main, train
 from adapters.training import TrainConfig, TrainError, group_advantages, tailored_token_stats
-from adapters.policy_adapter import AdapterCard, AdapterHost
+from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import TailoredPolicy, combine_logits
 from tests.helpers import REPO, perturb_lora, run_module, save_tiny_model
 
@@ -182,6 +182,7 @@ def test_quark_resume_restores_the_pool(tiny_dir, tmp_path):
     assert len(pool["pool_rewards"]) == 3 * 4
 
 
+@pytest.mark.slow  # processes
 def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
     out = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
@@ -222,6 +223,7 @@ def test_bad_settings_give_clear_errors(args, message, capsys, monkeypatch):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a process
 def test_a_bad_setting_exits_2_with_one_line_and_no_traceback():
     """The parametrised cases above call main() in this process; here the real command line."""
     out = run_module("adapters.train", "--task", "poetry")
@@ -238,6 +240,7 @@ def test_config_checks():
     assert TrainConfig().steps == 20
 
 
+@pytest.mark.slow  # processes
 def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
     """Data parallel through accelerate: two processes, gradients averaged, one adapter written.
 
