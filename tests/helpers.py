@@ -99,7 +99,7 @@ def perturb_lora(host, name: str, scale: float = 0.5, seed: int = 1) -> None:
     generator = torch.Generator().manual_seed(seed)
     for param_name, param in host.peft.named_parameters():
         if "lora_B" in param_name and f".{name}." in param_name:
-            param.data = torch.randn(param.shape, generator=generator) * scale
+            param.data = (torch.randn(param.shape, generator=generator) * scale).to(param)  # on the model's device
 
 
 def run_module(module: str, *args: str, timeout: float = 600, **env) -> subprocess.CompletedProcess:

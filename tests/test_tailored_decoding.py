@@ -235,13 +235,15 @@ def test_static_cache_equals_dynamic_cache(tiny_host, tokenizer):
 
 
 @pytest.mark.slow  # compiling takes 15-60 s on 2 cores
-def test_compiled_cache_equals_dynamic_cache(tiny_host):
-    """torch.compile'd steps (CUDA graphs on a GPU; here the CPU compiler) decode what the plain loop decodes,
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_cache_equals_dynamic_cache(tokenizer, device):
+    """torch.compile'd steps (CUDA graphs on a GPU; on the CPU its C++ compiler) decode what the plain loop decodes,
     as whole graphs: no graph breaks, which would split a step into several graphs and launches."""
     from torch._dynamo.utils import counters
 
-    policy = with_adapter(tiny_host)
-    compiled = TailoredPolicy(tiny_host, tiny_host, "steer", cache="compiled")
+    host = AdapterHost(tiny_llama(tokenizer).to(device), tokenizer, "tiny")
+    policy = with_adapter(host)
+    compiled = TailoredPolicy(host, host, "steer", cache="compiled")
     config = DecodeConfig(max_new_tokens=6, alpha=1.5, seed=1)
     counters.clear()
     assert_same_decoding(generate(policy, PROMPTS, config), generate(compiled, PROMPTS, config))
