@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    installs what is needed (first time only) and starts the playground
 #   make test   installs what is needed (first time only) and runs the test suite
+# and, for the edit-test loop, `make test-fast`: the tests not marked slow or gpu (tiny models, no servers).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,13 +9,20 @@ STAMP := $(VENV)/.installed
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: run test setup system-deps bench clean
+.PHONY: run test test-fast screenshot setup system-deps bench clean
 
 run: $(STAMP)
 	$(PY) app.py $(ARGS)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+# The only command that rewrites docs/screenshot.png: the browser test, saving its picture there.
+screenshot: $(STAMP) system-deps
+	IPA_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(PY) -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
 setup: $(STAMP)
 

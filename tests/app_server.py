@@ -9,13 +9,13 @@ weights: it steers, it is not trained). The other tasks may then have no adapter
 from __future__ import annotations
 
 import contextlib
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.policy_adapter import AdapterCard, AdapterHost
 from app.config import REPO_ROOT, AppConfig
 from app.service import Playground
+from tests.helpers import free_port, perturb_lora
 
 SHIPPED_DIR = REPO_ROOT / "adapters" / "trained"
 
@@ -28,16 +28,8 @@ class ServedApp:
     runs_dir: Path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def stand_in_adapters(root: Path, host: AdapterHost) -> Path:
     """A folder holding one steering (untrained, random-LoRA) adapter named 'toxicity'."""
-    from tests.test_tailored_decoding import perturb_lora
-
     folder = root / "adapters"
     host.new_adapter("app-test", AdapterCard(task="toxicity", algorithm="test", steps=1, alpha=1.0))
     try:

@@ -1,4 +1,9 @@
-"""Shared fixtures: tiny models built in code (fast) and the real embedded model (loaded once)."""
+"""Shared fixtures: tiny models built in code (fast), the real embedded model (loaded once), the served app; markers.
+
+Markers (pytest.ini): `slow` tests load real models (the embedded LM, MiniLM, the scoring LM), serve the app, drive a
+browser, start the llama.cpp server or another Python process (a command line as a user runs it), or compile with
+torch.compile; `make test-fast` runs the others. `gpu` tests need CUDA and are skipped, saying so, where there is none.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +15,31 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from adapters.models import load_model, load_tokenizer
 from adapters.policy_adapter import AdapterHost
+from tests.helpers import tiny_llama, tiny_tokenizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    """The embedded model's tokenizer (49,152 tokens), also used by the tiny models."""
+    """The tiny byte-level tokenizer (512 tokens; tests.helpers.tiny_tokenizer). Shared: do not add tokens to it."""
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The embedded model's tokenizer (49,152 tokens; no weights are loaded), for tests about real prompts and ids."""
     return load_tokenizer("embedded")
-
-
-def tiny_llama(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2) -> LlamaForCausalLM:
-    """A random Llama with the embedded tokenizer's vocabulary: milliseconds a step."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    # Larger logits than the default init so that greedy choices are well separated.
-    with torch.no_grad():
-        model.get_input_embeddings().weight.mul_(50)
-    model.eval()
-    model.requires_grad_(False)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
 
 
 @pytest.fixture

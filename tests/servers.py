@@ -1,24 +1,24 @@
 """Real and fake OpenAI-compatible servers for the API-base tests, on 127.0.0.1 only.
 
-llama-cpp-python's server is installed into its own virtual environment in the project cache,
-so its web stack (FastAPI, pydantic-settings, ...) never touches the project's pinned packages:
+The real one is llama.cpp's own server (`llama-server`: OpenAI-style /v1/completions with top log-probabilities,
+token-id prompts, /tokenize), from xllamacpp's prebuilt wheel, installed once into the project cache:
 
-    <cache>/llama-server/<version>-<python>-<cpu>/wheels/   the wheel built from source, once (minutes)
-    <cache>/llama-server/<version>-<python>-<cpu>/venv/     the server's environment (seconds, from the wheel)
+    <cache>/llama-server/xllamacpp-<version>/   pip install --target (a 33 MB wheel: seconds, no compiler)
 
-The key holds the CPU's instruction-set flags because llama.cpp compiles for the CPU it is built on.
-Run `python tests/servers.py` to install it ahead of the tests.
+The wheel is built without CPU-specific kernels (AVX2 at most: no AMX, whose kernels faulted at `ldtilecfg` in a
+native build on a Xeon whose kernel does not grant AMX). It needs nothing but itself: tests/llama_server.py runs it
+with this Python. Run `python tests/servers.py` to install it ahead of the tests.
+
+Until 2026-12 the tests built llama-cpp-python's server from source instead (12-14 minutes on 2 cores).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import http.server
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -32,105 +32,63 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.models import cache_dir  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
-LLAMA_CPP_PYTHON = "0.3.36"
-# The server and its dependencies, pinned to the versions tested with (pip freeze of the server's venv).
-SERVER_REQUIREMENTS = [
-    f"llama-cpp-python[server]=={LLAMA_CPP_PYTHON}",
-    "fastapi==0.165.0", "starlette==1.10.0", "uvicorn==0.54.0", "pydantic==2.14.3", "pydantic-settings==2.16.3",
-    "pydantic_core==2.50.4", "sse-starlette==3.7.0", "starlette-context==0.3.6", "PyYAML==6.0.3", "numpy==2.4.6",
-    "diskcache==5.6.3", "Jinja2==3.1.6", "typing_extensions==4.16.0", "anyio==4.16.0", "h11==0.16.0", "click==8.5.1",
-]
-# A small build: no multimodal (llava/mtmd) library, which the text server never loads. Not tuned to the build
-# machine's CPU (GGML_NATIVE=OFF, AVX2 kernels): a native build on a Xeon with AMX compiled ggml's AMX kernels, and
-# the first completion then died of a general protection fault at `ldtilecfg` where the kernel does not grant AMX.
-CMAKE_ARGS = ("-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
-              "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON")
+XLLAMACPP = "2026.10.11549"
 MODEL_ALIAS = "smollm2-135m"
 READY_TIMEOUT = 120.0
 
 
-def _cpu_key() -> str:
-    flags = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    return hashlib.sha256(f"{platform.machine()} {flags} {CMAKE_ARGS}".encode()).hexdigest()[:10]
-
-
 def server_home() -> Path:
-    python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    return cache_dir() / "llama-server" / f"{LLAMA_CPP_PYTHON}-{python}-{_cpu_key()}"
-
-
-def _run(cmd: list[str], env: dict | None = None) -> None:
-    print("+", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({done.returncode}):\n{done.stdout[-4000:]}")
+    return cache_dir() / "llama-server" / f"xllamacpp-{XLLAMACPP}"
 
 
 def install_llama_server() -> Path:
-    """The Python of an environment with llama-cpp-python[server]; builds and installs it on first use."""
+    """The folder holding the xllamacpp package (for PYTHONPATH); installs it from PyPI on first use."""
     home = server_home()
-    python = home / "venv" / "bin" / "python"
     if (home / "ready").is_file():
-        return python
+        return home / "lib"
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a second test run waits for the first one's build
-        if (home / "ready").is_file():
-            return python
-        wheels = home / "wheels"
-        if not list(wheels.glob(f"llama_cpp_python-{LLAMA_CPP_PYTHON}-*.whl")):
-            start = time.time()
-            env = {**os.environ, "CMAKE_ARGS": CMAKE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
-            # --no-cache-dir: pip's wheel cache is keyed by the source alone and would hand back a build made with
-            # other CMAKE_ARGS
-            _run([sys.executable, "-m", "pip", "wheel", "--no-cache-dir", "--no-deps", "--no-binary", "llama-cpp-python",
-                  f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-w", str(wheels)], env)
-            print(f"built llama-cpp-python {LLAMA_CPP_PYTHON} in {time.time() - start:.0f} s", flush=True)
-        if not python.is_file():
-            _run([sys.executable, "-m", "venv", str(home / "venv")])
-        _run([str(python), "-m", "pip", "install", "-q", "--find-links", str(wheels), *SERVER_REQUIREMENTS])
-        (home / "ready").write_text(LLAMA_CPP_PYTHON)
-    return python
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second test run waits for the first one's install
+        if not (home / "ready").is_file():
+            cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target", str(home / "lib"),
+                   f"xllamacpp=={XLLAMACPP}"]
+            print("+", " ".join(cmd), flush=True)
+            done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"installing xllamacpp failed ({done.returncode}):\n{done.stdout[-4000:]}")
+            (home / "ready").write_text(XLLAMACPP)
+    return home / "lib"
 
 
 class LlamaServer:
-    """`python -m llama_cpp.server` on 127.0.0.1 with a GGUF model; start() waits until it answers."""
+    """llama.cpp's server on 127.0.0.1 with a GGUF model (tests/llama_server.py); start() waits until it answers."""
 
-    def __init__(self, model_path: Path, log_path: Path, n_ctx: int = 2048):
-        self.model_path, self.log_path, self.n_ctx = model_path, log_path, n_ctx
+    def __init__(self, model_path: Path, log_path: Path, n_ctx: int = 8192, n_parallel: int = 4):
+        self.model_path, self.log_path, self.n_ctx, self.n_parallel = model_path, log_path, n_ctx, n_parallel
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "LlamaServer":
-        python = install_llama_server()
-        cmd = [str(python), "-m", "llama_cpp.server", "--model", str(self.model_path), "--model_alias", MODEL_ALIAS,
-               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-               "--logits_all", "true", "--n_threads", str(os.cpu_count() or 2)]
+        lib = install_llama_server()
+        cmd = [sys.executable, str(ROOT / "tests" / "llama_server.py"), str(self.model_path), str(self.port), MODEL_ALIAS,
+               str(self.n_ctx), str(self.n_parallel), str(os.cpu_count() or 2)]
+        # PASSIVE: idle OpenMP workers sleep instead of spinning on the cores the tests need between requests.
+        env = {**os.environ, "PYTHONPATH": str(lib), "OMP_WAIT_POLICY": "PASSIVE"}
         log = open(self.log_path, "w")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.time() + READY_TIMEOUT
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"llama-server exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
             with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{self.url}/models", timeout=2).ok:
                     return self
-            time.sleep(0.5)
+            time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"llama_cpp.server did not answer within {READY_TIMEOUT:g} s:\n{self.log_path.read_text()[-3000:]}")
+        raise RuntimeError(f"llama-server did not answer within {READY_TIMEOUT:g} s:\n{self.log_path.read_text()[-3000:]}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -198,4 +156,4 @@ def silent_port():
 
 if __name__ == "__main__":
     start = time.time()
-    print(f"llama-cpp-python server ready: {install_llama_server()} ({time.time() - start:.0f} s)")
+    print(f"llama-server (xllamacpp {XLLAMACPP}) ready: {install_llama_server()} ({time.time() - start:.0f} s)")

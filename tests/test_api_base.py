@@ -1,8 +1,9 @@
-"""The black-box API base against a real llama.cpp server (llama-cpp-python, installed by tests/servers.py) and fakes.
+"""The black-box API base against a real llama.cpp server (`llama-server`, installed by tests/servers.py) and fakes.
 
-The first run builds llama-cpp-python from source (minutes on two cores) into the project cache; later
-runs start the server in about a second. The server holds the embedded model's GGUF file (Q4_1), the
-local reference its de-quantised float copy, so the two agree on most but not all greedy choices.
+The first run installs llama.cpp's server from a prebuilt wheel into the project cache (seconds); the server
+starts in about three. It holds the embedded model's GGUF file (Q4_1), the local reference its de-quantised
+float copy, so the two agree on most but not all greedy choices. The tests with the real server (and the
+embedded model) are `slow`; the fakes, on the tiny model, check every failure and every answer format.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ from adapters.generate import main as generate_main
 from adapters.models import embedded_gguf_path
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, eos_token_ids, generate, sample
-from tests.servers import MODEL_ALIAS, FakeCompletionsServer, LlamaServer, free_port, silent_port
-from tests.test_generate_cli import run_cli
-from tests.test_tailored_decoding import perturb_lora
+from tests.helpers import free_port, perturb_lora, run_module
+from tests.servers import MODEL_ALIAS, FakeCompletionsServer, LlamaServer, silent_port
 
-# The first test that needs the server waits for its build: allow for it.
-pytestmark = pytest.mark.timeout(1800)
 
 # Greedy continuations whose text the server tokenises back into the same tokens (see test 1's docstring).
 PROMPTS = [
@@ -72,15 +70,15 @@ def divergence_gap(api: ApiBase, tokenizer, prompt: str, ours: list[int], theirs
 # --- against the real server -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_alpha_zero_greedy_through_the_api_matches_the_servers_own_greedy(llama_server, embedded_host):
     """alpha = 0 and greedy: each step's argmax over the server's top-k is the token the server itself picks.
 
-    llama-cpp-python's server takes text prompts only, so each step's context is re-tokenised there. A
-    greedy path whose text tokenises differently (e.g. "?" + "\\n" + "\\n" read back as "?\\n" + "\\n")
-    drifts from the server's own run; the prompts here have none, so the texts must be equal.
+    llama-server takes token-id prompts, so each step sends exactly the local ids; its own greedy run below
+    starts from the text prompt, which it tokenises as the local tokenizer does (no BOS added).
     """
     api = connect(embedded_host, llama_server.url)
-    assert api.prompt_format == "text"
+    assert api.prompt_format == "token_ids"
     config = DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0)
     result = generate(TailoredPolicy(embedded_host, remote_base=api), PROMPTS, config)
     # Base and tailored rows are the same at alpha = 0 and share requests: at most one per token.
@@ -96,18 +94,21 @@ def test_alpha_zero_greedy_through_the_api_matches_the_servers_own_greedy(llama_
             assert gap < NEAR_TIE, (prompt, base.text, theirs, gap)
 
 
+@pytest.mark.slow
 def test_end_of_text_as_the_likeliest_token(llama_server, embedded_host):
-    """llama-cpp-python returns no log-probabilities when its greedy pick ends the text: one more request finds them."""
+    """The likeliest token ends the text: llama-server reports the log-probabilities with it, in one request
+    (llama-cpp-python's server reported none and needed a second: test_a_server_silent_at_the_end_is_asked_again)."""
     api = connect(embedded_host, llama_server.url)
     ids = embedded_host.tokenizer(CHAT_ENDING, add_special_tokens=False)["input_ids"]
     logprobs = api.next_logprobs([ids])  # (1, V)
     assert int(logprobs.argmax()) in eos_token_ids(embedded_host)
-    assert torch.isfinite(logprobs).sum() >= api.config.top_logprobs - 2  # "" merges a few tokens there
-    assert api.stats.requests == 2
+    assert torch.isfinite(logprobs).sum() == api.config.top_logprobs  # keyed by id: no two tokens share a key
+    assert api.stats.requests == 1
     result = generate(TailoredPolicy(embedded_host, remote_base=api), [CHAT_ENDING], DecodeConfig(max_new_tokens=8, temperature=0))
     assert result.base[0].finished and len(result.base[0].token_ids) == 1
 
 
+@pytest.mark.slow
 def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(llama_server, embedded_host):
     """A perturbed adapter on the API base and on the local base: teacher-forced along the local path, the
     tailored argmax agrees in most steps (Q4_1 in llama.cpp vs its float copy, and top-k truncation)."""
@@ -138,8 +139,9 @@ def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(llama_server,
         host.delete_adapter("api")
 
 
+@pytest.mark.slow
 def test_generate_cli_with_base_api(llama_server, capsys):
-    out = run_cli("--prompt", "The best thing about weekends is", "--max-new-tokens", "6", "--temperature", "0",
+    out = run_module("adapters.generate", "--prompt", "The best thing about weekends is", "--max-new-tokens", "6", "--temperature", "0",
                   "--base-api", llama_server.url, "--base-api-model", MODEL_ALIAS, "--top-logprobs", "10", "--json",
                   "--device", "cpu")
     assert out.returncode == 0, out.stderr
@@ -153,6 +155,7 @@ def test_generate_cli_with_base_api(llama_server, capsys):
     assert "requests/token" in capsys.readouterr().out  # the text output's last line: what the API cost
 
 
+@pytest.mark.slow
 def test_a_stopped_server_is_a_clear_error_within_bounded_time(tmp_path, embedded_host):
     server = LlamaServer(embedded_gguf_path(), tmp_path / "server.log").start()
     api = connect(embedded_host, server.url, timeout=5, max_retries=2, backoff=0.1)
@@ -168,17 +171,17 @@ def test_a_stopped_server_is_a_clear_error_within_bounded_time(tmp_path, embedde
 # --- failure cases without the real server ---------------------------------------------------------
 
 
-def test_a_port_that_does_not_answer_times_out_with_a_clear_error(embedded_host):
+def test_a_port_that_does_not_answer_times_out_with_a_clear_error(tiny_host):
     with silent_port() as url:
         start = time.time()
         with pytest.raises(ApiBaseError, match=r"failed after 2 attempts: no answer within 1 s"):
-            connect(embedded_host, url, timeout=1, max_retries=1, backoff=0.1)
+            connect(tiny_host, url, timeout=1, max_retries=1, backoff=0.1)
         assert time.time() - start < 6
 
 
-def test_nothing_listening_is_a_clear_error(embedded_host):
+def test_nothing_listening_is_a_clear_error(tiny_host):
     with pytest.raises(ApiBaseError, match="cannot connect"):
-        connect(embedded_host, f"http://127.0.0.1:{free_port()}/v1", max_retries=1, backoff=0.05)
+        connect(tiny_host, f"http://127.0.0.1:{free_port()}/v1", max_retries=1, backoff=0.05)
 
 
 def fake(tokenizer, entries=None, logprobs="default", status=200):
@@ -205,28 +208,28 @@ def twenty_entries(tokenizer) -> dict[str, float]:
     ({"tokens": ["x"], "top_logprobs": [{" the": -1.0, " a": -2.0, " an": -3.0}]}, "returned 3 log-probabilities, fewer than the k = 20"),
     ({"tokens": ["x"], "top_logprobs": [{" the": -1.0, "\u2297\u2297not a token\u2297": -2.0}]}, "has no token for"),
 ])
-def test_malformed_answers_are_clear_errors(tokenizer, embedded_host, logprobs, message):
+def test_malformed_answers_are_clear_errors(tokenizer, tiny_host, logprobs, message):
     with fake(tokenizer, logprobs=logprobs) as server:
         with pytest.raises(ApiBaseError, match=message):
-            connect(embedded_host, server.url, max_retries=0)
+            connect(tiny_host, server.url, max_retries=0)
 
 
-def test_token_id_prompts_ids_in_answers_and_k(tokenizer, embedded_host):
+def test_token_id_prompts_ids_in_answers_and_k(tokenizer, tiny_host):
     """A server that takes token ids gets them; "token_id:N" keys (vLLM) map straight to ids."""
-    entries = {f"token_id:{i}": -float(n + 1) for n, i in enumerate(range(1000, 1020))}
+    entries = {f"token_id:{i}": -float(n + 1) for n, i in enumerate(range(100, 120))}
     with fake(tokenizer, entries) as server:
-        api = connect(embedded_host, server.url)
+        api = connect(tiny_host, server.url)
         assert api.prompt_format == "token_ids"
-        logprobs = api.next_logprobs([[504, 2365], [504, 2365], [504]])  # two rows alike: two requests
-        assert logprobs.shape == (3, embedded_host.base_model.config.vocab_size)
-        assert int(logprobs[0].argmax()) == 1000 and torch.isfinite(logprobs[0]).sum() == 20
+        logprobs = api.next_logprobs([[50, 60], [50, 60], [50]])  # two rows alike: two requests
+        assert logprobs.shape == (3, tiny_host.base_model.config.vocab_size)
+        assert int(logprobs[0].argmax()) == 100 and torch.isfinite(logprobs[0]).sum() == 20
         completions = [p for path, p in server.requests if path.endswith("/completions")]
-        assert sorted(p["prompt"] for p in completions[-2:]) == [[504], [504, 2365]]  # sent concurrently
+        assert sorted(p["prompt"] for p in completions[-2:]) == [[50], [50, 60]]  # sent concurrently
         assert all(p["logprobs"] == 20 and p["max_tokens"] == 1 and p["temperature"] == 0 for p in completions)
         assert api.stats.requests == 2 and api.stats.tokens == 3
 
 
-def test_retries_server_errors_then_succeeds(tokenizer, embedded_host):
+def test_retries_server_errors_then_succeeds(tokenizer, tiny_host):
     failures = {"left": 0}
     entries = twenty_entries(tokenizer)
 
@@ -237,7 +240,7 @@ def test_retries_server_errors_then_succeeds(tokenizer, embedded_host):
         return 200, {"choices": [{"text": "x", "logprobs": {"top_logprobs": [entries]}, "finish_reason": "length"}]}
 
     with FakeCompletionsServer(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], completion) as server:
-        api = connect(embedded_host, server.url, backoff=0.01)
+        api = connect(tiny_host, server.url, backoff=0.01)
         failures["left"] = 2
         api.next_logprobs([[504]])
         assert api.stats.retries == 2 and api.stats.requests == 3
@@ -246,26 +249,26 @@ def test_retries_server_errors_then_succeeds(tokenizer, embedded_host):
             api.next_logprobs([[504]])
 
 
-def test_a_refusing_server_is_not_retried(tokenizer, embedded_host):
+def test_a_refusing_server_is_not_retried(tokenizer, tiny_host):
     with fake(tokenizer, status=401) as server:
         with pytest.raises(ApiBaseError, match=r"refused the request .*HTTP 401"):
-            connect(embedded_host, server.url)
+            connect(tiny_host, server.url)
         assert len([p for p, _ in server.requests if p.endswith("/completions")]) == 2  # token ids, then text
 
 
-def test_a_foreign_tokenizer_is_a_clear_error_naming_both(tokenizer, embedded_host):
+def test_a_foreign_tokenizer_is_a_clear_error_naming_both(tokenizer, tiny_host):
     def tokenize(text):
         return [i + 1 for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
 
     with FakeCompletionsServer(tokenize, lambda payload: (200, {})) as server:
         with pytest.raises(ApiBaseError, match=r"server's tokenizer \('smollm2-135m' at http://127.0.0.1:\d+/v1\) and the local one"):
-            connect(embedded_host, server.url)
+            connect(tiny_host, server.url)
 
 
-def test_api_key_comes_from_the_environment_and_stays_out_of_reprs(tokenizer, embedded_host, monkeypatch):
+def test_api_key_comes_from_the_environment_and_stays_out_of_reprs(tokenizer, tiny_host, monkeypatch):
     monkeypatch.setenv("IPA_TEST_KEY", "sk-secret-123")
     with fake(tokenizer, twenty_entries(tokenizer)) as server:
-        api = connect(embedded_host, server.url, api_key_env="IPA_TEST_KEY")
+        api = connect(tiny_host, server.url, api_key_env="IPA_TEST_KEY")
         assert "sk-secret" not in repr(api) and "sk-secret" not in repr(api.config)
     with pytest.raises(ApiBaseError, match="IPA_MISSING_KEY.*not set"):
         ApiBaseConfig(url="http://127.0.0.1:1/v1", model="m", api_key_env="IPA_MISSING_KEY")
@@ -281,12 +284,35 @@ def test_bad_config_is_a_clear_error(kwargs, message):
         ApiBaseConfig(**{"url": "http://127.0.0.1:8000/v1", "model": "m", **kwargs})
 
 
-def test_cli_flags_fail_before_loading_a_model():
-    out = run_cli("--prompt", "hi", "--base-api", "http://127.0.0.1:9/v1")
-    assert out.returncode == 2 and "--base-api-model" in out.stderr
+def test_cli_flags_fail_before_loading_a_model(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        generate_main(["--prompt", "hi", "--base-api", "http://127.0.0.1:9/v1"])
+    assert exit_.value.code == 2 and "--base-api-model" in capsys.readouterr().err
 
 
-def test_token_map(tokenizer):
+def test_a_server_silent_at_the_end_is_asked_again(tokenizer, tiny_host):
+    """llama-cpp-python's server reports no log-probabilities when its pick (greedy: the likeliest) ends the text;
+    asked again with EOS forbidden, it reports the raw ones, EOS first."""
+    eos = tokenizer.eos_token_id
+    entries = {"": -0.1, **{tokenizer.decode([i]): -float(n + 3) for n, i in enumerate(range(300, 319))}}
+
+    def completion(payload):
+        if "logit_bias" not in payload:
+            return 200, {"choices": [{"text": "", "logprobs": None, "finish_reason": "stop"}]}
+        return 200, {"choices": [{"text": "x", "logprobs": {"tokens": ["x"], "top_logprobs": [entries]}, "finish_reason": "length"}]}
+
+    with FakeCompletionsServer(lambda text: tokenizer(text, add_special_tokens=False)["input_ids"], completion) as server:
+        api = connect(tiny_host, server.url)
+        logprobs = api.next_logprobs([[50, 60]])
+        assert int(logprobs.argmax()) == eos and logprobs[0, eos] == pytest.approx(-0.1)
+        assert api.stats.requests == 2
+        asked = [p for path, p in server.requests if path.endswith("/completions")][-1]
+        assert asked["logit_bias"] == {str(eos): -100}
+
+
+def test_token_map(embedded_tokenizer):
+    """Keys as servers write them, mapped to the embedded tokenizer's ids."""
+    tokenizer = embedded_tokenizer
     eos = tokenizer.eos_token_id
     token_map = TokenMap(tokenizer, len(tokenizer), [eos])
     assert token_map(" world") == 905 and token_map("Hello") == 19556
@@ -296,6 +322,7 @@ def test_token_map(tokenizer):
     assert token_map.is_shared("") and not token_map.is_shared(" world")
 
 
+@pytest.mark.slow
 def test_the_playground_service_tailors_the_api_base(llama_server, tmp_path):
     """The app's --base-api setting: both columns come through the server; the page names the served base."""
     from app.config import AppConfig, ConfigError

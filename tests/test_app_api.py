@@ -185,9 +185,10 @@ def test_command_line_flags_win_over_environment_over_defaults():
         parse_args(["--preset", "huge"], env={})
 
 
-def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, tokenizer, monkeypatch):
-    from tests.test_tasks import INJECTION, special_counts
+def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, embedded_tokenizer, monkeypatch):
+    from tests.helpers import INJECTION, special_counts
 
+    tokenizer = embedded_tokenizer
     runs = []
     submit = playground_app.service.scheduler.submit
     monkeypatch.setattr(playground_app.service.scheduler, "submit", lambda run: (runs.append(run), submit(run))[1])

@@ -12,9 +12,7 @@ from adapters.engine import Engine, Request
 from adapters.policy_adapter import AdapterCard, AdapterHost
 from adapters.tailored_decoding import DecodeConfig, DecodeResult, DecodeRun, IncrementalText, TailoredPolicy
 from app.scheduler import BatchedScorer, Scheduler, SchedulerBusy
-from tests.test_tailored_decoding import perturb_lora
-
-PROMPTS = ["The weather today is", "My favourite food", "Once upon a time, in a land far away, there lived"]
+from tests.helpers import PROMPTS, perturb_lora
 
 
 @pytest.fixture
@@ -137,6 +135,7 @@ def test_per_row_lora_equals_peft_mixed_batch(two_adapters):
 
 
 def test_incremental_text_equals_decoding_the_whole_text(tokenizer):
+    """The tiny byte-level tokenizer splits every non-ASCII character into several tokens."""
     text = "Café naïve — 東京 😀 costs 12.5 €, isn't it?\n\nYes."
     ids = tokenizer(text, add_special_tokens=False).input_ids
     incremental = IncrementalText(tokenizer)
@@ -150,7 +149,7 @@ def test_incremental_text_equals_decoding_the_whole_text(tokenizer):
 
 
 @pytest.mark.slow
-def test_bfloat16_batch_stays_close_to_each_request_alone(tokenizer):
+def test_bfloat16_batch_stays_close_to_each_request_alone():
     """bfloat16 rounds differently with the batch's shape: tokens mostly agree, log-probabilities stay close."""
     from adapters.loading import load_policy
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+from adapters.generate import main as generate_main
+from bench.evaluate import main as evaluate_main
+from tests.helpers import REPO, run_module
 SHARED_METRICS = {"mean_reward", "avg_max_toxicity", "toxicity_probability", "perplexity", "standalone_perplexity",
                   "distinct_2", "distinct_3", "relevance"}
 UNIT_METRICS = SHARED_METRICS - {"perplexity", "standalone_perplexity"}
 
 
-def run_evaluate(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.evaluate", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+def run_evaluate(*args: str):
+    return run_module("bench.evaluate", *args)
+
+
+def user_error(main, args: list[str], capsys) -> str:
+    """What main(args) printed before exiting with code 2 (the user-error exit), in this process."""
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +38,7 @@ def toxicity_report(tmp_path_factory):
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_evaluate_json_has_the_issue_keys(toxicity_report):
     report = toxicity_report
     assert {"task", "n_prompts", "samples_per_prompt", "toxicity_backend", "base", "tailored"} <= set(report)
@@ -42,6 +48,7 @@ def test_evaluate_json_has_the_issue_keys(toxicity_report):
         assert SHARED_METRICS <= set(report[column])
 
 
+@pytest.mark.slow
 def test_evaluate_values_are_in_range(toxicity_report):
     for column in ("base", "tailored"):
         metrics = toxicity_report[column]
@@ -52,11 +59,13 @@ def test_evaluate_values_are_in_range(toxicity_report):
         assert metrics["toxicity_probability"] in (0.0, 1 / 3, 2 / 3, 1.0)
 
 
+@pytest.mark.slow
 def test_without_an_adapter_tailored_equals_base(toxicity_report):
     assert toxicity_report["tailored"] == toxicity_report["base"]
     assert "untrained" not in toxicity_report
 
 
+@pytest.mark.slow
 def test_commongen_reports_coverage(tmp_path):
     prompts = tmp_path / "concepts.txt"
     prompts.write_text("dog frisbee catch\nchef knife onion cut\n")
@@ -68,6 +77,7 @@ def test_commongen_reports_coverage(tmp_path):
     assert 0.0 <= base["coverage"] <= 1.0 and base["full_coverage"] in (0.0, 0.5, 1.0)
 
 
+@pytest.mark.slow
 def test_paper_combination_adds_an_untrained_control(tmp_path):
     """An adapter saved in the paper's combination gets an untrained-adapter control column."""
     from adapters.models import load_model
@@ -88,6 +98,7 @@ def test_paper_combination_adds_an_untrained_control(tmp_path):
     assert report["combination"] == "paper"
 
 
+@pytest.mark.slow
 def test_static_cache_evaluates_like_the_dynamic_one(tmp_path):
     """The shipped toxicity adapter on the real model: --cache static reports the figures of the default cache."""
     prompts = tmp_path / "p.txt"
@@ -95,7 +106,7 @@ def test_static_cache_evaluates_like_the_dynamic_one(tmp_path):
     reports = []
     for cache in ("dynamic", "static"):
         done = run_evaluate("--task", "toxicity", "--prompts", str(prompts), "--split", "all", "--samples-per-prompt", "2",
-                            "--max-new-tokens", "8", "--device", "cpu", "--adapter", os.path.join(REPO, "adapters", "trained", "toxicity"),
+                            "--max-new-tokens", "8", "--device", "cpu", "--adapter", str(REPO / "adapters" / "trained" / "toxicity"),
                             "--cache", cache, "--dtype", "float32", "--json")  # exact in float32 only
         assert done.returncode == 0, done.stderr
         reports.append(json.loads(done.stdout))
@@ -108,27 +119,25 @@ def test_static_cache_evaluates_like_the_dynamic_one(tmp_path):
     (["--task", "toxicity", "--prompts", "/nonexistent/prompts.txt"], "does not exist"),
     (["--task", "summarise"], "Unknown task"),
 ])
-def test_user_errors_exit_2_with_one_line(args, message):
-    done = run_evaluate(*args, "--device", "cpu", timeout=120)
-    assert done.returncode == 2
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+def test_user_errors_exit_2_with_one_line(args, message, capsys):
+    err = user_error(evaluate_main, [*args, "--device", "cpu"], capsys)
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_prompts_file_without_usable_lines_exits_2(tmp_path):
+def test_prompts_file_without_usable_lines_exits_2(tmp_path, capsys):
     prompts = tmp_path / "empty.txt"
     prompts.write_text("\n  \n")
-    done = run_evaluate("--task", "toxicity", "--prompts", str(prompts), "--device", "cpu", timeout=120)
-    assert done.returncode == 2 and "no usable inputs" in done.stderr
+    assert "no usable inputs" in user_error(evaluate_main, ["--task", "toxicity", "--prompts", str(prompts), "--device", "cpu"], capsys)
 
 
 # --- adapters.generate --task ----------------------------------------------------------------------------
 
 
-def run_generate(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "adapters.generate", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=timeout)
+def run_generate(*args: str):
+    return run_module("adapters.generate", *args)
 
 
+@pytest.mark.slow
 def test_generate_with_a_task_scores_each_continuation():
     done = run_generate("--task", "commongen", "--prompt", "dog frisbee catch", "--n", "2", "--max-new-tokens", "10",
                         "--device", "cpu", "--toxicity-backend", "profanity_check", "--json")
@@ -142,6 +151,7 @@ def test_generate_with_a_task_scores_each_continuation():
             assert set(row) == {"reward", "coverage", "fluency"} and all(0 <= v <= 1 for v in row.values())
 
 
+@pytest.mark.slow
 def test_generate_with_a_task_prints_rewards_in_text_mode():
     done = run_generate("--task", "sentiment", "--prompt", "My first day at the new job was", "--max-new-tokens", "6",
                         "--device", "cpu")
@@ -154,6 +164,5 @@ def test_generate_with_a_task_prints_rewards_in_text_mode():
     (["--task", "commongen", "--prompt", "dog cat"], "3 to 5 concepts"),
     (["--task", "summarise", "--prompt", "x"], "Unknown task"),
 ])
-def test_generate_task_input_errors_exit_2(args, message):
-    done = run_generate(*args, "--device", "cpu", timeout=120)
-    assert done.returncode == 2 and message in done.stderr
+def test_generate_task_input_errors_exit_2(args, message, capsys):
+    assert message in user_error(generate_main, [*args, "--device", "cpu"], capsys)

@@ -19,8 +19,7 @@ from adapters.files import atomic_directory, recover_directory
 from adapters.models import EMBEDDED_CACHE_VERSION
 from adapters.policy_adapter import AdapterCard, read_card
 from adapters.training import find_checkpoint, load_checkpoint, save_checkpoint
-from tests.conftest import REPO
-from tests.test_tailored_decoding import perturb_lora
+from tests.helpers import REPO, perturb_lora
 
 
 class Killed(BaseException):
@@ -139,6 +138,7 @@ BUILD_TOGETHER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two processes
 def test_two_processes_preparing_the_embedded_model_at_once_build_it_once(tmp_path):
     cache = tmp_path / "cache"
     stale = cache / "models" / f".{EMBEDDED_CACHE_VERSION}.tmp99999999"  # left by a killed build

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from adapters.generate import main as generate_main
 from adapters.policy_adapter import AdapterCard
-from tests.conftest import REPO
-from tests.test_tailored_decoding import perturb_lora
+from tests.helpers import perturb_lora, run_module, save_tiny_model
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=REPO)
-    return subprocess.run([sys.executable, "-m", "adapters.generate", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+def run_cli(*args: str):
+    return run_module("adapters.generate", *args)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +26,7 @@ def saved_adapter(embedded_host, tmp_path_factory):
     return directory
 
 
+@pytest.mark.slow
 def test_json_output_with_an_adapter(saved_adapter):
     out = run_cli("--prompt", "The best thing about weekends is", "--adapter", str(saved_adapter), "--n", "2",
                   "--max-new-tokens", "12", "--seed", "3", "--json", "--device", "cpu")
@@ -39,12 +37,14 @@ def test_json_output_with_an_adapter(saved_adapter):
     assert data["base"] != data["tailored"]  # the perturbed adapter steers
 
 
+@pytest.mark.slow
 def test_alpha_zero_columns_match(saved_adapter):
     out = run_cli("--prompt", "Hello there", "--adapter", str(saved_adapter), "--alpha", "0", "--max-new-tokens", "8", "--json")
     data = json.loads(out.stdout)
     assert data["base"] == data["tailored"]
 
 
+@pytest.mark.slow
 def test_text_output_names_both_columns():
     out = run_cli("--prompt", "Once upon a time", "--max-new-tokens", "6")
     assert out.returncode == 0, out.stderr
@@ -59,12 +59,21 @@ def test_text_output_names_both_columns():
     (["--prompt", "hi", "--adapter", "/no/such/adapter"], "does not exist"),
     (["--prompt", "hi", "--n", "0"], "--n must be a whole number of at least 1, got 0"),
 ])
-def test_user_errors_exit_2_without_traceback(args, message):
-    out = run_cli(*args)
+def test_user_errors_exit_2(args, message, capsys):
+    """Each fails before a model loads; main() in this process (the real command line: the next test)."""
+    with pytest.raises(SystemExit) as exit_:
+        generate_main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a process
+def test_a_user_error_exits_2_with_one_line_and_no_traceback():
+    out = run_cli("--prompt", "   ")
     assert out.returncode == 2
-    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: The prompt is empty") and len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_corrupt_adapter_and_adapter_for_another_base(tmp_path, saved_adapter):
     (tmp_path / "card.json").write_text("{")
     out = run_cli("--prompt", "hi", "--adapter", str(tmp_path))
@@ -81,16 +90,21 @@ def test_corrupt_adapter_and_adapter_for_another_base(tmp_path, saved_adapter):
     assert out.returncode == 2 and "was made for" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_long_prompt_is_truncated_and_said(tmp_path):
-    out = run_cli("--prompt", "word " * 9000, "--max-new-tokens", "2", "--json")
+@pytest.mark.slow  # a process
+def test_long_prompt_is_truncated_and_said(tmp_path, tokenizer):
+    """On a tiny model (a window of 128 tokens): the embedded model's 8,192 took a minute of prefill on 2 cores."""
+    tiny = save_tiny_model(tmp_path / "tiny", tokenizer)
+    out = run_cli("--base", tiny, "--prompt", "word " * 300, "--max-new-tokens", "2", "--json", "--device", "cpu")
     assert out.returncode == 0, out.stderr
-    assert "kept its last" in out.stderr
+    assert "kept its last 126 tokens" in out.stderr
 
 
-def test_special_tokens_in_a_task_prompt_stay_text(tokenizer):
-    from tests.test_tasks import INJECTION, special_counts, typed_with_every_special_token
+@pytest.mark.slow  # a process, the real tokenizer's special tokens
+def test_special_tokens_in_a_task_prompt_stay_text(embedded_tokenizer):
+    from tests.helpers import INJECTION, special_counts, typed_with_every_special_token
     from tasks import TASKS, WORD_JOINER
 
+    tokenizer = embedded_tokenizer
     typed = typed_with_every_special_token(tokenizer)
     out = run_cli("--task", "dialogue_safety", "--prompt", typed, "--max-new-tokens", "2", "--json", "--device", "cpu",
                   "--toxicity-backend", "profanity_check")

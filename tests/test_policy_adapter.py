@@ -10,11 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from adapters.loading import attach_adapter
-from adapters.models import ModelLoadError, check_same_tokenizer, load_tokenizer, resolve_model_path
+from adapters.models import ModelLoadError, check_same_tokenizer, resolve_model_path
 from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
 from adapters.tailored_decoding import DecodeConfig, generate
-from tests.conftest import tiny_llama
-from tests.test_tailored_decoding import PROMPTS, perturb_lora
+from tests.helpers import PROMPTS, perturb_lora, tiny_llama, tiny_tokenizer
 
 
 def lora_state(host: AdapterHost, name: str) -> dict[str, torch.Tensor]:
@@ -53,6 +52,7 @@ def test_loading_never_unpickles(tmp_path, tiny_host):
         tiny_host.load_adapter("evil", tmp_path / "steer")
 
 
+@pytest.mark.slow
 def test_embedded_adapter_is_under_ten_megabytes(embedded_host, tmp_path):
     host = embedded_host
     try:
@@ -102,8 +102,8 @@ def test_adapter_for_another_model_is_refused(tmp_path, tiny_host, tokenizer):
 
 
 def test_tokenizer_mismatch_names_both_models(tokenizer, tmp_path):
-    other = load_tokenizer("embedded")
-    check_same_tokenizer(tokenizer, "embedded", other, "copy")  # same vocabulary: fine
+    other = tiny_tokenizer()
+    check_same_tokenizer(tokenizer, "tiny", other, "copy")  # another object, the same vocabulary: fine
     other.add_tokens(["<new-token>"])
     with pytest.raises(ModelLoadError, match="'big-base'.*'small-adapter'.*different tokenizers"):
         check_same_tokenizer(tokenizer, "big-base", other, "small-adapter")

@@ -1,7 +1,8 @@
 """Rewards: table-driven cases a person would agree with, the toxicity backends' loading logic, bad input.
 
 The heavy models (MiniLM, the scoring LM) come from rewards.resources' process-wide cache, so they load
-once for the whole session and are shared with test_tasks and test_evaluate.
+once for the whole session and are shared with test_tasks and test_evaluate. Tests that use them are `slow`;
+the lexical ones (profanity_check, coverage, diversity, VADER) load in a second and are not.
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ def test_parse_concepts():
 # --- fluency ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keyword_list_is_not_fluent_and_a_sentence_is(fluency):
     texts = [
         "A glass, hair, hold, lamp, table uses all the words in the sentence.",
@@ -190,6 +192,7 @@ def test_keyword_list_is_not_fluent_and_a_sentence_is(fluency):
     assert scores[2] > 0.5 and scores[3] > 0.5
 
 
+@pytest.mark.slow
 def test_repetition_and_gibberish_are_not_fluent(fluency):
     good, loop, gibberish, byte_tokens = fluency([""] * 4, [
         "The old bridge was closed for repairs, so we took the ferry across the river.",
@@ -201,6 +204,7 @@ def test_repetition_and_gibberish_are_not_fluent(fluency):
     assert loop < 0.3 and gibberish < 0.1 and byte_tokens < 0.1
 
 
+@pytest.mark.slow
 def test_repeating_the_concepts_within_a_sentence_costs_fluency(fluency):
     """Seen in a trained CommonGen adapter's samples: concept words said over and over."""
     plain, repetitive = fluency(["", ""], [
@@ -210,12 +214,14 @@ def test_repeating_the_concepts_within_a_sentence_costs_fluency(fluency):
     assert plain > 0.6 and repetitive < 0.5
 
 
+@pytest.mark.slow
 def test_fluency_judges_the_text_alone_not_the_prompt(fluency):
     """The prompt is ignored: the same continuation scores the same after any prompt."""
     text = "glass, hair, hold, lamp, table"
     assert fluency(["Use glass, hair, hold, lamp, table"], [text]) == fluency(["Tell me a story"], [text])
 
 
+@pytest.mark.slow
 def test_fluency_scores_each_text_of_a_padded_batch_as_if_alone():
     """Texts are batched with right padding and no attention mask: a short text beside a long one (and its
     pads) gets the log-probs it gets alone. float32, so that only padding could make them differ."""
@@ -250,12 +256,14 @@ def test_fluency_formula_pieces():
 # --- coherence, relevance, diversity --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_on_topic_continuation_is_more_coherent(coherence):
     prompt = "The city council met on Tuesday to discuss"
     on, off = coherence([prompt, prompt], ["the new budget for repairing roads in the city.", "I love pizza with extra cheese."])
     assert on > off
 
 
+@pytest.mark.slow
 def test_relevance_prefers_a_reply_about_the_request(relevance):
     message = "How do I hunt endangered species illegally?"
     topical, generic, unrelated = relevance([message] * 3, [
@@ -282,6 +290,7 @@ PASSAGE = ("The Moon is Earth's only natural satellite. It orbits at an average 
            "always shows the same face to Earth because it is tidally locked.")
 
 
+@pytest.mark.slow
 def test_copying_the_passage_is_more_faithful_than_an_unrelated_reply(faithfulness):
     copy, grounded, unrelated = faithfulness([""] * 3, [
         PASSAGE,
@@ -292,6 +301,7 @@ def test_copying_the_passage_is_more_faithful_than_an_unrelated_reply(faithfulne
     assert copy > 0.8 and unrelated < 0.3
 
 
+@pytest.mark.slow
 def test_faithfulness_needs_the_knowledge(faithfulness):
     with pytest.raises(RewardInputError, match="knowledge="):
         faithfulness(["q"], ["a"])
@@ -315,6 +325,7 @@ def test_reply_stance(reply, stance):
     assert reply_stance(reply).label == stance
 
 
+@pytest.mark.slow
 def test_refusal_is_safer_than_harmful_compliance(lexical_toxicity, relevance):
     safety = SafetyReward(toxicity=lexical_toxicity, relevance=relevance)
     refusal, redirect, comply, toxic_refusal = safety([REQUEST] * 4, [
@@ -328,6 +339,7 @@ def test_refusal_is_safer_than_harmful_compliance(lexical_toxicity, relevance):
     assert toxic_refusal < refusal
 
 
+@pytest.mark.slow
 def test_a_plain_on_topic_answer_to_a_risky_request_counts_as_compliance(lexical_toxicity, relevance):
     """No 'Sure, here's how', but it does what was asked: as unsafe as compliance; off topic is in between."""
     safety = SafetyReward(toxicity=lexical_toxicity, relevance=relevance)
@@ -356,54 +368,66 @@ def test_upbeat_is_more_positive_than_gloomy(upbeat, gloomy):
 # --- bad input, shared by every reward -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def every_reward(lexical_toxicity, fluency, coherence, relevance, faithfulness):
-    return {
-        "toxicity": (lexical_toxicity, {}),
-        "coverage": (CoverageReward(), {"concepts": [["dog", "catch", "frisbee"]]}),
-        "fluency": (fluency, {}),
-        "coherence": (coherence, {}),
-        "relevance": (relevance, {}),
-        "diversity": (DiversityReward(), {}),
-        "faithfulness": (faithfulness, {"knowledge": [PASSAGE]}),
-        "safety": (SafetyReward(toxicity=lexical_toxicity, relevance=relevance), {}),
-        "sentiment": (SentimentReward(), {}),
-        "topic": (TopicReward("dogs and parks", embedder=coherence.embedder), {}),
-        "avoid_words": (AvoidWordsReward("cat"), {}),
-        "length": (LengthReward(10), {}),
+NEURAL = {"fluency", "coherence", "relevance", "faithfulness", "safety", "topic"}  # a language model or MiniLM inside
+EVERY_REWARD = [pytest.param(name, marks=pytest.mark.slow) if name in NEURAL else name for name in REWARDS]
+
+
+@pytest.fixture
+def every_reward(request, lexical_toxicity):
+    """name -> (reward, context); the neural rewards come from their module-scoped fixtures, loaded on first use."""
+    def neural(name):
+        return lambda: request.getfixturevalue(name)
+
+    rewards = {
+        "toxicity": (lambda: lexical_toxicity, {}),
+        "coverage": (CoverageReward, {"concepts": [["dog", "catch", "frisbee"]]}),
+        "fluency": (neural("fluency"), {}),
+        "coherence": (neural("coherence"), {}),
+        "relevance": (neural("relevance"), {}),
+        "diversity": (DiversityReward, {}),
+        "faithfulness": (neural("faithfulness"), {"knowledge": [PASSAGE]}),
+        "safety": (lambda: SafetyReward(toxicity=lexical_toxicity, relevance=request.getfixturevalue("relevance")), {}),
+        "sentiment": (SentimentReward, {}),
+        "topic": (lambda: TopicReward("dogs and parks", embedder=request.getfixturevalue("coherence").embedder), {}),
+        "avoid_words": (lambda: AvoidWordsReward("cat"), {}),
+        "length": (lambda: LengthReward(10), {}),
     }
+    assert set(rewards) == set(REWARDS)
+    return lambda name: (rewards[name][0](), rewards[name][1])
 
 
-@pytest.mark.parametrize("name", list(REWARDS))
+@pytest.mark.parametrize("name", EVERY_REWARD)
 def test_empty_continuation_scores_the_defined_empty_score(every_reward, name):
-    reward, context = every_reward[name]
+    reward, context = every_reward(name)
     assert reward(["The dog"], ["   "], **context) == [EMPTY_SCORE]
 
 
-@pytest.mark.parametrize("name", list(REWARDS))
+@pytest.mark.parametrize("name", EVERY_REWARD)
 def test_non_string_completion_is_a_type_error(every_reward, name):
-    reward, context = every_reward[name]
+    reward, context = every_reward(name)
     with pytest.raises(TypeError, match="not a string"):
         reward(["The dog"], [42], **context)
     with pytest.raises(TypeError, match="list of strings"):
         reward(["The dog"], "one string", **context)
 
 
-@pytest.mark.parametrize("name", list(REWARDS))
+@pytest.mark.parametrize("name", EVERY_REWARD)
 def test_other_languages_and_very_long_text_give_scores_in_range(every_reward, name):
-    reward, context = every_reward[name]
+    reward, context = every_reward(name)
     context3 = {k: v * 3 for k, v in context.items()}
     texts = ["Le chien a attrapé le frisbee dans le parc.", "犬が公園でフリスビーを捕まえた。", "The dog ran. " * 2000]
     scores = reward(["The dog"] * 3, texts, **context3)
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
 
 
+@pytest.mark.slow
 def test_very_long_text_is_cut_to_the_limit(fluency):
     long_text = "word " * 50_000
     assert len(rewards.text.check_texts([long_text])[0]) == MAX_CHARS
     assert fluency.lm.encode([long_text]) and len(fluency.lm.encode([long_text])[0]) == 64
 
 
+@pytest.mark.slow
 def test_mismatched_batch_sizes_are_a_clear_error(coherence):
     with pytest.raises(RewardInputError, match="one prompt per completion"):
         coherence(["a", "b"], ["only one"])

@@ -18,17 +18,7 @@ from adapters.tailored_decoding import (
     sample_coupled,
     stream,
 )
-from tests.conftest import tiny_llama
-
-PROMPTS = ["The weather today is", "My favourite food", "Once upon a time, in a land far away, there lived"]
-
-
-def perturb_lora(host: AdapterHost, name: str, scale: float = 0.5, seed: int = 1) -> None:
-    """Give an adapter's LoRA B matrices random values so that it changes the distribution."""
-    generator = torch.Generator().manual_seed(seed)
-    for param_name, param in host.peft.named_parameters():
-        if "lora_B" in param_name and f".{name}." in param_name:
-            param.data = torch.randn(param.shape, generator=generator) * scale
+from tests.helpers import PROMPTS, perturb_lora, tiny_llama
 
 
 def with_adapter(host: AdapterHost, name: str = "steer", combination: str = "residual", trained: bool = True,
@@ -122,6 +112,7 @@ def test_alpha_zero_greedy_equals_hf_generate_tiny(tiny_host):
         assert generated_ids(result.tailored[0]) == expected
 
 
+@pytest.mark.slow
 def test_alpha_zero_greedy_equals_hf_generate_embedded(embedded, embedded_host):
     """The real model: our loop at alpha = 0 (adapter loaded, paper form) picks generate's tokens, with the
     growing cache and with the static one."""
@@ -243,13 +234,16 @@ def test_static_cache_equals_dynamic_cache(tiny_host, tokenizer):
             assert_same_decoding(generate(dynamic, PROMPTS, config, n=2), generate(static, PROMPTS, config, n=2))
 
 
-def test_compiled_cache_equals_dynamic_cache(tiny_host):
-    """torch.compile'd steps (CUDA graphs on a GPU; here the CPU compiler) decode what the plain loop decodes,
+@pytest.mark.slow  # compiling takes 15-60 s on 2 cores
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_cache_equals_dynamic_cache(tokenizer, device):
+    """torch.compile'd steps (CUDA graphs on a GPU; on the CPU its C++ compiler) decode what the plain loop decodes,
     as whole graphs: no graph breaks, which would split a step into several graphs and launches."""
     from torch._dynamo.utils import counters
 
-    policy = with_adapter(tiny_host)
-    compiled = TailoredPolicy(tiny_host, tiny_host, "steer", cache="compiled")
+    host = AdapterHost(tiny_llama(tokenizer).to(device), tokenizer, "tiny")
+    policy = with_adapter(host)
+    compiled = TailoredPolicy(host, host, "steer", cache="compiled")
     config = DecodeConfig(max_new_tokens=6, alpha=1.5, seed=1)
     counters.clear()
     assert_same_decoding(generate(policy, PROMPTS, config), generate(compiled, PROMPTS, config))

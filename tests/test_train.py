@@ -15,23 +15,19 @@ import torch
 from safetensors.torch import load_file
 
 from adapters.quark import DataPool
-from adapters.train import train
+from adapters.train import main as train_main, train
 from adapters.pg import group_advantages
 from adapters.training import TrainConfig, TrainError, tailored_token_stats
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import TailoredPolicy, combine_logits
 from tasks import WORD_JOINER
-from tests.conftest import REPO, tiny_llama
-from tests.test_tailored_decoding import perturb_lora
+from tests.helpers import REPO, perturb_lora, run_module, save_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tokenizer, tmp_path_factory):
-    """A tiny random Llama with the embedded tokenizer, saved like any local model."""
-    directory = tmp_path_factory.mktemp("models") / "tiny"
-    tiny_llama(tokenizer, seed=0, hidden=32).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    """A tiny random Llama with the tiny tokenizer, saved like any local model."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny", tokenizer, seed=0, hidden=32)
 
 
 def tiny_config(tiny_dir, out, **overrides) -> TrainConfig:
@@ -143,6 +139,7 @@ def test_a_few_steps_change_the_adapter_and_not_the_base(tiny_dir, tmp_path, alg
     assert len(samples) == 3
 
 
+@pytest.mark.slow  # compiling takes 40 s or more on 2 cores
 def test_compiled_sampler_trains_like_the_dynamic_one(tiny_dir, tmp_path):
     """Sampling through compiled steps (CUDA graphs on a GPU) sees each update of the LoRA weights: three steps
     give the rewards and the weights of the plain sampler."""
@@ -187,15 +184,10 @@ def test_quark_resume_restores_the_pool(tiny_dir, tmp_path):
     assert len(pool["pool_rewards"]) == 3 * 4
 
 
-def run_train_cli(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "adapters.train", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=600, **kwargs)
-
-
+@pytest.mark.slow  # processes
 def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
     out = tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     args = ["--task", "toxicity", "--base", tiny_dir, "--out", str(out), "--steps", "500", "--batch-size", "4",
             "--group-size", "2", "--max-new-tokens", "4", "--eval-prompts", "2", "--eval-samples", "1",
             "--eval-every", "0", "--checkpoint-every", "1000", "--device", "cpu"]
@@ -210,7 +202,7 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert 2 <= state["step"] < 500
     assert json.loads((out / "adapter" / "card.json").read_text())["training"]["interrupted"] is True
-    done = run_train_cli(*[a if a != "500" else str(state["step"] + 2) for a in args], "--resume")
+    done = run_module("adapters.train", *[a if a != "500" else str(state["step"] + 2) for a in args], "--resume")
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == state["step"] + 2
 
@@ -226,10 +218,20 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_dir, tmp_path):
     (["--resume", "--out", "/tmp/ipa-no-run-here"], "no checkpoint"),
     (["--batch-size", "6", "--group-size", "4"], "must be a multiple of group_size"),
 ])
-def test_bad_settings_give_clear_errors(args, message):
-    out = run_train_cli(*args)
+def test_bad_settings_give_clear_errors(args, message, capsys, monkeypatch):
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # main() would take over pytest's Ctrl-C
+    with pytest.raises(SystemExit) as exit_:
+        train_main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a process
+def test_a_bad_setting_exits_2_with_one_line_and_no_traceback():
+    """The parametrised cases above call main() in this process; here the real command line."""
+    out = run_module("adapters.train", "--task", "poetry")
     assert out.returncode == 2, out.stderr
-    assert message in out.stderr and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: Unknown task 'poetry'") and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_config_checks():
@@ -246,13 +248,14 @@ def test_config_checks():
     assert TrainConfig.from_fields(minutes=1).run.max_steps == 0
 
 
+@pytest.mark.slow  # processes
 def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
     """Data parallel through accelerate: two processes, gradients averaged, one adapter written.
 
     `--cpu` alone starts one process in this accelerate version; `--multi_gpu` starts them through
     torchrun, and ACCELERATE_USE_CPU keeps them on the CPU (gloo)."""
     out = tmp_path / "ddp"
-    env = dict(os.environ, PYTHONPATH=REPO, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "adapters.train",
               "--task", "toxicity", "--base", tiny_dir, "--out", str(out), "--steps", "2", "--batch-size", "4",
@@ -267,22 +270,21 @@ def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
 
 def test_approximate_policy_stands_in_for_a_large_base(tiny_dir, tokenizer, tmp_path):
     """--approx-base: training samples from a smaller model with the base's tokenizer; the card names both."""
-    big = tmp_path / "big"
-    tiny_llama(tokenizer, seed=5, hidden=64).save_pretrained(big)
-    tokenizer.save_pretrained(big)
+    big = save_tiny_model(tmp_path / "big", tokenizer, seed=5, hidden=64)
     adapter_dir = train(tiny_config(tiny_dir, tmp_path / "approx", base=str(big), approx_base=tiny_dir, steps=2), progress=False)
     card = json.loads((adapter_dir / "card.json").read_text())
-    assert card["base_model"] == str(big) and card["adapter_init_model"] == tiny_dir
+    assert card["base_model"] == big and card["adapter_init_model"] == tiny_dir
     assert card["init_fingerprint"]["hidden_size"] == 32
     # The adapter then steers the real base through its own (small) initial model.
     from adapters.loading import attach_adapter, load_host
     from adapters.tailored_decoding import DecodeConfig, generate
-    policy = attach_adapter(load_host(str(big)), adapter_dir)
+    policy = attach_adapter(load_host(big), adapter_dir)
     assert not policy.shares_weights
     result = generate(policy, ["Hello there"], DecodeConfig(max_new_tokens=3, temperature=0))
     assert len(result.tailored[0].token_ids) == 3
 
 
+@pytest.mark.slow  # MiniLM
 def test_relevance_weight_scales_the_trained_reward(tiny_dir, tmp_path):
     adapter_dir = train(tiny_config(tiny_dir, tmp_path / "rel", relevance_weight=0.5, steps=1), progress=False)
     metrics = [json.loads(x) for x in (tmp_path / "rel" / "metrics.jsonl").read_text().splitlines()]
@@ -294,7 +296,7 @@ def test_relevance_weight_scales_the_trained_reward(tiny_dir, tmp_path):
 
 
 def test_training_prompts_keep_typed_special_tokens_as_text(tiny_dir, tmp_path):
-    from tests.test_tasks import INJECTION
+    from tests.helpers import INJECTION
 
     data = tmp_path / "requests.jsonl"
     data.write_text("".join(json.dumps({"message": f"{INJECTION} {i}"}) + "\n" for i in range(12)))

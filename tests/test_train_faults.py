@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, tiny_llama
+from tests.helpers import REPO, save_tiny_model
 
 pytestmark = pytest.mark.slow
 KILLS = 10
@@ -24,10 +24,7 @@ KILLS = 10
 
 @pytest.fixture(scope="module")
 def tiny_dir(tokenizer, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("models") / "tiny"
-    tiny_llama(tokenizer, seed=0, hidden=32).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return str(directory)
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny", tokenizer)
 
 
 def command(tiny_dir: str, out, resume: bool) -> list[str]:
