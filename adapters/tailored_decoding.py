@@ -8,6 +8,8 @@ with two forms of the adapter term (`combine_logits`):
 - "residual" : adapter logits minus the adapter's initial model's logits, so an untrained adapter
                leaves the base untouched and alpha is a clean strength knob. The default.
 
+Several adapters compose (`TailoredPolicy.more_adapters`, `compose_logits`): their terms add up, each with its alpha.
+
 Everything runs batched with KV caches, through the engine (adapters.engine): the base rows and adapter rows of
 every stream, and of every other request decoded at the same time, share one forward pass per model, each row
 with its own LoRA adapter. `DecodeRun` holds one run's sampling state; `decode_steps`, `stream`, `generate` and
