@@ -14,8 +14,7 @@ from adapters.tailored_decoding import (
     filter_logits,
     generate,
 )
-from tests.test_engine import two_adapters  # noqa: F401 - a fixture
-from tests.test_tailored_decoding import PROMPTS, with_adapter
+from tests.test_tailored_decoding import PROMPTS, composed, with_adapter
 
 CONFIG = DecodeConfig(max_new_tokens=8, alpha=1.5, top_p=0.8, temperature=0.9, seed=5)
 
@@ -74,12 +73,12 @@ def test_the_inspector_shows_the_distributions_the_run_sampled_from(tiny_host, c
             assert step.kl == pytest.approx(float(kl), abs=1e-4)  # for the base column: what the adapter would move
 
 
-def test_greedy_steps_and_composed_adapters(two_adapters):
-    policy = TailoredPolicy(two_adapters, two_adapters, "calm", more_adapters=(("bright", 0.5),))
+def test_greedy_steps_and_composed_adapters(tiny_host):
+    policy = composed(tiny_host, alpha_2=0.5)
     result = generate(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, temperature=0), inspect=True)
     for step in result.tailored[0].steps:
         assert step.chosen.sampled == 1.0 and step.chosen.token_id == step.tailored[0].token_id
-        assert set(step.adapters) == {"calm", "bright"} and set(step.chosen.adapters) == {"calm", "bright"}
+        assert set(step.adapters) == {"steer", "second"} and set(step.chosen.adapters) == {"steer", "second"}
     for step in result.base[0].steps:
         assert step.chosen.token_id == step.base[0].token_id
 
