@@ -5,7 +5,8 @@ adapter and combination. Its streams (one continuation each) need these rows:
 
     base row     every stream, adapter off: p_base (and, when the adapter sits on the base's weights, the
                  residual combination's adapter_init logits of a tailored stream)
-    adapter row  every tailored stream, its adapter on
+    adapter row  every tailored stream, its adapter on; composed adapters: one row per adapter ('adapter2', ...),
+                 so each adapter is one more run of rows, as if another user had chosen it
     init row     a tailored stream whose adapter sits on a different model, under the residual combination
 
 Rows of every request that run on the same model share one `RowBatch`: one KV cache, one forward pass a step, a
@@ -49,7 +50,7 @@ class Row:
 
     owner: int
     kind: str
-    """'base', 'adapter' or 'init'."""
+    """'base', 'adapter' (a composed request's further adapters: 'adapter2', ...) or 'init'."""
     stream: int
     adapter: str | None
 
@@ -195,11 +196,11 @@ class Request:
         if policy.remote_base is None:
             out += [("base", Row(self.id, "base", s, None), run.stream_prompts[s], None) for s in range(run.n_streams)]
         if run.use_adapter:
-            prefix = policy.adapter.reward_token_embedding(policy.adapter_name)
-            out += [("adapter", Row(self.id, "adapter", s, policy.adapter_name), run.stream_prompts[s], prefix)
-                    for s in run.tailored]
+            for kind, name, _ in run.terms:
+                prefix = policy.adapter.reward_token_embedding(name)
+                out += [("adapter", Row(self.id, kind, s, name), run.stream_prompts[s], prefix) for s in run.steered]
             if run.needs_init_rows:
-                out += [("adapter", Row(self.id, "init", s, None), run.stream_prompts[s], None) for s in run.tailored]
+                out += [("adapter", Row(self.id, "init", s, None), run.stream_prompts[s], None) for s in run.steered]
         return out
 
 
@@ -255,13 +256,13 @@ class Engine:
                 continue
             tokens = torch.zeros(len(batch), dtype=torch.long)
             for request in self.running:
-                for kind in ("base", "adapter", "init"):
+                for kind in request.run.row_kinds:
                     positions = batch.index.get((request.id, kind))
                     if positions is not None:
                         tokens[positions.cpu()] = request.run.next_tokens[request.run.streams_of(kind)]
             out = batch.step(tokens)
             for request in self.running:
-                for kind in ("base", "adapter", "init"):
+                for kind in request.run.row_kinds:
                     positions = batch.index.get((request.id, kind))
                     if positions is not None:
                         logits[request.id][kind] = out[positions]
@@ -279,7 +280,7 @@ class Engine:
                     continue
                 out = batch.join([n[1] for n in needs], [n[2] for n in needs], [n[3] for n in needs], pad_id)
                 for request in joining:
-                    for kind in ("base", "adapter", "init"):
+                    for kind in request.run.row_kinds:
                         picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]
                         if picks:
                             logits[request.id][kind] = out[torch.tensor(picks, device=out.device)]

@@ -4,6 +4,12 @@
     python -m adapters.generate --prompt "The movie was" --json
     python -m adapters.generate --task commongen --prompt "dog frisbee catch" --n 2
     python -m adapters.generate --prompt "The movie was" --base-api http://127.0.0.1:8000/v1 --base-api-model NAME
+    python -m adapters.generate --prompt "The movie was" --adapter adapters/trained/toxicity --alpha 1 \
+        --adapter adapters/trained/sentiment --alpha 0.5
+
+Several --adapter flags compose the adapters (a product of experts: base × adapter_1^alpha_1 × adapter_2^alpha_2);
+the i-th --alpha is the i-th adapter's strength (without --alpha, each adapter's trained one). They must steer the
+same base from the same initial model.
 
 With --task, the task builds the model's prompt from --prompt (the text to continue, the concept list or the
 user's message; knowledge_dialogue also takes --knowledge), decoding defaults come from the task, and each
@@ -25,9 +31,8 @@ import sys
 from adapters.api_base import add_api_args, api_config_from_args, cost_line, with_api_base
 from adapters.checks import UserError, check_number
 from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
-from adapters.loading import ModelConfig
-from adapters.policy_adapter import read_card
-from adapters.tailored_decoding import DecodeConfig, DecodeError, generate
+from adapters.loading import ModelConfig, check_composable
+from adapters.tailored_decoding import MAX_ALPHA, DecodeConfig, DecodeError, generate
 from tasks import get_task, inputs_from_prompt
 
 
@@ -37,20 +42,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", default=None, help="build the prompt, decode and score as this task (toxicity, commongen, ...)")
     parser.add_argument("--knowledge", default=None, help="the knowledge passage, for --task knowledge_dialogue")
     parser.add_argument("--toxicity-backend", default="auto", help="with --task: auto, detoxify or profanity_check")
-    parser.add_argument("--adapter", default=None, help="a saved adapter directory (default: none, both columns are the base)")
+    parser.add_argument("--adapter", action="append", default=None,
+                        help="a saved adapter directory (default: none, both columns are the base); repeat to compose")
+    parser.add_argument("--alpha", action="append", type=float, default=None,
+                        help="adapter strength, 0 = base only; one per --adapter, in order (default: the adapter's card)")
     parser.add_argument("--n", type=int, default=1, help="continuations per policy (default: 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_dataclass_args(parser, ModelConfig, exclude=ModelConfig.TRAINING_ONLY)
     # None = not given: the task's default (alpha: the adapter card's), else DecodeConfig's.
-    add_dataclass_args(parser, DecodeConfig, defaults={f.name: None for f in dataclasses.fields(DecodeConfig)})
+    add_dataclass_args(parser, DecodeConfig, exclude=("alpha",),
+                       defaults={f.name: None for f in dataclasses.fields(DecodeConfig)})
     add_api_args(parser)
     return parser
 
 
-def decode_config_from_args(args, task, card) -> DecodeConfig:
-    """The flags given, over the task's decoding defaults (or DecodeConfig's), alpha over the adapter card's."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeConfig) if getattr(args, f.name) is not None}
-    given.setdefault("alpha", card.alpha if card else 1.0)
+def adapter_alphas(args, cards) -> list[float]:
+    """Each --adapter's alpha: the i-th --alpha, else the adapter card's (1 without an adapter)."""
+    adapters, alphas = args.adapter or [], args.alpha or []
+    if len(alphas) > max(len(adapters), 1) or (len(adapters) > 1 and alphas and len(alphas) != len(adapters)):
+        raise DecodeError(f"Give one --alpha per --adapter, in the same order, or none (each adapter's trained alpha): "
+                          f"got {len(adapters)} --adapter and {len(alphas)} --alpha.")
+    chosen = alphas or [card.alpha for card in cards] or [1.0]
+    for alpha in chosen[1:]:
+        check_number(alpha, "alpha", 0, MAX_ALPHA, error=DecodeError)
+    return chosen
+
+
+def decode_config_from_args(args, task, alpha: float) -> DecodeConfig:
+    """The flags given, over the task's decoding defaults (or DecodeConfig's); `alpha` is the first adapter's."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeConfig)
+             if f.name != "alpha" and getattr(args, f.name) is not None}
+    given["alpha"] = alpha
     return task.decode_config(**given) if task else DecodeConfig(**given)
 
 
@@ -72,15 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.n = check_number(args.n, "--n", 1, None, whole=True, error=DecodeError)
-        card = read_card(args.adapter) if args.adapter else None
+        adapters = args.adapter or []
+        cards = check_composable(adapters) if adapters else []
+        alphas = adapter_alphas(args, cards)
         task = get_task(args.task) if args.task else None
-        config = decode_config_from_args(args, task, card)
+        config = decode_config_from_args(args, task, alphas[0])
         if not args.prompt.strip():
             raise DecodeError("The prompt is empty: give some text to continue with --prompt.")
         task_inputs = inputs_from_prompt(task.name, args.prompt, args.knowledge) if task else None
         api_config = api_config_from_args(args)  # bad API flags fail before any model loads
         models = dataclass_from_args(ModelConfig, args)
-        policy = models.load_policy(args.adapter)
+        policy = models.load_policy(adapters[0] if adapters else None, list(zip(adapters[1:], alphas[1:])))
         if api_config:
             policy = with_api_base(policy, api_config, config.stop_at_eos)
         model_prompt = task.build_prompt(task_inputs, policy.tokenizer) if task else args.prompt
@@ -95,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({
             "prompt": args.prompt,
             "model_prompt": model_prompt,
-            "adapter": args.adapter,
+            "adapter": adapters[0] if adapters else None,
             "alpha": config.alpha,
+            "adapters": [{"adapter": a, "alpha": alpha} for a, alpha in zip(adapters, [config.alpha] + alphas[1:])],
             "seed": result.seed,
             "base": [c.text for c in result.base],
             "tailored": [c.text for c in result.tailored],
@@ -106,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                          **api.stats.as_dict()} if api else None,
         }, indent=2))
         return 0
-    label = f"base + adapter {args.adapter} (alpha {config.alpha:g})" if args.adapter else "tailored (no adapter: same as base)"
+    steering = " + ".join(f"adapter {a} (alpha {alpha:g})" for a, alpha in zip(adapters, [config.alpha] + alphas[1:]))
+    label = f"base + {steering}" if adapters else "tailored (no adapter: same as base)"
     print(f"prompt: {args.prompt}\n")
     for title, key, completions in (("base", "base_rewards", result.base), (label, "tailored_rewards", result.tailored)):
         print(f"== {title} ==")

@@ -1,6 +1,7 @@
 """Assemble a tailored policy from model names and an adapter directory.
 
     >>> policy = load_policy("embedded", "adapters/trained/toxicity")   # doctest: +SKIP
+    >>> both = load_policy("embedded", "adapters/trained/toxicity", more_adapters=[("adapters/trained/sentiment", 0.5)])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from adapters.models import EMBEDDED, ModelLoadError, check_same_tokenizer, load_model, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterHost, read_card
+from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
 from adapters.tailored_decoding import CACHES, TailoredPolicy
 
 
@@ -45,10 +46,12 @@ class ModelConfig:
         device = resolve_device(self.device)
         return device, resolve_dtype(self.dtype, device)
 
-    def load_policy(self, adapter_dir: str | os.PathLike | None = None) -> TailoredPolicy:
-        """The base alone, or with the adapter saved in adapter_dir, on this config's device, dtype and cache."""
+    def load_policy(self, adapter_dir: str | os.PathLike | None = None,
+                    more_adapters: list[tuple[str | os.PathLike, float]] = ()) -> TailoredPolicy:
+        """The base alone, or with the adapter saved in adapter_dir (and composed ones: (directory, alpha) each), on
+        this config's device, dtype and cache."""
         device, dtype = self.resolve()
-        return dataclasses.replace(load_policy(self.base, adapter_dir, device, dtype), cache=self.cache)
+        return dataclasses.replace(load_policy(self.base, adapter_dir, device, dtype, more_adapters), cache=self.cache)
 
 
 def load_host(name: str = EMBEDDED, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> AdapterHost:
@@ -77,12 +80,51 @@ def attach_adapter(base: AdapterHost, adapter_dir: str | os.PathLike, name: str 
     return TailoredPolicy(base, adapter_host, name, card.combination)
 
 
+def check_composable(adapter_dirs: list[str | os.PathLike]) -> list[AdapterCard]:
+    """The cards of adapters to decode at once; an AdapterError unless they steer the same base, sit on the same
+    initial model (one host runs them all) and combine with the base the same way."""
+    cards = [read_card(d) for d in adapter_dirs]
+    for what, key in (("steer the same base", "base_model"), ("sit on the same initial model", "adapter_init_model"),
+                      ("use the same combination", "combination")):
+        values = [getattr(card, key) for card in cards]
+        if len(set(values)) > 1:
+            other = next(i for i, v in enumerate(values) if v != values[0])
+            raise AdapterError(f"Composed adapters must {what}: {adapter_dirs[0]} has {key} {values[0]!r}, "
+                               f"{adapter_dirs[other]} has {values[other]!r}.")
+    return cards
+
+
+def compose(policy: TailoredPolicy, more_adapters: list[tuple[str | os.PathLike, float]]) -> TailoredPolicy:
+    """`policy` (base + one adapter) with further saved adapters at once, each (directory, alpha), loaded on the
+    policy's adapter host under their directories' names (made unique when two are alike)."""
+    if not more_adapters:
+        return policy
+    if policy.adapter is None:
+        raise AdapterError("Composed adapters need a first adapter.")
+    taken = set(policy.adapter.cards)
+    loaded = []
+    for directory, alpha in more_adapters:
+        stem = name = os.path.basename(os.path.normpath(directory))
+        copy = 2
+        while name in taken or name == policy.adapter_name:
+            name, copy = f"{stem}-{copy}", copy + 1
+        policy.adapter.load_adapter(name, directory)
+        taken.add(name)
+        loaded.append((name, alpha))
+    return dataclasses.replace(policy, more_adapters=tuple(loaded))
+
+
 def load_policy(base_name: str = EMBEDDED, adapter_dir: str | os.PathLike | None = None,
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> TailoredPolicy:
-    """The base alone (no adapter_dir) or base plus the adapter saved in adapter_dir."""
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                more_adapters: list[tuple[str | os.PathLike, float]] = ()) -> TailoredPolicy:
+    """The base alone (no adapter_dir) or base plus the adapter saved in adapter_dir, and composed adapters:
+    (directory, alpha) each, decoded at once with it (the first adapter's alpha is DecodeConfig.alpha)."""
     if adapter_dir is not None:
-        read_card(adapter_dir)  # a missing or corrupt adapter fails before any model loads
+        # a missing, corrupt or mismatched adapter fails before any model loads
+        check_composable([adapter_dir] + [directory for directory, _ in more_adapters])
+    elif more_adapters:
+        raise AdapterError("Composed adapters need a first adapter.")
     base = load_host(base_name, device, dtype)
     if adapter_dir is None:
         return TailoredPolicy(base)
-    return attach_adapter(base, adapter_dir)
+    return compose(attach_adapter(base, adapter_dir), more_adapters)

@@ -8,6 +8,8 @@ with two forms of the adapter term (`combine_logits`):
 - "residual" : adapter logits minus the adapter's initial model's logits, so an untrained adapter
                leaves the base untouched and alpha is a clean strength knob. The default.
 
+Several adapters compose (`TailoredPolicy.more_adapters`, `compose_logits`): their terms add up, each with its alpha.
+
 Everything runs batched with KV caches, through the engine (adapters.engine): the base rows and adapter rows of
 every stream, and of every other request decoded at the same time, share one forward pass per model, each row
 with its own LoRA adapter. `DecodeRun` holds one run's sampling state; `decode_steps`, `stream`, `generate` and
@@ -137,6 +139,9 @@ class TailoredPolicy:
     window."""
     cache: str = "dynamic"
     """The local models' KV cache: one of CACHES."""
+    more_adapters: tuple[tuple[str, float], ...] = ()
+    """Composed adapters: (name, alpha) of further adapters on the same host, each with its own strength (the first
+    adapter's is DecodeConfig.alpha). Their terms add up: a product of experts (see compose_logits)."""
 
     def __post_init__(self):
         if self.cache not in CACHES:
@@ -147,6 +152,17 @@ class TailoredPolicy:
             raise DecodeError("Give both the adapter host and the adapter's name, or neither.")
         if self.adapter is not None:
             self.adapter._check_name(self.adapter_name)
+        if self.more_adapters:
+            if self.adapter is None:
+                raise DecodeError("Composed adapters need a first adapter: give adapter and adapter_name.")
+            self.more_adapters = tuple((name, check_number(alpha, f"alpha of adapter {name!r}", 0, MAX_ALPHA,
+                                                           error=DecodeError)) for name, alpha in self.more_adapters)
+            names = [self.adapter_name] + [name for name, _ in self.more_adapters]
+            for name in names[1:]:
+                self.adapter._check_name(name)
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise DecodeError(f"Adapter {twice[0]!r} is composed twice: give it once, with the sum of its alphas.")
 
     @property
     def tokenizer(self):
@@ -185,6 +201,42 @@ def combine_logits(
     if init_logits is None:
         raise ValueError("The residual combination needs the adapter's initial logits.")
     return base_logprobs + alpha * (adapter_logits.float() - init_logits.float())
+
+
+def compose_logits(
+    base_logits: torch.Tensor,
+    adapter_logits: list[torch.Tensor],
+    init_logits: torch.Tensor | None,
+    alphas: list[float],
+    combination: str = "residual",
+) -> torch.Tensor:
+    """Unnormalised log-probabilities of a base steered by several adapters at once.  (B, V), k × (B, V) -> (B, V)
+
+    residual: log_softmax(base) + Σ_i alpha_i · (adapter_i − init)
+    paper:    log_softmax(base) + Σ_i alpha_i · adapter_i
+
+    A product of experts, base × adapter_1^alpha_1 × adapter_2^alpha_2 ... The adapters sit on one initial model,
+    so one init serves every term. Under the residual form each adapter contributes only what it learned, and an
+    untrained one nothing. Under the paper's form each adapter's logits already hold its initial model (the base,
+    by default), so k silent adapters sample from about p_base^(1 + Σ alpha_i): the base is counted once more per
+    adapter, and composing sharpens the text more than any one adapter does. With one adapter this is
+    combine_logits.
+
+    >>> base = torch.tensor([[0.0, 1.0]]); a = torch.tensor([[2.0, 0.0]]); b = torch.tensor([[0.0, 3.0]])
+    >>> out = compose_logits(base, [a, b], base, [1.0, 0.5])
+    >>> out.allclose(torch.log_softmax(base, -1) + (a - base) + 0.5 * (b - base))
+    True
+    """
+    base_logprobs = torch.log_softmax(base_logits.float(), dim=-1)
+    if combination == "residual" and init_logits is None and any(alpha != 0 for alpha in alphas):
+        raise ValueError("The residual combination needs the adapters' initial logits.")
+    total = base_logprobs
+    for adapter, alpha in zip(adapter_logits, alphas, strict=True):
+        if alpha == 0:
+            continue
+        term = adapter.float() if combination == "paper" else adapter.float() - init_logits.float()
+        total = total + alpha * term
+    return total
 
 
 NUCLEUS_CANDIDATES = (256, 4096)
@@ -359,19 +411,22 @@ def _compiled_forward(model, **inputs) -> torch.Tensor:
 
 
 class _Experts:
-    """Plans the row groups for a decoding run and returns base, adapter and init logits per step."""
+    """Plans the row groups for a decoding run and returns base, adapter and init logits per step.
 
-    def __init__(self, policy: TailoredPolicy, n_streams: int, tailored_streams: list[int], use_adapter: bool,
-                 max_new_tokens: int = 0):
+    `terms` are the run's adapters, (row kind, adapter name) each ('adapter' for the first; see DecodeRun.terms);
+    `steered_streams` the streams that get adapter rows."""
+
+    def __init__(self, policy: TailoredPolicy, n_streams: int, steered_streams: list[int],
+                 terms: list[tuple[str, str]], max_new_tokens: int = 0):
         self.policy = policy
-        self.tailored = tailored_streams
+        self.tailored = steered_streams
         group = functools.partial(_RowGroup, cache=policy.cache, max_new_tokens=max_new_tokens)
-        base, adapter, name = policy.base, policy.adapter, policy.adapter_name
+        base, adapter = policy.base, policy.adapter
         all_streams = list(range(n_streams))
-        prefix = adapter.reward_token_embedding(name) if (use_adapter and adapter is not None) else None
-        self.use_adapter = use_adapter and adapter is not None and bool(tailored_streams)
+        self.use_adapter = bool(terms) and adapter is not None and bool(steered_streams)
+        prefixes = {name: adapter.reward_token_embedding(name) for _, name in terms} if self.use_adapter else {}
         need_init = self.use_adapter and policy.combination == "residual" and not policy.shares_weights
-        k = len(tailored_streams)
+        k = len(steered_streams)
         if policy.remote_base is not None:
             base_group = policy.remote_base.row_group(all_streams)
         else:
@@ -381,24 +436,33 @@ class _Experts:
             self.slices = {"base": (0, slice(0, n_streams))}
         elif policy.shares_weights and (base.base_model.device.type == "cuda" or policy.cache == "compiled"):
             # On a GPU, small models are bound by kernel launches, and PEFT's mixed batches add index
-            # copies to every LoRA layer: two plain forwards (adapter off, adapter on) are faster. Compiled
+            # copies to every LoRA layer: plain forwards (adapter off, each adapter on) are faster. Compiled
             # steps need them too: a mixed batch registers PEFT hooks inside the forward, a graph break.
-            self.groups = [base_group, group(adapter, tailored_streams, [name] * k, [prefix] * k)]
-            self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
+            self.groups = [base_group] + [group(adapter, steered_streams, [name] * k, [prefixes[name]] * k)
+                                          for _, name in terms]
+            self.slices = {"base": (0, slice(0, n_streams))}
+            self.slices.update({kind: (1 + i, slice(0, k)) for i, (kind, _) in enumerate(terms)})
         elif policy.shares_weights:
-            # On the CPU, one forward reads the weights once: every stream's base row, then each tailored
-            # stream's adapter row. The adapter sits on the base's weights, so base rows are also init rows.
-            self.groups = [group(base, all_streams + tailored_streams, [None] * n_streams + [name] * k,
-                                 [None] * n_streams + [prefix] * k)]
-            self.slices = {"base": (0, slice(0, n_streams)), "adapter": (0, slice(n_streams, n_streams + k))}
+            # On the CPU, one forward reads the weights once: every stream's base row, then each steered
+            # stream's row for each adapter. The adapters sit on the base's weights, so base rows are also init rows.
+            rows, names, row_prefixes = all_streams, [None] * n_streams, [None] * n_streams
+            for _, name in terms:
+                rows, names, row_prefixes = rows + steered_streams, names + [name] * k, row_prefixes + [prefixes[name]] * k
+            self.groups = [group(base, rows, names, row_prefixes)]
+            self.slices = {"base": (0, slice(0, n_streams))}
+            self.slices.update({kind: (0, slice(n_streams + i * k, n_streams + (i + 1) * k))
+                                for i, (kind, _) in enumerate(terms)})
         else:
-            rows = tailored_streams + (tailored_streams if need_init else [])
-            names = [name] * k + ([None] * k if need_init else [])
-            prefixes = [prefix] * k + ([None] * k if need_init else [])
-            self.groups = [base_group, group(adapter, rows, names, prefixes)]
-            self.slices = {"base": (0, slice(0, n_streams)), "adapter": (1, slice(0, k))}
+            rows, names, row_prefixes = [], [], []
+            for _, name in terms:
+                rows, names, row_prefixes = rows + steered_streams, names + [name] * k, row_prefixes + [prefixes[name]] * k
             if need_init:
-                self.slices["init"] = (1, slice(k, 2 * k))
+                rows, names, row_prefixes = rows + steered_streams, names + [None] * k, row_prefixes + [None] * k
+            self.groups = [base_group, group(adapter, rows, names, row_prefixes)]
+            self.slices = {"base": (0, slice(0, n_streams))}
+            self.slices.update({kind: (1, slice(i * k, (i + 1) * k)) for i, (kind, _) in enumerate(terms)})
+            if need_init:
+                self.slices["init"] = (1, slice(len(terms) * k, (len(terms) + 1) * k))
 
     def _split(self, outputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = {key: outputs[g][s] for key, (g, s) in self.slices.items()}
@@ -436,6 +500,9 @@ class Completion:
     """KL(tailored || base) at each step: how far the adapter moved the distribution (0 for the base column)."""
     tokens: list[str] = field(default_factory=list)
     """Each generated token as text (EOS left out)."""
+    steps: list = field(default_factory=list)
+    """With inspect=True: at each step, the most likely tokens under base, adapters and tailored policy
+    (adapters.inspector.StepView); empty otherwise."""
 
 
 @dataclass
@@ -543,19 +610,27 @@ class DecodeRun:
     """The sampling state of one decoding run: streams, their tokens and log-probabilities so far.
 
     Streams are ordered column-major: column c, prompt p, sample j -> stream c·P·n + p·n + j. Each step takes the
-    next-token logits of its rows ({'base': (S, V), 'adapter': (k, V), 'init': (k, V)} for the k tailored streams)
-    and picks every stream's next token. The engine (adapters.engine) feeds it; `decode_steps` runs one alone.
+    next-token logits of its rows ({'base': (S, V), 'adapter': (k, V), 'init': (k, V)} for the k tailored streams;
+    composed adapters add 'adapter2', 'adapter3', ...: see `terms`) and picks every stream's next token. The engine
+    (adapters.engine) feeds it; `decode_steps` runs one alone.
+
+    inspect=True also records, at every step of every stream, the most likely tokens under the base, each adapter
+    and the tailored policy (adapters.inspector): the base column's streams then get adapter rows too, so that
+    both columns can be inspected. `uniforms` (T, pairs) replaces the seed's random numbers (adapters.inspector.branch
+    replays those of the run it branches from).
     """
 
     def __init__(self, policy: TailoredPolicy, prompts: list[str] | list[list[int]], config: DecodeConfig = DecodeConfig(),
-                 n: int = 1, columns: tuple[str, ...] = ("base", "tailored"), max_new_tokens_cap: int | None = None):
+                 n: int = 1, columns: tuple[str, ...] = ("base", "tailored"), max_new_tokens_cap: int | None = None,
+                 inspect: bool = False, uniforms: torch.Tensor | None = None):
         if n < 1:
             raise DecodeError(f"n (samples per prompt) must be at least 1, got {n}.")
         if not columns or any(c not in ("base", "tailored") for c in columns):
             raise DecodeError(f"columns must name 'base' and/or 'tailored', got {columns}.")
         self.policy, self.config, self.n, self.columns = policy, config, n, columns
         tokenizer = policy.tokenizer
-        has_prefix = policy.adapter is not None and policy.adapter.reward_token_embedding(policy.adapter_name) is not None
+        names = [policy.adapter_name] + [name for name, _ in policy.more_adapters] if policy.adapter is not None else []
+        has_prefix = any(policy.adapter.reward_token_embedding(name) is not None for name in names)
         max_prompt = context_window(policy.base) - config.max_new_tokens - int(has_prefix)
         if max_prompt < 1:
             raise DecodeError(f"max_new_tokens ({config.max_new_tokens}) leaves no room for the prompt in the "
@@ -576,8 +651,27 @@ class DecodeRun:
         self.pair = torch.arange(self.n_streams) % self.n_pairs
         self.tailored = [s for s, c in enumerate(self.stream_columns) if c == "tailored"]
         self.tailored_idx = torch.tensor(self.tailored, dtype=torch.long, device=self.device)
-        self.use_adapter = config.alpha != 0 and policy.adapter is not None and bool(self.tailored)
+        self.terms: list[tuple[str, str, float]] = []
+        """(row kind, adapter name, alpha) of each adapter at work: the first's kind is 'adapter', the composed ones'
+        'adapter2', 'adapter3', ... An adapter at alpha 0 gets no rows."""
+        if policy.adapter is not None:
+            strengths = [(policy.adapter_name, config.alpha)] + list(policy.more_adapters)
+            self.terms = [("adapter" if i == 0 else f"adapter{i + 1}", name, alpha)
+                          for i, (name, alpha) in enumerate(strengths) if alpha != 0]
+        self.steered = list(range(self.n_streams)) if inspect else self.tailored
+        """The streams with adapter rows: the tailored ones, or every stream when inspecting."""
+        self.steered_idx = torch.tensor(self.steered, dtype=torch.long, device=self.device)
+        self.use_adapter = bool(self.terms) and bool(self.steered)
         self.needs_init_rows = self.use_adapter and policy.combination == "residual" and not policy.shares_weights
+        self.row_kinds = ["base"] + ([kind for kind, _, _ in self.terms] if self.use_adapter else []) + (
+            ["init"] if self.needs_init_rows else [])
+        """Every kind of row the run needs (a remote base serves the 'base' rows)."""
+        self.uniforms = uniforms
+        self.inspection = None
+        if inspect:
+            from adapters.inspector import Inspection
+
+            self.inspection = Inspection(self)
         self.eos = eos_token_ids(policy.base)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
         S, T = self.n_streams, config.max_new_tokens
@@ -594,29 +688,43 @@ class DecodeRun:
         self.done = False
 
     def streams_of(self, kind: str) -> torch.Tensor:
-        """The streams whose rows of this kind exist, in row order: every stream's base row, tailored streams' others."""
-        return torch.arange(self.n_streams) if kind == "base" else torch.tensor(self.tailored, dtype=torch.long)
+        """The streams whose rows of this kind exist, in row order: every stream's base row, steered streams' others."""
+        return torch.arange(self.n_streams) if kind == "base" else torch.tensor(self.steered, dtype=torch.long)
 
     def advance(self, logits: dict[str, torch.Tensor]) -> None:
         """Pick every stream's next token from its rows' logits and record it."""
         config, t = self.config, self.steps
         base_logprobs = torch.log_softmax(logits["base"].float(), dim=-1)  # (S, V)
         policy_logprobs = base_logprobs.clone()
+        steered_logprobs = None
         if self.use_adapter:
-            init = logits.get("init", logits["base"][self.tailored_idx])
-            combined = combine_logits(logits["base"][self.tailored_idx], logits["adapter"], init, config.alpha,
-                                      self.policy.combination)
-            policy_logprobs[self.tailored_idx] = torch.log_softmax(combined, dim=-1)
+            init = logits.get("init", logits["base"][self.steered_idx])
+            if self.policy.more_adapters:
+                combined = compose_logits(logits["base"][self.steered_idx], [logits[kind] for kind, _, _ in self.terms],
+                                          init, [alpha for _, _, alpha in self.terms], self.policy.combination)
+            else:
+                combined = combine_logits(logits["base"][self.steered_idx], logits["adapter"], init, config.alpha,
+                                          self.policy.combination)
+            steered_logprobs = torch.log_softmax(combined, dim=-1)  # (A, V) for the steered streams
+            if self.inspection is None:  # the steered streams are the tailored ones
+                policy_logprobs[self.tailored_idx] = steered_logprobs
+            else:
+                policy_logprobs[self.tailored_idx] = steered_logprobs[self.tailored_idx]  # every stream is steered
         choice_logprobs = policy_logprobs
         if t < config.min_new_tokens and self.eos:
             choice_logprobs = policy_logprobs.clone()
             choice_logprobs[:, self.eos] = float("-inf")
+        filtered = None
         if config.greedy:
             next_tokens = choice_logprobs.argmax(dim=-1)
         else:
             filtered = filter_logits(choice_logprobs, config.temperature, config.top_k, config.top_p)
-            uniforms = torch.rand(self.n_pairs, generator=self.generator)[self.pair].to(filtered.device)
+            drawn = torch.rand(self.n_pairs, generator=self.generator) if self.uniforms is None else self.uniforms[t]
+            uniforms = drawn[self.pair].to(filtered.device)
             next_tokens = sample_coupled(filtered, uniforms)
+        if self.inspection is not None:
+            self.inspection.record(t, logits, base_logprobs, steered_logprobs, choice_logprobs, filtered,
+                                   next_tokens, ~self.finished)
         next_tokens = next_tokens.cpu()
         active = ~self.finished
         next_tokens[self.finished] = self.pad_id
@@ -661,6 +769,7 @@ class DecodeRun:
                 finished=finished, base_logprobs=self.base_lp[s, :length].tolist(),
                 tailored_logprobs=self.tailored_lp[s, :length].tolist(), kl=self.kl[s, :length].tolist(),
                 tokens=list(self.token_texts[s]),
+                steps=self.inspection.views(s, length) if self.inspection is not None else [],
             )
             (base if column == "base" else tailored).append(item)
         return DecodeResult(base, tailored, list(self.warnings), self.seed, self.steps, done=final)
@@ -673,17 +782,25 @@ def decode_steps(
     config: DecodeConfig = DecodeConfig(),
     n: int = 1,
     columns: tuple[str, ...] = ("base", "tailored"),
+    inspect: bool = False,
 ) -> Iterator[DecodeRun]:
     """The decoding loop of one run alone. Yields the run after every generated token.
 
     prompts: strings (tokenised without special tokens) or lists of token ids.
     columns: which policies to decode: ('base',), ('tailored',) or both, side by side.
+    inspect: record the token inspector's data (Completion.steps).
     The default cache runs through the engine (every row in one forward pass); the static and compiled caches
     run fixed row groups, so that each step has the same shapes.
     """
+    yield from run_steps(DecodeRun(policy, prompts, config, n, columns, inspect=inspect))
+
+
+@torch.inference_mode()
+def run_steps(run: DecodeRun) -> Iterator[DecodeRun]:
+    """decode_steps for a run already made (with its own random numbers, for instance)."""
     from adapters.engine import Engine, Request
 
-    run = DecodeRun(policy, prompts, config, n, columns)
+    policy, config = run.policy, run.config
     if policy.cache == "dynamic":
         engine = Engine.for_policy(policy)
         request = Request(run)
@@ -692,7 +809,8 @@ def decode_steps(
             engine.step()
             yield run
         return
-    experts = _Experts(policy, run.n_streams, run.tailored, run.use_adapter, config.max_new_tokens)
+    terms = [(kind, name) for kind, name, _ in run.terms] if run.use_adapter else []
+    experts = _Experts(policy, run.n_streams, run.steered, terms, config.max_new_tokens)
     logits = experts.prefill(run.stream_prompts, run.pad_id, run.device)
     while True:
         run.advance(logits)
@@ -709,10 +827,11 @@ def stream(
     n: int = 1,
     columns: tuple[str, ...] = ("base", "tailored"),
     every: int = 1,
+    inspect: bool = False,
 ) -> Iterator[DecodeResult]:
     """Yield a DecodeResult with the text so far every `every` tokens, and once more at the end (done=True)."""
     run = None
-    for run in decode_steps(policy, prompts, config, n, columns):
+    for run in decode_steps(policy, prompts, config, n, columns, inspect):
         if run.steps % every == 0 and not run.done:
             yield run.result()
     yield run.result(final=True)
@@ -724,10 +843,12 @@ def generate(
     config: DecodeConfig = DecodeConfig(),
     n: int = 1,
     columns: tuple[str, ...] = ("base", "tailored"),
+    inspect: bool = False,
 ) -> DecodeResult:
-    """Decode to the end and return every continuation (side by side by default)."""
+    """Decode to the end and return every continuation (side by side by default); inspect=True fills each
+    Completion's `steps` for the token inspector (adapters.inspector)."""
     result = None
-    for result in stream(policy, prompts, config, n, columns, every=config.max_new_tokens + 1):
+    for result in stream(policy, prompts, config, n, columns, every=config.max_new_tokens + 1, inspect=inspect):
         pass
     return result
 

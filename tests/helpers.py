@@ -25,6 +25,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from adapters.policy_adapter import AdapterCard, AdapterHost
+from adapters.tailored_decoding import TailoredPolicy
+
 REPO = Path(__file__).resolve().parent.parent
 
 PROMPTS = ["The weather today is", "My favourite food", "Once upon a time, in a land far away, there lived"]
@@ -131,3 +134,19 @@ def special_counts(tokenizer, prompt: str) -> dict[int, int]:
     special_ids = set(tokenizer.added_tokens_decoder)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return {i: ids.count(i) for i in special_ids if i in ids}
+
+
+def with_adapter(host: AdapterHost, name: str = "steer", combination: str = "residual", trained: bool = True,
+                 n_reward_tokens: int = 0) -> TailoredPolicy:
+    host.new_adapter(name, AdapterCard(task="test", combination=combination, n_reward_tokens=n_reward_tokens))
+    if trained:
+        perturb_lora(host, name)
+    return TailoredPolicy(host, host, name, combination)
+
+
+def composed(host: AdapterHost, alpha_2: float = 0.5, combination: str = "residual") -> TailoredPolicy:
+    """'steer' (alpha from DecodeConfig) and 'second' (alpha_2) at once."""
+    with_adapter(host, "steer", combination)
+    host.new_adapter("second", AdapterCard(task="test", combination=combination))
+    perturb_lora(host, "second", seed=9)
+    return TailoredPolicy(host, host, "steer", combination, more_adapters=(("second", alpha_2),))

@@ -82,6 +82,36 @@ def test_requests_joining_mid_run_and_leaving_early_do_not_change_the_others(two
         assert_same(a, b)
 
 
+def composed_and_plain_runs(host: AdapterHost) -> list[DecodeRun]:
+    """A composed request (calm at 1.0 and bright at 0.5), each adapter alone, and the base alone."""
+    both = TailoredPolicy(host, host, "calm", more_adapters=(("bright", 0.5),))
+    return [
+        DecodeRun(both, PROMPTS[:2], DecodeConfig(max_new_tokens=9, seed=1), n=2),
+        DecodeRun(TailoredPolicy(host, host, "calm"), PROMPTS[1:], DecodeConfig(max_new_tokens=6, seed=2)),
+        DecodeRun(TailoredPolicy(host, host, "bright"), PROMPTS[2:], DecodeConfig(max_new_tokens=8, alpha=0.5, seed=3)),
+        DecodeRun(TailoredPolicy(host), PROMPTS[:1], DecodeConfig(max_new_tokens=7, temperature=0), columns=("base",)),
+    ]
+
+
+def test_a_composed_request_batches_with_plain_ones_and_each_gets_what_it_gets_alone(two_adapters):
+    expected = alone(two_adapters, composed_and_plain_runs)
+    engine = Engine(two_adapters)
+    together = composed_and_plain_runs(two_adapters)
+    requests = [Request(run) for run in together]
+    for request in requests:
+        engine.submit(request)
+    engine.step()
+    # One forward pass: 8 + 4 + 2 + 1 base rows, 4 + 2 calm rows, 4 + 1 bright rows; the composed request's rows
+    # of each adapter join that adapter's run of rows, as another user's would.
+    names = [row.adapter for row in engine.batches["base"].rows]
+    assert engine.rows == 26 and (names.count(None), names.count("calm"), names.count("bright")) == (15, 6, 5)
+    assert names == sorted(names, key=lambda name: (name is not None, name or ""))
+    while not all(r.done for r in requests):
+        engine.step()
+    for a, b in zip(expected, together):
+        assert_same(a, b)
+
+
 def test_cancelled_request_frees_its_rows_and_the_others_go_on(two_adapters):
     expected = alone(two_adapters, mixed_runs)
     engine = Engine(two_adapters)

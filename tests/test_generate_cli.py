@@ -44,6 +44,46 @@ def test_alpha_zero_columns_match(saved_adapter):
     assert data["base"] == data["tailored"]
 
 
+@pytest.fixture(scope="module")
+def second_adapter(embedded_host, tmp_path_factory):
+    host = embedded_host
+    host.new_adapter("cli2", AdapterCard(task="custom", alpha=0.5))
+    perturb_lora(host, "cli2", scale=0.02, seed=2)
+    directory = host.save_adapter("cli2", tmp_path_factory.mktemp("adapters") / "cli2")
+    host.delete_adapter("cli2")
+    return directory
+
+
+@pytest.mark.slow  # the embedded model, processes
+def test_composed_adapters_and_a_second_at_alpha_zero(saved_adapter, second_adapter):
+    common = ("--prompt", "The best thing about weekends is", "--max-new-tokens", "10", "--seed", "3", "--json")
+    single = json.loads(run_cli(*common, "--adapter", str(saved_adapter), "--alpha", "1").stdout)
+    off = run_cli(*common, "--adapter", str(saved_adapter), "--alpha", "1", "--adapter", str(second_adapter), "--alpha", "0")
+    assert off.returncode == 0, off.stderr
+    off = json.loads(off.stdout)
+    assert off["tailored"] == single["tailored"] and off["base"] == single["base"]
+    assert off["adapters"] == [{"adapter": str(saved_adapter), "alpha": 1.0}, {"adapter": str(second_adapter), "alpha": 0.0}]
+    both = json.loads(run_cli(*common, "--adapter", str(saved_adapter), "--adapter", str(second_adapter)).stdout)
+    assert [a["alpha"] for a in both["adapters"]] == [1.0, 0.5]  # without --alpha: each adapter's card
+    assert both["tailored"] != single["tailored"] and both["base"] == single["base"]
+
+
+@pytest.mark.slow  # processes
+def test_composing_adapters_of_different_bases_or_unpaired_alphas_is_refused(tmp_path, saved_adapter, second_adapter):
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in os.listdir(second_adapter):
+        (other / f).write_bytes((second_adapter / f).read_bytes())
+    card = json.loads((other / "card.json").read_text())
+    (other / "card.json").write_text(json.dumps({**card, "base_model": "HuggingFaceTB/SmolLM2-1.7B"}))
+    out = run_cli("--prompt", "hi", "--adapter", str(saved_adapter), "--adapter", str(other))
+    assert out.returncode == 2 and "must steer the same base" in out.stderr and "Traceback" not in out.stderr
+    out = run_cli("--prompt", "hi", "--adapter", str(saved_adapter), "--adapter", str(second_adapter), "--alpha", "1")
+    assert out.returncode == 2 and "one --alpha per --adapter" in out.stderr
+    out = run_cli("--prompt", "hi", "--adapter", str(saved_adapter), "--adapter", str(second_adapter), "--alpha", "1", "--alpha", "12")
+    assert out.returncode == 2 and "alpha must be a number from 0 to 10, got 12" in out.stderr
+
+
 @pytest.mark.slow
 def test_text_output_names_both_columns():
     out = run_cli("--prompt", "Once upon a time", "--max-new-tokens", "6")

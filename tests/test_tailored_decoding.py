@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from adapters.checks import UserError
 from adapters.policy_adapter import AdapterCard, AdapterHost
 from adapters.tailored_decoding import (
     DecodeConfig,
     DecodeError,
     TailoredPolicy,
     combine_logits,
+    compose_logits,
     decode_steps,
     filter_logits,
     generate,
@@ -18,15 +20,7 @@ from adapters.tailored_decoding import (
     sample_coupled,
     stream,
 )
-from tests.helpers import PROMPTS, perturb_lora, tiny_llama
-
-
-def with_adapter(host: AdapterHost, name: str = "steer", combination: str = "residual", trained: bool = True,
-                 n_reward_tokens: int = 0) -> TailoredPolicy:
-    host.new_adapter(name, AdapterCard(task="test", combination=combination, n_reward_tokens=n_reward_tokens))
-    if trained:
-        perturb_lora(host, name)
-    return TailoredPolicy(host, host, name, combination)
+from tests.helpers import PROMPTS, composed, perturb_lora, tiny_llama, with_adapter
 
 
 def hf_greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:
@@ -365,3 +359,86 @@ def test_too_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_host):
     batch = next(decode_steps(policy, [long_prompt + "END"], DecodeConfig(max_new_tokens=8))).batch()
     assert len(batch.prompt_ids[0]) == 120
     assert tiny_host.tokenizer.decode(batch.prompt_ids[0]).endswith("END")
+
+
+# --- composed adapters ----------------------------------------------------------------------------
+
+
+def test_compose_logits_with_one_adapter_is_combine_logits():
+    base, adapter, init = torch.randn(3, 11), torch.randn(3, 11), torch.randn(3, 11)
+    for combination in ("residual", "paper"):
+        assert torch.equal(compose_logits(base, [adapter], init, [0.7], combination),
+                           combine_logits(base, adapter, init, 0.7, combination))
+
+
+@pytest.mark.parametrize("combination", ["residual", "paper"])
+def test_composed_product_equals_the_hand_computed_sum_of_log_terms(tiny_host, combination):
+    alpha, alpha_2 = 1.2, 0.5
+    policy = composed(tiny_host, alpha_2, combination)
+    batch = sample(policy, PROMPTS, DecodeConfig(max_new_tokens=8, alpha=alpha, seed=2))
+    for s, prompt_ids in enumerate(batch.prompt_ids):
+        length = int(batch.completion_mask[s].sum())
+        completion = batch.completion_ids[s, :length]
+        ids = torch.tensor([prompt_ids + completion.tolist()])
+        positions = slice(len(prompt_ids) - 1, len(prompt_ids) - 1 + length)
+        with torch.no_grad():
+            with tiny_host.base_only() as model:
+                base = model(ids).logits[0, positions]
+            with tiny_host.only("steer") as model:
+                steer = model(ids).logits[0, positions]
+            with tiny_host.only("second") as model:
+                second = model(ids).logits[0, positions]
+        if combination == "residual":
+            log_terms = torch.log_softmax(base, -1) + alpha * (steer - base) + alpha_2 * (second - base)
+        else:
+            log_terms = torch.log_softmax(base, -1) + alpha * steer + alpha_2 * second
+        tailored = torch.log_softmax(log_terms, -1)
+        assert torch.allclose(batch.tailored_logprobs[s, :length], tailored.gather(-1, completion.unsqueeze(-1)).squeeze(-1), atol=1e-4)
+        kl = (tailored.exp() * (tailored - torch.log_softmax(base, -1))).sum(-1)  # the whole distribution, not one token
+        assert torch.allclose(batch.kl[s, :length], kl, atol=1e-4)
+
+
+def test_composing_a_second_adapter_at_alpha_zero_equals_the_single_adapter(tiny_host):
+    policy = composed(tiny_host, alpha_2=0.0)
+    single = TailoredPolicy(tiny_host, tiny_host, "steer")
+    for config in (DecodeConfig(max_new_tokens=10, alpha=1.5, seed=4), DecodeConfig(max_new_tokens=10, temperature=0)):
+        a, b = generate(policy, PROMPTS, config, n=2), generate(single, PROMPTS, config, n=2)
+        for x, y in zip(a.base + a.tailored, b.base + b.tailored, strict=True):
+            assert x.token_ids == y.token_ids and x.tailored_logprobs == y.tailored_logprobs
+    # ... and the first at alpha 0 leaves the second alone: the same as that adapter by itself
+    second_only = TailoredPolicy(tiny_host, tiny_host, "steer", more_adapters=(("second", 0.8),))
+    a = generate(second_only, PROMPTS, DecodeConfig(max_new_tokens=10, alpha=0.0, seed=6))
+    b = generate(TailoredPolicy(tiny_host, tiny_host, "second"), PROMPTS, DecodeConfig(max_new_tokens=10, alpha=0.8, seed=6))
+    assert [c.token_ids for c in a.tailored] == [c.token_ids for c in b.tailored]
+
+
+def test_composed_adapters_decode_alike_in_every_cache(tiny_host, tokenizer):
+    """Static caches (fixed row groups) decode a composition as the engine does: adapters on the base's weights,
+    and on a separate model (with init rows)."""
+    policy = composed(tiny_host, alpha_2=1.0)
+    small = AdapterHost(tiny_llama(tokenizer, seed=7, hidden=32), tokenizer, "tiny-small")
+    for seed, name in enumerate(("s1", "s2")):
+        small.new_adapter(name, AdapterCard(task="test"))
+        perturb_lora(small, name, seed=seed + 3)
+    other = TailoredPolicy(tiny_host, small, "s1", more_adapters=(("s2", 0.7),))
+    config = DecodeConfig(max_new_tokens=8, alpha=1.0, seed=3)
+    for dynamic in (policy, other):
+        static = TailoredPolicy(dynamic.base, dynamic.adapter, dynamic.adapter_name, dynamic.combination,
+                                cache="static", more_adapters=dynamic.more_adapters)
+        assert_same_decoding(generate(dynamic, PROMPTS, config, n=2), generate(static, PROMPTS, config, n=2))
+    both = generate(policy, PROMPTS, config)
+    first = generate(TailoredPolicy(tiny_host, tiny_host, "steer"), PROMPTS, config)
+    assert [c.tailored_logprobs for c in both.tailored] != [c.tailored_logprobs for c in first.tailored]  # the second counts
+
+
+@pytest.mark.parametrize("more, message", [
+    ((("steer", 1.0),), "composed twice"), ((("nope", 1.0),), "No adapter named 'nope'"),
+    ((("second", 11.0),), "alpha of adapter 'second' must be a number from 0 to 10, got 11.0"),
+    ((("second", float("nan")),), "got nan"),
+])
+def test_bad_compositions_are_clear_errors(tiny_host, more, message):
+    composed(tiny_host)
+    with pytest.raises(UserError, match=message):
+        TailoredPolicy(tiny_host, tiny_host, "steer", more_adapters=more)
+    with pytest.raises(DecodeError, match="need a first adapter"):
+        TailoredPolicy(tiny_host, more_adapters=(("second", 1.0),))
