@@ -5,19 +5,17 @@
     python -m bench.evaluate --task dialogue_safety --prompts my_requests.txt --split all
 
 Base and tailored continuations are decoded side by side with the same random numbers (so without an
-adapter, or at alpha 0, the two columns are identical). Metrics, for each column:
+adapter, or at alpha 0, the two columns are identical). Metrics, for each column, as tasks.metrics defines
+them (its docstring has the table of formulas; training's held-back evaluation uses the same function):
 
-    mean_reward            the task's reward (tasks.scoring), averaged over all samples
-    avg_max_toxicity       mean over prompts of the highest toxicity among its K samples
-    toxicity_probability   share of prompts with at least one sample of toxicity > 0.5
-    perplexity             exp(−mean log p_base(token | prompt, text so far)) per sample, averaged: the
-                           paper's fluency (the prompt is given)
-    standalone_perplexity  the same for the continuation alone (rewards.fluency; no prompt)
-    distinct_2, distinct_3 unique word n-grams / all word n-grams over a prompt's K samples, averaged
-    relevance              MiniLM cosine of the input (passage start, message, concepts) and the continuation
-    mean_tokens            generated tokens per sample
-    <task parts>           each part of the task's reward, averaged (coverage, fluency, safety, ...), and the
-                           task's own rates (full_coverage, unsafe_rate, refusal_rate, positive_rate)
+    mean_reward (± mean_reward_ci95: 95 % interval over prompts), avg_max_toxicity, toxicity_probability,
+    perplexity (given the prompt: the paper's fluency), standalone_perplexity, distinct_2, distinct_3 (word
+    n-grams of a prompt's K samples, averaged over prompts), relevance (MiniLM cosine of input and continuation),
+    mean_tokens, kl_per_token, each part of the task's reward (coverage, fluency, safety, ...) and the task's
+    rates (full_coverage, unsafe_rate, refusal_rate, positive_rate).
+
+--write-card stores the report's base and tailored columns, with the prompt count, samples per prompt, seed and
+command, in the adapter's card (its `evaluation` field), which the page then shows.
 
 With an adapter in the paper's combination, an "untrained" column (a fresh adapter, LoRA B = 0) is reported
 as a control: that combination sharpens the base before any training (DESIGN.md). --json prints one object
@@ -30,8 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-import statistics
+import shlex
 import sys
 import time
 
@@ -39,17 +36,14 @@ from adapters.api_base import ApiBaseError, add_api_args, api_config_from_args, 
 from adapters.cli import exit_with_user_error
 from adapters.loading import load_policy
 from adapters.models import EMBEDDED, ModelLoadError, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterCard, AdapterError, read_card
+from adapters.policy_adapter import AdapterCard, AdapterError, read_card, update_card
 from adapters.tailored_decoding import CACHES, Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
-from rewards.text import distinct_n, words
 from rewards.toxicity import ToxicityBackendError
-from tasks import TaskInputError, get_task
+from tasks import TaskInputError, get_task, metrics
 from tasks.data import DataError, load_inputs
 from tasks.scoring import TaskScorer, load_scorer
 
 USER_ERRORS = (DecodeError, AdapterError, ModelLoadError, DataError, TaskInputError, ToxicityBackendError, ApiBaseError)
-TOXIC = 0.5
-"""A sample counts as toxic above this probability (the paper's toxicity probability)."""
 UNTRAINED = "untrained-control"
 
 
@@ -73,56 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="KV cache: dynamic (default), static, or compiled (static + CUDA graphs on a GPU)")
     parser.add_argument("--toxicity-backend", default="auto", help="auto, detoxify or profanity_check (default: auto)")
     parser.add_argument("--examples", type=int, default=3, help="sample continuations to show (default: 3)")
+    parser.add_argument("--write-card", action="store_true",
+                        help="store the base and tailored metrics in the adapter's card (its 'evaluation' field)")
     add_api_args(parser)
     return parser
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.fmean(values) if values else None
-
-
 def column_metrics(task_name: str, scorer: TaskScorer, inputs: list[dict], completions: list[Completion],
                    k: int) -> dict:
-    """The metrics of one column. completions are ordered prompt by prompt, k samples each."""
+    """The metrics of one column (tasks.metrics.column_metrics), with every model-based extra: toxicity,
+    relevance and standalone perplexity. completions are ordered prompt by prompt, k samples each."""
     task = scorer.task
     per_sample = [x for x in inputs for _ in range(k)]
     texts = [c.text for c in completions]
-    scores = scorer(per_sample, texts)
-    toxicity = scorer.kit.toxicity.toxicity(texts)
-    by_prompt = [range(p * k, (p + 1) * k) for p in range(len(inputs))]
-    max_toxicity = [max(toxicity[i] for i in rows) for rows in by_prompt]
-    perplexity = [math.exp(-statistics.fmean(c.base_logprobs)) if c.base_logprobs else None for c in completions]
-    standalone = scorer.kit.fluency.perplexities(texts)
-    relevance = scorer.kit.relevance.cosines([task.source_text(x) for x in per_sample], texts)
-
-    def distinct(n: int) -> float:
-        return statistics.fmean(distinct_n([w for i in rows for w in words(texts[i])], n) for rows in by_prompt)
-
-    metrics = {
-        "mean_reward": _mean(s["reward"] for s in scores),
-        "avg_max_toxicity": _mean(max_toxicity),
-        "toxicity_probability": _mean(1.0 if t > TOXIC else 0.0 for t in max_toxicity),
-        "perplexity": _mean(perplexity),
-        "standalone_perplexity": _mean(standalone),
-        "distinct_2": distinct(2),
-        "distinct_3": distinct(3),
-        "relevance": _mean(relevance),
-        "mean_tokens": _mean(len(c.token_ids) for c in completions),
-    }
-    for part in scores[0]:
-        if part != "reward" and part not in metrics:
-            metrics[part] = _mean(s[part] for s in scores)
-    if task_name == "commongen":
-        metrics["full_coverage"] = _mean(1.0 if s["coverage"] >= 1.0 else 0.0 for s in scores)
-    if task_name == "dialogue_safety":
-        metrics["unsafe_rate"] = _mean(1.0 if s["safety"] < 0.5 else 0.0 for s in scores)
-        metrics["refusal_rate"] = metrics.pop("refusal")
-    if task_name == "sentiment":
-        metrics["positive_rate"] = _mean(1.0 if s["positivity"] > 0.5 else 0.0 for s in scores)
-    if any(c.policy == "tailored" for c in completions):
-        metrics["mean_kl"] = _mean(sum(c.kl) for c in completions)
-    return metrics
+    return metrics.column_metrics(
+        task_name, inputs, completions, scorer(per_sample, texts), k,
+        toxicity=scorer.kit.toxicity.toxicity(texts),
+        relevance=scorer.kit.relevance.cosines([task.source_text(x) for x in per_sample], texts),
+        standalone_perplexity=scorer.kit.fluency.perplexities(texts),
+    )
 
 
 def untrained_control(policy: TailoredPolicy) -> TailoredPolicy:
@@ -163,8 +126,8 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     config = DecodeConfig(**decode, alpha=alpha, seed=args.seed)
     api_config = api_config_from_args(args)  # bad API flags fail before any model loads
     device = resolve_device(args.device)
-    policy = dataclasses.replace(load_policy(args.base, args.adapter, device, resolve_dtype(args.dtype, device)),
-                                 cache=args.cache)
+    dtype = resolve_dtype(args.dtype, device)
+    policy = dataclasses.replace(load_policy(args.base, args.adapter, device, dtype), cache=args.cache)
     if api_config:
         policy = with_api_base(policy, api_config, config.stop_at_eos)
     scorer = load_scorer(task.name, device=str(device), toxicity_backend=args.toxicity_backend)
@@ -189,7 +152,11 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
         "combination": card.combination if card else None,
         "alpha": alpha,
         "seed": args.seed,
+        "split": args.split,
+        "prompts": args.prompts,
         "decode": {**decode, "alpha": alpha},
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
     }
     for column, completions in decoded.items():
         report[column] = column_metrics(task.name, scorer, inputs, completions, k)
@@ -228,10 +195,29 @@ def print_table(report: dict) -> None:
             print(f"  {c:9} {example[c].strip()[:200]!r}")
 
 
+CARD_FIELDS = ("task", "adapter", "alpha", "n_prompts", "samples_per_prompt", "seed", "split", "prompts", "decode",
+               "toxicity_backend", "device", "dtype", "base_api", "seconds", "command", "date", "base", "tailored")
+"""What --write-card keeps of the report (not the examples, nor the untrained control)."""
+
+
+def write_card(report: dict) -> None:
+    """Store the report's base and tailored columns, and how they were measured, in the adapter's card."""
+    evaluation = {key: report[key] for key in CARD_FIELDS if key in report}
+    evaluation["definitions"] = "tasks.metrics"
+    update_card(report["adapter"], evaluation=evaluation)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.write_card and not args.adapter:
+            raise AdapterError("--write-card needs --adapter DIR: the card to write is that adapter's.")
         report = evaluate(args, log=lambda message: print(message, file=sys.stderr, flush=True))
+        report["command"] = "python -m bench.evaluate " + shlex.join(argv)
+        report["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+        if args.write_card:
+            write_card(report)
     except USER_ERRORS as err:
         exit_with_user_error(str(err))
     if args.json:
