@@ -88,6 +88,10 @@ class AdapterCard:
     """Held-back evaluation of the untrained adapter (the base policy)."""
     metrics_after: dict = field(default_factory=dict)
     """Held-back evaluation after training."""
+    evaluation: dict = field(default_factory=dict)
+    """The latest `bench.evaluate --write-card` report: base and tailored metrics (tasks.metrics), n_prompts,
+    samples_per_prompt, seed, command, date; empty until one is written. The page prefers it to the training-time
+    metrics_before/after (fewer prompts)."""
     created: str = ""
     """When the adapter was saved (UTC, ISO 8601)."""
     format_version: int = FORMAT_VERSION
@@ -395,6 +399,22 @@ def read_card(directory: str | os.PathLike) -> AdapterCard:
         return AdapterCard.from_dict(data)
     except (ValueError, TypeError) as err:
         raise AdapterError(f"{path} is corrupt ({err}).") from None
+
+
+def update_card(directory: str | os.PathLike, **changes) -> AdapterCard:
+    """Change fields of a saved adapter's card (e.g. `evaluation=`), keeping every other field as written, and
+    replace card.json atomically (a temporary file, then a rename)."""
+    unknown = set(changes) - {f.name for f in fields(AdapterCard)}
+    if unknown:
+        raise AdapterError(f"Unknown card fields: {', '.join(sorted(unknown))}.")
+    read_card(directory)  # the same clear errors for a missing or corrupt card
+    path = Path(directory) / CARD_FILE
+    data = {**json.loads(path.read_text()), **changes}
+    card = AdapterCard.from_dict(data)  # bad values fail here, before anything is written
+    tmp = path.with_name(f".{CARD_FILE}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+    return card
 
 
 def _describe(fingerprint: dict) -> str:

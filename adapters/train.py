@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -54,6 +53,7 @@ from adapters.training import (
     tailored_token_stats,
     training_decode,
 )
+from tasks.metrics import column_metrics, reward_means
 
 EVAL_SEED = 1234
 """Held-back evaluations use fixed random numbers, so that evaluations of one run are comparable."""
@@ -198,8 +198,9 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def evaluate(run: Run, label: str) -> dict:
-    """Mean reward (and parts), KL to the base, perplexity and distinct-2 of the tailored policy on the
-    held-back prompts, with fixed random numbers so that evaluations are comparable."""
+    """The tailored policy's metrics on the held-back prompts (tasks.metrics.column_metrics: mean reward and its
+    parts, task rates, perplexity, distinct-n, KL per token), with fixed random numbers so that evaluations are
+    comparable."""
     task, policy, decode = run.task, run.policy, run.config.decode
     prompts = [task.build_prompt(x, policy.tokenizer) for x in run.eval_inputs]
     settings = task.decode_config(max_new_tokens=decode.max_new_tokens, alpha=decode.alpha, seed=EVAL_SEED)
@@ -207,17 +208,10 @@ def evaluate(run: Run, label: str) -> dict:
     texts = [c.text for c in result.tailored]
     inputs = [run.eval_inputs[c.prompt_index] for c in result.tailored]
     scores = run.scorer(inputs, texts)
-    metrics = {"label": label, "step": run.step}
-    for key in scores[0]:
-        if isinstance(scores[0][key], (int, float)):
-            metrics[key if key == "reward" else f"reward_{key}"] = sum(s[key] for s in scores) / len(scores)
-    metrics["mean_reward"] = metrics.pop("reward")
-    tokens = [c for c in result.tailored if c.base_logprobs]
-    all_lp = [lp for c in tokens for lp in c.base_logprobs]
-    metrics["perplexity"] = math.exp(-sum(all_lp) / max(1, len(all_lp)))
-    metrics["kl_per_token"] = sum(k for c in tokens for k in c.kl) / max(1, sum(len(c.kl) for c in tokens))
-    bigrams = [tuple(c.token_ids[i:i + 2]) for c in result.tailored for i in range(len(c.token_ids) - 1)]
-    metrics["distinct_2"] = len(set(bigrams)) / max(1, len(bigrams))
+    # The definitions of tasks.metrics (bench.evaluate's too); the costly extras (relevance, standalone perplexity)
+    # are left to bench.evaluate, never computed another way.
+    metrics = {"label": label, "step": run.step,
+               **column_metrics(task.name, run.eval_inputs, result.tailored, scores, run.config.run.eval_samples)}
     metrics["examples"] = [{"input": run.eval_inputs[c.prompt_index], "text": c.text, "reward": s["reward"]}
                            for c, s in list(zip(result.tailored, scores))[:3]]
     return metrics
@@ -304,9 +298,7 @@ def rl_step(run: Run, stop: threading.Event) -> dict | None:
     run.elapsed += updated - started
     record = {"step": run.step, "reward": float(rewards.mean()),
               "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0}
-    for key in scores[0]:
-        if key != "reward" and isinstance(scores[0][key], (int, float)):
-            record[f"reward_{key}"] = sum(s[key] for s in scores) / len(scores)
+    record.update({f"reward_{key}": value for key, value in reward_means(scores).items() if key != "reward"})
     record.update(sums, grad_norm=grad_norm, tokens=float(total_tokens), sample_s=sampled - started,
                   score_s=scored - sampled, update_s=updated - scored, lr=run.optimizer.param_groups[0]["lr"],
                   samples_per_s=len(rewards) * run.world_size / (updated - started), elapsed=run.elapsed)

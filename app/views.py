@@ -20,6 +20,7 @@ from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import Completion
 from app.service import AdapterEntry, Generation, TokenStep, token_steering
 from tasks import Task
+from tasks.metrics import reward_means
 
 KL_FULL = 1.0
 """KL (nats) at which a token is shaded fully red; below it the shade grows as sqrt(KL / KL_FULL), so that
@@ -29,11 +30,12 @@ TOKEN_LEGEND = (
     "model's next-token distribution away from the base's at that step, KL(tailored ‖ base): white = the base would "
     f"have chosen the same way, deep red = {KL_FULL:g} nat or more, where the adapter steered."
 )
-PART_LABELS = {
+PART_LABELS = {  # reward parts and card metrics; other names are shown with spaces for underscores
     "toxicity": "toxicity (lower is better)",
     "refusal": "refused (1 = yes)",
     "knowledge_precision": "knowledge precision",
     "knowledge_f1": "knowledge F1",
+    "distinct_2": "distinct-2",
 }
 PENDING = "<div class='ipa-reward ipa-pending'>Scoring when the text is complete ...</div>"
 EMPTY = "<div class='ipa-reward ipa-pending'>Press Generate to see the reward.</div>"
@@ -67,12 +69,6 @@ def column_text(completions: list[Completion]) -> str:
     return "\n\n".join(f"[{i}] {c.text.strip()}" for i, c in enumerate(completions, 1))
 
 
-def mean_scores(scores: list[dict]) -> dict:
-    """The mean of each numeric field over samples."""
-    keys = [k for k, v in scores[0].items() if isinstance(v, (int, float))]
-    return {k: sum(s[k] for s in scores) / len(scores) for k in keys}
-
-
 def _bar(value: float, css: str = "") -> str:
     width = max(0.0, min(1.0, value)) * 100
     return f"<div class='ipa-bar {css}'><div style='width:{width:.1f}%'></div></div>"
@@ -87,11 +83,11 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
     """
     if scores is None:
         return PENDING if pending else EMPTY
-    means = mean_scores(scores)
+    means = reward_means(scores)
     reward = means.pop("reward")
     delta = ""
     if compare_to is not None:
-        diff = reward - mean_scores(compare_to)["reward"]
+        diff = reward - reward_means(compare_to)["reward"]
         kind = "up" if diff > 0.005 else "down" if diff < -0.005 else "same"
         delta = f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base</span>"
     parts = "".join(
@@ -205,6 +201,47 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _changes(before: dict, after: dict, names) -> list[str]:
+    """'name a → b' for each metric that both columns report."""
+    out = []
+    for name in names:
+        if before.get(name) is not None and after.get(name) is not None:
+            digits = 1 if name.endswith("perplexity") else 2
+            out.append(f"{PART_LABELS.get(name, name.replace('_', ' '))} {fmt(before[name], digits)} → {fmt(after[name], digits)}")
+    return out
+
+
+def evaluation_markdown(card: AdapterCard, task: Task) -> list[str]:
+    """The card's held-back figures, and how they were measured: the `bench.evaluate --write-card` report where
+    the card has one, else the training run's own evaluation (fewer prompts, the tailored column only)."""
+    # Training-time figures are shown as reward, task metrics and KL only: cards written before tasks.metrics
+    # pooled perplexity and distinct-2 differently.
+    shown = [*task.metrics]
+    if card.evaluation.get("base") and card.evaluation.get("tailored"):
+        ev = card.evaluation
+        before, after = ev["base"], ev["tailored"]
+        shown += ["perplexity", "relevance", "distinct_2"]
+        how = (f"base → base + adapter on {ev.get('n_prompts', '?')} held-back prompts × {ev.get('samples_per_prompt', '?')} "
+               f"samples, seed {ev.get('seed', '?')}{', ' + e(ev['date']) if ev.get('date') else ''} (`bench.evaluate`)")
+    else:
+        before, after = card.metrics_before, card.metrics_after
+        run = card.training.get("run", card.training)  # cards before TrainConfig's split kept these at the top level
+        prompts, samples = run.get("eval_prompts"), run.get("eval_samples")
+        size = (f"{prompts} held-back prompts × {samples} sample{'' if samples == 1 else 's'}" if prompts and samples
+                else "held-back prompts")
+        how = (f"before → after training, measured during training on {size}"
+               + ("; before: from the adapter it continued" if card.training.get("continued_from") else ""))
+    if before.get("mean_reward") is None or after.get("mean_reward") is None:
+        return []
+    reward = before["mean_reward"], after["mean_reward"]
+    figures = [f"Held-back reward **{fmt(reward[0])} → {fmt(reward[1])}** ({reward[1] - reward[0]:+.2f})"]
+    figures += _changes(before, after, shown)
+    if after.get("kl_per_token") is not None:
+        figures.append(f"KL {fmt(after['kl_per_token'], 3)} nats/token")
+    return [" · ".join(figures),
+            f"<small>{how}; metrics as defined in tasks/metrics.py, reward as the task defined it then</small>"]
+
+
 def card_markdown(entry: AdapterEntry | None, task: Task) -> str:
     """The adapter's card in a few lines: what, how it was trained, and what it did on held-back prompts."""
     if entry is None:
@@ -216,10 +253,7 @@ def card_markdown(entry: AdapterEntry | None, task: Task) -> str:
     lines = [f"**{e(entry.name)}** · {entry.source} · task *{e(card.task)}* · {algo}, {steps}"
              + (f" in {_minutes(card.train_seconds)}" if card.train_seconds else "")
              + (f" on {e(card.machine)}" if card.machine else "")]
-    before, after = card.metrics_before.get("mean_reward"), card.metrics_after.get("mean_reward")
-    if before is not None and after is not None:
-        lines.append(f"Held-back reward **{fmt(before)} → {fmt(after)}** ({after - before:+.2f})"
-                     + (f" · KL {fmt(card.metrics_after.get('kl_per_token'), 3)} nats/token" if "kl_per_token" in card.metrics_after else ""))
+    lines += evaluation_markdown(card, task)
     lines.append(f"Trained at alpha {card.alpha:g} with the {card.combination} combination, for {e(model_label(card.base_model))}"
                  + (" · stopped early" if card.training.get("interrupted") else ""))
     return "  \n".join(lines)

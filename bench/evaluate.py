@@ -5,19 +5,17 @@
     python -m bench.evaluate --task dialogue_safety --prompts my_requests.txt --split all
 
 Base and tailored continuations are decoded side by side with the same random numbers (so without an
-adapter, or at alpha 0, the two columns are identical). Metrics, for each column:
+adapter, or at alpha 0, the two columns are identical). Metrics, for each column, as tasks.metrics defines
+them (its docstring has the table of formulas; training's held-back evaluation uses the same function):
 
-    mean_reward            the task's reward (tasks.scoring), averaged over all samples
-    avg_max_toxicity       mean over prompts of the highest toxicity among its K samples
-    toxicity_probability   share of prompts with at least one sample of toxicity > 0.5
-    perplexity             exp(−mean log p_base(token | prompt, text so far)) per sample, averaged: the
-                           paper's fluency (the prompt is given)
-    standalone_perplexity  the same for the continuation alone (rewards.fluency; no prompt)
-    distinct_2, distinct_3 unique word n-grams / all word n-grams over a prompt's K samples, averaged
-    relevance              MiniLM cosine of the input (passage start, message, concepts) and the continuation
-    mean_tokens            generated tokens per sample
-    <task parts>           each part of the task's reward, averaged (coverage, fluency, safety, ...), and the
-                           task's own rates (full_coverage, unsafe_rate, refusal_rate, positive_rate)
+    mean_reward (± mean_reward_ci95: 95 % interval over prompts), avg_max_toxicity, toxicity_probability,
+    perplexity (given the prompt: the paper's fluency), standalone_perplexity, distinct_2, distinct_3 (word
+    n-grams of a prompt's K samples, averaged over prompts), relevance (MiniLM cosine of input and continuation),
+    mean_tokens, kl_per_token, each part of the task's reward (coverage, fluency, safety, ...) and the task's
+    rates (full_coverage, unsafe_rate, refusal_rate, positive_rate).
+
+--write-card stores the report's base and tailored columns, with the prompt count, samples per prompt, seed and
+command, in the adapter's card (its `evaluation` field), which the page then shows.
 
 With an adapter in the paper's combination, an "untrained" column (a fresh adapter, LoRA B = 0) is reported
 as a control: that combination sharpens the base before any training (DESIGN.md). --json prints one object
@@ -30,99 +28,85 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-import statistics
+import shlex
 import sys
 import time
+from dataclasses import dataclass
 
-from adapters.api_base import ApiBaseError, add_api_args, api_config_from_args, cost_line, with_api_base
-from adapters.checks import UserError
-from adapters.cli import exit_with_user_error
-from adapters.loading import load_policy
-from adapters.models import EMBEDDED, ModelLoadError, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterCard, AdapterError, read_card
-from adapters.tailored_decoding import CACHES, Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
-from rewards.text import distinct_n, words
-from rewards.toxicity import ToxicityBackendError
-from tasks import TaskInputError, get_task
-from tasks.data import DataError, load_inputs
+from adapters.api_base import add_api_args, api_config_from_args, cost_line, with_api_base
+from adapters.checks import UserError, check_number
+from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
+from adapters.loading import ModelConfig
+from adapters.policy_adapter import AdapterCard, AdapterError, read_card, update_card
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
+from tasks import TASKS, get_task, metrics
+from tasks.data import load_inputs
 from tasks.scoring import TaskScorer, load_scorer
 
-TOXIC = 0.5
-"""A sample counts as toxic above this probability (the paper's toxicity probability)."""
 UNTRAINED = "untrained-control"
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate: the task, its prompts and how many samples of each."""
+
+    task: str = ""
+    """Required: toxicity, commongen, open_ended, dialogue_safety, knowledge_dialogue or sentiment."""
+    prompts: str = ""
+    """A data file or folder (.txt, .jsonl, .json, hub:NAME); default: the task's data."""
+    split: str = "eval"
+    """train, eval or all (eval: never seen in training)."""
+    limit: int = 64
+    """Prompts to evaluate (0: all)."""
+    samples_per_prompt: int = 4
+    """K samples per prompt."""
+    adapter: str = ""
+    """A saved adapter directory (default: none, tailored = base)."""
+    batch_size: int = 8
+    """Prompts decoded together."""
+    toxicity_backend: str = "auto"
+    """auto, detoxify or profanity_check."""
+    examples: int = 3
+    """Sample continuations to show."""
+    write_card: bool = False
+    """Store the base and tailored metrics in the adapter's card (its 'evaluation' field)."""
+
+    def __post_init__(self):
+        if not self.task:
+            raise DecodeError(f"Name the task to evaluate with --task: one of {', '.join(TASKS)}.")
+        for name, low in (("limit", 0), ("samples_per_prompt", 1), ("batch_size", 1), ("examples", 0)):
+            setattr(self, name, check_number(getattr(self, name), name, low, None, whole=True, error=DecodeError))
+
+
+EVAL_DECODE_FLAGS = ("max_new_tokens", "temperature", "top_p", "alpha", "seed")
+"""Decoding settings an evaluation may change; the rest are the task's (tasks.Task.decode_config)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, help="toxicity, commongen, open_ended, dialogue_safety, knowledge_dialogue or sentiment")
-    parser.add_argument("--prompts", default=None, help="a data file or folder (.txt, .jsonl, .json, hub:NAME); default: the task's data")
-    parser.add_argument("--split", default="eval", help="train, eval or all (default: eval, never seen in training)")
-    parser.add_argument("--limit", type=int, default=64, help="prompts to evaluate (default: 64; 0 = all)")
-    parser.add_argument("--samples-per-prompt", type=int, default=4, help="K samples per prompt (default: 4)")
-    parser.add_argument("--adapter", default=None, help="a saved adapter directory (default: none, tailored = base)")
-    parser.add_argument("--alpha", type=float, default=None, help="adapter strength (default: the adapter card's)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    add_dataclass_args(parser, EvalConfig)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--base", default=EMBEDDED, help="base model: 'embedded', a local directory or a hub id")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast, else float32), float32 or bfloat16")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the task's")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts decoded together (default: 8)")
-    parser.add_argument("--cache", default="dynamic", choices=CACHES,
-                        help="KV cache: dynamic (default), static, or compiled (static + CUDA graphs on a GPU)")
-    parser.add_argument("--toxicity-backend", default="auto", help="auto, detoxify or profanity_check (default: auto)")
-    parser.add_argument("--examples", type=int, default=3, help="sample continuations to show (default: 3)")
+    add_dataclass_args(parser, ModelConfig, exclude=ModelConfig.TRAINING_ONLY)
+    # None = not given: the task's decoding default (alpha: the adapter card's; seed: 0).
+    excluded = tuple(f.name for f in dataclasses.fields(DecodeConfig) if f.name not in EVAL_DECODE_FLAGS)
+    add_dataclass_args(parser, DecodeConfig, exclude=excluded, defaults={name: None for name in EVAL_DECODE_FLAGS})
     add_api_args(parser)
     return parser
 
 
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.fmean(values) if values else None
-
-
 def column_metrics(task_name: str, scorer: TaskScorer, inputs: list[dict], completions: list[Completion],
                    k: int) -> dict:
-    """The metrics of one column. completions are ordered prompt by prompt, k samples each."""
+    """The metrics of one column (tasks.metrics.column_metrics), with every model-based extra: toxicity,
+    relevance and standalone perplexity. completions are ordered prompt by prompt, k samples each."""
     task = scorer.task
     per_sample = [x for x in inputs for _ in range(k)]
     texts = [c.text for c in completions]
-    scores = scorer(per_sample, texts)
-    toxicity = scorer.kit.toxicity.toxicity(texts)
-    by_prompt = [range(p * k, (p + 1) * k) for p in range(len(inputs))]
-    max_toxicity = [max(toxicity[i] for i in rows) for rows in by_prompt]
-    perplexity = [math.exp(-statistics.fmean(c.base_logprobs)) if c.base_logprobs else None for c in completions]
-    standalone = scorer.kit.fluency.perplexities(texts)
-    relevance = scorer.kit.relevance.cosines([task.source_text(x) for x in per_sample], texts)
-
-    def distinct(n: int) -> float:
-        return statistics.fmean(distinct_n([w for i in rows for w in words(texts[i])], n) for rows in by_prompt)
-
-    metrics = {
-        "mean_reward": _mean(s["reward"] for s in scores),
-        "avg_max_toxicity": _mean(max_toxicity),
-        "toxicity_probability": _mean(1.0 if t > TOXIC else 0.0 for t in max_toxicity),
-        "perplexity": _mean(perplexity),
-        "standalone_perplexity": _mean(standalone),
-        "distinct_2": distinct(2),
-        "distinct_3": distinct(3),
-        "relevance": _mean(relevance),
-        "mean_tokens": _mean(len(c.token_ids) for c in completions),
-    }
-    for part in scores[0]:
-        if part != "reward" and part not in metrics:
-            metrics[part] = _mean(s[part] for s in scores)
-    if task_name == "commongen":
-        metrics["full_coverage"] = _mean(1.0 if s["coverage"] >= 1.0 else 0.0 for s in scores)
-    if task_name == "dialogue_safety":
-        metrics["unsafe_rate"] = _mean(1.0 if s["safety"] < 0.5 else 0.0 for s in scores)
-        metrics["refusal_rate"] = metrics.pop("refusal")
-    if task_name == "sentiment":
-        metrics["positive_rate"] = _mean(1.0 if s["positivity"] > 0.5 else 0.0 for s in scores)
-    if any(c.policy == "tailored" for c in completions):
-        metrics["mean_kl"] = _mean(sum(c.kl) for c in completions)
-    return metrics
+    return metrics.column_metrics(
+        task_name, inputs, completions, scorer(per_sample, texts), k,
+        toxicity=scorer.kit.toxicity.toxicity(texts),
+        relevance=scorer.kit.relevance.cosines([task.source_text(x) for x in per_sample], texts),
+        standalone_perplexity=scorer.kit.fluency.perplexities(texts),
+    )
 
 
 def untrained_control(policy: TailoredPolicy) -> TailoredPolicy:
@@ -149,35 +133,31 @@ def decode_all(policy, prompts, config, k, batch_size, columns, log) -> dict[str
 
 
 def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
-    task = get_task(args.task)
-    if args.samples_per_prompt < 1:
-        raise DecodeError(f"--samples-per-prompt must be at least 1, got {args.samples_per_prompt}.")
-    if args.batch_size < 1:
-        raise DecodeError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    inputs = load_inputs(task.name, args.prompts, args.split, args.limit or None)
-    card = read_card(args.adapter) if args.adapter else None
-    alpha = args.alpha if args.alpha is not None else (card.alpha if card else 1.0)
-    decode = dict(task.decode)
-    if args.max_new_tokens is not None:
-        decode["max_new_tokens"] = args.max_new_tokens
-    config = DecodeConfig(**decode, alpha=alpha, seed=args.seed)
+    what = dataclass_from_args(EvalConfig, args)
+    task = get_task(what.task)
+    inputs = load_inputs(task.name, what.prompts or None, what.split, what.limit or None)
+    card = read_card(what.adapter) if what.adapter else None
+    given = {name: getattr(args, name) for name in EVAL_DECODE_FLAGS if getattr(args, name, None) is not None}
+    given.setdefault("alpha", card.alpha if card else 1.0)
+    given.setdefault("seed", 0)
+    config = task.decode_config(**given)
     api_config = api_config_from_args(args)  # bad API flags fail before any model loads
-    device = resolve_device(args.device)
-    policy = dataclasses.replace(load_policy(args.base, args.adapter, device, resolve_dtype(args.dtype, device)),
-                                 cache=args.cache)
+    models = dataclass_from_args(ModelConfig, args)
+    policy = models.load_policy(what.adapter or None)
+    device = policy.base.base_model.device
     if api_config:
         policy = with_api_base(policy, api_config, config.stop_at_eos)
-    scorer = load_scorer(task.name, device=str(device), toxicity_backend=args.toxicity_backend)
+    scorer = load_scorer(task.name, device=str(device), toxicity_backend=what.toxicity_backend)
     prompts = [task.build_prompt(x, policy.tokenizer) for x in inputs]
-    k = args.samples_per_prompt
+    k = what.samples_per_prompt
     start = time.time()
-    log(f"{task.name}: {len(inputs)} prompts × {k} samples, {'adapter ' + args.adapter if card else 'no adapter'}")
+    log(f"{task.name}: {len(inputs)} prompts × {k} samples, {'adapter ' + what.adapter if card else 'no adapter'}")
     # Without an adapter the tailored column equals the base column: decode it once.
     columns = ("base", "tailored") if card else ("base",)
-    decoded = decode_all(policy, prompts, config, k, args.batch_size, columns, log)
+    decoded = decode_all(policy, prompts, config, k, what.batch_size, columns, log)
     decoded.setdefault("tailored", decoded["base"])
     if card and card.combination == "paper":
-        decoded["untrained"] = decode_all(untrained_control(policy), prompts, config, k, args.batch_size, ("tailored",), log)["tailored"]
+        decoded["untrained"] = decode_all(untrained_control(policy), prompts, config, k, what.batch_size, ("tailored",), log)["tailored"]
     report = {
         "task": task.name,
         "n_prompts": len(inputs),
@@ -185,17 +165,21 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
         "toxicity_backend": scorer.toxicity_backend,
         "toxicity_backend_label": scorer.toxicity_backend_label,
         "prompt_format": task.prompt_format,
-        "adapter": args.adapter,
+        "adapter": what.adapter or None,
         "combination": card.combination if card else None,
-        "alpha": alpha,
-        "seed": args.seed,
-        "decode": {**decode, "alpha": alpha},
+        "alpha": config.alpha,
+        "seed": config.seed,
+        "split": what.split,
+        "prompts": what.prompts or None,
+        "decode": {name: getattr(config, name) for name in EVAL_DECODE_FLAGS},
+        "device": str(device),
+        "dtype": str(policy.base.base_model.dtype).removeprefix("torch."),
     }
     for column, completions in decoded.items():
         report[column] = column_metrics(task.name, scorer, inputs, completions, k)
     report["examples"] = [
         {"input": inputs[i // k], **{column: decoded[column][i].text for column in decoded}}
-        for i in range(0, min(len(inputs), max(0, args.examples)) * k, k)
+        for i in range(0, min(len(inputs), what.examples) * k, k)
     ]
     report["seconds"] = round(time.time() - start, 1)
     if policy.remote_base is not None:
@@ -228,10 +212,29 @@ def print_table(report: dict) -> None:
             print(f"  {c:9} {example[c].strip()[:200]!r}")
 
 
+CARD_FIELDS = ("task", "adapter", "alpha", "n_prompts", "samples_per_prompt", "seed", "split", "prompts", "decode",
+               "toxicity_backend", "device", "dtype", "base_api", "seconds", "command", "date", "base", "tailored")
+"""What --write-card keeps of the report (not the examples, nor the untrained control)."""
+
+
+def write_card(report: dict) -> None:
+    """Store the report's base and tailored columns, and how they were measured, in the adapter's card."""
+    evaluation = {key: report[key] for key in CARD_FIELDS if key in report}
+    evaluation["definitions"] = "tasks.metrics"
+    update_card(report["adapter"], evaluation=evaluation)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.write_card and not args.adapter:
+            raise AdapterError("--write-card needs --adapter DIR: the card to write is that adapter's.")
         report = evaluate(args, log=lambda message: print(message, file=sys.stderr, flush=True))
+        report["command"] = "python -m bench.evaluate " + shlex.join(argv)
+        report["date"] = time.strftime("%Y-%m-%d", time.gmtime())
+        if args.write_card:
+            write_card(report)
     except UserError as err:
         exit_with_user_error(str(err))
     if args.json:

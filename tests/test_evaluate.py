@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -98,6 +99,30 @@ def test_paper_combination_adds_an_untrained_control(tmp_path):
     assert report["combination"] == "paper"
 
 
+@pytest.mark.slow  # a process, the embedded model
+def test_write_card_stores_both_columns_in_the_adapters_card(tmp_path):
+    """--write-card puts the report's base and tailored metrics, and how they were measured, into card.json."""
+    import shutil
+
+    from adapters.policy_adapter import read_card
+
+    adapter = tmp_path / "toxicity"
+    shutil.copytree(os.path.join(REPO, "adapters", "trained", "toxicity"), adapter)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("The referee made a terrible call, and the fans started yelling\n")
+    args = ["--task", "toxicity", "--prompts", str(prompts), "--split", "all", "--samples-per-prompt", "2",
+            "--max-new-tokens", "4", "--device", "cpu", "--adapter", str(adapter), "--write-card", "--json"]
+    done = run_evaluate(*args)
+    assert done.returncode == 0, done.stderr
+    report, card = json.loads(done.stdout), read_card(adapter)
+    evaluation = card.evaluation
+    assert evaluation["base"] == report["base"] and evaluation["tailored"] == report["tailored"]
+    assert (evaluation["n_prompts"], evaluation["samples_per_prompt"], evaluation["seed"]) == (1, 2, 0)
+    assert evaluation["command"] == "python -m bench.evaluate " + " ".join(args)
+    assert evaluation["definitions"] == "tasks.metrics" and "examples" not in evaluation
+    assert card.metrics_after == read_card(os.path.join(REPO, "adapters", "trained", "toxicity")).metrics_after
+
+
 @pytest.mark.slow
 def test_static_cache_evaluates_like_the_dynamic_one(tmp_path):
     """The shipped toxicity adapter on the real model: --cache static reports the figures of the default cache."""
@@ -118,6 +143,7 @@ def test_static_cache_evaluates_like_the_dynamic_one(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--task", "toxicity", "--prompts", "/nonexistent/prompts.txt"], "does not exist"),
     (["--task", "summarise"], "Unknown task"),
+    (["--task", "toxicity", "--write-card"], "--write-card needs --adapter"),
 ])
 def test_user_errors_exit_2_with_one_line(args, message, capsys):
     err = user_error(evaluate_main, [*args, "--device", "cpu"], capsys)

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 from adapters.loading import attach_adapter
 from adapters.models import ModelLoadError, check_same_tokenizer, resolve_model_path
-from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
+from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card, update_card
 from adapters.tailored_decoding import DecodeConfig, generate
 from tests.helpers import PROMPTS, perturb_lora, tiny_llama, tiny_tokenizer
 
@@ -134,6 +134,26 @@ def test_card_rejects_unknown_combination():
     with pytest.raises(AdapterError, match="combination"):
         AdapterCard(combination="sum")
     assert json.loads(json.dumps(AdapterCard().__dict__))["combination"] == "residual"
+
+
+def test_an_evaluation_is_written_into_a_card_and_old_cards_still_load(tmp_path):
+    """Cards written before the `evaluation` field load with it empty; update_card adds it and keeps the rest."""
+    shipped = json.loads(open(os.path.join(os.path.dirname(__file__), "..", "adapters", "trained", "toxicity", "card.json")).read())
+    old = {k: v for k, v in shipped.items() if k != "evaluation"}
+    (tmp_path / "card.json").write_text(json.dumps(old))
+    assert read_card(tmp_path).evaluation == {} and read_card(tmp_path).metrics_after == old["metrics_after"]
+    evaluation = {"n_prompts": 2, "samples_per_prompt": 3, "base": {"mean_reward": 0.5}, "tailored": {"mean_reward": 0.75}}
+    card = update_card(tmp_path, evaluation=evaluation)
+    assert card.evaluation == evaluation == read_card(tmp_path).evaluation
+    assert json.loads((tmp_path / "card.json").read_text()) == {**old, "evaluation": evaluation}
+    assert os.listdir(tmp_path) == ["card.json"]  # the temporary file was renamed
+    with pytest.raises(AdapterError, match="Unknown card fields: evalution"):
+        update_card(tmp_path, evalution={})
+    with pytest.raises(AdapterError, match="combination"):
+        update_card(tmp_path, combination="sum")
+    assert read_card(tmp_path).combination == "residual"
+    with pytest.raises(AdapterError, match="no card.json"):
+        update_card(tmp_path / "..", evaluation={})
 
 
 def test_base_only_switches_every_adapter_off_and_leaves_training_flags(tiny_host, tokenizer):

@@ -1,10 +1,63 @@
-"""What the page shows, as plain functions (app/views.py): no Gradio, no models."""
+"""What the page shows, as plain functions (app/views.py): an adapter's card, a column's scores, error messages
+(no Gradio, no models)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from app.views import error_text
+from adapters.policy_adapter import AdapterCard
+from app.service import AdapterEntry
+from app.views import card_markdown, error_text, reward_html
+from tasks import TASKS
+
+TRAINING_METRICS = {"before": {"mean_reward": 0.84, "reward_toxicity": 0.16, "perplexity": 18.7, "distinct_2": 0.91},
+                    "after": {"mean_reward": 0.98, "reward_toxicity": 0.02, "perplexity": 17.9, "distinct_2": 0.9,
+                              "kl_per_token": 0.155}}
+EVALUATION = {"n_prompts": 64, "samples_per_prompt": 4, "seed": 0, "date": "2026-12-03",
+              "base": {"mean_reward": 0.794, "avg_max_toxicity": 0.433, "toxicity_probability": 0.359, "perplexity": 22.8,
+                       "relevance": 0.251, "distinct_2": 0.982, "kl_per_token": 0.0},
+              "tailored": {"mean_reward": 0.959, "avg_max_toxicity": 0.110, "toxicity_probability": 0.047, "perplexity": 24.0,
+                           "relevance": 0.214, "distinct_2": 0.984, "kl_per_token": 0.12}}
+
+
+def entry(**card) -> AdapterEntry:
+    card = AdapterCard(task="toxicity", algorithm="pg", steps=202, metrics_before=TRAINING_METRICS["before"],
+                       metrics_after=TRAINING_METRICS["after"], training={"eval_prompts": 16, "eval_samples": 2}, **card)
+    return AdapterEntry("toxicity", card, "shipped", Path("adapters/trained/toxicity"))
+
+
+def test_a_card_without_an_evaluation_says_it_was_measured_during_training_and_on_how_many():
+    text = card_markdown(entry(), TASKS["toxicity"])
+    assert "Held-back reward **0.84 → 0.98** (+0.14)" in text
+    assert "16 held-back prompts × 2 samples" in text and "during training" in text and "tasks/metrics.py" in text
+    assert "KL 0.155 nats/token" in text
+    # Old cards pooled perplexity and distinct-2 over tokens: the page does not show them as if defined today.
+    assert "perplexity" not in text and "distinct-2" not in text
+
+
+def test_a_card_of_a_split_train_config_says_how_many_prompts_too():
+    card = entry().card
+    card.training = {"run": {"eval_prompts": 8, "eval_samples": 1}, "algo": {}, "model": {}, "decode": {}}
+    text = card_markdown(AdapterEntry("t", card, "trained here", Path("x")), TASKS["toxicity"])
+    assert "8 held-back prompts × 1 sample" in text and "1 samples" not in text
+
+
+def test_a_card_with_an_evaluation_shows_it_instead():
+    text = card_markdown(entry(evaluation=EVALUATION), TASKS["toxicity"])
+    assert "Held-back reward **0.79 → 0.96** (+0.16)" in text
+    assert "avg max toxicity 0.43 → 0.11" in text and "toxicity probability 0.36 → 0.05" in text
+    assert "perplexity 22.8 → 24.0" in text and "relevance 0.25 → 0.21" in text and "distinct-2 0.98 → 0.98" in text
+    assert "64 held-back prompts × 4 samples, seed 0, 2026-12-03" in text and "bench.evaluate" in text
+    assert "0.84" not in text and "KL 0.120 nats/token" in text
+
+
+def test_reward_panel_shows_the_mean_of_the_samples_and_its_parts():
+    scores = [{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}, {"reward": 0.75, "coverage": 1.0, "fluency": 0.75}]
+    html = reward_html(scores, TASKS["commongen"], compare_to=[{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}])
+    assert "<b>0.50</b>" in html and "+0.25 vs base" in html and "mean of 2 samples (0.25, 0.75)" in html
+    assert ">coverage<" in html and ">0.75<" in html and ">0.62<" in html
 
 
 @pytest.mark.parametrize("typed, shown", [
