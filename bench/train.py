@@ -3,23 +3,22 @@
     python -m bench.train                                   # CPU: toxicity, batch 16, 4 steps
     python -m bench.train --device cuda --batch-size 256 --steps 6
 
+Takes every adapters.train flag (derived from TrainConfig); BENCH_DEFAULTS sets those of a timing run.
+
 Runs the real training loop (adapters.train) for a few steps and reports the median step's split,
 skipping the first step (warm-up). Writes a section of BENCHMARKS.md unless --out ''.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-from adapters.train import train
-from adapters.training import TrainConfig
+from adapters.train import build_parser, config_from_args, train
 from bench.decode import machine, write_section
 
 
@@ -31,39 +30,37 @@ def summarize(metrics: list[dict]) -> dict:
             "sample_share": round(med["sample_s"] / total, 2), "steps_timed": len(steps)}
 
 
+BENCH_DEFAULTS = {"device": "cpu", "steps": 4, "eval_prompts": 2, "eval_samples": 1, "eval_every": 0,
+                  "checkpoint_every": 1000, "checkpoint_minutes": 0, "samples_every": 0}
+"""adapters.train settings of a timing run (every other flag is adapters.train's own, with its default)."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", default="toxicity")
-    parser.add_argument("--algo", default="pg")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast), float32 or bfloat16")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--micro-batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--out", default="BENCHMARKS.md")
+    parser = build_parser()  # adapters.train's flags, derived from TrainConfig
+    parser.prog, parser.description = "python -m bench.train", __doc__.split("\n\n")[0]
+    parser.set_defaults(**BENCH_DEFAULTS)
+    parser.add_argument("--write", default="BENCHMARKS.md", help="the file whose section this run rewrites ('' for none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as run_dir:
-        config = TrainConfig.from_fields(task=args.task, algo=args.algo, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                             micro_batch_size=args.micro_batch_size, steps=args.steps, out=run_dir, eval_prompts=2,
-                             eval_samples=1, eval_every=0, checkpoint_every=1000, samples_every=0)
+        args.out = run_dir
+        config = config_from_args(args)
         train(config, progress=False)
         metrics = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     result = summarize(metrics)
-    device = torch.device("cuda" if args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    line = (f"| {machine(device)} | {args.task} / {args.algo} | {args.batch_size} × {config.decode.max_new_tokens} tokens | "
+    device = config.model.resolve()[0]
+    algo = config.algo
+    line = (f"| {machine(device)} | {config.run.task} / {algo.algo} | {algo.batch_size} × {config.decode.max_new_tokens} tokens | "
             f"{result['samples_per_s']} | {result['sample_s']} | {result['score_s']} | {result['update_s']} | "
             f"{int(100 * result['sample_share'])} % | {time.strftime('%Y-%m-%d')} |")
     print(json.dumps(result))
     print(line)
-    if args.out:
-        path = Path(args.out)
+    if args.write:
         heading = f"Training throughput ({device.type.upper()})"
-        body = (f"Command: `python -m bench.train --device {args.device} --dtype {args.dtype} --batch-size {args.batch_size} "
-                f"--steps {args.steps}` "
-                "(median step after the first).\n\n"
+        body = (f"Command: `python -m bench.train --device {config.model.device} --dtype {config.model.dtype} "
+                f"--batch-size {algo.batch_size} --steps {config.run.steps}` (median step after the first).\n\n"
                 "| machine | task / algorithm | batch | samples/s | sampling s | scoring s | update s | sampling share | date |\n"
                 "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n" + line)
-        write_section(path, heading, body)
+        write_section(Path(args.write), heading, body)
 
 
 if __name__ == "__main__":
