@@ -71,8 +71,8 @@ class Settings(DecodeConfig):
     (LIMITS, which the page's widgets also take theirs from), plus the samples per column. A value of the wrong
     kind or out of range is a DecodeError naming the field and the page's range."""
 
-    n: int = 1
-    """Samples per column."""
+    n: int = 3
+    """Samples per column: 3 by default, so that one lucky or unlucky sample does not decide the verdict."""
 
     LIMITS: ClassVar[dict[str, tuple]] = {
         **DecodeConfig.LIMITS, "alpha": (0, 5, False), "temperature": (0, 2, False), "top_p": (0.05, 1, False),

@@ -12,6 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from app.config import AppConfig, ConfigError, parse_args
+from app.service import Settings
 from tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -50,14 +51,18 @@ def test_every_task_streams_two_columns_and_scores_both(client, playground_app, 
     adapter = playground_app.service.default_adapter(task) or "none"
     base, tailored, base_reward, tailored_reward, tokens, steering, notice, data = generate(client, task, adapter)
     assert base.strip() and tailored.strip()
-    assert data["task"] == task and len(data["base"]) == len(data["tailored"]) == 1
+    # Three samples a column by default (the page's Settings), the mean and its spread shown and returned.
+    assert data["task"] == task and len(data["base"]) == len(data["tailored"]) == Settings().n == 3
+    assert "mean of 3 samples" in base_reward and "±" in tailored_reward
+    assert data["mean_reward"]["base"] == pytest.approx(sum(r["reward"] for r in data["base"]) / 3)
+    assert data["mean_reward_ci95"]["tailored"] is not None
     for column in ("base", "tailored"):
         row = data[column][0]
         assert 0.0 <= row["reward"] <= 1.0
         assert len(row) > 2  # the reward's parts come with it (e.g. toxicity, coverage and fluency)
     assert "Reward" in base_reward and "Reward" in tailored_reward
     if adapter == "none":
-        assert tailored == base and data["tailored"][0]["reward"] == data["base"][0]["reward"]
+        assert tailored == base and [r["reward"] for r in data["tailored"]] == [r["reward"] for r in data["base"]]
         assert "No adapter selected" in notice and tokens == []
     else:
         assert data["steered"] and data["adapter"] == adapter
