@@ -4,18 +4,20 @@
     >>> demo.queue(**queue_options(config)).launch(**launch_options())  # doctest: +SKIP
 
 API names (for gradio_client): generate_<task> for each of the six tasks, train_start, train_stop,
-train_status and adapters.
+train_status, adapters, adapter_download, adapter_delete and adapter_upload.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
-from app import views
-from app.service import SHIPPED, USER_ERRORS, Playground, Settings
+from app import adapter_files, views
+from app.service import SHIPPED, USER_ERRORS, Playground, ServiceError, Settings
 from app.config import LOOPBACK_HOSTS
 from app.training_jobs import TrainRequest
 from tasks import TASKS, Task
@@ -312,6 +314,65 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     gr.api(adapters, api_name="adapters", concurrency_limit=None)
 
 
+# --- your adapters: download, delete, upload -------------------------------------------------------------------
+
+
+def all_adapter_choices(service: Playground) -> list[tuple[str, str]]:
+    return [(f"{e.name} ({e.source}, task {e.card.task})", e.name) for e in list(service.adapters.values())]
+
+
+def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None:
+    """Download any adapter as a zip (its safetensors and card), delete those trained or uploaded here, upload a
+    zip made by this project (checked: app/adapter_files.py)."""
+    gr.Markdown("Every adapter on this playground, to take home as a zip (its weights as safetensors and its card), "
+                "and a place to bring one back: a zip made by this project's *Download*, for the same base model "
+                f"(JSON and safetensors only, up to {adapter_files.MAX_ZIP_MB} MB). Adapters trained or uploaded here "
+                "can be deleted; the shipped ones stay.")
+    with gr.Row():
+        chosen = gr.Dropdown(all_adapter_choices(service), label="Adapter", allow_custom_value=True,
+                             elem_id="adapters-chosen")
+        with gr.Column():
+            download = gr.Button("Download (zip)", elem_id="adapters-download")
+            delete = gr.Button("Delete (trained or uploaded here)", variant="stop", elem_id="adapters-delete")
+    zipped = gr.File(label="The adapter's zip", interactive=False, elem_id="adapters-zip")
+    upload = gr.File(label="Upload an adapter zip", file_types=[".zip"], type="filepath", elem_id="adapters-upload")
+    result = gr.Markdown(elem_id="adapters-result")
+
+    def refreshed(message: str, value=None):
+        choices = all_adapter_choices(service)
+        return (message, gr.update(choices=choices, value=value),
+                *[gr.update(choices=adapter_choices(service, name)) for name in dropdowns])
+
+    def download_adapter(name: str) -> str:
+        """The chosen adapter as a zip file: its safetensors and card."""
+        try:
+            return str(service.adapter_zip(name, Path(tempfile.mkdtemp(prefix="ipa-zip-"))))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+
+    def delete_adapter(name: str, request: gr.Request):
+        try:
+            service.delete_adapter(name, local=_local_browser(request))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        return refreshed(f"Deleted “{views.e(name)}”.")
+
+    def upload_adapter(path: str | None, request: gr.Request):
+        if not path:
+            raise _user_error(ServiceError("Choose an adapter zip to upload."))
+        try:
+            entry = service.upload_adapter(path, local=_local_browser(request))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in that "
+                         "task's adapter list now.", entry.name)
+
+    outputs = [result, chosen, *dropdowns.values()]
+    download.click(download_adapter, chosen, zipped, api_name="adapter_download")
+    delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
+    upload.upload(upload_adapter, upload, outputs, api_name="adapter_upload")
+
+
 # --- the page -----------------------------------------------------------------------------------------------------
 
 
@@ -339,4 +400,6 @@ def build_ui(service: Playground) -> gr.Blocks:
                     dropdowns[name] = task_tab(service, task)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
                 training_tab(service, dropdowns, timer)
+            with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
+                adapters_tab(service, dropdowns)
     return demo

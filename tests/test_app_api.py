@@ -213,3 +213,31 @@ def test_error_pop_ups_show_typed_html_as_text(client, task, change, shown):
     with pytest.raises(AppError) as caught:
         generate(client, task, **change)
     assert shown in str(caught.value) and "<" not in str(caught.value)
+
+
+def test_an_adapter_downloads_uploads_again_and_is_deleted_and_bad_zips_are_refused(client, playground_app, tmp_path):
+    import zipfile
+
+    from gradio_client import handle_file
+
+    shipped = playground_app.service.default_adapter("toxicity")
+    path = client.predict(shipped, api_name="/adapter_download")
+    assert {n.split("/")[-1] for n in zipfile.ZipFile(path).namelist()} >= {"card.json", "adapter_model.safetensors"}
+    message, *_ = client.predict(handle_file(path), api_name="/adapter_upload")
+    uploaded = f"{shipped}-2"
+    assert uploaded in message and uploaded in client.predict("toxicity", api_name="/adapters")
+    *_, data = generate(client, "toxicity", adapter=uploaded, max_new_tokens=2, n=1)
+    assert data["steered"] and data["adapter"] == uploaded
+
+    pickled = tmp_path / "pickled.zip"
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(pickled, "w") as w:
+        for info in z.infolist():
+            w.writestr(info.filename, z.read(info))
+        w.writestr(f"{shipped}/model.pkl", b"\x80\x04N.")
+    with pytest.raises(AppError, match="only JSON and safetensors"):
+        client.predict(handle_file(str(pickled)), api_name="/adapter_upload")
+    with pytest.raises(AppError, match="shipped adapter"):
+        client.predict(shipped, api_name="/adapter_delete")
+
+    message, *_ = client.predict(uploaded, api_name="/adapter_delete")
+    assert "Deleted" in message and uploaded not in client.predict("toxicity", api_name="/adapters")

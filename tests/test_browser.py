@@ -79,9 +79,9 @@ def test_on_a_phone_every_tab_is_reachable_and_the_notes_say_top_and_bottom(page
         phone.goto(playground_app.url)
         expect(phone.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
         # The tabs wrap onto more rows instead of hiding some behind a "..." menu: each one is a visible button.
-        for tab in [*TASKS, "train"]:
+        for tab in [*TASKS, "train", "adapters"]:
             phone.locator(f"#tab-{tab}-button").click()
-            opened = "#train-start" if tab == "train" else f"#{tab}-generate"
+            opened = {"train": "#train-start", "adapters": "#adapters-download"}.get(tab, f"#{tab}-generate")
             expect(phone.locator(opened)).to_be_visible()
         phone.locator("#tab-toxicity-button").click()
         # The columns stack, and the words follow: the base is on top, base + adapter at the bottom.
