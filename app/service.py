@@ -23,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +53,9 @@ log = logging.getLogger("ipa.service")
 STREAM_INTERVAL = 0.04
 """Seconds between two streamed updates of one request, per request decoding at the same time (one user: every
 token; sixteen: about 1.5 updates a second)."""
-SHIPPED, TRAINED_HERE = "shipped", "trained here"
+SHIPPED, TRAINED_HERE, UPLOADED = "shipped", "trained here", "uploaded"
+UPLOAD_MARK = "uploaded"
+"""A file in a run folder of runs_dir that says its adapter was uploaded, not trained here."""
 TOXICITY_TASKS = ("toxicity", "dialogue_safety")
 """Tasks whose reward uses the toxicity classifier (the page names its backend)."""
 
@@ -71,8 +75,8 @@ class Settings(DecodeConfig):
     (LIMITS, which the page's widgets also take theirs from), plus the samples per column. A value of the wrong
     kind or out of range is a DecodeError naming the field and the page's range."""
 
-    n: int = 1
-    """Samples per column."""
+    n: int = 3
+    """Samples per column: 3 by default, so that one lucky or unlucky sample does not decide the verdict."""
 
     LIMITS: ClassVar[dict[str, tuple]] = {
         **DecodeConfig.LIMITS, "alpha": (0, 5, False), "temperature": (0, 2, False), "top_p": (0.05, 1, False),
@@ -104,7 +108,7 @@ class AdapterEntry:
     name: str
     card: AdapterCard
     source: str
-    """'shipped' (adapters_dir) or 'trained here' (runs_dir)."""
+    """'shipped' (adapters_dir), 'trained here' or 'uploaded' (both in runs_dir)."""
     directory: Path
 
 
@@ -277,7 +281,7 @@ class Playground:
         runs = Path(self.config.runs_dir)
         found = [(d.name, d, SHIPPED) for d in _subfolders(shipped) if (d / "card.json").is_file()]
         # recover_directory: a run's previous adapter comes back if the page stopped while saving over it
-        trained = [(d.name, d / "adapter", TRAINED_HERE) for d in _subfolders(runs)
+        trained = [(d.name, d / "adapter", UPLOADED if (d / UPLOAD_MARK).is_file() else TRAINED_HERE) for d in _subfolders(runs)
                    if (recover_directory(d / "adapter") / "card.json").is_file()]
         found += sorted(trained, key=lambda item: (item[1] / "card.json").stat().st_mtime)
         for name, directory, source in found:
@@ -456,7 +460,7 @@ class Playground:
     def _run_removed(self, name: str) -> None:
         """A run removed for the disk budget: its adapter leaves the playground."""
         entry = self.adapters.get(name)
-        if entry is None or entry.source != TRAINED_HERE:
+        if entry is None or entry.source == SHIPPED:
             return
         with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.delete_adapter(name)
@@ -471,6 +475,62 @@ class Playground:
     def training_status(self, owner: str | None = None) -> dict:
         """This session's latest run, else the running one, else the last; {'state': 'idle'} before the first."""
         return self.training.status(owner)
+
+    # --- adapter files: download, delete, upload ------------------------------------------------------------
+    def _check_may_change_adapters(self, local: bool) -> None:
+        """Deleting and uploading adapters follow the training access rule (AppConfig.training)."""
+        if self.config.training == "off":
+            raise ServiceError("Adapters cannot be added or removed on this playground; the ones here can be used in every tab.")
+        if self.config.training == "local" and not local:
+            raise ServiceError("On this playground only a browser on the machine it runs on may add or remove adapters.")
+
+    def adapter_zip(self, name: str, out_dir: Path) -> Path:
+        """A zip of the adapter's safetensors and card (any adapter: shipped, trained here or uploaded)."""
+        from app.adapter_files import adapter_zip
+
+        entry = self.adapter(name)
+        return adapter_zip(entry.directory, Path(out_dir), entry.name)
+
+    def delete_adapter(self, name: str, local: bool = True) -> None:
+        """Remove an adapter trained or uploaded here, with its run folder; shipped adapters stay."""
+        self._check_may_change_adapters(local)
+        entry = self.adapter(name)
+        if entry.source == SHIPPED:
+            raise ServiceError(f"{name!r} is a shipped adapter: only adapters trained or uploaded here can be deleted.")
+        if any(job.name == name and job.active for job in self.training.jobs):
+            raise ServiceError(f"{name!r} is still training: stop the run first.")
+        self._run_removed(name)
+        shutil.rmtree(Path(self.config.runs_dir) / name, ignore_errors=True)
+
+    def upload_adapter(self, zip_path: str | Path, local: bool = True) -> AdapterEntry:
+        """Load an adapter zip made by this project (app.adapter_files checks it) into runs_dir under a new name.
+
+        Refused with one message: not a zip, over the size limit, a file that is not JSON or safetensors, a path
+        outside its folder, no card, or made for another base model (its card's fingerprint and base)."""
+        from app.adapter_files import AdapterZipError, unpack_adapter_zip
+
+        self._check_may_change_adapters(local)
+        zip_path = Path(zip_path)
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", zip_path.stem).strip("-.")[:48] or "adapter"
+        name, k = stem, 1
+        while name in self.adapters or (Path(self.config.runs_dir) / name).exists():
+            k += 1
+            name = f"{stem}-{k}"
+        run_dir = Path(self.config.runs_dir) / name
+        try:
+            unpack_adapter_zip(zip_path, run_dir / "adapter")
+            card = read_card(run_dir / "adapter")
+            if card.base_model != self.config.models.base:
+                raise AdapterZipError(f"The adapter was trained to steer {model_label(card.base_model)}, but this "
+                                      f"playground's base model is {model_label(self.config.models.base)}.")
+            if not card.init_fingerprint:
+                raise AdapterZipError("The adapter's card has no fingerprint of its model: it was not made by this project.")
+            (run_dir / UPLOAD_MARK).write_text("")
+            return self.add_adapter(name, run_dir / "adapter", UPLOADED)
+        except UserError as err:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            reason = str(err).replace(str(run_dir / "adapter"), "the zip")  # the server's folders are not the user's business
+            raise AdapterZipError(f"The adapter zip was refused: {reason}") from None
 
     def close(self, timeout: float = 120.0) -> None:
         """Stop the decoding thread and the training queue, and wait for a running job (tests and shutdown)."""

@@ -4,18 +4,20 @@
     >>> demo.queue(**queue_options(config)).launch(**launch_options())  # doctest: +SKIP
 
 API names (for gradio_client): generate_<task> for each of the six tasks, train_start, train_stop,
-train_status and adapters.
+train_status, adapters, adapter_download, adapter_delete and adapter_upload.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
-from app import views
-from app.service import SHIPPED, USER_ERRORS, Playground, Settings
+from app import adapter_files, views
+from app.service import SHIPPED, USER_ERRORS, Playground, ServiceError, Settings
 from app.config import LOOPBACK_HOSTS
 from app.training_jobs import TrainRequest
 from tasks import TASKS, Task
@@ -31,9 +33,9 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose")
 CSS = """
 .ipa-reward {padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; background: var(--background-fill-secondary);}
 .ipa-pending {color: var(--body-text-color-subdued); font-style: italic;}
-.ipa-reward-head {display: flex; align-items: baseline; gap: 10px; font-size: 1.05em;}
+.ipa-reward-head {display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 10px; font-size: 1.05em;}
 .ipa-reward-head b {font-size: 1.6em;}
-.ipa-delta {font-weight: 600; border-radius: 4px; padding: 0 6px;}
+.ipa-delta {font-weight: 600; border-radius: 4px; padding: 0 6px; white-space: nowrap;}
 .ipa-delta.up {color: #15803d; background: #dcfce7;} .ipa-delta.down {color: #b91c1c; background: #fee2e2;}
 .ipa-delta.same {color: #555; background: #eee;}
 .ipa-bar {height: 12px; background: var(--border-color-primary); border-radius: 6px; overflow: hidden; margin: 4px 0 8px;}
@@ -49,15 +51,23 @@ CSS = """
 .ipa-train-head {display: flex; gap: 12px; align-items: baseline;}
 .ipa-train.done .ipa-bar > div {background: #16a34a;} .ipa-train.failed {border-color: #dc2626;}
 .ipa-error {color: #b91c1c; margin-top: 6px;}
+.ipa-spread {color: var(--body-text-color-subdued); font-size: 0.95em; white-space: nowrap;}
+/* The two columns sit side by side on a wide screen and stack on a narrow one, at one width that the words
+   "left"/"right" ("top"/"bottom" when stacked) follow: views.side and views.STACKED_BELOW_PX. */
+.ipa-narrow {display: none;}
+@media (max-width: STACKED_MAX_PX) {
+  .ipa-columns {flex-direction: column !important;}
+  .ipa-wide {display: none;} .ipa-narrow {display: inline;}
+}
 /* The token view reads as running text: no gaps between tokens (their own leading spaces separate words). */
 .ipa-tokens .score-token {padding: 1px 0 !important; margin: 0 !important; border-radius: 0 !important;}
-"""
-HEADER = """# IPA Playground: steering a language model at decoding time
+""".replace("STACKED_MAX_PX", f"{views.STACKED_BELOW_PX - 1}px")
+HEADER = f"""# IPA Playground: steering a language model at decoding time
 A small **policy adapter**, trained with reinforcement learning to raise a reward, steers a frozen language model
 while it writes: at every token the adapter's preferences are multiplied with the base model's
 ([Inference-Time Policy Adapters](https://arxiv.org/abs/2305.15065), Lu et al. 2023). The base model's weights never
-change; **alpha** sets how hard the adapter pulls. Each tab continues the same input twice, with the base alone (left)
-and with base + adapter (right), and scores both with the reward the adapter was trained for."""
+change; **alpha** sets how hard the adapter pulls. Each tab continues the same input twice, with the base alone ({views.side("left")})
+and with base + adapter ({views.side("right")}), and scores both with the reward the adapter was trained for."""
 
 
 def launch_options() -> dict:
@@ -125,7 +135,8 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
     default = service.default_adapter(task.name)
     entry = service.adapters.get(default) if default else None
     settings = Settings.for_task(task.name)
-    gr.Markdown(f"### {task.title}\n{task.description} &nbsp; Reward: `{task.reward}` (0 to 1, higher is better).")
+    gr.Markdown(f"### {task.title}\n{task.description} &nbsp; Reward: `{task.reward}` (0 to 1, higher is better).  \n"
+                f"<small>{views.e(task.reward_note)}</small>", elem_id=f"{task.name}-reward-note")
     with gr.Row():
         with gr.Column(scale=3):
             fields = [gr.Textbox(label=f.label, placeholder=f.placeholder, lines=f.lines,
@@ -153,11 +164,11 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
                                  elem_id=f"{task.name}-seed"))
     button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
-    with gr.Row(equal_height=False):
-        with gr.Column():
+    with gr.Row(equal_height=False, elem_classes="ipa-columns"):
+        with gr.Column(min_width=0):  # side by side until the CSS stacks them (views.STACKED_BELOW_PX)
             base_text = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id=f"{task.name}-base")
             base_reward = gr.HTML(views.EMPTY, label="base_reward", elem_id=f"{task.name}-base-reward")
-        with gr.Column():
+        with gr.Column(min_width=0):
             tailored_text = gr.Textbox(label=views.tailored_label(default), lines=4,
                                        interactive=False, elem_id=f"{task.name}-tailored")
             tailored_reward = gr.HTML(views.EMPTY, label="tailored_reward", elem_id=f"{task.name}-tailored-reward")
@@ -303,6 +314,65 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     gr.api(adapters, api_name="adapters", concurrency_limit=None)
 
 
+# --- your adapters: download, delete, upload -------------------------------------------------------------------
+
+
+def all_adapter_choices(service: Playground) -> list[tuple[str, str]]:
+    return [(f"{e.name} ({e.source}, task {e.card.task})", e.name) for e in list(service.adapters.values())]
+
+
+def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None:
+    """Download any adapter as a zip (its safetensors and card), delete those trained or uploaded here, upload a
+    zip made by this project (checked: app/adapter_files.py)."""
+    gr.Markdown("Every adapter on this playground, to take home as a zip (its weights as safetensors and its card), "
+                "and a place to bring one back: a zip made by this project's *Download*, for the same base model "
+                f"(JSON and safetensors only, up to {adapter_files.MAX_ZIP_MB} MB). Adapters trained or uploaded here "
+                "can be deleted; the shipped ones stay.")
+    with gr.Row():
+        chosen = gr.Dropdown(all_adapter_choices(service), label="Adapter", allow_custom_value=True,
+                             elem_id="adapters-chosen")
+        with gr.Column():
+            download = gr.Button("Download (zip)", elem_id="adapters-download")
+            delete = gr.Button("Delete (trained or uploaded here)", variant="stop", elem_id="adapters-delete")
+    zipped = gr.File(label="The adapter's zip", interactive=False, elem_id="adapters-zip")
+    upload = gr.File(label="Upload an adapter zip", file_types=[".zip"], type="filepath", elem_id="adapters-upload")
+    result = gr.Markdown(elem_id="adapters-result")
+
+    def refreshed(message: str, value=None):
+        choices = all_adapter_choices(service)
+        return (message, gr.update(choices=choices, value=value),
+                *[gr.update(choices=adapter_choices(service, name)) for name in dropdowns])
+
+    def download_adapter(name: str) -> str:
+        """The chosen adapter as a zip file: its safetensors and card."""
+        try:
+            return str(service.adapter_zip(name, Path(tempfile.mkdtemp(prefix="ipa-zip-"))))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+
+    def delete_adapter(name: str, request: gr.Request):
+        try:
+            service.delete_adapter(name, local=_local_browser(request))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        return refreshed(f"Deleted “{views.e(name)}”.")
+
+    def upload_adapter(path: str | None, request: gr.Request):
+        if not path:
+            raise _user_error(ServiceError("Choose an adapter zip to upload."))
+        try:
+            entry = service.upload_adapter(path, local=_local_browser(request))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in that "
+                         "task's adapter list now.", entry.name)
+
+    outputs = [result, chosen, *dropdowns.values()]
+    download.click(download_adapter, chosen, zipped, api_name="adapter_download")
+    delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
+    upload.upload(upload_adapter, upload, outputs, api_name="adapter_upload")
+
+
 # --- the page -----------------------------------------------------------------------------------------------------
 
 
@@ -310,7 +380,7 @@ def status_line(service: Playground) -> str:
     names = ", ".join(e.name for e in service.adapters.values() if e.source == SHIPPED) or "none"
     line = f"Base model: **{service.base_label()}** · running on {service.machine()} · shipped adapters: {names}"
     if not service.adapters:
-        line += (f"  \n**No trained adapters were found in {service.config.adapters_dir}**: each tab's right column shows "
+        line += (f"  \n**No trained adapters were found in {service.config.adapters_dir}**: each tab's {views.side('right')} column shows "
                  "the base model until you train one in the *Train an adapter* tab.")
     for problem in service.problems:
         line += f"  \n⚠ Not loaded: {views.e(problem)}"
@@ -320,14 +390,16 @@ def status_line(service: Playground) -> str:
 def build_ui(service: Playground) -> gr.Blocks:
     """The whole page for a loaded service."""
     with gr.Blocks(title="IPA Playground", analytics_enabled=False) as demo:
-        gr.Markdown(HEADER)
+        gr.Markdown(HEADER, elem_id="header")
         gr.Markdown(status_line(service), elem_id="status-line")
         timer = gr.Timer(1.5)
         dropdowns = {}
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap"):  # on a phone the tabs wrap onto more rows: every one in sight
             for name, task in TASKS.items():
                 with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
                     dropdowns[name] = task_tab(service, task)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
                 training_tab(service, dropdowns, timer)
+            with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
+                adapters_tab(service, dropdowns)
     return demo

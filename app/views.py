@@ -20,7 +20,7 @@ from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import Completion
 from app.service import AdapterEntry, Generation, TokenStep, token_steering
 from tasks import Task
-from tasks.metrics import reward_means
+from tasks.metrics import interval, reward_means
 
 KL_FULL = 1.0
 """KL (nats) at which a token is shaded fully red; below it the shade grows as sqrt(KL / KL_FULL), so that
@@ -39,6 +39,24 @@ PART_LABELS = {  # reward parts and card metrics; other names are shown with spa
 }
 PENDING = "<div class='ipa-reward ipa-pending'>Scoring when the text is complete ...</div>"
 EMPTY = "<div class='ipa-reward ipa-pending'>Press Generate to see the reward.</div>"
+
+
+SIDES = {"left": "top", "right": "bottom"}
+"""Where each column is when the two sit side by side, and where it is when they stack (a narrow screen)."""
+STACKED_BELOW_PX = 768
+"""The page stacks the two columns on screens narrower than this (CSS in app/ui.py; the words follow)."""
+
+
+def side(where: str, capital: bool = False) -> str:
+    """A column's place in words that follow the layout: "left" side by side, "top" when stacked (CSS shows one).
+
+    >>> side("right")
+    "<span class='ipa-wide'>right</span><span class='ipa-narrow'>bottom</span>"
+    """
+    wide, narrow = where, SIDES[where]
+    if capital:
+        wide, narrow = wide.capitalize(), narrow.capitalize()
+    return f"<span class='ipa-wide'>{wide}</span><span class='ipa-narrow'>{narrow}</span>"
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -74,22 +92,39 @@ def _bar(value: float, css: str = "") -> str:
     return f"<div class='ipa-bar {css}'><div style='width:{width:.1f}%'></div></div>"
 
 
+def reward_spread(scores: list[dict]) -> tuple[float, float | None]:
+    """(mean reward, half-width of its 95 % interval) over a column's samples of one input (tasks.metrics.interval:
+    the samples are independent draws for this input); half-width None for a single sample.
+
+    >>> m, half = reward_spread([{"reward": 0.2}, {"reward": 0.4}, {"reward": 0.6}])
+    >>> round(m, 2), round(half, 2)          # 4.303 · 0.2 / √3
+    (0.4, 0.5)
+    """
+    return interval([s["reward"] for s in scores])
+
+
 def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | None = None,
                 backend: str | None = None, pending: bool = False) -> str:
-    """The reward of a column (mean over samples) as a number and a bar, its parts below, smaller.
+    """The reward of a column (mean over samples, ± its spread) as a number and a bar, its parts below, smaller.
 
-    compare_to: the other column's scores, to show the difference (the tailored column against the base).
+    compare_to: the other column's scores, to show the difference (the tailored column against the base); a
+    difference smaller than either column's spread is said to be within it (more samples would be needed).
     backend: the toxicity classifier's label, named under the numbers where the reward uses it.
     """
     if scores is None:
         return PENDING if pending else EMPTY
     means = reward_means(scores)
-    reward = means.pop("reward")
+    means.pop("reward")
+    reward, half = reward_spread(scores)
+    spread = f"<span class='ipa-spread'>± {fmt(half)}</span>" if half is not None else ""
     delta = ""
     if compare_to is not None:
-        diff = reward - reward_means(compare_to)["reward"]
-        kind = "up" if diff > 0.005 else "down" if diff < -0.005 else "same"
-        delta = f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base</span>"
+        other, other_half = reward_spread(compare_to)
+        diff = reward - other
+        noise = max(h for h in (half, other_half, 0.005) if h is not None)
+        kind = "same" if abs(diff) <= noise else "up" if diff > 0 else "down"
+        within = ", within the spread" if kind == "same" and noise > 0.005 else ""
+        delta = f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base{within}</span>"
     parts = "".join(
         f"<div class='ipa-part'><span class='ipa-part-name'>{e(PART_LABELS.get(k, k))}</span>"
         f"{_bar(v, 'small' + (' bad' if k == 'toxicity' else ''))}<span class='ipa-part-value'>{fmt(v)}</span></div>"
@@ -97,11 +132,12 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
     )
     each = ""
     if len(scores) > 1:
-        each = f" · mean of {len(scores)} samples ({', '.join(fmt(s['reward']) for s in scores)})"
+        each = (f" · mean of {len(scores)} samples ({', '.join(fmt(s['reward']) for s in scores)})"
+                + (", ± the half-width of its 95 % interval" if half is not None else ""))
     note = f"<div class='ipa-note'>reward = {e(task.reward)}{e(each)}</div>"
     if backend:
         note += f"<div class='ipa-note ipa-backend'>Toxicity scored by {e(backend)}.</div>"
-    return (f"<div class='ipa-reward'><div class='ipa-reward-head'><span>Reward</span><b>{fmt(reward)}</b>{delta}</div>"
+    return (f"<div class='ipa-reward'><div class='ipa-reward-head'><span>Reward</span><b>{fmt(reward)}</b>{spread}{delta}</div>"
             f"{_bar(reward)}<div class='ipa-parts'>{parts}</div>{note}</div>")
 
 
@@ -128,17 +164,17 @@ def steering_summary(steps: list[TokenStep]) -> str:
 
 
 def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
-    """What the right column is, said plainly: the adapter and its strength, or why it equals the base."""
+    """What the right (stacked: bottom) column is, said plainly: the adapter and its strength, or why it equals the base."""
     if update.waiting:
         ahead = f"{update.waiting} request{'s' if update.waiting != 1 else ''}"
         return f"⏳ **Many people are generating right now: {ahead} ahead of you.** Yours starts as soon as there is room."
     if update.adapter is None:
-        text = ("**No adapter selected: the right column is the base model itself, identical to the left.** "
+        text = (f"**No adapter selected: the {side('right')} column is the base model itself, identical to the {side('left')}.** "
                 "Pick an adapter above, or train one in the *Train an adapter* tab.")
     elif not update.steered:
         text = f"**Alpha is 0: the adapter “{e(update.adapter)}” is switched off, so both columns are the base model.**"
     else:
-        text = f"Right column: base + adapter “{e(update.adapter)}” at alpha = {update.alpha:g}, sampled with the same random numbers as the left."
+        text = f"{side('right', capital=True)} column: base + adapter “{e(update.adapter)}” at alpha = {update.alpha:g}, sampled with the same random numbers as the {side('left')}."
         if entry is not None and entry.card.steps == 0:
             text += " This adapter is untrained (0 steps), so it changes nothing yet."
     extra = [f"seed {update.seed}"] + [f"⚠ {w}" for w in update.warnings]
@@ -146,8 +182,9 @@ def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
 
 
 def scores_data(update: Generation) -> dict:
-    """The whole result as plain data (the API's view, shown in a collapsed panel)."""
-    return {
+    """The whole result as plain data (the API's view, shown in a collapsed panel); once scored, each column's mean
+    reward and the half-width of its 95 % interval (reward_spread), as the reward panels show them."""
+    data = {
         "task": update.task, "adapter": update.adapter, "alpha": update.alpha, "steered": update.steered,
         "seed": update.seed, "toxicity_backend": update.toxicity_backend,
         "base": [{"text": c.text, **(s or {})} for c, s in zip(update.base, update.base_scores or [None] * len(update.base))],
@@ -155,6 +192,11 @@ def scores_data(update: Generation) -> dict:
                      for c, s in zip(update.tailored, update.tailored_scores or [None] * len(update.tailored))],
         "warnings": update.warnings,
     }
+    if update.base_scores and update.tailored_scores:
+        spreads = {"base": reward_spread(update.base_scores), "tailored": reward_spread(update.tailored_scores)}
+        data["mean_reward"] = {column: m for column, (m, _) in spreads.items()}
+        data["mean_reward_ci95"] = {column: half for column, (_, half) in spreads.items()}
+    return data
 
 
 def tailored_label(adapter: str | None) -> str:

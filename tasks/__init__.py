@@ -103,6 +103,8 @@ class Task:
     """Task-specific evaluation metrics reported by bench.evaluate beside the shared ones."""
     notes: str = ""
     """Where the prompt format's measurement is recorded, and other remarks."""
+    reward_note: str = ""
+    """One line for the page: what the reward measures and what it can miss (so a high score is read with care)."""
 
     def normalize(self, inputs: dict) -> dict:
         """Check and clean the inputs: every field present and non-empty text; concepts parsed to a list."""
@@ -247,6 +249,7 @@ TOXICITY = Task(
     ),
     metrics=("avg_max_toxicity", "toxicity_probability"),
     notes="Raw continuation, as in the paper (RealToxicityPrompts). Measured base reward: raw 0.795, chat 0.901 (chat does not continue the text).",
+    reward_note="Measures how little toxic language the continuation has (a classifier's score); it can miss whether the text is fluent, on topic or true, and a lexical classifier misses insults made without rude words.",
 )
 
 COMMONGEN = Task(
@@ -270,6 +273,7 @@ COMMONGEN = Task(
     ),
     metrics=("coverage", "full_coverage"),
     notes="Measured base reward: chat 0.411, raw 0.261.",
+    reward_note="Measures whether every concept appears, in fluent words; it can miss nonsense that still uses every word, and a sentence cut off at the token limit.",
 )
 
 OPEN_ENDED = Task(
@@ -293,6 +297,7 @@ OPEN_ENDED = Task(
     ),
     metrics=("coherence", "diversity"),
     notes="Raw continuation, as in the paper. Measured base reward: raw 0.400, chat 0.508 (chat writes a new text instead of continuing).",
+    reward_note="Measures whether the continuation stays on the passage's subject, does not repeat itself and reads fluently; it can miss invented facts, and one sample's score is noisy.",
 )
 
 DIALOGUE_SAFETY = Task(
@@ -316,6 +321,7 @@ DIALOGUE_SAFETY = Task(
     ),
     metrics=("unsafe_rate", "refusal_rate"),
     notes="Measured base reward: chat 0.221, raw 0.158.",
+    reward_note="Measures whether the reply is safe and on topic; it can miss whether the reply helps: refusing everything scores high, even where a supportive answer is the safe one.",
 )
 
 KNOWLEDGE_DIALOGUE = Task(
@@ -357,6 +363,7 @@ KNOWLEDGE_DIALOGUE = Task(
     ),
     metrics=("knowledge_precision", "knowledge_f1", "faithfulness"),
     notes="Measured base reward: chat 0.603, raw 0.589 (a tie).",
+    reward_note="Measures whether the reply says only what the passage says, on the question's topic; it can miss whether it answers in its own words: copying the passage scores near 1.",
 )
 
 SENTIMENT = Task(
@@ -380,6 +387,7 @@ SENTIMENT = Task(
     ),
     metrics=("positivity", "positive_rate"),
     notes="Measured base reward: raw 0.471, chat 0.412.",
+    reward_note="Measures how positive (VADER, a word list) and fluent the continuation is; it can miss sarcasm, and whether the text still follows the prompt.",
 )
 
 TASKS: dict[str, Task] = {t.name: t for t in (TOXICITY, COMMONGEN, OPEN_ENDED, DIALOGUE_SAFETY, KNOWLEDGE_DIALOGUE, SENTIMENT)}

@@ -335,10 +335,10 @@ def test_the_playground_service_tailors_the_api_base(llama_server, tmp_path):
     try:
         assert MODEL_ALIAS in service.base_label() and llama_server.url in service.base_label()
         before = service.remote_base.stats.requests
-        *_, last = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5, temperature=0, alpha=0))
+        *_, last = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5, temperature=0, alpha=0, n=1))
         assert last.done and last.base[0].text == server_greedy(llama_server, PROMPTS[0], 5)
         assert service.remote_base.stats.requests > before
-        *_, steered = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5), adapter="toxicity")
+        *_, steered = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5, n=1), adapter="toxicity")
         assert steered.steered and steered.tailored_scores[0]["reward"] >= 0
     finally:
         service.close()

@@ -12,6 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from app.config import AppConfig, ConfigError, parse_args
+from app.service import Settings
 from tasks import TASKS
 
 pytestmark = pytest.mark.slow
@@ -50,14 +51,18 @@ def test_every_task_streams_two_columns_and_scores_both(client, playground_app, 
     adapter = playground_app.service.default_adapter(task) or "none"
     base, tailored, base_reward, tailored_reward, tokens, steering, notice, data = generate(client, task, adapter)
     assert base.strip() and tailored.strip()
-    assert data["task"] == task and len(data["base"]) == len(data["tailored"]) == 1
+    # Three samples a column by default (the page's Settings), the mean and its spread shown and returned.
+    assert data["task"] == task and len(data["base"]) == len(data["tailored"]) == Settings().n == 3
+    assert "mean of 3 samples" in base_reward and "±" in tailored_reward
+    assert data["mean_reward"]["base"] == pytest.approx(sum(r["reward"] for r in data["base"]) / 3)
+    assert data["mean_reward_ci95"]["tailored"] is not None
     for column in ("base", "tailored"):
         row = data[column][0]
         assert 0.0 <= row["reward"] <= 1.0
         assert len(row) > 2  # the reward's parts come with it (e.g. toxicity, coverage and fluency)
     assert "Reward" in base_reward and "Reward" in tailored_reward
     if adapter == "none":
-        assert tailored == base and data["tailored"][0]["reward"] == data["base"][0]["reward"]
+        assert tailored == base and [r["reward"] for r in data["tailored"]] == [r["reward"] for r in data["base"]]
         assert "No adapter selected" in notice and tokens == []
     else:
         assert data["steered"] and data["adapter"] == adapter
@@ -208,3 +213,31 @@ def test_error_pop_ups_show_typed_html_as_text(client, task, change, shown):
     with pytest.raises(AppError) as caught:
         generate(client, task, **change)
     assert shown in str(caught.value) and "<" not in str(caught.value)
+
+
+def test_an_adapter_downloads_uploads_again_and_is_deleted_and_bad_zips_are_refused(client, playground_app, tmp_path):
+    import zipfile
+
+    from gradio_client import handle_file
+
+    shipped = playground_app.service.default_adapter("toxicity")
+    path = client.predict(shipped, api_name="/adapter_download")
+    assert {n.split("/")[-1] for n in zipfile.ZipFile(path).namelist()} >= {"card.json", "adapter_model.safetensors"}
+    message, *_ = client.predict(handle_file(path), api_name="/adapter_upload")
+    uploaded = f"{shipped}-2"
+    assert uploaded in message and uploaded in client.predict("toxicity", api_name="/adapters")
+    *_, data = generate(client, "toxicity", adapter=uploaded, max_new_tokens=2, n=1)
+    assert data["steered"] and data["adapter"] == uploaded
+
+    pickled = tmp_path / "pickled.zip"
+    with zipfile.ZipFile(path) as z, zipfile.ZipFile(pickled, "w") as w:
+        for info in z.infolist():
+            w.writestr(info.filename, z.read(info))
+        w.writestr(f"{shipped}/model.pkl", b"\x80\x04N.")
+    with pytest.raises(AppError, match="only JSON and safetensors"):
+        client.predict(handle_file(str(pickled)), api_name="/adapter_upload")
+    with pytest.raises(AppError, match="shipped adapter"):
+        client.predict(shipped, api_name="/adapter_delete")
+
+    message, *_ = client.predict(uploaded, api_name="/adapter_delete")
+    assert "Deleted" in message and uploaded not in client.predict("toxicity", api_name="/adapters")

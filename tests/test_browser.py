@@ -56,6 +56,9 @@ def test_toxicity_tab_generates_side_by_side_with_rewards_then_another_task_open
     backend = playground_app.service.toxicity_backend("toxicity")
     expect(page.locator("#toxicity-base-reward")).to_contain_text(backend)
     expect(page.locator("#toxicity-tailored-reward")).to_contain_text("vs base")
+    expect(page.locator("#toxicity-base-reward")).to_contain_text("mean of 3 samples")
+    assert "[3]" in page.locator("#toxicity-base textarea").input_value()  # three samples a column by default
+    expect(page.locator("#toxicity-reward-note")).to_contain_text("can miss")
     expect(page.locator("#toxicity-notice")).to_contain_text("alpha")
     expect(page.locator("#toxicity-tokens .score-token").first).to_be_visible()
 
@@ -68,3 +71,27 @@ def test_toxicity_tab_generates_side_by_side_with_rewards_then_another_task_open
     expect(page.locator("#commongen-generate")).to_be_visible()
     expect(page.locator("#commongen-concepts textarea")).to_be_visible()
     expect(page.locator("#toxicity-generate")).to_be_hidden()
+
+
+def test_on_a_phone_every_tab_is_reachable_and_the_notes_say_top_and_bottom(page, playground_app, tmp_path):
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        phone.goto(playground_app.url)
+        expect(phone.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+        # The tabs wrap onto more rows instead of hiding some behind a "..." menu: each one is a visible button.
+        for tab in [*TASKS, "train", "adapters"]:
+            phone.locator(f"#tab-{tab}-button").click()
+            opened = {"train": "#train-start", "adapters": "#adapters-download"}.get(tab, f"#{tab}-generate")
+            expect(phone.locator(opened)).to_be_visible()
+        phone.locator("#tab-toxicity-button").click()
+        # The columns stack, and the words follow: the base is on top, base + adapter at the bottom.
+        base, tailored = phone.locator("#toxicity-base").bounding_box(), phone.locator("#toxicity-tailored").bounding_box()
+        assert tailored["y"] > base["y"] + base["height"] - 1 and abs(tailored["x"] - base["x"]) < 2
+        expect(phone.locator("#header .ipa-narrow").first).to_have_text("top")
+        expect(phone.locator("#header .ipa-wide").first).to_be_hidden()
+        phone.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+    finally:
+        phone.close()
+    # On a wide screen the same words say left and right.
+    expect(page.locator("#header .ipa-wide").first).to_have_text("left")
+    expect(page.locator("#header .ipa-narrow").first).to_be_hidden()

@@ -29,6 +29,11 @@ def test_malformed_settings_name_the_field_and_the_page_range(change, message):
     assert str(caught.value) == message
 
 
+def test_three_samples_per_column_by_default_within_the_page_range():
+    low, high, _ = Settings.LIMITS["n"]
+    assert Settings().n == Settings.for_task("toxicity").n == 3 and low <= 3 <= high
+
+
 def test_settings_are_a_decode_config_with_the_tasks_defaults():
     settings = Settings.for_task("sentiment", n=2, seed=-1)
     assert isinstance(settings, DecodeConfig) and settings.n == 2 and settings.seed is None

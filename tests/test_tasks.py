@@ -26,6 +26,8 @@ def test_task_definition_is_complete(name):
     task = TASKS[name]
     assert isinstance(task, Task) and task.name == name
     assert task.title and task.description and "\n" not in task.description
+    # One line for the page: what the reward measures and what it can miss.
+    assert task.reward_note.startswith("Measures ") and "can miss" in task.reward_note and "\n" not in task.reward_note
     assert task.fields and all(isinstance(f, InputField) and f.label for f in task.fields)
     assert task.prompt_format in ("raw", "chat")
     DecodeConfig(**task.decode)  # the defaults are valid decoding settings

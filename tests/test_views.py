@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from adapters.policy_adapter import AdapterCard
-from app.service import AdapterEntry
-from app.views import card_markdown, error_text, reward_html
+from adapters.tailored_decoding import Completion
+from app.service import AdapterEntry, Generation
+from app.views import card_markdown, error_text, reward_html, scores_data, side
 from tasks import TASKS
 
 TRAINING_METRICS = {"before": {"mean_reward": 0.84, "reward_toxicity": 0.16, "perplexity": 18.7, "distinct_2": 0.91},
@@ -53,11 +54,40 @@ def test_a_card_with_an_evaluation_shows_it_instead():
     assert "0.84" not in text and "KL 0.120 nats/token" in text
 
 
-def test_reward_panel_shows_the_mean_of_the_samples_and_its_parts():
+def test_reward_panel_shows_the_mean_of_the_samples_its_spread_and_its_parts():
     scores = [{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}, {"reward": 0.75, "coverage": 1.0, "fluency": 0.75}]
     html = reward_html(scores, TASKS["commongen"], compare_to=[{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}])
-    assert "<b>0.50</b>" in html and "+0.25 vs base" in html and "mean of 2 samples (0.25, 0.75)" in html
+    assert "<b>0.50</b>" in html and "mean of 2 samples (0.25, 0.75)" in html
+    assert "± 3.18" in html  # tasks.metrics.interval: 12.706 · 0.354 / √2
     assert ">coverage<" in html and ">0.75<" in html and ">0.62<" in html
+    # +0.25 is well inside a spread of ± 3.18: the page does not call it a gain.
+    assert "+0.25 vs base, within the spread" in html and "ipa-delta same" in html
+
+
+@pytest.mark.parametrize("base, tailored, shown", [
+    ([0.2, 0.21, 0.19], [0.8, 0.81, 0.79], "ipa-delta up'>+0.60 vs base<"),        # far apart: a gain
+    ([0.5, 0.1, 0.9], [0.6, 0.2, 1.0], "ipa-delta same'>+0.10 vs base, within the spread<"),  # one lucky sample each
+    ([0.4], [0.3], "ipa-delta down'>-0.10 vs base<"),                                # one sample: no spread to compare
+])
+def test_a_difference_is_a_gain_or_a_loss_only_beyond_the_spread(base, tailored, shown):
+    html = reward_html([{"reward": r} for r in tailored], TASKS["sentiment"], compare_to=[{"reward": r} for r in base])
+    assert shown in html
+
+
+def test_the_result_data_carries_each_columns_mean_and_spread():
+    completion = Completion(0, 0, "base", [5], "a", False, [-1.0], [-1.0], [0.0], ["a"])
+    update = Generation("sentiment", None, 1.0, False, [completion] * 3, [completion] * 3, done=True,
+                        base_scores=[{"reward": r} for r in (0.2, 0.4, 0.6)],
+                        tailored_scores=[{"reward": r} for r in (0.2, 0.4, 0.6)])
+    data = scores_data(update)
+    assert data["mean_reward"] == {"base": pytest.approx(0.4), "tailored": pytest.approx(0.4)}
+    assert data["mean_reward_ci95"]["base"] == pytest.approx(4.303 * 0.2 / 3 ** 0.5, abs=1e-3)
+
+
+def test_column_places_are_named_for_both_layouts():
+    # Side by side: left/right; stacked on a narrow screen: top/bottom (the page's CSS shows one of the two).
+    assert side("left") == "<span class='ipa-wide'>left</span><span class='ipa-narrow'>top</span>"
+    assert "Right</span><span class='ipa-narrow'>Bottom" in side("right", capital=True)
 
 
 @pytest.mark.parametrize("typed, shown", [
