@@ -39,6 +39,32 @@ def concepts_covered(concepts: list[str], text: str) -> list[bool]:
     return [bool(lemmas(c) & text_lemmas) or c in words(text) for c in concepts]
 
 
+def concept_uses(concepts: list[str], text: str) -> list[int]:
+    """How many words of the text use each concept (a word uses it when they share a lemma).
+
+    >>> concept_uses(["dog", "catch"], "The dog caught the ball and the dogs caught it again.")
+    [2, 2]
+    """
+    text_words = words(text)
+    return [sum(1 for w in text_words if w == c or lemmas(w) & lemmas(c)) for c in concepts]
+
+
+def once_coverage(concepts: list[str], text: str) -> float:
+    """Coverage that counts each concept once: mean over concepts of 1 / uses (0 when unused), in [0, 1].
+
+    A concept used twice earns 1/2, three times 1/3: padding a sentence with the concepts again ("was caught by the
+    cat and caught the dog, making it a successful catch that the dog") no longer pays.
+
+    >>> once_coverage(["dog", "frisbee", "catch"], "The dog caught the frisbee.")
+    1.0
+    >>> round(once_coverage(["dog", "frisbee", "catch"], "The dog, a frisbee, was caught by the cat and caught the dog, "
+    ...     "making it a successful catch that the dog was able to"), 2)      # dog 3 uses, frisbee 1, catch 3
+    0.56
+    """
+    uses = concept_uses(concepts, text)
+    return sum(1.0 / n for n in uses if n) / len(concepts) if concepts else 0.0
+
+
 class CoverageReward:
     """reward = (concepts used) / (concepts given), in [0, 1].
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewards.text import EmbeddingReward, EMPTY_SCORE, check_context, check_texts, clip01, content_words, is_empty, lemma_set, lemmas
+from rewards.text import (EmbeddingReward, EMPTY_SCORE, check_context, check_texts, clip01, content_words, is_empty, lemma_set,
+                          lemmas, longest_copy)
 
 
 @dataclass
@@ -41,6 +42,31 @@ def knowledge_overlap(reply: str, knowledge: str) -> KnowledgeOverlap:
     recall = sum(1 for w in passage_words if lemmas(w) & reply_lemmas) / len(passage_words)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return KnowledgeOverlap(precision, recall, f1)
+
+
+COPY_OK = 6
+"""A verbatim run of up to this many passage words is a quotation of a name or a phrase, not copying."""
+COPY_LONG = 12
+"""A run of this many passage words or more is a copy (tasks.metrics' copy_rate counts these)."""
+COPY_FLOOR = 0.2
+"""copy_factor of a copy: a copied reply keeps a fifth of its score, so that among copies the faithful one still
+ranks first, but any reply in its own words that is half as faithful beats it."""
+
+
+def copy_factor(reply: str, knowledge: str) -> float:
+    """1 for a reply in its own words, falling linearly to COPY_FLOOR as its longest verbatim run of passage words
+    (rewards.text.longest_copy, L) grows from COPY_OK to COPY_LONG:
+
+        copy_factor = 1 − (1 − COPY_FLOOR) · clip((L − COPY_OK) / (COPY_LONG − COPY_OK), 0, 1)
+
+    >>> passage = "The Moon is Earth's only natural satellite. It orbits the Earth at an average distance of 384,400 km."
+    >>> copy_factor("It is our only natural satellite, about 384,400 km away.", passage)       # L = 3
+    1.0
+    >>> round(copy_factor("The Moon is Earth's only natural satellite. It orbits the Earth at an average distance", passage), 2)       # L = 14
+    0.2
+    """
+    run = longest_copy(reply, knowledge)
+    return 1.0 - (1.0 - COPY_FLOOR) * clip01((run - COPY_OK) / (COPY_LONG - COPY_OK))
 
 
 class FaithfulnessReward(EmbeddingReward):

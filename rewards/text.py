@@ -143,6 +143,42 @@ def clip01(x: float) -> float:
     return min(1.0, max(0.0, float(x)))
 
 
+SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
+
+
+def finished_sentence(text: str) -> bool:
+    """Whether the text ends a sentence: its last character, closing quotes and brackets aside, is . ! or ?.
+    Decoding stops at the token limit mid-sentence, so an unfinished text is one the limit cut off.
+
+    >>> finished_sentence("The dog caught the frisbee."), finished_sentence('He said "catch!"')
+    (True, True)
+    >>> finished_sentence("making it a successful catch that the dog was able to")
+    False
+    """
+    return bool(SENTENCE_END.search(text))
+
+
+def longest_copy(text: str, source: str) -> int:
+    """The most consecutive words of `text` that also occur consecutively in `source` (words as `words`:
+    lower-cased, punctuation ignored): the length of the longest verbatim copy. Below, "earth's only natural
+    satellite" (4 words; "the moon" is 2, the passage's "is" breaks the run):
+
+    >>> longest_copy("The Moon, Earth's only natural satellite, they say.", "The Moon is Earth's only natural satellite.")
+    4
+    """
+    a, b = words(text), words(source)
+    best = 0
+    previous = [0] * (len(b) + 1)  # previous[j]: the common run ending at a[i - 1] and b[j - 1]
+    for i in range(1, len(a) + 1):
+        current = [0] * (len(b) + 1)
+        for j in range(1, len(b) + 1):
+            if a[i - 1] == b[j - 1]:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
 class EmbeddingReward:
     """Base of the rewards that compare texts by sentence embeddings (coherence, relevance, faithfulness): each
     uses the one MiniLM embedder of its device (rewards.resources.sentence_embedder), or the one it is given."""

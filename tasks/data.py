@@ -31,6 +31,7 @@ import re
 from pathlib import Path
 
 from adapters.checks import UserError
+from rewards.safety import request_category
 from tasks import TASKS, TaskInputError, first_sentences, get_task
 
 SPLITS = ("train", "eval", "all")
@@ -146,7 +147,12 @@ def _read_row(task_name: str, row) -> tuple[str, dict] | None:
     value = row.get(_primary_field(task_name)) or row.get("prompt") or row.get("text") or row.get("message")
     if isinstance(value, dict):  # RealToxicityPrompts rows: {"prompt": {"text": ...}}
         value = value.get("text")
-    return _item(task_name, value) if isinstance(value, str) else None
+    if not isinstance(value, str):
+        return None
+    item = _item(task_name, value)
+    if item and task_name == "dialogue_safety":  # Do-Not-Answer rows: the request's category from its intents
+        item[1]["category"] = row.get("category") or request_category(value, row.get("intents"))
+    return item
 
 
 def _read_jsonl(task_name: str, path: Path) -> list[tuple[str, dict] | None]:

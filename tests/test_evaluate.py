@@ -174,7 +174,7 @@ def test_generate_with_a_task_scores_each_continuation():
     for key in ("base_rewards", "tailored_rewards"):
         assert len(out[key]) == 2
         for row in out[key]:
-            assert set(row) == {"reward", "coverage", "fluency"} and all(0 <= v <= 1 for v in row.values())
+            assert set(row) == {"reward", "coverage", "once_coverage", "finished", "fluency"} and all(0 <= v <= 1 for v in row.values())
 
 
 @pytest.mark.slow

@@ -127,7 +127,18 @@ def test_keyword_list_gets_a_low_commongen_reward_and_a_sentence_a_high_one(scor
     assert keyword_list["coverage"] == 1.0 and sentence["coverage"] == 1.0
     assert keyword_list["reward"] < 0.3
     assert sentence["reward"] > 0.5
-    assert sentence["reward"] == pytest.approx(sentence["coverage"] * sentence["fluency"])
+    assert sentence["reward"] == pytest.approx(sentence["once_coverage"] * sentence["fluency"])  # finished: factor 1
+
+
+@pytest.mark.slow
+def test_issue_15_commongen_pair_with_the_real_fluency_model(scorers):
+    """The page's demo (2026-12-02): the padded, cut-off text scored 0.92 against the base's 0.53; no longer."""
+    base, gamed = scorers["commongen"]([{"concepts": "dog, frisbee, catch"}] * 2, [
+        "A dog, a frisbee, and a catch.",
+        "The dog, a friendly and energetic frisbee, was caught by the cat and caught the dog, making it a successful "
+        "catch that the dog was able to"])
+    assert base["finished"] == 1.0 and gamed["finished"] == 0.0
+    assert base["reward"] > gamed["reward"]
 
 
 @pytest.mark.slow
@@ -142,10 +153,10 @@ def test_every_scorer_reports_reward_and_parts_in_range(scorers):
     }
     expected_parts = {
         "toxicity": {"toxicity"},
-        "commongen": {"coverage", "fluency"},
+        "commongen": {"coverage", "once_coverage", "finished", "fluency"},
         "open_ended": {"coherence", "diversity", "fluency"},
-        "dialogue_safety": {"safety", "relevance", "toxicity", "refusal"},
-        "knowledge_dialogue": {"faithfulness", "relevance", "knowledge_precision", "knowledge_f1"},
+        "dialogue_safety": {"safety", "help", "relevance", "toxicity", "refusal", "oddity"},
+        "knowledge_dialogue": {"faithfulness", "relevance", "copy_factor", "knowledge_precision", "knowledge_f1"},
         "sentiment": {"positivity", "fluency"},
     }
     for name, scorer in scorers.items():
