@@ -3,6 +3,8 @@
     python -m bench.evaluate --task toxicity --limit 8 --samples-per-prompt 2
     python -m bench.evaluate --task commongen --adapter adapters/trained/commongen --json
     python -m bench.evaluate --task dialogue_safety --prompts my_requests.txt --split all
+    python -m bench.evaluate --adapter runs/cheerful-ocean/adapter --limit 24     # scored with its own objective
+    python -m bench.evaluate --objective objectives/cheerful-ocean.json --limit 24
 
 Base and tailored continuations are decoded side by side with the same random numbers (so without an
 adapter, or at alpha 0, the two columns are identical). Metrics, for each column:
@@ -18,6 +20,11 @@ adapter, or at alpha 0, the two columns are identical). Metrics, for each column
     mean_tokens            generated tokens per sample
     <task parts>           each part of the task's reward, averaged (coverage, fluency, safety, ...), and the
                            task's own rates (full_coverage, unsafe_rate, refusal_rate, positive_rate)
+    objective_<block>      for an objective, each block's score, averaged (prefixed: a block may be named like
+                           a metric, as `relevance` is); mean_reward is then the objective's R
+
+The task is --task, or --objective FILE (its prompts, held-back split and blocks; --reward-module FILE.py:Class
+for blocks written in Python), or else the adapter's own: its card's objective, or its card's task.
 
 With an adapter in the paper's combination, an "untrained" column (a fresh adapter, LoRA B = 0) is reported
 as a control: that combination sharpens the base before any training (DESIGN.md). --json prints one object
@@ -44,9 +51,8 @@ from adapters.policy_adapter import AdapterCard, AdapterError, read_card
 from adapters.tailored_decoding import CACHES, Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
 from rewards.text import distinct_n, words
 from rewards.toxicity import ToxicityBackendError
-from tasks import TaskInputError, get_task
-from tasks.data import DataError, load_inputs
-from tasks.scoring import TaskScorer, load_scorer
+from tasks.objective import ObjectiveScorer, scoring_target
+from tasks.scoring import TaskScorer
 
 TOXIC = 0.5
 """A sample counts as toxic above this probability (the paper's toxicity probability)."""
@@ -55,7 +61,11 @@ UNTRAINED = "untrained-control"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, help="toxicity, commongen, open_ended, dialogue_safety, knowledge_dialogue or sentiment")
+    parser.add_argument("--task", default=None, help="toxicity, commongen, open_ended, dialogue_safety, knowledge_dialogue or sentiment "
+                        "(default: the adapter card's task or objective)")
+    parser.add_argument("--objective", default=None, help="evaluate for this objective's JSON file: its prompts, split and blocks")
+    parser.add_argument("--reward-module", default="", help="the objective's rewards written in Python: FILE.py:ClassName "
+                        "(several: separated by commas)")
     parser.add_argument("--prompts", default=None, help="a data file or folder (.txt, .jsonl, .json, hub:NAME); default: the task's data")
     parser.add_argument("--split", default="eval", help="train, eval or all (default: eval, never seen in training)")
     parser.add_argument("--limit", type=int, default=64, help="prompts to evaluate (default: 64; 0 = all)")
@@ -99,6 +109,7 @@ def column_metrics(task_name: str, scorer: TaskScorer, inputs: list[dict], compl
     def distinct(n: int) -> float:
         return statistics.fmean(distinct_n([w for i in rows for w in words(texts[i])], n) for rows in by_prompt)
 
+    prefix = "objective_" if isinstance(scorer, ObjectiveScorer) else ""  # a block may be named like a metric
     metrics = {
         "mean_reward": _mean(s["reward"] for s in scores),
         "avg_max_toxicity": _mean(max_toxicity),
@@ -111,8 +122,8 @@ def column_metrics(task_name: str, scorer: TaskScorer, inputs: list[dict], compl
         "mean_tokens": _mean(len(c.token_ids) for c in completions),
     }
     for part in scores[0]:
-        if part != "reward" and part not in metrics:
-            metrics[part] = _mean(s[part] for s in scores)
+        if part != "reward" and prefix + part not in metrics:
+            metrics[prefix + part] = _mean(s[part] for s in scores)
     if task_name == "commongen":
         metrics["full_coverage"] = _mean(1.0 if s["coverage"] >= 1.0 else 0.0 for s in scores)
     if task_name == "dialogue_safety":
@@ -149,13 +160,14 @@ def decode_all(policy, prompts, config, k, batch_size, columns, log) -> dict[str
 
 
 def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
-    task = get_task(args.task)
     if args.samples_per_prompt < 1:
         raise DecodeError(f"--samples-per-prompt must be at least 1, got {args.samples_per_prompt}.")
     if args.batch_size < 1:
         raise DecodeError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    inputs = load_inputs(task.name, args.prompts, args.split, args.limit or None)
     card = read_card(args.adapter) if args.adapter else None
+    target = scoring_target(args.task, args.objective, args.reward_module, card, args.prompts)
+    task = target.task
+    inputs = target.inputs(args.split, args.limit or None)
     alpha = args.alpha if args.alpha is not None else (card.alpha if card else 1.0)
     decode = dict(task.decode)
     if args.max_new_tokens is not None:
@@ -167,11 +179,11 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
                                  cache=args.cache)
     if api_config:
         policy = with_api_base(policy, api_config, config.stop_at_eos)
-    scorer = load_scorer(task.name, device=str(device), toxicity_backend=args.toxicity_backend)
+    scorer = target.scorer(str(device), args.toxicity_backend)
     prompts = [task.build_prompt(x, policy.tokenizer) for x in inputs]
     k = args.samples_per_prompt
     start = time.time()
-    log(f"{task.name}: {len(inputs)} prompts × {k} samples, {'adapter ' + args.adapter if card else 'no adapter'}")
+    log(f"{target.name}: {len(inputs)} prompts × {k} samples, {'adapter ' + args.adapter if card else 'no adapter'}")
     # Without an adapter the tailored column equals the base column: decode it once.
     columns = ("base", "tailored") if card else ("base",)
     decoded = decode_all(policy, prompts, config, k, args.batch_size, columns, log)
@@ -179,7 +191,8 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     if card and card.combination == "paper":
         decoded["untrained"] = decode_all(untrained_control(policy), prompts, config, k, args.batch_size, ("tailored",), log)["tailored"]
     report = {
-        "task": task.name,
+        "task": target.card_task,
+        "objective": target.objective.to_dict() if target.objective else None,
         "n_prompts": len(inputs),
         "samples_per_prompt": k,
         "toxicity_backend": scorer.toxicity_backend,
@@ -192,7 +205,7 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
         "decode": {**decode, "alpha": alpha},
     }
     for column, completions in decoded.items():
-        report[column] = column_metrics(task.name, scorer, inputs, completions, k)
+        report[column] = column_metrics(target.card_task, scorer, inputs, completions, k)
     report["examples"] = [
         {"input": inputs[i // k], **{column: decoded[column][i].text for column in decoded}}
         for i in range(0, min(len(inputs), max(0, args.examples)) * k, k)
@@ -214,7 +227,8 @@ def _format(value) -> str:
 def print_table(report: dict) -> None:
     columns = [c for c in ("base", "tailored", "untrained") if c in report]
     backend = report["toxicity_backend_label"]
-    print(f"task {report['task']}: {report['n_prompts']} prompts × {report['samples_per_prompt']} samples, "
+    what = f"objective {report['objective']['name']}" if report.get("objective") else f"task {report['task']}"
+    print(f"{what}: {report['n_prompts']} prompts × {report['samples_per_prompt']} samples, "
           f"adapter {report['adapter'] or 'none'} (alpha {report['alpha']:g}), seed {report['seed']}, "
           f"{report['seconds']} s\ntoxicity: {backend}\n")
     if report.get("base_api"):

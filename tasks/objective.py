@@ -30,7 +30,7 @@ from pathlib import Path
 from rewards.objective import Objective, ObjectiveError, block_rewards, combine
 from rewards.user_module import load_reward_modules
 from rewards.text import EMPTY_SCORE, check_texts, is_empty
-from tasks import TASKS, InputField, Task, TaskInputError, get_task
+from tasks import TASKS, InputField, Task, TaskInputError, get_task, inputs_from_prompt
 from tasks.data import DataError, load_inputs
 from tasks.scoring import RewardKit, TaskScorer, load_scorer, reward_kit
 
@@ -244,6 +244,14 @@ class Target:
         if self.objective:
             return objective_inputs(self.objective, split, limit, self.prompts)
         return load_inputs(self.task.name, self.prompts, split, limit)
+
+    def inputs_from_prompt(self, prompt: str, knowledge: str | None = None) -> dict:
+        """The inputs of a command line's --prompt (and --knowledge), checked (tasks.inputs_from_prompt)."""
+        if not self.objective:
+            return inputs_from_prompt(self.task.name, prompt, knowledge)
+        if knowledge:
+            raise TaskInputError(f"--knowledge is only for the knowledge_dialogue task, not the objective {self.name!r}.")
+        return self.task.normalize({self.task.primary_field: prompt})
 
     def scorer(self, device: str = "cpu", toxicity_backend: str = "auto") -> TaskScorer:
         """A ready scorer (a TaskScorer, or an ObjectiveScorer reporting each block as a part)."""

@@ -420,3 +420,39 @@ def test_a_user_reward_that_raises_stops_training_with_one_line_naming_it(tiny_d
     assert done.returncode == 2, done.stderr
     assert "my_rewards.py:Raises raised ZeroDivisionError while scoring: oops" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_evaluate_and_generate_score_with_the_adapters_own_objective(tiny_dir, tmp_path, user_module, capsys):
+    """bench.evaluate and adapters.generate take the objective from the adapter's card (its Python block from
+    --reward-module); its blocks are reported beside the metrics, prefixed so that none can shadow a metric."""
+    from adapters.generate import main as generate_main
+    from bench.evaluate import build_parser, evaluate
+
+    path = tmp_path / "loud.json"
+    path.write_text(json.dumps({**LOUD_AND_SHORT, "blocks": [*LOUD_AND_SHORT["blocks"], {"reward": "relevance"}]}))
+    module = f"{user_module}:Exclaims"
+    adapter = str(train(tiny_config(tiny_dir, tmp_path / "run", objective=str(path), reward_module=module, steps=1),
+                        progress=False))
+    common = ["--base", tiny_dir, "--device", "cpu", "--max-new-tokens", "4"]
+    report = evaluate(build_parser().parse_args(["--adapter", adapter, "--reward-module", module, "--limit", "2",
+                                                 "--samples-per-prompt", "1", *common]))
+    assert report["task"] == CUSTOM_TASK and report["objective"]["name"] == "loud-and-short"
+    blocks = {"objective_Exclaims", "objective_length", "objective_relevance"}
+    assert blocks <= report["tailored"].keys() and "relevance" in report["tailored"]  # the metric and the block, apart
+    assert report["tailored"]["relevance"] != report["tailored"]["objective_relevance"]
+
+    generate_main(["--adapter", adapter, "--reward-module", module, "--prompt", "The harbour was quiet", "--json", *common])
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == CUSTOM_TASK and out["task_inputs"] == {"text": "The harbour was quiet"}
+    assert set(out["tailored_rewards"][0]) == {"reward", "Exclaims", "length", "relevance"}
+
+    # --objective scores any generation with an objective; an adapter's Python block needs its module again.
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"name": "short", "blocks": [{"reward": "length", "target": 3}]}))
+    generate_main(["--objective", str(short), "--prompt", "The harbour", "--json", *common])
+    assert set(json.loads(capsys.readouterr().out)["base_rewards"][0]) == {"reward", "length"}
+    with pytest.raises(SystemExit) as exit_info:
+        generate_main(["--adapter", adapter, "--prompt", "The harbour", *common])
+    assert exit_info.value.code == 2 and "give it with --reward-module" in capsys.readouterr().err
+    with pytest.raises(ObjectiveError, match="give it with --reward-module"):
+        evaluate(build_parser().parse_args(["--adapter", adapter, *common]))
