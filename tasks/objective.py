@@ -161,7 +161,7 @@ def objective_of_card(card, extra_rewards: dict[str, type] | None = None) -> Obj
         return None
     try:
         return Objective.from_dict(data, extra_rewards)
-    except ObjectiveError as err:
+    except ObjectiveError:
         known = block_rewards(extra_rewards)
         missing = [b.get("reward") for b in data.get("blocks", []) if isinstance(b, dict) and b.get("reward") not in known]
         if missing:
