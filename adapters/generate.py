@@ -3,6 +3,8 @@
     python -m adapters.generate --prompt "The movie was" --adapter adapters/trained/toxicity --n 2
     python -m adapters.generate --prompt "The movie was" --json
     python -m adapters.generate --task commongen --prompt "dog frisbee catch" --n 2
+    python -m adapters.generate --prompt "The harbour was quiet" --adapter runs/cheerful-ocean/adapter   # its objective
+    python -m adapters.generate --prompt "The harbour was quiet" --objective objectives/cheerful-ocean.json
     python -m adapters.generate --prompt "The movie was" --base-api http://127.0.0.1:8000/v1 --base-api-model NAME
     python -m adapters.generate --prompt "The movie was" --adapter adapters/trained/toxicity --alpha 1 \
         --adapter adapters/trained/sentiment --alpha 0.5
@@ -13,7 +15,9 @@ same base from the same initial model.
 
 With --task, the task builds the model's prompt from --prompt (the text to continue, the concept list or the
 user's message; knowledge_dialogue also takes --knowledge), decoding defaults come from the task, and each
-continuation is printed with its reward and the reward's parts.
+continuation is printed with its reward and the reward's parts. An adapter trained for an objective (its card
+holds it) is scored with that objective; --objective FILE scores any generation with an objective (its blocks are
+the parts; --reward-module FILE.py:Class for the blocks written in Python).
 
 With --json, prints one JSON object: {"base": [N strings], "tailored": [N strings], "model_prompt": the text the
 model was given, ...}. With --task, special-token strings typed in --prompt or --knowledge stay text (see
@@ -33,13 +37,17 @@ from adapters.checks import UserError, check_number
 from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from adapters.loading import ModelConfig, check_composable
 from adapters.tailored_decoding import MAX_ALPHA, DecodeConfig, DecodeError, generate
-from tasks import get_task, inputs_from_prompt
+from tasks.objective import scoring_target
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m adapters.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompt", required=True, help="the text to continue (with --task: the task's main input)")
     parser.add_argument("--task", default=None, help="build the prompt, decode and score as this task (toxicity, commongen, ...)")
+    parser.add_argument("--objective", default=None, help="score (and build the prompt) with this objective's JSON file "
+                        "(default: the adapter's own objective, when it was trained for one)")
+    parser.add_argument("--reward-module", default="", help="the objective's rewards written in Python: FILE.py:ClassName "
+                        "(several: separated by commas)")
     parser.add_argument("--knowledge", default=None, help="the knowledge passage, for --task knowledge_dialogue")
     parser.add_argument("--toxicity-backend", default="auto", help="with --task: auto, detoxify or profanity_check")
     parser.add_argument("--adapter", action="append", default=None,
@@ -76,13 +84,12 @@ def decode_config_from_args(args, task, alpha: float) -> DecodeConfig:
     return task.decode_config(**given) if task else DecodeConfig(**given)
 
 
-def score_task(task, inputs: dict, result, device: str, toxicity_backend: str) -> dict:
-    """Each continuation's task reward and its parts, for the JSON output and the text listing."""
-    from tasks.scoring import load_scorer
-
-    scorer = load_scorer(task.name, device=device, toxicity_backend=toxicity_backend)
+def score_task(target, inputs: dict, result, device: str, toxicity_backend: str) -> dict:
+    """Each continuation's reward (the task's or the objective's) and its parts, for the JSON output and the text listing."""
+    scorer = target.scorer(device, toxicity_backend)
     return {
-        "task": task.name,
+        "task": target.card_task,
+        "objective": target.objective.to_dict() if target.objective else None,
         "task_inputs": inputs,
         "toxicity_backend": scorer.toxicity_backend,
         "base_rewards": scorer([inputs] * len(result.base), [c.text for c in result.base]),
@@ -97,11 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         adapters = args.adapter or []
         cards = check_composable(adapters) if adapters else []
         alphas = adapter_alphas(args, cards)
-        task = get_task(args.task) if args.task else None
+        card = cards[0] if cards else None  # the first adapter's objective scores the generation
+        target = None
+        if args.task or args.objective or (card and card.objective):
+            target = scoring_target(args.task, args.objective, args.reward_module, card if card and card.objective else None)
+        task = target.task if target else None
         config = decode_config_from_args(args, task, alphas[0])
         if not args.prompt.strip():
             raise DecodeError("The prompt is empty: give some text to continue with --prompt.")
-        task_inputs = inputs_from_prompt(task.name, args.prompt, args.knowledge) if task else None
+        task_inputs = target.inputs_from_prompt(args.prompt, args.knowledge) if target else None
         api_config = api_config_from_args(args)  # bad API flags fail before any model loads
         models = dataclass_from_args(ModelConfig, args)
         policy = models.load_policy(adapters[0] if adapters else None, list(zip(adapters[1:], alphas[1:])))
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             policy = with_api_base(policy, api_config, config.stop_at_eos)
         model_prompt = task.build_prompt(task_inputs, policy.tokenizer) if task else args.prompt
         result = generate(policy, [model_prompt], config, n=args.n)
-        task_json = score_task(task, task_inputs, result, str(policy.base.base_model.device), args.toxicity_backend) if task else {}
+        task_json = score_task(target, task_inputs, result, str(policy.base.base_model.device), args.toxicity_backend) if target else {}
     except UserError as err:
         exit_with_user_error(str(err))
     api = policy.remote_base

@@ -3,6 +3,7 @@
     python -m adapters.train --task toxicity --minutes 2
     python -m adapters.train --task commongen --algo quark --steps 200 --batch-size 256 --device cuda
     python -m adapters.train --task toxicity --out runs/tox --resume          # after Ctrl-C or a kill
+    python -m adapters.train --objective objectives/cheerful-ocean.json --minutes 3   # your own objective
     accelerate launch --num_processes 2 -m adapters.train --task toxicity ...  # data parallel
 
 One step (`rl_step`, in the paper's order): draw prompts, sample from the tailored policy, score, turn
@@ -53,7 +54,7 @@ from adapters.training import (
     tailored_token_stats,
     training_decode,
 )
-from tasks.metrics import column_metrics, reward_means
+from tasks.metrics import OBJECTIVE_PARTS, column_metrics, reward_means
 
 EVAL_SEED = 1234
 """Held-back evaluations use fixed random numbers, so that evaluations of one run are comparable."""
@@ -95,7 +96,7 @@ class Run:
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    return Path("runs") / f"{config.run.task}-{config.algo.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{config.run.target.name}-{config.algo.algo}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -116,7 +117,9 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
     init = models.adapter_init or train_base
     adapter = base if init == train_base else load_host(init, device, dtype)
     check_same_tokenizer(base.tokenizer, train_base, adapter.tokenizer, init)
-    card = AdapterCard(task=config.run.task, base_model=models.base, combination=algo.combination,
+    objective = config.run.target.objective
+    card = AdapterCard(task=config.run.task, objective=objective.to_dict() if objective else {},
+                       base_model=models.base, combination=algo.combination,
                        alpha=config.decode.alpha, algorithm=algo.algo, n_reward_tokens=algo.n_reward_tokens,
                        lora_r=algo.lora_r, lora_alpha=2 * algo.lora_r)
     torch.manual_seed(config.run.seed)  # the same LoRA initialisation in every process
@@ -138,10 +141,8 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
 
 def setup(config: TrainConfig, accelerator=None) -> Run:
     """Load data, models and scorer; resume from a checkpoint when asked."""
-    from tasks import get_task, load_inputs, load_scorer
-
     run_config = config.run
-    task = get_task(run_config.task)
+    target = run_config.target  # the task, or the objective with its prompts and blocks
     run_dir = Path(run_config.out) if run_config.out else default_run_dir(config)
     checkpoint = None
     if run_config.resume:
@@ -149,22 +150,27 @@ def setup(config: TrainConfig, accelerator=None) -> Run:
         if checkpoint is None:
             raise TrainError(f"resume: there is no checkpoint in {run_dir} (looked for {run_dir}/checkpoint).")
     _check_writable(run_dir)
-    train_inputs = load_inputs(run_config.task, run_config.prompts or None, split="train")
-    eval_inputs = load_inputs(run_config.task, run_config.prompts or None, split="eval", limit=run_config.eval_prompts)
+    train_inputs = target.inputs("train")
+    eval_inputs = target.inputs("eval", limit=run_config.eval_prompts)
     if accelerator is not None:
         device, dtype = accelerator.device, config.model.resolve()[1]
     else:
         device, dtype = config.model.resolve()
     policy = build_policy(config, device, dtype)
-    scorer = load_scorer(run_config.task, device=str(device))
+    scorer = target.scorer(device=str(device))
     optimizer = torch.optim.AdamW(policy.adapter.trainable_parameters(run_config.adapter_name), lr=config.algo.lr, weight_decay=0.0)
-    run = Run(config, run_dir, policy, task, scorer, train_inputs, eval_inputs, optimizer, device,
+    run = Run(config, run_dir, policy, target.task, scorer, train_inputs, eval_inputs, optimizer, device,
               pool=DataPool(config.algo.n_quantiles, config.algo.pool_size) if config.algo.algo == "quark" else None,
               accelerator=accelerator)
     if accelerator is not None:
         run.rank, run.world_size = accelerator.process_index, accelerator.num_processes
     if checkpoint is not None:
         state, tensors = load_checkpoint(checkpoint, policy.adapter, run.name, optimizer)
+        saved, given = state.get("objective") or {}, target.objective.to_dict() if target.objective else {}
+        if saved != given:
+            what = lambda o: f"the objective {json.dumps(o)}" if o else "a task"  # noqa: E731
+            raise TrainError(f"resume: the checkpoint in {run_dir} was made for {what(saved)}, not {what(given)}: "
+                             "give the same --objective to continue it, or a new --out to start afresh.")
         run.step, run.elapsed, run.metrics_before = state["step"], state["elapsed"], state["metrics_before"]
         if run.pool is not None and tensors:
             run.pool.load_tensors(tensors)
@@ -201,7 +207,7 @@ def evaluate(run: Run, label: str) -> dict:
     """The tailored policy's metrics on the held-back prompts (tasks.metrics.column_metrics: mean reward and its
     parts, task rates, perplexity, distinct-n, KL per token), with fixed random numbers so that evaluations are
     comparable."""
-    task, policy, decode = run.task, run.policy, run.config.decode
+    task, policy, decode, target = run.task, run.policy, run.config.decode, run.config.run.target
     prompts = [task.build_prompt(x, policy.tokenizer) for x in run.eval_inputs]
     settings = task.decode_config(max_new_tokens=decode.max_new_tokens, alpha=decode.alpha, seed=EVAL_SEED)
     result = generate(policy, prompts, settings, n=run.config.run.eval_samples, columns=("tailored",))
@@ -211,7 +217,8 @@ def evaluate(run: Run, label: str) -> dict:
     # The definitions of tasks.metrics (bench.evaluate's too); the costly extras (relevance, standalone perplexity)
     # are left to bench.evaluate, never computed another way.
     metrics = {"label": label, "step": run.step,
-               **column_metrics(task.name, run.eval_inputs, result.tailored, scores, run.config.run.eval_samples)}
+               **column_metrics(target.card_task, run.eval_inputs, result.tailored, scores, run.config.run.eval_samples,
+                                part_prefix=OBJECTIVE_PARTS if target.objective else "")}
     metrics["examples"] = [{"input": run.eval_inputs[c.prompt_index], "text": c.text, "reward": s["reward"]}
                            for c, s in list(zip(result.tailored, scores))[:3]]
     return metrics
@@ -384,7 +391,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
         emit({"type": "eval", **run.metrics_before})
 
     bar = tqdm(total=every.max_steps or None, initial=run.step, disable=not (progress and run.is_main),
-               desc=f"{every.task}/{config.algo.algo}", unit="step", dynamic_ncols=True)
+               desc=f"{every.target.name}/{config.algo.algo}", unit="step", dynamic_ncols=True)
     clock = _CheckpointClock(run)
     while _budget_left(run) and not _any_process_stopping(run, stop.is_set()):
         record = rl_step(run, stop)
@@ -446,7 +453,9 @@ def _write_card(run: Run, metrics_after: dict, interrupted: bool, continued: dic
 def _checkpoint(run: Run) -> None:
     if not run.is_main:
         return
+    objective = run.config.run.target.objective
     state = {"step": run.step, "elapsed": run.elapsed, "metrics_before": run.metrics_before,
+             "objective": objective.to_dict() if objective else {},
              "config": config_dict(run.config), "rng": "derived from (seed, step, rank)"}
     tensors = run.pool.to_tensors() if run.pool is not None and len(run.pool) else None
     save_checkpoint(run.run_dir / "checkpoint", run.policy.adapter, run.name, run.optimizer, state, tensors)
@@ -472,7 +481,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeConfig)
              if f.name not in DECODE_FLAGS_EXCLUDED and getattr(args, f.name, None) is not None}
     return TrainConfig(run=run, algo=algo, model=dataclass_from_args(ModelConfig, args),
-                       decode=training_decode(run.task, algo.algo, **given))
+                       decode=training_decode(run.target.task, algo.algo, **given))
 
 
 def _accelerator_if_launched():

@@ -7,6 +7,7 @@ base runs under `torch.no_grad()` with every adapter switched off.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -23,8 +24,11 @@ from adapters.files import atomic_directory, recover_directory
 from adapters.models import logits_at
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
 from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, combine_logits
+from tasks import TaskInputError
+from tasks.objective import CUSTOM_TASK, scoring_target
 
 ALGORITHMS = ("pg", "quark")
+DEFAULT_TASK = "toxicity"
 DEFAULT_STEPS = 20
 """Steps of a run given neither --steps nor --minutes."""
 QUARK_TOP_P = 0.6
@@ -105,8 +109,13 @@ class AlgoConfig:
 class RunConfig:
     """One run: what it trains for, its budget, its files and its schedule."""
 
-    task: str = "toxicity"
+    task: str = DEFAULT_TASK
     """The task to train for (a key of tasks.TASKS)."""
+    objective: str = ""
+    """An objective's JSON file (docs/objectives.md) to train for instead of a task: its prompts, held-back split
+    and blocks make the run, its name the adapter's; the card keeps the objective."""
+    reward_module: str = ""
+    """The objective's reward classes written in Python: FILE.py:ClassName (several: separated by commas)."""
     steps: int = 0
     """Training steps (0: bounded by --minutes alone; with neither, 20 steps)."""
     minutes: float = 0.0
@@ -146,6 +155,24 @@ class RunConfig:
         self.eval_prompts = _check(self.eval_prompts, "eval_prompts", 1, None, whole=True)
         self.eval_samples = _check(self.eval_samples, "eval_samples", 1, None, whole=True)
         self.checkpoint_minutes = _check(self.checkpoint_minutes, "checkpoint_minutes", 0)
+        if self.objective:
+            if self.task not in (DEFAULT_TASK, CUSTOM_TASK):
+                raise TrainError(f"Give a task or an objective, not both (got task {self.task!r} and objective {self.objective}).")
+            self.task = CUSTOM_TASK
+        elif self.reward_module:
+            raise TrainError("--reward-module gives blocks to an objective: give the objective too (--objective FILE.json).")
+        elif self.task == CUSTOM_TASK:
+            raise TrainError(f"Task {CUSTOM_TASK!r} is an objective's: give the objective (--objective FILE.json).")
+        self.target  # an unknown task, a bad objective or a failing reward module: an error now, before models load
+
+    @functools.cached_property
+    def target(self):
+        """What the run trains for (a tasks.objective.Target): the task, or the objective with its prompts and blocks."""
+        try:
+            return scoring_target(task=None if self.objective else self.task, objective=self.objective or None,
+                                  reward_modules=self.reward_module, prompts=self.prompts or None)
+        except TaskInputError as err:
+            raise TrainError(str(err)) from None
 
     @property
     def max_steps(self) -> int:
@@ -154,7 +181,7 @@ class RunConfig:
 
     @property
     def adapter_name(self) -> str:
-        return self.name or self.task
+        return self.name or self.target.name
 
 
 @dataclass
@@ -171,7 +198,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.decode is None:
-            self.decode = training_decode(self.run.task, self.algo.algo)
+            self.decode = training_decode(self.run.target.task, self.algo.algo)
         if self.decode.alpha <= 0:
             raise TrainError(f"alpha must be more than 0 during training (0 would train nothing), got {self.decode.alpha}.")
 
@@ -191,15 +218,16 @@ class TrainConfig:
         decode = {k: values.pop(k) for k in list(values) if k in decode_names}
         if values:
             raise TrainError(f"Unknown training setting(s) {', '.join(sorted(values))}.")
-        return cls(**parts, decode=training_decode(parts["run"].task, parts["algo"].algo, **decode))
+        return cls(**parts, decode=training_decode(parts["run"].target.task, parts["algo"].algo, **decode))
 
 
-def training_decode(task: str, algo: str, **overrides) -> DecodeConfig:
-    """Sampling settings of a training run: the task's decoding defaults (Quark: top-p 0.6), then `overrides`."""
+def training_decode(task, algo: str, **overrides) -> DecodeConfig:
+    """Sampling settings of a training run: the task's decoding defaults (Quark: top-p 0.6), then `overrides`.
+    task: a tasks.Task (an objective's too: RunConfig.target.task) or a task's name."""
     from tasks import TaskInputError, get_task
 
     try:
-        defaults = get_task(task).decode_config()
+        defaults = (get_task(task) if isinstance(task, str) else task).decode_config()
     except TaskInputError as err:
         raise TrainError(str(err)) from None
     if algo == "quark":

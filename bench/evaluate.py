@@ -3,6 +3,8 @@
     python -m bench.evaluate --task toxicity --limit 8 --samples-per-prompt 2
     python -m bench.evaluate --task commongen --adapter adapters/trained/commongen --json
     python -m bench.evaluate --task dialogue_safety --prompts my_requests.txt --split all
+    python -m bench.evaluate --adapter runs/cheerful-ocean/adapter --limit 24     # scored with its own objective
+    python -m bench.evaluate --objective objectives/cheerful-ocean.json --limit 24
 
 Base and tailored continuations are decoded side by side with the same random numbers (so without an
 adapter, or at alpha 0, the two columns are identical). Metrics, for each column, as tasks.metrics defines
@@ -16,6 +18,11 @@ them (its docstring has the table of formulas; training's held-back evaluation u
 
 --write-card stores the report's base and tailored columns, with the prompt count, samples per prompt, seed and
 command, in the adapter's card (its `evaluation` field), which the page then shows.
+    objective_<block> for an objective, each block's score, averaged (prefixed: a block may be named like a
+    metric, as `relevance` is); mean_reward is then the objective's R.
+
+The task is --task, or --objective FILE (its prompts, held-back split and blocks; --reward-module FILE.py:Class
+for blocks written in Python), or else the adapter's own: its card's objective, or its card's task.
 
 With an adapter in the paper's combination, an "untrained" column (a fresh adapter, LoRA B = 0) is reported
 as a control: that combination sharpens the base before any training (DESIGN.md). --json prints one object
@@ -39,9 +46,9 @@ from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user
 from adapters.loading import ModelConfig
 from adapters.policy_adapter import AdapterCard, AdapterError, read_card, update_card
 from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
-from tasks import TASKS, get_task, metrics
-from tasks.data import load_inputs
-from tasks.scoring import TaskScorer, load_scorer
+from tasks import metrics
+from tasks.objective import ObjectiveScorer, scoring_target
+from tasks.scoring import TaskScorer
 
 UNTRAINED = "untrained-control"
 
@@ -51,7 +58,12 @@ class EvalConfig:
     """What to evaluate: the task, its prompts and how many samples of each."""
 
     task: str = ""
-    """Required: toxicity, commongen, open_ended, dialogue_safety, knowledge_dialogue or sentiment."""
+    """toxicity, commongen, open_ended, dialogue_safety, knowledge_dialogue or sentiment (default: the adapter
+    card's task or objective)."""
+    objective: str = ""
+    """Evaluate for this objective's JSON file: its prompts, split and blocks."""
+    reward_module: str = ""
+    """The objective's rewards written in Python: FILE.py:ClassName (several: separated by commas)."""
     prompts: str = ""
     """A data file or folder (.txt, .jsonl, .json, hub:NAME); default: the task's data."""
     split: str = "eval"
@@ -72,8 +84,6 @@ class EvalConfig:
     """Store the base and tailored metrics in the adapter's card (its 'evaluation' field)."""
 
     def __post_init__(self):
-        if not self.task:
-            raise DecodeError(f"Name the task to evaluate with --task: one of {', '.join(TASKS)}.")
         for name, low in (("limit", 0), ("samples_per_prompt", 1), ("batch_size", 1), ("examples", 0)):
             setattr(self, name, check_number(getattr(self, name), name, low, None, whole=True, error=DecodeError))
 
@@ -103,6 +113,7 @@ def column_metrics(task_name: str, scorer: TaskScorer, inputs: list[dict], compl
     texts = [c.text for c in completions]
     return metrics.column_metrics(
         task_name, inputs, completions, scorer(per_sample, texts), k,
+        part_prefix=metrics.OBJECTIVE_PARTS if isinstance(scorer, ObjectiveScorer) else "",
         toxicity=scorer.kit.toxicity.toxicity(texts),
         relevance=scorer.kit.relevance.cosines([task.source_text(x) for x in per_sample], texts),
         standalone_perplexity=scorer.kit.fluency.perplexities(texts),
@@ -134,9 +145,10 @@ def decode_all(policy, prompts, config, k, batch_size, columns, log) -> dict[str
 
 def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     what = dataclass_from_args(EvalConfig, args)
-    task = get_task(what.task)
-    inputs = load_inputs(task.name, what.prompts or None, what.split, what.limit or None)
     card = read_card(what.adapter) if what.adapter else None
+    target = scoring_target(what.task or None, what.objective or None, what.reward_module, card, what.prompts or None)
+    task = target.task
+    inputs = target.inputs(what.split, what.limit or None)
     given = {name: getattr(args, name) for name in EVAL_DECODE_FLAGS if getattr(args, name, None) is not None}
     given.setdefault("alpha", card.alpha if card else 1.0)
     given.setdefault("seed", 0)
@@ -147,11 +159,11 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     device = policy.base.base_model.device
     if api_config:
         policy = with_api_base(policy, api_config, config.stop_at_eos)
-    scorer = load_scorer(task.name, device=str(device), toxicity_backend=what.toxicity_backend)
+    scorer = target.scorer(str(device), what.toxicity_backend)
     prompts = [task.build_prompt(x, policy.tokenizer) for x in inputs]
     k = what.samples_per_prompt
     start = time.time()
-    log(f"{task.name}: {len(inputs)} prompts × {k} samples, {'adapter ' + what.adapter if card else 'no adapter'}")
+    log(f"{target.name}: {len(inputs)} prompts × {k} samples, {'adapter ' + what.adapter if card else 'no adapter'}")
     # Without an adapter the tailored column equals the base column: decode it once.
     columns = ("base", "tailored") if card else ("base",)
     decoded = decode_all(policy, prompts, config, k, what.batch_size, columns, log)
@@ -159,7 +171,8 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     if card and card.combination == "paper":
         decoded["untrained"] = decode_all(untrained_control(policy), prompts, config, k, what.batch_size, ("tailored",), log)["tailored"]
     report = {
-        "task": task.name,
+        "task": target.card_task,
+        "objective": target.objective.to_dict() if target.objective else None,
         "n_prompts": len(inputs),
         "samples_per_prompt": k,
         "toxicity_backend": scorer.toxicity_backend,
@@ -176,7 +189,7 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
         "dtype": str(policy.base.base_model.dtype).removeprefix("torch."),
     }
     for column, completions in decoded.items():
-        report[column] = column_metrics(task.name, scorer, inputs, completions, k)
+        report[column] = column_metrics(target.card_task, scorer, inputs, completions, k)
     report["examples"] = [
         {"input": inputs[i // k], **{column: decoded[column][i].text for column in decoded}}
         for i in range(0, min(len(inputs), what.examples) * k, k)
@@ -198,7 +211,8 @@ def _format(value) -> str:
 def print_table(report: dict) -> None:
     columns = [c for c in ("base", "tailored", "untrained") if c in report]
     backend = report["toxicity_backend_label"]
-    print(f"task {report['task']}: {report['n_prompts']} prompts × {report['samples_per_prompt']} samples, "
+    what = f"objective {report['objective']['name']}" if report.get("objective") else f"task {report['task']}"
+    print(f"{what}: {report['n_prompts']} prompts × {report['samples_per_prompt']} samples, "
           f"adapter {report['adapter'] or 'none'} (alpha {report['alpha']:g}), seed {report['seed']}, "
           f"{report['seconds']} s\ntoxicity: {backend}\n")
     if report.get("base_api"):

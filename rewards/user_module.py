@@ -55,6 +55,25 @@ def load_reward_module(spec: str) -> tuple[str, type]:
     return class_name, user_reward_class(cls, spec)
 
 
+def load_reward_modules(specs: str | list[str] | tuple[str, ...]) -> dict[str, type]:
+    """The reward classes of several 'FILE.py:ClassName' specs (a list, or one string separated by commas), by
+    class name, as block classes for an objective (Objective.from_dict's extra_rewards). '' gives {}.
+
+    >>> load_reward_modules("my_rewards.py:Politeness,other.py:Brevity")      # doctest: +SKIP
+    {'Politeness': <class 'UserReward[Politeness]'>, 'Brevity': <class 'UserReward[Brevity]'>}
+    """
+    if isinstance(specs, str):
+        specs = [s for s in specs.split(",") if s.strip()]
+    classes: dict[str, type] = {}
+    for spec in specs:
+        name, cls = load_reward_module(spec.strip())
+        if name in classes:
+            raise RewardModuleError(f"Two reward modules define a class {name!r} ({spec}): an objective names a block "
+                                    "by its class name, so rename one.")
+        classes[name] = cls
+    return classes
+
+
 def user_reward_class(cls: type, spec: str) -> type:
     """A subclass-free wrapper around a user's reward class: same PARAMS, every error and bad score named."""
 

@@ -284,9 +284,13 @@ def task_rates(task_name: str, inputs: Sequence[dict], texts: Sequence[str], sco
 # --- a column -----------------------------------------------------------------------------------------------
 
 
+OBJECTIVE_PARTS = "objective_"
+"""The prefix of an objective's blocks among a column's metrics (objective_topic, objective_relevance, ...)."""
+
+
 def column_metrics(task_name: str, inputs: Sequence[dict], completions: Sequence, scores: Sequence[dict], k: int, *,
                    toxicity: Sequence[float] | None = None, relevance: Sequence[float] | None = None,
-                   standalone_perplexity: Sequence[float] | None = None) -> dict:
+                   standalone_perplexity: Sequence[float] | None = None, part_prefix: str = "") -> dict:
     """The metrics of one column (see the module's table); the same keys and formulas wherever it is called.
 
     inputs: one task-inputs dict per prompt (P); completions: P·K `tailored_decoding.Completion`s, prompt by prompt
@@ -294,13 +298,14 @@ def column_metrics(task_name: str, inputs: Sequence[dict], completions: Sequence
     prompt. The optional lists hold one value per completion, from models that the caller runs: toxicity (the
     toxicity classifier; default: the scores' `toxicity` part where the task has one), relevance (MiniLM cosine of
     source and text), standalone_perplexity (rewards.fluency). A metric whose list is missing is left out, never
-    computed another way.
+    computed another way. part_prefix names the reward's parts (OBJECTIVE_PARTS for an objective's blocks, which
+    may be named like a metric: `relevance`); without it a part named like a metric becomes `reward_<part>`.
     """
     if len(completions) != len(inputs) * k or len(scores) != len(completions):
         raise ValueError(f"{len(inputs)} prompts × k = {k} should give {len(inputs) * k} completions and scores, "
                          f"got {len(completions)} completions and {len(scores)} scores.")
     texts = [c.text for c in completions]
-    if toxicity is None and scores and "toxicity" in scores[0]:
+    if toxicity is None and not part_prefix and scores and "toxicity" in scores[0]:
         toxicity = [s["toxicity"] for s in scores]
     rewards = [s["reward"] for s in scores]
     metrics = {"mean_reward": mean(rewards), "mean_reward_ci95": interval(per_prompt_means(rewards, k))[1]}
@@ -320,7 +325,10 @@ def column_metrics(task_name: str, inputs: Sequence[dict], completions: Sequence
     replaced = {rate.replaces for rate in rates}
     for part, value in reward_means(scores).items():
         if part != "reward" and part not in replaced:
-            metrics[f"reward_{part}" if part in SHARED_METRICS else part] = value
+            if part_prefix:
+                metrics[part_prefix + part] = value
+            else:
+                metrics[f"reward_{part}" if part in SHARED_METRICS else part] = value
     per_sample = [x for x in inputs for _ in range(k)]
     metrics.update(task_rates(task_name, per_sample, texts, scores))
     return metrics

@@ -24,14 +24,15 @@ sees the prompts the before/after evaluation uses, whichever file they come from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rewards.objective import Objective, ObjectiveError, combine
+from rewards.objective import Objective, ObjectiveError, block_rewards, combine
+from rewards.user_module import load_reward_modules
 from rewards.text import EMPTY_SCORE, check_texts, is_empty
-from tasks import TASKS, InputField, Task, TaskInputError
+from tasks import TASKS, InputField, Task, TaskInputError, get_task, inputs_from_prompt
 from tasks.data import DataError, load_inputs
-from tasks.scoring import RewardKit, TaskScorer, reward_kit
+from tasks.scoring import RewardKit, TaskScorer, load_scorer, reward_kit
 
 CUSTOM_TASK = "custom"
 """What an adapter trained on an objective has as its card's task (the objective itself is on the card)."""
@@ -156,7 +157,17 @@ def objective_of_card(card, extra_rewards: dict[str, type] | None = None) -> Obj
     """The objective an adapter was trained for, from its card (an AdapterCard or its dict); None for a task's
     adapter. A block from a user's reward module needs that module again (extra_rewards), else ObjectiveError."""
     data = card.get("objective") if isinstance(card, dict) else getattr(card, "objective", None)
-    return Objective.from_dict(data, extra_rewards) if data else None
+    if not data:
+        return None
+    try:
+        return Objective.from_dict(data, extra_rewards)
+    except ObjectiveError:
+        known = block_rewards(extra_rewards)
+        missing = [b.get("reward") for b in data.get("blocks", []) if isinstance(b, dict) and b.get("reward") not in known]
+        if missing:
+            raise ObjectiveError(f"This adapter's objective {data.get('name')!r} uses reward(s) {', '.join(map(str, missing))} "
+                                 "from a Python file: give it with --reward-module FILE.py:ClassName.") from None
+        raise
 
 
 class ObjectiveScorer(TaskScorer):
@@ -198,5 +209,83 @@ def load_objective_scorer(objective: Objective, device: str = "cpu", toxicity_ba
     return ObjectiveScorer(objective, objective_task(objective, prompts_path), kit, extra_rewards)
 
 
-__all__ = ["PROMPT_SETS", "CUSTOM_TASK", "ObjectiveScorer", "load_objective", "objective_task", "objective_inputs",
-           "load_objective_scorer", "objective_of_card"]
+# --- what a run, a generation or an evaluation scores for ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a training run, a generation or an evaluation scores for: one of the six tasks, or an objective.
+
+    >>> target = scoring_target(objective="objectives/cheerful-ocean.json")    # doctest: +SKIP
+    >>> target.name, target.card_task, len(target.inputs("eval", limit=4))     # doctest: +SKIP
+    ('cheerful-ocean', 'custom', 4)
+    """
+
+    task: Task
+    """The task (an objective's is objective_task's: its prompt format, decoding and input field)."""
+    objective: Objective | None = None
+    extra_rewards: dict = field(default_factory=dict)
+    """Reward classes from the user's Python files, by class name (rewards.user_module)."""
+    prompts: str | None = None
+    """A prompts file overriding the task's data or the objective's prompts."""
+
+    @property
+    def name(self) -> str:
+        """The objective's name or the task's: the default name of an adapter trained for it."""
+        return self.objective.name if self.objective else self.task.name
+
+    @property
+    def card_task(self) -> str:
+        """What an adapter card's `task` says: the task's name, or CUSTOM_TASK (the objective is on the card)."""
+        return CUSTOM_TASK if self.objective else self.task.name
+
+    def inputs(self, split: str = "train", limit: int | None = None) -> list[dict]:
+        """Training ('train') or held-back ('eval') inputs, or 'all' (tasks.data's hash split)."""
+        if self.objective:
+            return objective_inputs(self.objective, split, limit, self.prompts)
+        return load_inputs(self.task.name, self.prompts, split, limit)
+
+    def inputs_from_prompt(self, prompt: str, knowledge: str | None = None) -> dict:
+        """The inputs of a command line's --prompt (and --knowledge), checked (tasks.inputs_from_prompt)."""
+        if not self.objective:
+            return inputs_from_prompt(self.task.name, prompt, knowledge)
+        if knowledge:
+            raise TaskInputError(f"--knowledge is only for the knowledge_dialogue task, not the objective {self.name!r}.")
+        return self.task.normalize({self.task.primary_field: prompt})
+
+    def scorer(self, device: str = "cpu", toxicity_backend: str = "auto") -> TaskScorer:
+        """A ready scorer (a TaskScorer, or an ObjectiveScorer reporting each block as a part)."""
+        if self.objective:
+            return load_objective_scorer(self.objective, str(device), toxicity_backend, extra_rewards=self.extra_rewards,
+                                         prompts_path=self.prompts)
+        return load_scorer(self.task.name, str(device), toxicity_backend)
+
+
+def scoring_target(task: str | None = None, objective: str | None = None, reward_modules: str | list[str] = "",
+                   card=None, prompts: str | None = None) -> Target:
+    """The Target of a command line: --task NAME, or --objective FILE (its Python blocks from --reward-module),
+    or else what an adapter's card says (its objective, or its task when it is one of the six).
+
+    A UserError (TaskInputError, ObjectiveError, RewardModuleError) says what to give instead."""
+    if task and objective:
+        raise ObjectiveError(f"Give a task or an objective, not both (got task {task!r} and objective {objective}).")
+    extra = load_reward_modules(reward_modules) if reward_modules else {}
+    found = None
+    if objective:
+        found = load_objective(objective, extra)
+    elif task:
+        return Target(get_task(task), prompts=prompts or None)
+    elif card is not None:
+        found = objective_of_card(card, extra)
+        card_task = card.get("task") if isinstance(card, dict) else getattr(card, "task", None)
+        if found is None and card_task in TASKS:
+            return Target(TASKS[card_task], prompts=prompts or None)
+    if found is None:
+        raise TaskInputError(f"Give a task ({', '.join(TASKS)}) or an objective file (--objective FILE.json).")
+    if prompts:
+        check_prompts(found, prompts)
+    return Target(objective_task(found, prompts or None), found, extra, prompts or None)
+
+
+__all__ = ["PROMPT_SETS", "CUSTOM_TASK", "ObjectiveScorer", "Target", "load_objective", "objective_task", "objective_inputs",
+           "load_objective_scorer", "objective_of_card", "scoring_target"]

@@ -18,7 +18,7 @@ import torch
 
 from adapters.models import load_model, load_tokenizer
 from adapters.policy_adapter import AdapterHost
-from tests.helpers import tiny_llama, tiny_tokenizer
+from tests.helpers import save_tiny_model, tiny_llama, tiny_tokenizer
 
 
 def pytest_collection_modifyitems(config, items):
@@ -68,3 +68,9 @@ def playground_app(tmp_path_factory, request):
 
     with serve_playground(tmp_path_factory.mktemp("playground"), lambda: request.getfixturevalue("embedded_host")) as app:
         yield app
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tokenizer, tmp_path_factory):
+    """A tiny random Llama with the tiny tokenizer, saved like any local model."""
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny", tokenizer, seed=0, hidden=32)

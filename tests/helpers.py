@@ -150,3 +150,14 @@ def composed(host: AdapterHost, alpha_2: float = 0.5, combination: str = "residu
     host.new_adapter("second", AdapterCard(task="test", combination=combination))
     perturb_lora(host, "second", seed=9)
     return TailoredPolicy(host, host, "steer", combination, more_adapters=(("second", alpha_2),))
+
+
+def tiny_config(tiny_dir, out, **overrides):
+    """A training run of seconds on the tiny model saved in tiny_dir (the `tiny_dir` fixture)."""
+    from adapters.training import TrainConfig
+
+    settings = dict(task="toxicity", base=tiny_dir, out=str(out), steps=3, batch_size=4, group_size=2,
+                    micro_batch_size=2, max_new_tokens=4, eval_prompts=2, eval_samples=1, eval_every=0,
+                    samples_every=1, checkpoint_every=1, device="cpu", lr=1e-2, seed=0)
+    settings.update(overrides)
+    return TrainConfig.from_fields(**settings)

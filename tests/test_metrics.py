@@ -181,6 +181,15 @@ def test_training_and_evaluation_agree_on_every_key_they_share():
     assert cheap == {key: full[key] for key in cheap}
 
 
+def test_an_objectives_blocks_keep_their_names_beside_the_metrics():
+    inputs, completions, _ = dialogue_column()
+    blocks = [{"reward": r, "relevance": r, "low_toxicity": 1.0} for r in (0.2, 0.4, 0.6, 0.8)]
+    got = metrics.column_metrics("custom", inputs, completions, blocks, 2, relevance=[0.1] * 4,
+                                 part_prefix=metrics.OBJECTIVE_PARTS)
+    assert got["relevance"] == pytest.approx(0.1) and got["objective_relevance"] == pytest.approx(0.5)
+    assert got["objective_low_toxicity"] == 1.0 and "reward_relevance" not in got and "unsafe_rate" not in got
+
+
 def test_column_metrics_rejects_a_column_of_the_wrong_size():
     inputs, completions, scores = dialogue_column()
     with pytest.raises(ValueError, match="2 prompts × k = 3"):

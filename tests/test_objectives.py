@@ -12,8 +12,12 @@ import math
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
+from adapters.checks import UserError
 from adapters.policy_adapter import AdapterCard
+from adapters.train import train
+from adapters.training import TrainConfig, TrainError
 from rewards.avoid_words import AvoidWordsReward
 from rewards.coverage import CoverageReward
 from rewards.length import LengthReward
@@ -26,6 +30,7 @@ from tasks.data import DataError
 from tasks.objective import (CUSTOM_TASK, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card)
 from tasks.scoring import reward_kit
+from tests.helpers import run_module, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((REPO / "objectives").glob("*.json"))
@@ -353,3 +358,101 @@ def test_a_reward_module_that_cannot_load_names_itself(user_module, spec, messag
     (user_module.parent / "broken.py").write_text("def oops(:\n")
     with pytest.raises(RewardModuleError, match=message):
         load_reward_module(spec.format(dir=user_module.parent))
+
+
+# --- training for an objective (adapters.train --objective), on a tiny model ---------------------------------
+
+
+LOUD_AND_SHORT = {"name": "loud-and-short", "prompts": "passages",
+                  "blocks": [{"reward": "Exclaims", "bonus": 0.1}, {"reward": "length", "target": 3, "unit": "tokens"}]}
+
+
+def test_an_objective_trains_resumes_and_is_on_the_card(tiny_dir, tmp_path, user_module):
+    """The same loop as a task's: the objective's prompts and blocks (one from a user's Python file), every block
+    logged, the card holding the objective; a resumed run continues it, and refuses another objective."""
+    path = tmp_path / "loud.json"
+    path.write_text(json.dumps(LOUD_AND_SHORT))
+    settings = dict(objective=str(path), reward_module=f"{user_module}:Exclaims", steps=2)
+    adapter_dir = train(tiny_config(tiny_dir, tmp_path / "run", **settings), progress=False)
+    assert adapter_dir == tmp_path / "run" / "adapter"
+    lora = load_file(adapter_dir / "adapter_model.safetensors")
+    assert any(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero
+    card = json.loads((adapter_dir / "card.json").read_text())
+    assert card["task"] == CUSTOM_TASK and card["training"]["run"]["objective"] == str(path)
+    with_module = {"Exclaims": load_reward_module(f"{user_module}:Exclaims")[1]}
+    assert objective_of_card(card, with_module) == load_objective(path, with_module)
+    assert {"objective_Exclaims", "objective_length"} <= card["metrics_after"].keys()  # as bench.evaluate names them
+    with pytest.raises(ObjectiveError, match=r"uses reward\(s\) Exclaims from a Python file: give it with --reward-module"):
+        objective_of_card(card)
+
+    train(tiny_config(tiny_dir, tmp_path / "run", **{**settings, "steps": 3}, resume=True), progress=False)
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert all(0 <= m["reward_length"] <= 1 and m["reward_Exclaims"] >= 0.1 for m in metrics)
+    path.write_text(json.dumps({**LOUD_AND_SHORT, "blocks": LOUD_AND_SHORT["blocks"][1:]}))
+    with pytest.raises(TrainError, match="was made for the objective .* not the objective"):
+        train(tiny_config(tiny_dir, tmp_path / "run", objective=str(path), steps=4, resume=True), progress=False)
+
+
+def test_objective_settings_are_checked_before_any_model_loads(tmp_path, user_module):
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps(CHEERFUL_OCEAN))
+    config = TrainConfig.from_fields(objective=str(path))
+    assert (config.run.task, config.run.adapter_name, config.decode.max_new_tokens) == (CUSTOM_TASK, "cheerful-ocean", 20)
+    assert TrainConfig.from_fields(objective=str(path), name="mine").run.adapter_name == "mine"
+    for settings, message in [
+        (dict(objective=str(path), task="sentiment"), "Give a task or an objective, not both"),
+        (dict(reward_module=f"{user_module}:Exclaims"), "give the objective too"),
+        (dict(task=CUSTOM_TASK), "is an objective's: give the objective"),
+        (dict(objective=str(tmp_path / "none.json")), "does not exist"),
+        (dict(objective=str(path), reward_module=f"{user_module}:Nope"), "has no class 'Nope'"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            TrainConfig.from_fields(**settings)
+
+
+def test_a_user_reward_that_raises_stops_training_with_one_line_naming_it(tiny_dir, tmp_path, user_module):
+    path = tmp_path / "o.json"
+    path.write_text(json.dumps({"name": "boom", "blocks": [{"reward": "Raises"}]}))
+    done = run_module("adapters.train", "--objective", str(path), "--reward-module", f"{user_module}:Raises", "--base", tiny_dir,
+                         "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--group-size", "2",
+                         "--max-new-tokens", "2", "--eval-prompts", "1", "--eval-samples", "1", "--device", "cpu")
+    assert done.returncode == 2, done.stderr
+    assert "my_rewards.py:Raises raised ZeroDivisionError while scoring: oops" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_evaluate_and_generate_score_with_the_adapters_own_objective(tiny_dir, tmp_path, user_module, capsys):
+    """bench.evaluate and adapters.generate take the objective from the adapter's card (its Python block from
+    --reward-module); its blocks are reported beside the metrics, prefixed so that none can shadow a metric."""
+    from adapters.generate import main as generate_main
+    from bench.evaluate import build_parser, evaluate
+
+    path = tmp_path / "loud.json"
+    path.write_text(json.dumps({**LOUD_AND_SHORT, "blocks": [*LOUD_AND_SHORT["blocks"], {"reward": "relevance"}]}))
+    module = f"{user_module}:Exclaims"
+    adapter = str(train(tiny_config(tiny_dir, tmp_path / "run", objective=str(path), reward_module=module, steps=1),
+                        progress=False))
+    common = ["--base", tiny_dir, "--device", "cpu", "--max-new-tokens", "4"]
+    report = evaluate(build_parser().parse_args(["--adapter", adapter, "--reward-module", module, "--limit", "2",
+                                                 "--samples-per-prompt", "1", *common]))
+    assert report["task"] == CUSTOM_TASK and report["objective"]["name"] == "loud-and-short"
+    blocks = {"objective_Exclaims", "objective_length", "objective_relevance"}
+    assert blocks <= report["tailored"].keys() and "relevance" in report["tailored"]  # the metric and the block, apart
+    assert report["tailored"]["relevance"] != report["tailored"]["objective_relevance"]
+
+    generate_main(["--adapter", adapter, "--reward-module", module, "--prompt", "The harbour was quiet", "--json", *common])
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == CUSTOM_TASK and out["task_inputs"] == {"text": "The harbour was quiet"}
+    assert set(out["tailored_rewards"][0]) == {"reward", "Exclaims", "length", "relevance"}
+
+    # --objective scores any generation with an objective; an adapter's Python block needs its module again.
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({"name": "short", "blocks": [{"reward": "length", "target": 3}]}))
+    generate_main(["--objective", str(short), "--prompt", "The harbour", "--json", *common])
+    assert set(json.loads(capsys.readouterr().out)["base_rewards"][0]) == {"reward", "length"}
+    with pytest.raises(SystemExit) as exit_info:
+        generate_main(["--adapter", adapter, "--prompt", "The harbour", *common])
+    assert exit_info.value.code == 2 and "give it with --reward-module" in capsys.readouterr().err
+    with pytest.raises(ObjectiveError, match="give it with --reward-module"):
+        evaluate(build_parser().parse_args(["--adapter", adapter, *common]))

@@ -21,21 +21,7 @@ from adapters.training import TrainConfig, TrainError, tailored_token_stats
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import TailoredPolicy, combine_logits
 from tasks import WORD_JOINER
-from tests.helpers import REPO, perturb_lora, run_module, save_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tokenizer, tmp_path_factory):
-    """A tiny random Llama with the tiny tokenizer, saved like any local model."""
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny", tokenizer, seed=0, hidden=32)
-
-
-def tiny_config(tiny_dir, out, **overrides) -> TrainConfig:
-    settings = dict(task="toxicity", base=tiny_dir, out=str(out), steps=3, batch_size=4, group_size=2,
-                    micro_batch_size=2, max_new_tokens=4, eval_prompts=2, eval_samples=1, eval_every=0,
-                    samples_every=1, checkpoint_every=1, device="cpu", lr=1e-2, seed=0)
-    settings.update(overrides)
-    return TrainConfig.from_fields(**settings)
+from tests.helpers import REPO, perturb_lora, run_module, save_tiny_model, tiny_config
 
 
 def base_weights(directory) -> dict[str, torch.Tensor]:
