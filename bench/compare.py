@@ -123,7 +123,10 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
         raise AdapterError("bench.compare needs an adapter: ipa and prompted_ipa decode with it.")
     plain = [task.build_prompt(x, policy.tokenizer) for x in inputs]
     told = [task.build_prompt(x, policy.tokenizer, instructed=True) for x in inputs]
-    decode_method(policy, plain[:1], dataclasses.replace(config, max_new_tokens=2), 1, "tailored", 1)  # warm-up: not timed
+    # Warm-up, not timed: the first decoding step and the reward's models (loaded on first use) would be charged
+    # to whichever method came first.
+    decode_method(policy, plain[:1], dataclasses.replace(config, max_new_tokens=2), 1, "tailored", 1)
+    reward(inputs[:1], ["A warm-up sentence."])
     runs = {}
     for name, prompts, column in (("base", plain, "base"), ("ipa", plain, "tailored")):
         log(f"{name}: {len(prompts)} prompts × {k}")
@@ -234,7 +237,8 @@ def print_table(report: dict) -> None:
         cells = []
         for values in methods.values():
             half = values.get("mean_reward_ci95" if metric == "mean_reward" else f"{metric}_ci95")
-            cell = _format(values.get(metric)) + (f" ± {_format(half)}" if half is not None else "")
+            value = values.get(metric)
+            cell = (str(value) if isinstance(value, int) else _format(value)) + (f" ± {_format(half)}" if half is not None else "")
             cells.append(f"{cell:>18}")
         print(f"{metric:22}" + "".join(cells))
     for example in report["examples"]:
