@@ -49,8 +49,9 @@ from tasks.data import load_inputs
 from tasks.scoring import load_scorer
 
 METHODS = ("base", "ipa", "best_of_n", "prompted", "prompted_ipa")
-SHIPPED = Path(__file__).resolve().parent.parent / "adapters" / "trained"
-"""The shipped adapters, one folder a task: --adapter's default."""
+SHIPPED = "adapters/trained"
+"""The shipped adapters, one folder a task, in the repository: --adapter's default."""
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -180,12 +181,12 @@ def compare(args: argparse.Namespace, log=lambda message: None) -> dict:
     what = dataclass_from_args(EvalConfig, args)
     baselines = dataclass_from_args(CompareConfig, args)
     task = get_task(what.task)
-    adapter = what.adapter or str(SHIPPED / task.name)
-    card = read_card(adapter)
+    adapter = what.adapter or f"{SHIPPED}/{task.name}"
+    card = read_card(what.adapter or REPO / adapter)
     inputs = load_inputs(task.name, what.prompts or None, what.split, what.limit or None)
     given = {name: getattr(args, name) for name in EVAL_DECODE_FLAGS if getattr(args, name, None) is not None}
     config = task.decode_config(**{"alpha": card.alpha, "seed": 0, **given})
-    policy = dataclass_from_args(ModelConfig, args).load_policy(adapter)
+    policy = dataclass_from_args(ModelConfig, args).load_policy(what.adapter or REPO / adapter)
     device = policy.base.base_model.device
     scorer = load_scorer(task.name, device=str(device), toxicity_backend=what.toxicity_backend)
     k = what.samples_per_prompt

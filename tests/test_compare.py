@@ -107,3 +107,15 @@ def test_compare_end_to_end_on_the_embedded_model(tmp_path):
     rows = {name: values["rows_per_step"] for name, values in report["methods"].items()}
     assert rows == {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2}
     assert report["methods"]["best_of_n"]["samples_decoded"] == 4 and report["instruction"] == TASKS["sentiment"].instruction
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "summarise"], "Unknown task"),
+    (["--task", "sentiment", "--adapter", "/nonexistent/adapter"], "/nonexistent/adapter"),
+    (["--task", "sentiment", "--best-of-n", "-1"], "best_of_n"),
+])
+def test_user_errors_exit_2_with_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.compare.main([*args, "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
