@@ -12,9 +12,10 @@
 
 Compute. At every decoding step a stream needs one next-token distribution from each of its rows: one row for the
 base, and for the tailored policy the base's plus one per adapter (plus the adapter's initial model's where that is
-another model). The shipped adapters sit on the base, so IPA costs 2 rows a token, and N is set to IPA's rows per
-token: best_of_n then decodes N base samples with the compute of one IPA sample (the same model, so a row costs the
-same; LoRA's extra matrices are <1 % of a row). Each method reports `rows_per_step`, `decode_rows` (Σ rows ×
+another model). The shipped adapters sit on the base, so IPA costs 2 rows a token. N is IPA's decode rows over the
+base method's, rounded: N base samples then cost what one IPA sample costs, lengths included (2 where the adapter
+keeps the base's lengths; more where IPA writes longer texts than the base, as on commongen). The same model runs
+every row, so a row costs the same (LoRA's extra matrices are under 1 % of one). Each method reports `rows_per_step`, `decode_rows` (Σ rows ×
 generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told prompt is longer), `samples_decoded` and
 `seconds` (decoding; best_of_n also the reward calls that choose, reported as `select_seconds`). The metrics'
 own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
@@ -59,7 +60,7 @@ class CompareConfig:
     """How the baselines are set."""
 
     best_of_n: int = 0
-    """N of best_of_n: base samples drawn for each sample kept (0: IPA's rows per token, its decoding compute)."""
+    """N of best_of_n: base samples drawn for each sample kept (0: IPA's decoding compute over the base's, rounded)."""
 
     def __post_init__(self):
         self.best_of_n = check_number(self.best_of_n, "best_of_n", 0, None, whole=True, error=DecodeError)
@@ -119,7 +120,7 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
     """Every method's metrics and compute, {method: {metric: value}} in METHODS' order, and its texts (k per input).
 
     reward(inputs, texts) -> the task's reward per sample (best_of_n's choice); measure(completions) -> the metrics
-    of a column of k samples per input; n: best_of_n's N (0: IPA's rows per token)."""
+    of a column of k samples per input; n: best_of_n's N (0: IPA's decode rows / the base's, rounded, at least 1)."""
     if policy.adapter is None:
         raise AdapterError("bench.compare needs an adapter: ipa and prompted_ipa decode with it.")
     plain = [task.build_prompt(x, policy.tokenizer) for x in inputs]
@@ -132,7 +133,7 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
     for name, prompts, column in (("base", plain, "base"), ("ipa", plain, "tailored")):
         log(f"{name}: {len(prompts)} prompts × {k}")
         runs[name] = decode_method(policy, prompts, config, k, column, batch_size)
-    n = n or runs["ipa"].rows_per_step
+    n = n or max(1, round(runs["ipa"].decode_rows / runs["base"].decode_rows))
     log(f"best_of_n: {len(plain)} prompts × {k} × N = {n}")
     drawn = decode_method(policy, plain, config, k * n, "base", batch_size)
     start = time.perf_counter()

@@ -54,7 +54,7 @@ def test_every_method_is_reported_with_its_metrics_and_compute(compared):
 def test_best_of_n_keeps_the_highest_reward_of_each_n(compared):
     policy, inputs, config, methods, texts = compared
     n = methods["best_of_n"]["n"]
-    assert n == 2  # the adapter sits on the base: 2 rows a token
+    assert n == 2  # the adapter sits on the base: 2 rows a token, and every sample has T tokens
     prompts = [TASKS["sentiment"].build_prompt(x, policy.tokenizer) for x in inputs]
     drawn = [c.text for c in decode_method(policy, prompts, config, K * n, "base", 2).completions]  # the same seed: the same draws
     rewards = fake_reward(inputs, drawn)
@@ -119,3 +119,13 @@ def test_user_errors_exit_2_with_one_line(args, message, capsys):
         bench.compare.main([*args, "--device", "cpu"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_given_n_is_used_and_its_compute_reported(tiny_host):
+    policy = with_adapter(tiny_host)
+    inputs = [{"text": p} for p in PROMPTS]
+    config = DecodeConfig(max_new_tokens=T, stop_at_eos=False, seed=0)
+    methods, texts = compare_methods(policy, TASKS["sentiment"], inputs, config, K, 2, fake_reward, fake_measure(inputs), n=3)
+    bon = methods["best_of_n"]
+    assert (bon["n"], bon["samples_decoded"], bon["decode_rows"]) == (3, len(inputs) * K * 3, len(inputs) * K * 3 * T)
+    assert bon["decode_rows_vs_ipa"] == 1.5 and len(texts["best_of_n"]) == len(inputs) * K
