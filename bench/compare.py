@@ -15,10 +15,10 @@ base, and for the tailored policy the base's plus one per adapter (plus the adap
 another model). The shipped adapters sit on the base, so IPA costs 2 rows a token. N is IPA's decode rows over the
 base method's, rounded: N base samples then cost what one IPA sample costs, lengths included (2 where the adapter
 keeps the base's lengths; more where IPA writes longer texts than the base, as on commongen). The same model runs
-every row, so a row costs the same (LoRA's extra matrices are under 1 % of one). Each method reports `rows_per_step`, `decode_rows` (Σ rows ×
-generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told prompt is longer), `samples_decoded` and
-`seconds` (decoding; best_of_n also the reward calls that choose, reported as `select_seconds`). The metrics'
-own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
+every row, so a row costs the same (LoRA's extra matrices are under 1 % of one). Each method reports
+`rows_per_step`, `decode_rows` (Σ rows × generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told prompt
+is longer), `samples_decoded` and `seconds` (decoding; best_of_n also the reward calls that choose, reported as
+`select_seconds`). The metrics' own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
 
 Metrics, for each method, as tasks.metrics defines them (bench.evaluate.metrics_with_intervals): mean_reward with its
 95 % interval over prompts, perplexity (given the method's own prompt: the told prompt changes the condition;
@@ -223,7 +223,10 @@ def compare(args: argparse.Namespace, log=lambda message: None) -> dict:
 
 TABLE = ("mean_reward", "perplexity", "standalone_perplexity", "relevance", "distinct_2", "kl_per_token")
 """The table's metrics, each with its 95 % half-width where it has one; the task's own metrics follow."""
-COMPUTE = ("decode_rows", "prefill_rows", "samples_decoded", "seconds")
+COMPUTE = ("mean_tokens", "decode_rows", "prefill_rows", "samples_decoded", "seconds")
+"""The table's last rows."""
+LEFT_OUT = ("distinct_3", "rows_per_step", "decode_rows_vs_ipa", "n", "select_seconds")
+"""In the JSON, not in the table."""
 
 
 def print_table(report: dict) -> None:
@@ -232,16 +235,14 @@ def print_table(report: dict) -> None:
           f"{report['adapter']} (alpha {report['alpha']:g}), best_of_n N = {report['best_of_n']}, seed {report['seed']}, "
           f"{report['seconds']} s\ninstruction (prompted): {report['instruction']!r}\ntoxicity: {report['toxicity_backend_label']}\n")
     print(f"{'metric':22}" + "".join(f"{name:>18}" for name in methods))
-    first = next(iter(methods.values()))
-    own = [m for m in first if m not in TABLE and m not in COMPUTE and not m.endswith("_ci95") and isinstance(first[m], (int, float))
-           and m not in ("rows_per_step", "decode_rows_vs_ipa", "n", "select_seconds", "mean_tokens", "distinct_3")]
-    for metric in (*TABLE, *own, "mean_tokens", *COMPUTE):
+    own = [m for m in methods["base"] if m not in (*TABLE, *COMPUTE, *LEFT_OUT) and not m.endswith("_ci95")]
+    for metric in (*TABLE, *own, *COMPUTE):
         cells = []
         for values in methods.values():
             half = values.get("mean_reward_ci95" if metric == "mean_reward" else f"{metric}_ci95")
             value = values.get(metric)
-            cell = (str(value) if isinstance(value, int) else _format(value)) + (f" ± {_format(half)}" if half is not None else "")
-            cells.append(f"{cell:>18}")
+            cell = str(value) if isinstance(value, int) else _format(value)
+            cells.append(f"{cell + (f' ± {_format(half)}' if half is not None else ''):>18}")
         print(f"{metric:22}" + "".join(cells))
     for example in report["examples"]:
         print("\ninput: " + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in example["input"].items())[:300])
