@@ -15,10 +15,10 @@ base, and for the tailored policy the base's plus one per adapter (plus the adap
 another model). The shipped adapters sit on the base, so IPA costs 2 rows a token. N is IPA's decode rows over the
 base method's, rounded: N base samples then cost what one IPA sample costs, lengths included (2 where the adapter
 keeps the base's lengths; more where IPA writes longer texts than the base, as on commongen). The same model runs
-every row, so a row costs the same (LoRA's extra matrices are under 1 % of one). Each method reports
-`rows_per_step`, `decode_rows` (Σ rows × generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told prompt
-is longer), `samples_decoded` and `seconds` (decoding; best_of_n also the reward calls that choose, reported as
-`select_seconds`). The metrics' own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
+every row, so rows cost alike (an adapter row's LoRA matrices add about 2 %: 2.4M parameters to 135M). Each method
+reports `rows_per_step`, `decode_rows` (Σ rows × generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told
+prompt is longer), `samples_decoded` and `seconds` (decoding; best_of_n also the reward calls that choose, reported
+as `select_seconds`). The metrics' own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
 
 Metrics, for each method, as tasks.metrics defines them (bench.evaluate.metrics_with_intervals): mean_reward with its
 95 % interval over prompts, perplexity (given the method's own prompt: the told prompt changes the condition;
