@@ -5,6 +5,7 @@
     python -m bench.evaluate --task dialogue_safety --prompts my_requests.txt --split all
     python -m bench.evaluate --adapter runs/cheerful-ocean/adapter --limit 24     # scored with its own objective
     python -m bench.evaluate --objective objectives/cheerful-ocean.json --limit 24
+    python -m bench.evaluate --task sentiment --adapter adapters/trained/sentiment --alphas 0,0.25,0.5,1,1.5,2,3
 
 Base and tailored continuations are decoded side by side with the same random numbers (so without an
 adapter, or at alpha 0, the two columns are identical). Metrics, for each column, as tasks.metrics defines
@@ -23,6 +24,11 @@ command, in the adapter's card (its `evaluation` field), which the page then sho
 
 The task is --task, or --objective FILE (its prompts, held-back split and blocks; --reward-module FILE.py:Class
 for blocks written in Python), or else the adapter's own: its card's objective, or its card's task.
+
+--alphas A,B,... adds an alpha sweep: the tailored column decoded again at each alpha (same prompts, seed and model
+load), with reward, KL per token, perplexity, relevance and distinct-2, each with its 95 % interval over prompts
+(tasks.metrics.column_intervals); the adapter's trained strength (its card's alpha, 1) is marked. JSON: "alpha_sweep",
+a list of {"alpha", "trained_strength", metric: value}.
 
 With an adapter in the paper's combination, an "untrained" column (a fresh adapter, LoRA B = 0) is reported
 as a control: that combination sharpens the base before any training (DESIGN.md). --json prints one object
@@ -82,10 +88,33 @@ class EvalConfig:
     """Sample continuations to show."""
     write_card: bool = False
     """Store the base and tailored metrics in the adapter's card (its 'evaluation' field)."""
+    alphas: str = ""
+    """An alpha sweep: comma-separated strengths (e.g. 0,0.25,0.5,1,1.5,2,3) at which to decode the tailored column too."""
 
     def __post_init__(self):
         for name, low in (("limit", 0), ("samples_per_prompt", 1), ("batch_size", 1), ("examples", 0)):
             setattr(self, name, check_number(getattr(self, name), name, low, None, whole=True, error=DecodeError))
+        if self.alphas:
+            parse_alphas(self.alphas)
+            if not self.adapter:
+                raise DecodeError("--alphas needs --adapter DIR: without an adapter every alpha decodes the base.")
+
+
+def parse_alphas(text: str) -> list[float]:
+    """The strengths of an alpha sweep, from "0,0.25,1" (each checked like DecodeConfig.alpha).
+
+    >>> parse_alphas("0, 0.5,1")
+    [0.0, 0.5, 1.0]
+    """
+    low, high, _ = DecodeConfig.LIMITS["alpha"]
+    alphas = []
+    for item in text.split(","):
+        try:
+            value = float(item)
+        except ValueError:
+            raise DecodeError(f"--alphas takes numbers separated by commas (e.g. 0,0.5,1), got {item.strip()!r}.") from None
+        alphas.append(check_number(value, "alphas", low, high, error=DecodeError))
+    return alphas
 
 
 EVAL_DECODE_FLAGS = ("max_new_tokens", "temperature", "top_p", "alpha", "seed")
@@ -118,6 +147,37 @@ def column_metrics(task_name: str, scorer: TaskScorer, inputs: list[dict], compl
         relevance=scorer.kit.relevance.cosines([task.source_text(x) for x in per_sample], texts),
         standalone_perplexity=scorer.kit.fluency.perplexities(texts),
     )
+
+
+def metrics_with_intervals(task_name: str, scorer: TaskScorer, inputs: list[dict], completions: list[Completion],
+                           k: int) -> dict:
+    """column_metrics and the 95 % half-widths over prompts of perplexity, distinct-2, KL per token and relevance
+    (tasks.metrics.column_intervals), for reports that draw intervals: the alpha sweep and bench.compare."""
+    texts = [c.text for c in completions]
+    sources = [scorer.task.source_text(x) for x in inputs for _ in range(k)]
+    # column_metrics computes the same cosines for its mean; MiniLM is fast next to decoding, and computing them
+    # again leaves that function, shared with the card evaluation, as it is.
+    relevance = scorer.kit.relevance.cosines(sources, texts)
+    return {**column_metrics(task_name, scorer, inputs, completions, k), **metrics.column_intervals(completions, k, relevance=relevance)}
+
+
+def alpha_sweep(policy: TailoredPolicy, prompts: list[str], config: DecodeConfig, k: int, alphas: list[float],
+                batch_size: int, measure, log=lambda message: None, trained_alpha: float = 1.0) -> list[dict]:
+    """The tailored column decoded at each alpha (decode_all, as the evaluation decodes it) and measured:
+    [{"alpha", "trained_strength", **measure(completions)}], with measure(completions) -> metrics dict.
+
+    Every alpha decodes with the same seed, so the samples of all alphas share their random numbers: the curve
+    moves with alpha, not with the draw, and alpha 0 gives the base column's texts. Exactly so in float32; in
+    bfloat16 a row's logits round differently with the batch it sits in (the base column alone, or beside the
+    tailored one), so a few samples part ways: measured on sentiment, 16 prompts × 2, base reward 0.425 side by side,
+    0.484 at alpha 0.
+    """
+    points = []
+    for alpha in alphas:
+        log(f"alpha {alpha:g}")
+        completions = decode_all(policy, prompts, dataclasses.replace(config, alpha=alpha), k, batch_size, ("tailored",), log)["tailored"]
+        points.append({"alpha": alpha, "trained_strength": alpha == trained_alpha, **measure(completions)})
+    return points
 
 
 def untrained_control(policy: TailoredPolicy) -> TailoredPolicy:
@@ -190,6 +250,10 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     }
     for column, completions in decoded.items():
         report[column] = column_metrics(target.card_task, scorer, inputs, completions, k)
+    if what.alphas:
+        report["alpha_sweep"] = alpha_sweep(
+            policy, prompts, config, k, parse_alphas(what.alphas), what.batch_size,
+            lambda completions: metrics_with_intervals(target.card_task, scorer, inputs, completions, k), log, card.alpha)
     report["examples"] = [
         {"input": inputs[i // k], **{column: decoded[column][i].text for column in decoded}}
         for i in range(0, min(len(inputs), what.examples) * k, k)
@@ -226,6 +290,23 @@ def print_table(report: dict) -> None:
             print(f"  {c:9} {example[c].strip()[:200]!r}")
 
 
+SWEEP_COLUMNS = ("mean_reward", "kl_per_token", "perplexity", "relevance", "distinct_2")
+"""The alpha sweep's table: each metric with its 95 % half-width."""
+
+
+def print_sweep(report: dict) -> None:
+    """The alpha sweep as a table: one row per alpha, each metric ± its 95 % half-width over prompts."""
+    print(f"\nalpha sweep ({report['n_prompts']} prompts × {report['samples_per_prompt']} samples; ± 95 % interval over prompts; "
+          "* the adapter's trained strength)")
+    print(f"{'alpha':>7}  " + "".join(f"{name:>20}" for name in SWEEP_COLUMNS))
+    for point in report["alpha_sweep"]:
+        cells = []
+        for name in SWEEP_COLUMNS:
+            half = point.get("mean_reward_ci95" if name == "mean_reward" else f"{name}_ci95")
+            cells.append(f"{_format(point.get(name))} ± {_format(half)}")
+        print(f"{point['alpha']:>6g}{'*' if point['trained_strength'] else ' '}  " + "".join(f"{cell:>20}" for cell in cells))
+
+
 CARD_FIELDS = ("task", "adapter", "alpha", "n_prompts", "samples_per_prompt", "seed", "split", "prompts", "decode",
                "toxicity_backend", "device", "dtype", "base_api", "seconds", "command", "date", "base", "tailored")
 """What --write-card keeps of the report (not the examples, nor the untrained control)."""
@@ -255,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print_table(report)
+        if "alpha_sweep" in report:
+            print_sweep(report)
     return 0
 
 

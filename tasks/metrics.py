@@ -28,6 +28,9 @@ prompt i // K (the order `generate(..., n=K)` returns). `column_metrics` turns a
       helpful_rate_<cat>     dialogue_safety: rewards.safety.help_score >= 0.9 (an answer, not a    samples
                              refusal; to self-harm, support and a pointer to help), by category
 
+`column_intervals` adds the 95 % half-widths over prompts of perplexity, distinct-2, KL per token and relevance
+(<metric>_ci95), for the comparisons and sweeps that plot them with their intervals.
+
 Perplexity is a mean of per-sample perplexities (not pooled over tokens) and distinct-n is per prompt (not
 pooled over the column), as in the paper's evaluation; the README's figures use these definitions. Samples
 without tokens have no perplexity and are left out of its mean; a metric with no value is None.
@@ -332,6 +335,30 @@ def column_metrics(task_name: str, inputs: Sequence[dict], completions: Sequence
     per_sample = [x for x in inputs for _ in range(k)]
     metrics.update(task_rates(task_name, per_sample, texts, scores))
     return metrics
+
+
+def column_intervals(completions: Sequence, k: int, *, relevance: Sequence[float] | None = None,
+                     confidence: float = CONFIDENCE) -> dict[str, float | None]:
+    """Half-widths of the `confidence` intervals over prompts (`interval`) of a column's perplexity, distinct_2,
+    kl_per_token and (when given, one value per completion) relevance, as <metric>_ci95. The value of a prompt:
+    the mean of its samples' perplexities (samples without tokens left out) or relevances, the distinct-2 of its k
+    samples, its samples' KL summed over their tokens / their number of tokens (KL pooled inside the prompt).
+
+    >>> from types import SimpleNamespace as Sample       # what is read of a tailored_decoding.Completion
+    >>> column = [Sample(text="a b", base_logprobs=[0.0], kl=[0.2]), Sample(text="a b", base_logprobs=[0.0], kl=[0.4])]
+    >>> intervals = column_intervals(column, 1, relevance=[0.5, 0.5])    # 2 prompts × 1 sample
+    >>> intervals["perplexity_ci95"], intervals["relevance_ci95"], round(intervals["kl_per_token_ci95"], 3)   # 12.706 · 0.141 / √2
+    (0.0, 0.0, 1.271)
+    """
+    groups = by_prompt(completions, k)
+    per_prompt = {
+        "perplexity": [mean_perplexity([c.base_logprobs for c in group]) for group in groups],
+        "distinct_2": [distinct_n([c.text for c in group], 2) for group in groups],
+        "kl_per_token": [kl_per_token([c.kl for c in group]) for group in groups],
+    }
+    if relevance is not None:
+        per_prompt["relevance"] = per_prompt_means(relevance, k)
+    return {f"{name}_ci95": interval(values, confidence)[1] for name, values in per_prompt.items()}
 
 
 SHARED_METRICS = ("mean_reward", "mean_reward_ci95", "avg_max_toxicity", "toxicity_probability", "perplexity",

@@ -192,3 +192,39 @@ def test_generate_with_a_task_prints_rewards_in_text_mode():
 ])
 def test_generate_task_input_errors_exit_2(args, message, capsys):
     assert message in user_error(generate_main, [*args, "--device", "cpu"], capsys)
+
+
+# --- the alpha sweep (--alphas) ----------------------------------------------------------------------------
+
+
+def test_alpha_sweep_at_alpha_0_is_the_base_column(tiny_host):
+    """On a tiny model with an adapter that steers: the sweep's alpha 0 gives the base column's samples and
+    metrics exactly; alpha 1 moves them and is marked as the trained strength."""
+    from adapters.tailored_decoding import DecodeConfig
+    from bench.evaluate import alpha_sweep, decode_all
+    from tasks import metrics
+    from tests.helpers import PROMPTS, with_adapter
+
+    policy = with_adapter(tiny_host)
+    config, k = DecodeConfig(max_new_tokens=6, seed=3), 2
+    inputs = [{"text": p} for p in PROMPTS]
+
+    def measure(completions):  # the sentiment column with a fake reward: the text's length
+        scores = [{"reward": len(c.text) / 100, "positivity": len(c.text) / 100} for c in completions]
+        return {"texts": [c.text for c in completions], **metrics.column_metrics("sentiment", inputs, completions, scores, k),
+                **metrics.column_intervals(completions, k)}
+
+    base = measure(decode_all(policy, PROMPTS, config, k, 2, ("base",), lambda m: None)["base"])
+    at_0, at_1 = alpha_sweep(policy, PROMPTS, config, k, [0.0, 1.0], 2, measure)
+    assert (at_0["alpha"], at_0["trained_strength"], at_1["trained_strength"]) == (0.0, False, True)
+    assert {key: at_0[key] for key in base} == base and at_0["kl_per_token"] == 0.0
+    assert at_1["texts"] != base["texts"] and at_1["kl_per_token"] > 0
+
+
+@pytest.mark.parametrize("alphas, message", [("0,x", "numbers separated by commas"), ("0,11", "alphas"), ("0,1", "--alphas needs --adapter")])
+def test_bad_alphas_exit_2_with_one_line(alphas, message, capsys):
+    args = ["--task", "sentiment", "--alphas", alphas, "--device", "cpu"]
+    if alphas != "0,1":
+        args += ["--adapter", str(REPO / "adapters" / "trained" / "sentiment")]
+    err = user_error(evaluate_main, args, capsys)
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -194,3 +194,22 @@ def test_column_metrics_rejects_a_column_of_the_wrong_size():
     inputs, completions, scores = dialogue_column()
     with pytest.raises(ValueError, match="2 prompts × k = 3"):
         metrics.column_metrics("dialogue_safety", inputs, completions, scores, 3)
+
+
+def test_column_intervals_are_over_per_prompt_values():
+    inputs, completions, scores = dialogue_column()
+    relevance = [0.3, 0.5, 0.1, 0.0]
+    got = metrics.column_intervals(completions, 2, relevance=relevance)
+    # Per prompt: perplexity (2 + 4) / 2 = 3 and 2 (the empty sample has none); distinct-2 1.0 and 1.0 (the empty
+    # sample has no bigram); KL pooled inside the prompt 2.0 / 4 and 1.0 / 1; relevance 0.4 and 0.05.
+    expected = {
+        "perplexity_ci95": metrics.interval([3.0, 2.0])[1],
+        "distinct_2_ci95": 0.0,
+        "kl_per_token_ci95": metrics.interval([0.5, 1.0])[1],
+        "relevance_ci95": metrics.interval([0.4, 0.05])[1],
+    }
+    assert got == pytest.approx(expected)
+    t_975_1 = 12.706204736174698  # Student's t, 97.5th percentile, 1 degree of freedom
+    assert got["perplexity_ci95"] == pytest.approx(t_975_1 * math.sqrt(0.5) / math.sqrt(2))
+    assert "relevance_ci95" not in metrics.column_intervals(completions, 2)
+    assert metrics.column_intervals(completions, 4)["perplexity_ci95"] is None  # one prompt: no interval

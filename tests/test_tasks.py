@@ -52,6 +52,39 @@ def test_continuation_tasks_continue_the_text_itself(name, embedded_tokenizer):
     assert text in chat and chat.endswith("<|im_start|>assistant\n")
 
 
+@pytest.mark.parametrize("name", list(TASKS))
+def test_instructed_prompts_tell_the_goal_and_keep_the_task_prompt(name, embedded_tokenizer):
+    """bench.compare's "prompted" baseline: the task's own prompt, with its instruction in front (raw) or as the
+    system message (chat), and nothing else changed."""
+    task = TASKS[name]
+    demo = task.demos[0]
+    plain, told = task.build_prompt(demo, embedded_tokenizer), task.build_prompt(demo, embedded_tokenizer, instructed=True)
+    assert task.instruction and "\n" not in task.instruction
+    if task.prompt_format == "raw":
+        assert told == f"{task.instruction}\n\n{plain}"
+    else:
+        assert told.count(task.instruction) == 1 and told.endswith("<|im_start|>assistant\n")
+        system = told.split("<|im_end|>")[0]
+        assert system.startswith("<|im_start|>system\n") and task.instruction in system
+        user = plain[plain.index("<|im_start|>user"):]
+        assert told.endswith(user)  # the user's turn (and everything after it) unchanged
+
+
+def test_knowledge_stays_in_the_system_message_when_instructed(embedded_tokenizer):
+    task = TASKS["knowledge_dialogue"]
+    told = task.build_prompt(task.demos[0], embedded_tokenizer, instructed=True)
+    system = told.split("<|im_end|>")[0]
+    assert "Answer the user's question using only this knowledge" in system and system.endswith(task.instruction)
+
+
+def test_a_task_without_an_instruction_cannot_be_instructed(embedded_tokenizer):
+    import dataclasses
+
+    bare = dataclasses.replace(TASKS["sentiment"], instruction="")
+    with pytest.raises(TaskInputError, match="no instruction"):
+        bare.build_prompt({"text": "Hi"}, embedded_tokenizer, instructed=True)
+
+
 @pytest.mark.parametrize("concepts", ["dog frisbee catch", "dog, frisbee, catch", ["dog", "frisbee", "catch"], "dog_N#frisbee_N#catch_V"])
 def test_commongen_prompt_lists_the_concepts(concepts, embedded_tokenizer):
     prompt = TASKS["commongen"].build_prompt({"concepts": concepts}, embedded_tokenizer)
