@@ -116,7 +116,10 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
     means = reward_means(scores)
     means.pop("reward")
     reward, half = reward_spread(scores)
-    spread = f"<span class='ipa-spread'>± {fmt(half)}</span>" if half is not None else ""
+    # The samples' range, which stays inside [0, 1]; the 95 % interval (wider than the range with 3 samples) only
+    # decides whether a difference from the base is more than noise.
+    rewards = [s["reward"] for s in scores]
+    spread = (f"<span class='ipa-spread'>{fmt(min(rewards))}–{fmt(max(rewards))}</span>" if len(rewards) > 1 else "")
     delta = ""
     if compare_to is not None:
         other, other_half = reward_spread(compare_to)
@@ -133,7 +136,8 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
     each = ""
     if len(scores) > 1:
         each = (f" · mean of {len(scores)} samples ({', '.join(fmt(s['reward']) for s in scores)})"
-                + (", ± the half-width of its 95 % interval" if half is not None else ""))
+                + (f", from {fmt(min(s['reward'] for s in scores))} to {fmt(max(s['reward'] for s in scores))}; a difference "
+                   "from the base within either column's 95 % interval is called within the spread" if half is not None else ""))
     note = f"<div class='ipa-note'>reward = {e(task.reward)}{e(each)}</div>"
     if backend:
         note += f"<div class='ipa-note ipa-backend'>Toxicity scored by {e(backend)}.</div>"

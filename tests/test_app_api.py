@@ -53,7 +53,7 @@ def test_every_task_streams_two_columns_and_scores_both(client, playground_app, 
     assert base.strip() and tailored.strip()
     # Three samples a column by default (the page's Settings), the mean and its spread shown and returned.
     assert data["task"] == task and len(data["base"]) == len(data["tailored"]) == Settings().n == 3
-    assert "mean of 3 samples" in base_reward and "±" in tailored_reward
+    assert "mean of 3 samples" in base_reward and "ipa-spread" in tailored_reward
     assert data["mean_reward"]["base"] == pytest.approx(sum(r["reward"] for r in data["base"]) / 3)
     assert data["mean_reward_ci95"]["tailored"] is not None
     for column in ("base", "tailored"):

@@ -58,7 +58,7 @@ def test_reward_panel_shows_the_mean_of_the_samples_its_spread_and_its_parts():
     scores = [{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}, {"reward": 0.75, "coverage": 1.0, "fluency": 0.75}]
     html = reward_html(scores, TASKS["commongen"], compare_to=[{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}])
     assert "<b>0.50</b>" in html and "mean of 2 samples (0.25, 0.75)" in html
-    assert "± 3.18" in html  # tasks.metrics.interval: 12.706 · 0.354 / √2
+    assert "0.25–0.75</span>" in html  # the samples' range; the interval (12.706 · 0.354 / √2 = 3.18) is wider than [0, 1]
     assert ">coverage<" in html and ">0.75<" in html and ">0.62<" in html
     # +0.25 is well inside a spread of ± 3.18: the page does not call it a gain.
     assert "+0.25 vs base, within the spread" in html and "ipa-delta same" in html
