@@ -95,7 +95,8 @@ def _checked_by_service(component):
 
 def _user_error(err: Exception) -> gr.Error:
     log.info("user error: %s", err)  # one line: the request was wrong, not the code
-    return gr.Error(views.error_text(err), title="Please check your input")
+    # print_exception=False: Gradio would print a traceback for the user's mistake; the line above is the log.
+    return gr.Error(views.error_text(err), title="Please check your input", print_exception=False)
 
 
 def _local_browser(request: gr.Request | None) -> bool:
@@ -111,9 +112,9 @@ def _local_browser(request: gr.Request | None) -> bool:
 
 def _crash(err: Exception, what: str) -> gr.Error:
     # A bug in one request must leave the app serving others: log it, tell the user in one line.
-    log.exception("%s failed", what)
-    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {views.error_text(err)}). The playground is still running; "
-                    "try again or change the input.")
+    log.exception("%s failed", what)  # the traceback, once (Gradio's own print is switched off)
+    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {views.error_text(err)}). The playground is "
+                    "still running; try again or change the input.", print_exception=False)
 
 
 # --- a task tab ---------------------------------------------------------------------------------------------
