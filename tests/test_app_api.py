@@ -116,9 +116,14 @@ def test_malformed_values_name_the_field_and_the_page_range(client, change, mess
     assert message in str(caught.value)
 
 
-def test_the_app_keeps_serving_after_errors(client):
+def test_the_app_keeps_serving_after_errors(client, capfd, caplog):
+    caplog.set_level("INFO", logger="ipa")
     with pytest.raises(AppError):
         generate(client, "sentiment", text="")
+    # A user's mistake is one log line, not a traceback.
+    assert "Traceback" not in capfd.readouterr().err
+    assert [r.getMessage() for r in caplog.records if r.name == "ipa.ui"] == [
+        "user error: Positive sentiment: the text to continue is missing (field 'text')."]
     base, *_ = generate(client, "sentiment")
     assert base.strip()
 
