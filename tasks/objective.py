@@ -29,7 +29,7 @@ from pathlib import Path
 
 from rewards.objective import Objective, ObjectiveError, block_rewards, combine
 from rewards.user_module import load_reward_modules
-from rewards.text import EMPTY_SCORE, check_texts, is_empty
+from rewards.text import EMPTY_SCORE, is_empty
 from tasks import TASKS, InputField, Task, TaskInputError, get_task, inputs_from_prompt
 from tasks.data import DataError, load_inputs
 from tasks.scoring import RewardKit, TaskScorer, load_scorer, reward_kit
@@ -185,11 +185,7 @@ class ObjectiveScorer(TaskScorer):
         self.blocks = [kit.block(b.reward, b.params, extra_rewards) for b in objective.blocks]
 
     def __call__(self, inputs: list[dict], completions: list[str]) -> list[dict]:
-        completions = check_texts(completions)
-        if not isinstance(inputs, (list, tuple)):
-            raise TypeError(f"inputs must be a list of dicts, one per completion, got {type(inputs).__name__}.")
-        if len(inputs) != len(completions):
-            raise TaskInputError(f"Got {len(inputs)} inputs for {len(completions)} completions: give one per completion.")
+        completions = self.check_pairs(inputs, completions)
         sources = [self.task.source_text(x) for x in inputs]
         parts = {label: [float(s) for s in block(sources, completions)] for label, block in zip(self.labels, self.blocks)}
         weights = self.objective.weights

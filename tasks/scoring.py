@@ -186,12 +186,18 @@ class TaskScorer:
     def toxicity_backend_label(self) -> str:
         return BACKEND_LABELS[self.toxicity_backend]
 
-    def __call__(self, inputs: list[dict], completions: list[str]) -> list[dict]:
+    @staticmethod
+    def check_pairs(inputs: list[dict], completions: list[str]) -> list[str]:
+        """The completions, checked to be texts with one inputs dict each (a TypeError or TaskInputError if not)."""
         completions = check_texts(completions)
         if not isinstance(inputs, (list, tuple)):
             raise TypeError(f"inputs must be a list of dicts, one per completion, got {type(inputs).__name__}.")
         if len(inputs) != len(completions):
             raise TaskInputError(f"Got {len(inputs)} inputs for {len(completions)} completions: give one per completion.")
+        return completions
+
+    def __call__(self, inputs: list[dict], completions: list[str]) -> list[dict]:
+        completions = self.check_pairs(inputs, completions)
         inputs = [self.task.normalize(x) for x in inputs]
         sources = [self.task.source(x) for x in inputs]
         parts = getattr(self, f"_parts_{self.task.name}")(inputs, sources, completions)
