@@ -84,6 +84,9 @@ class TrainRequest:
     eval_prompts: int = 8
     """Held-back prompts scored before and after training (the card's 'reward before/after'); few prompts make
     a noisy estimate, so a small change between before and after may be chance."""
+    objective: dict | None = None
+    """An objective to train for instead of the task (rewards.objective's dict form, made by app.service.page_objective);
+    the service writes it into the run's folder and trains on that file."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
@@ -108,14 +111,15 @@ class TrainRequest:
         number("eval_prompts", 1, limits.max_eval_prompts, whole=True)
 
     def to_config(self, out: str, name: str, device: str, base: str = "embedded", approx_base: str = "",
-                  limits: TrainingLimits = FULL_LIMITS) -> TrainConfig:
-        """The TrainConfig of this request (TrainError for combinations TrainConfig rejects)."""
+                  limits: TrainingLimits = FULL_LIMITS, objective_file: str = "") -> TrainConfig:
+        """The TrainConfig of this request (TrainError for combinations TrainConfig rejects); objective_file: the
+        request's objective as written into the run's folder (then the task is not used)."""
         self.check(limits)
         steps = int(self.amount) if self.budget == "steps" else 0
         minutes = float(self.amount) if self.budget == "minutes" else 0.0
         decode = {"alpha": self.alpha, **({"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {})}
         return TrainConfig.from_fields(
-            task=self.task, algo=self.algo, steps=steps, minutes=minutes, out=out, name=name,
+            **({"objective": objective_file} if objective_file else {"task": self.task}), algo=self.algo, steps=steps, minutes=minutes, out=out, name=name,
             batch_size=self.batch_size, group_size=self.group_size, micro_batch_size=min(self.batch_size, 16),
             lr=self.lr, device=device, base=base, approx_base=approx_base, eval_prompts=self.eval_prompts,
             eval_samples=1,

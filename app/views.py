@@ -349,3 +349,24 @@ def machine_notice(has_gpu: bool, machine: str) -> str:
             "The defaults (2 minutes, a batch of 8) show the RL loop at work and may move the reward a little; the "
             "shipped adapters were trained on a GPU with batches of hundreds. Generation keeps working while a run "
             "trains, more slowly.")
+
+
+# --- your own objective --------------------------------------------------------------------------------------
+
+
+def blocks_markdown(rewards: dict[str, type]) -> str:
+    """What each reward block scores and the parameters it takes (the objective builder's help), from the classes'
+    docstrings and PARAMS (rewards.params), so the page never says anything the library does not check."""
+    lines = ["| block | what it scores (each in [0, 1]) | parameters (JSON) |", "|---|---|---|"]
+    for name, cls in rewards.items():
+        what = (cls.__doc__ or "").strip().split("\n")[0]
+        params = getattr(cls, "PARAMS", ())
+        example = "{" + ", ".join(f'"{p.name}": ' + ('"the ocean and the sea"' if p.kind == "text" else '"sea, waves"'
+                                                      if p.kind == "words" else "20" if p.kind == "number" else f'"{p.choices[0]}"')
+                                  for p in params if p.required) + "}"
+        shown = "; ".join(p.describe() for p in params) or "none"
+        if any(p.required for p in params):
+            shown += f" · e.g. `{example}`"
+        cells = [name, what, shown]  # the project's own text, not a user's: only the table's bars need escaping
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
