@@ -263,7 +263,8 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
             reward, params = starting[i] if i < len(starting) else (NO_BLOCK, "")
             with gr.Row():
                 block_widgets += [
-                    gr.Dropdown(block_names, value=reward, label=f"Block {i + 1}", elem_id=f"objective-block-{i + 1}"),
+                    gr.Dropdown(block_names, value=reward, label=f"Block {i + 1}", elem_id=f"objective-block-{i + 1}",
+                                allow_custom_value=True),  # any name reaches page_objective, whose error lists the valid ones
                     gr.Number(1.0, minimum=0, label="Weight", elem_id=f"objective-weight-{i + 1}"),
                     gr.Textbox(params, label="Parameters (JSON object; empty for defaults)", max_lines=1,
                                elem_id=f"objective-params-{i + 1}")]
@@ -297,16 +298,17 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         return views.training_status_html(snapshot)
 
     def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
-                            weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task_: str,
-                            algo_: str, budget_: str, amount_: float, lr_: float, alpha_: float, batch_: int, group_: int,
-                            tokens_: int, evals_: int, request: gr.Request):
+                            weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
+                            algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int, group_size: int,
+                            max_new_tokens: int, eval_prompts: int, request: gr.Request):
+        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
         rows = [(block_1, weight_1, params_1), (block_2, weight_2, params_2), (block_3, weight_3, params_3)][:PAGE_BLOCKS]
         try:
             objective = page_objective(name, prompts, rows).to_dict()
         except USER_ERRORS as err:
             raise _user_error(err) from None
-        return start_run(task_, algo_, budget_, amount_, lr_, alpha_, batch_, group_, tokens_, evals_, request,
-                         objective=objective)
+        return start_run(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
+                         request, objective=objective)
 
     def stop_run(request: gr.Request):
         try:
