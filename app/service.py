@@ -48,7 +48,8 @@ from app.spaces_compat import ON_ZERO_GPU, gpu
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, training_limits
 from rewards.objective import Objective, ObjectiveError
 from tasks import TASKS, Task, get_task, load_scorer
-from tasks.objective import CUSTOM_TASK, PROMPT_SETS, load_objective_scorer, objective_inputs, objective_of_card, objective_task
+from tasks.objective import (CUSTOM_TASK, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
+                             objective_of_card, objective_task)
 from tasks.data import DataError, load_inputs
 
 log = logging.getLogger("ipa.service")
@@ -71,6 +72,39 @@ PAGE_BLOCKS = 3
 """Reward blocks the Training tab offers for "your own objective" (a file may hold more: rewards.objective)."""
 NO_BLOCK = "none"
 """A block row of the page left empty."""
+
+
+MAX_PROMPT_LINES = 2000
+"""Prompts a user may paste for an objective (one a line)."""
+MAX_PROMPTS_KB = 256
+"""The most text a user may paste as prompts."""
+PROMPTS_FILE = "prompts.txt"
+"""Pasted prompts, written into the run's folder beside its objective.json (which names this file)."""
+
+
+def pasted_prompts(text: str, max_chars: int) -> list[str]:
+    """Prompts pasted in the page, one a line (blank lines left out), checked: at most MAX_PROMPTS_KB of text and
+    MAX_PROMPT_LINES lines, none longer than max_chars, at least MIN_FILE_PROMPTS (one in five is held back).
+
+    >>> pasted_prompts("\n".join(f"The harbour {i}" for i in range(12)), 2000)[:2]
+    ['The harbour 0', 'The harbour 1']
+    """
+    if not isinstance(text, str):
+        raise ServiceError(f"Pasted prompts must be text, one prompt a line, got {type(text).__name__}.")
+    size = len(text.encode("utf-8"))
+    if size > MAX_PROMPTS_KB * 1024:
+        raise ServiceError(f"The pasted prompts are {size / 1024:,.0f} KB; the page takes at most {MAX_PROMPTS_KB} KB.")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > MAX_PROMPT_LINES:
+        raise ServiceError(f"{len(lines):,} prompts were pasted; the page takes at most {MAX_PROMPT_LINES:,}, one a line.")
+    long = [i for i, line in enumerate(lines, 1) if len(line) > max_chars]
+    if long:
+        raise ServiceError(f"Pasted prompt{'s' * (len(long) > 1)} {', '.join(map(str, long[:5]))}{' ...' * (len(long) > 5)} "
+                           f"{'are' if len(long) > 1 else 'is'} longer than {max_chars:,} characters: shorten them.")
+    if len(lines) < MIN_FILE_PROMPTS:
+        raise ServiceError(f"{len(lines)} prompt{'s' * (len(lines) != 1)} pasted: give at least {MIN_FILE_PROMPTS}, one a line "
+                           "(one in five is held back for the before/after evaluation).")
+    return lines
 
 
 def page_objective(name: str, prompts: str, blocks: list[tuple]) -> Objective:
@@ -537,6 +571,9 @@ class Playground:
                                    f"not {objective.prompts!r}.")
         else:
             get_task(request.task)
+        pasted = pasted_prompts(request.prompts_text, self.config.max_input_chars) if request.prompts_text.strip() else None
+        if pasted and objective is None:
+            raise ServiceError("Pasted prompts are for your own objective: a task trains on its own data.")
         name = self._next_run_name(objective.name if objective else request.task, request.algo)
         run_dir = Path(self.config.runs_dir) / name
         preset = self.config.models
@@ -547,16 +584,24 @@ class Playground:
         if objective:
             request.check(self.training_limits)  # before anything is written
             run_dir.mkdir(parents=True, exist_ok=True)
+            if pasted:  # beside objective.json, which names it (a relative file is read from the objective's folder)
+                (run_dir / PROMPTS_FILE).write_text("\n".join(pasted) + "\n", encoding="utf-8")
+                objective = dataclasses.replace(objective, prompts=PROMPTS_FILE)
             objective.save(objective_file)
         try:
             config = request.to_config(out=str(run_dir), name=name, device=device, base=preset.base, approx_base=approx,
                                        limits=self.training_limits, objective_file=str(objective_file) if objective else "")
             try:  # fail now, not in the thread, when the training data is missing
-                if objective:
+                if pasted:  # both parts of the split must hold prompts
+                    for split in ("train", "eval"):
+                        objective_inputs(load_objective(objective_file), split=split, limit=1)
+                elif objective:
                     objective_inputs(objective, split="train", limit=1)
                 else:
                     load_inputs(request.task, None, split="train", limit=1)
             except DataError as err:
+                if pasted:  # the server's folders are not the user's business
+                    raise ServiceError(str(err).replace(str(run_dir / PROMPTS_FILE), "Your pasted prompts")) from None
                 raise ServiceError(f"There is no training data for this {'objective' if objective else 'task'} on this machine "
                                    f"({err}) Point $IPA_DATA_DIR at the project's data folder.") from None
             return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))

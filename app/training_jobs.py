@@ -87,6 +87,9 @@ class TrainRequest:
     objective: dict | None = None
     """An objective to train for instead of the task (rewards.objective's dict form, made by app.service.page_objective);
     the service writes it into the run's folder and trains on that file."""
+    prompts_text: str = ""
+    """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
+    them, app.service.pasted_prompts, and writes them into the run's folder)."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its

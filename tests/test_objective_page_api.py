@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 OBJECTIVE = dict(name="short-calm", prompts="passages", block_1="length", weight_1=1.0, params_1='{"target": 3}',
                  block_2="avoid_words", weight_2=2.0, params_2='{"words": "storm, rain"}', block_3="none", weight_3=1.0,
                  params_3="", task="toxicity", algo="pg", budget="steps", amount=2, lr=1e-3, alpha=1.0, batch_size=4,
-                 group_size=2, max_new_tokens=4, eval_prompts=1)
+                 group_size=2, max_new_tokens=4, eval_prompts=1,
+                 prompt_lines="\n".join(f"The harbour was quiet on day {i} and" for i in range(12)))
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +35,11 @@ def test_bad_blocks_are_one_clear_message(client, change, message):
     assert message in str(caught.value)
 
 
+def test_too_few_pasted_prompts_say_how_many_are_needed(client):
+    with pytest.raises(AppError, match="2 prompts pasted: give at least 10, one a line"):
+        client.predict(**{**OBJECTIVE, "prompt_lines": "The sea\nThe wind"}, api_name="/train_objective")
+
+
 def test_an_objective_trains_becomes_an_adapter_and_is_tried_beside_the_base(client, playground_app):
     started = client.predict(**OBJECTIVE, api_name="/train_objective")
     name = playground_app.service.job.name
@@ -43,6 +49,7 @@ def test_an_objective_trains_becomes_an_adapter_and_is_tried_beside_the_base(cli
     assert done["state"] == "done" and done["step"] == 2 and done["task"] == "custom"
     card = playground_app.service.adapters[name].card
     assert card.task == "custom" and [b["reward"] for b in card.objective["blocks"]] == ["length", "avoid_words"]
+    assert (playground_app.runs_dir / name / "prompts.txt").read_text().count("The harbour") == 12
 
     base, tailored, base_reward, tailored_reward, notice, data = client.predict(
         adapter=name, text="The harbour was quiet that morning", alpha=1.0, n=2, max_new_tokens=4, seed=0,

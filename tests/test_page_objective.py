@@ -11,13 +11,15 @@ import json
 import pytest
 
 from app.config import AppConfig
-from app.service import Playground, page_objective
+from app.service import Playground, ServiceError, page_objective, pasted_prompts
 from app.training_jobs import TrainingQueue, TrainRequest
 from rewards.objective import ObjectiveError
 from tasks.objective import CUSTOM_TASK
 from tests.test_training_jobs import FakeTrain, wait_until
 
 TOPIC = ("topic", 2, '{"topic": "the ocean and the sea"}')
+HARBOUR = "\n".join(f"The harbour was quiet on day {i} and" for i in range(12))
+"""Twelve prompts: nine fall in tasks.data's training part, three are held back."""
 
 
 def test_the_page_blocks_make_the_objective_file_format():
@@ -48,13 +50,29 @@ def test_a_bad_name_is_refused():
         page_objective("../../etc", "passages", [TOPIC])
 
 
-def test_an_objective_run_trains_on_the_objective_written_into_its_own_folder(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("a\nb\n\n", "2 prompts pasted: give at least 10, one a line"),
+    ("x" * 300 * 1024, "the page takes at most 256 KB"),
+    ("a\n" * 2001, "2,001 prompts were pasted; the page takes at most 2,000"),
+    ("ok\n" * 10 + "y" * 2001, "Pasted prompt 11 is longer than 2,000 characters"),
+])
+def test_pasted_prompts_have_limits_and_say_which(text, message):
+    with pytest.raises(ServiceError, match=message):
+        pasted_prompts(text, 2000)
+
+
+def playground_without_models(tmp_path, train) -> tuple[Playground, list]:
     service = Playground.__new__(Playground)  # only what start_training uses: no models
     service.config = AppConfig(runs_dir=str(tmp_path / "runs"), device="cpu")
-    service.adapters, service.device = {}, "cpu"
-    train, finished = FakeTrain(), []
+    service.adapters, service.device, finished = {}, "cpu", []
     service.training = TrainingQueue(train, lambda job, directory: finished.append(job.name), lambda name: None,
                                      ObjectiveError, tmp_path / "runs", 1000.0, 8)
+    return service, finished
+
+
+def test_an_objective_run_trains_on_the_objective_written_into_its_own_folder(tmp_path):
+    train = FakeTrain()
+    service, finished = playground_without_models(tmp_path, train)
     objective = page_objective("calm-sea", "passages", [TOPIC, ("avoid_words", 1, '{"words": "storm"}')])
     request = TrainRequest(budget="steps", amount=2, batch_size=4, group_size=2, objective=objective.to_dict())
     snapshot = service.start_training(request, owner="me")
@@ -74,3 +92,28 @@ def test_an_objective_run_trains_on_the_objective_written_into_its_own_folder(tm
     with pytest.raises(Exception, match="budget in steps"):
         service.start_training(TrainRequest(budget="steps", amount=0, objective=objective.to_dict()), owner="other")
     assert not (tmp_path / "runs" / "calm-sea-pg-2").exists()
+
+
+def test_pasted_prompts_are_written_beside_the_objective_and_train_it(tmp_path):
+    service, _ = playground_without_models(tmp_path, FakeTrain())
+    objective = page_objective("calm-sea", "passages", [TOPIC]).to_dict()
+    try:
+        service.start_training(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2, objective=objective,
+                                            prompts_text=HARBOUR + "\n\n"), owner="me")
+        run = tmp_path / "runs" / "calm-sea-pg-1"
+        assert (run / "prompts.txt").read_text().splitlines() == HARBOUR.splitlines()
+        assert json.loads((run / "objective.json").read_text())["prompts"] == "prompts.txt"
+        target = service.job.config.run.target
+        assert sorted(x["text"] for x in target.inputs("all")) == sorted(HARBOUR.splitlines())
+        assert len(target.inputs("eval")) == 3
+    finally:
+        service.training.close(10)
+
+    # prompts that all fall in one part of the split: refused, the folder removed, no server path in the message
+    few = "\n".join(f"The harbour was quiet on day {i} and" for i in (0, 2, 3, 5, 6, 7, 9, 10, 11, 12) if i not in (1, 4, 8))
+    with pytest.raises(ServiceError) as caught:
+        service.start_training(TrainRequest(objective=objective, prompts_text=few), owner="other")
+    assert str(caught.value).startswith("Your pasted prompts: none of its prompts fell in the eval part")
+    assert str(tmp_path) not in str(caught.value) and not (tmp_path / "runs" / "calm-sea-pg-2").exists()
+    with pytest.raises(ServiceError, match="Pasted prompts are for your own objective"):
+        service.start_training(TrainRequest(prompts_text=HARBOUR), owner="other")
