@@ -146,7 +146,7 @@ class TrainingJob:
     started: float = field(default_factory=time.time)
     phase: str = "Waiting for the runs ahead of it ..."
     history: list[dict] = field(default_factory=list)
-    """One record per step: step, reward, kl, elapsed (seconds of training)."""
+    """One record per step: step, reward, kl, elapsed (seconds of training), parts (the reward's parts' batch means)."""
     samples: list[dict] = field(default_factory=list)
     """The most recent sample generations: step, prompt, text, reward."""
     evals: dict = field(default_factory=dict)
@@ -181,7 +181,10 @@ class TrainingJob:
                     self.phase = "Saving the adapter ..."
             elif kind == "step":
                 self.history.append({"step": event["step"], "reward": event["reward"], "kl": event["kl"],
-                                     "elapsed": event.get("elapsed", 0.0)})
+                                     "elapsed": event.get("elapsed", 0.0),
+                                     # the reward's parts (an objective's blocks) as adapters.train logs them: reward_<part>
+                                     "parts": {k.removeprefix("reward_"): v for k, v in event.items()
+                                               if k.startswith("reward_") and isinstance(v, (int, float))}})
                 if self._budget_spent(event) or self.stop_event.is_set():
                     self.phase = "Evaluating the trained adapter on held-back prompts ..."
             elif kind == "samples":

@@ -333,6 +333,24 @@ def curve_frame(status: dict, key: str) -> pd.DataFrame:
                          key: pd.Series([h[key] for h in history], dtype="float64")})
 
 
+REWARD_SERIES = "reward"
+"""The combined reward's line among its parts' in reward_curves."""
+
+
+def reward_curves(status: dict) -> pd.DataFrame:
+    """The reward and each of its parts (an objective's blocks) against the step, one row a (step, series) pair, for
+    gr.LinePlot(x="step", y="value", color="series").
+
+    >>> reward_curves({"history": [{"step": 1, "reward": 0.5, "parts": {"sentiment": 0.6, "topic": 0.4}}]}).values.tolist()
+    [[1, 0.5, 'reward'], [1, 0.6, 'sentiment'], [1, 0.4, 'topic']]
+    """
+    rows = [(h["step"], value, name) for h in status.get("history", [])
+            for name, value in [(REWARD_SERIES, h["reward"]), *h.get("parts", {}).items()]]
+    return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
+                         "value": pd.Series([r[1] for r in rows], dtype="float64"),
+                         "series": pd.Series([PART_LABELS.get(r[2], r[2]) for r in rows], dtype="object")})
+
+
 def samples_frame(status: dict) -> pd.DataFrame:
     """The most recent sample generations of the run."""
     rows = [{"step": s["step"], "reward": round(s["reward"], 3), "prompt": "…" + s["prompt"][-80:] if len(s["prompt"]) > 80 else s["prompt"],

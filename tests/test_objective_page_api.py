@@ -47,6 +47,7 @@ def test_an_objective_trains_becomes_an_adapter_and_is_tried_beside_the_base(cli
     done = wait_for(client, lambda s: s["state"] != "running" and s["adapter"] == name and s["state"] != "queued",
                     600, "the objective's run")
     assert done["state"] == "done" and done["step"] == 2 and done["task"] == "custom"
+    assert {"length", "avoid_words"} <= set(done["history"][-1]["parts"])  # the curves show each block
     card = playground_app.service.adapters[name].card
     assert card.task == "custom" and [b["reward"] for b in card.objective["blocks"]] == ["length", "avoid_words"]
     assert (playground_app.runs_dir / name / "prompts.txt").read_text().count("The harbour") == 12

@@ -117,3 +117,16 @@ def test_pasted_prompts_are_written_beside_the_objective_and_train_it(tmp_path):
     assert str(tmp_path) not in str(caught.value) and not (tmp_path / "runs" / "calm-sea-pg-2").exists()
     with pytest.raises(ServiceError, match="Pasted prompts are for your own objective"):
         service.start_training(TrainRequest(prompts_text=HARBOUR), owner="other")
+
+
+def test_the_reward_curve_shows_each_block_of_the_objective(tmp_path):
+    from app.views import reward_curves
+    from tests.test_training_jobs import job
+
+    run = job(tmp_path, "calm-sea-pg-1", "me")
+    for step, (sentiment, topic) in enumerate([(0.5, 0.2), (0.6, 0.4)], 1):  # as adapters.train reports a step
+        run.on_event({"type": "step", "step": step, "reward": (sentiment * topic) ** 0.5, "kl": 0.01, "elapsed": step,
+                      "reward_sentiment": sentiment, "reward_topic": topic, "total_steps": 3})
+    frame = reward_curves(run.snapshot())
+    assert frame[frame.step == 2].set_index("series").value.round(2).to_dict() == {"reward": 0.49, "sentiment": 0.6,
+                                                                                   "topic": 0.4}
