@@ -621,6 +621,8 @@ class Playground:
         with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.delete_adapter(name)
         del self.adapters[name]
+        with self._objective_scorers_lock:  # a later adapter of this name may have another objective
+            self._objective_scorers.pop(name, None)
         self.adapters_version += 1
 
     def stop_training(self, owner: str | None = None) -> dict:

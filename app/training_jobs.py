@@ -368,6 +368,7 @@ class TrainingQueue:
             with job.lock:
                 if job.state == "queued":
                     job.state, job.phase = "cancelled", "Cancelled before it started"
+                    shutil.rmtree(job.config.run.out, ignore_errors=True)  # an objective run's objective.json, if any
                 else:
                     job.phase = "Stopping: evaluating and saving the adapter trained so far ..."
             self.changed.notify_all()
@@ -379,6 +380,7 @@ class TrainingQueue:
             self.closed = True
             for job in self.waiting():
                 job.state, job.phase = "cancelled", "Cancelled: the playground shut down"
+                shutil.rmtree(job.config.run.out, ignore_errors=True)
             running = self.current()
             if running is not None:
                 running.stop_event.set()

@@ -83,6 +83,11 @@ def test_an_objective_run_trains_on_the_objective_written_into_its_own_folder(tm
         assert job.config.run.objective == str(written)
         assert json.loads(written.read_text()) == objective.to_dict()
         assert job.config.run.target.objective == objective
+        # a run cancelled while it waits leaves nothing behind
+        service.start_training(request, owner="other")
+        assert (tmp_path / "runs" / "calm-sea-pg-2" / "objective.json").is_file()
+        assert service.stop_training(owner="other")["state"] == "cancelled"
+        assert not (tmp_path / "runs" / "calm-sea-pg-2").exists()
         train.go.set()
         wait_until(lambda: finished == ["calm-sea-pg-1"])
     finally:
