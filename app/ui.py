@@ -413,8 +413,10 @@ def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None
             entry = service.upload_adapter(path, local=_local_browser(request))
         except USER_ERRORS as err:
             raise _user_error(err) from None
-        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in that "
-                         "task's adapter list now.", entry.name)
+        where = ("the *Try your adapters* tab, scored with its own objective" if entry.card.objective
+                 else "that task's adapter list and the *Try your adapters* tab")
+        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in {where} now.",
+                         entry.name)
 
     outputs = [result, chosen, *dropdowns.values()]
     download.click(download_adapter, chosen, zipped, api_name="adapter_download")
