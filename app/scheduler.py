@@ -152,8 +152,10 @@ class BatchedScorer:
         self._pending_lock = threading.Lock()
         self._pending: list[dict] = []
 
-    def __call__(self, task: str, inputs: list[dict], texts: list[str]) -> list[dict]:
-        item = {"task": task, "inputs": inputs, "texts": texts, "done": False}
+    def __call__(self, task: str, inputs: list[dict], texts: list[str], scorer: Callable | None = None) -> list[dict]:
+        """The texts' scores by the task's scorer; `scorer` scores instead where given (an adapter's objective), with
+        `task` the key that batches requests for the same scorer together."""
+        item = {"task": task, "inputs": inputs, "texts": texts, "scorer": scorer, "done": False}
         with self._pending_lock:
             self._pending.append(item)
         with self._running:
@@ -168,15 +170,16 @@ class BatchedScorer:
     def _score(self, batch: list[dict]) -> None:
         for task in {item["task"] for item in batch}:
             items = [item for item in batch if item["task"] == task]
+            score = items[0]["scorer"] or self.scorers[task]
             try:
-                scores = self.scorers[task]([x for item in items for x in item["inputs"]],
+                scores = score([x for item in items for x in item["inputs"]],
                                             [t for item in items for t in item["texts"]])
                 for item in items:
                     item["scores"], scores = scores[:len(item["texts"])], scores[len(item["texts"]):]
             except Exception:  # noqa: BLE001 - one request's bad text must not fail the others: score each alone
                 for item in items:
                     try:
-                        item["scores"] = self.scorers[task](item["inputs"], item["texts"])
+                        item["scores"] = score(item["inputs"], item["texts"])
                     except Exception as err:  # noqa: BLE001 - handed to its caller, who reports it
                         item["error"] = err
             for item in items:

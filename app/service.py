@@ -21,6 +21,7 @@ background thread, so generation keeps working while it trains.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -45,7 +46,10 @@ from app.config import AppConfig
 from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, training_limits
-from tasks import TASKS, get_task, load_scorer
+from rewards.objective import Objective, ObjectiveError
+from tasks import TASKS, Task, get_task, load_scorer
+from tasks.objective import (CUSTOM_TASK, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
+                             objective_of_card, objective_task)
 from tasks.data import DataError, load_inputs
 
 log = logging.getLogger("ipa.service")
@@ -62,6 +66,81 @@ TOXICITY_TASKS = ("toxicity", "dialogue_safety")
 
 class ServiceError(UserError):
     """A request the playground cannot serve; the message says what to change."""
+
+
+PAGE_BLOCKS = 3
+"""Reward blocks the Training tab offers for "your own objective" (a file may hold more: rewards.objective)."""
+NO_BLOCK = "none"
+"""A block row of the page left empty."""
+
+
+MAX_PROMPT_LINES = 2000
+"""Prompts a user may paste for an objective (one a line)."""
+MAX_PROMPTS_KB = 256
+"""The most text a user may paste as prompts."""
+PROMPTS_FILE = "prompts.txt"
+"""Pasted prompts, written into the run's folder beside its objective.json (which names this file)."""
+
+
+def pasted_prompts(text: str, max_chars: int) -> list[str]:
+    """Prompts pasted in the page, one a line (blank lines left out), checked: at most MAX_PROMPTS_KB of text and
+    MAX_PROMPT_LINES lines, none longer than max_chars, at least MIN_FILE_PROMPTS (one in five is held back).
+
+    >>> pasted_prompts("\n".join(f"The harbour {i}" for i in range(12)), 2000)[:2]
+    ['The harbour 0', 'The harbour 1']
+    """
+    if not isinstance(text, str):
+        raise ServiceError(f"Pasted prompts must be text, one prompt a line, got {type(text).__name__}.")
+    size = len(text.encode("utf-8"))
+    if size > MAX_PROMPTS_KB * 1024:
+        raise ServiceError(f"The pasted prompts are {size / 1024:,.0f} KB; the page takes at most {MAX_PROMPTS_KB} KB.")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > MAX_PROMPT_LINES:
+        raise ServiceError(f"{len(lines):,} prompts were pasted; the page takes at most {MAX_PROMPT_LINES:,}, one a line.")
+    long = [i for i, line in enumerate(lines, 1) if len(line) > max_chars]
+    if long:
+        raise ServiceError(f"Pasted prompt{'s' * (len(long) > 1)} {', '.join(map(str, long[:5]))}{' ...' * (len(long) > 5)} "
+                           f"{'are' if len(long) > 1 else 'is'} longer than {max_chars:,} characters: shorten them.")
+    if len(lines) < MIN_FILE_PROMPTS:
+        raise ServiceError(f"{len(lines)} prompt{'s' * (len(lines) != 1)} pasted: give at least {MIN_FILE_PROMPTS}, one a line "
+                           "(one in five is held back for the before/after evaluation).")
+    return lines
+
+
+def page_objective(name: str, prompts: str, blocks: list[tuple]) -> Objective:
+    """The objective the Training tab describes: a name, a prompt set's name (never a file: the page reads no path
+    a user typed) and up to PAGE_BLOCKS rows (reward name, weight, its parameters as a JSON object or empty); rows
+    whose reward is empty or NO_BLOCK are left out. ONE ObjectiveError listing every problem.
+
+    >>> page_objective("calm-sea", "passages", [("topic", 1, '{"topic": "the sea"}'), ("none", 1, "")]).to_dict()
+    {'name': 'calm-sea', 'blocks': [{'reward': 'topic', 'topic': 'the sea', 'weight': 1.0}], 'prompts': 'passages'}
+    """
+    problems, raw_blocks = [], []
+    if len(blocks) > PAGE_BLOCKS:
+        problems.append(f"the page takes at most {PAGE_BLOCKS} blocks, got {len(blocks)}")
+    for i, (reward, weight, params) in enumerate(blocks, 1):
+        if reward in (None, "", NO_BLOCK):
+            continue
+        text = (params or "").strip() if isinstance(params, str) else params
+        try:
+            given = json.loads(text) if isinstance(text, str) and text else (text or {})
+        except json.JSONDecodeError as err:
+            problems.append(f"block {i} ({reward}): its parameters are not valid JSON ({err.msg}); write an object such as "
+                            '{"topic": "the ocean and the sea"}, or leave them empty')
+            continue
+        if not isinstance(given, dict) or {"reward", "weight"} & set(given):
+            problems.append(f"block {i} ({reward}): its parameters must be a JSON object of the reward's parameters "
+                            '(without "reward" or "weight", which have their own fields), got ' + repr(params))
+            continue
+        raw_blocks.append({"reward": reward, "weight": weight, **given})
+    if prompts not in PROMPT_SETS:
+        problems.append(f"prompts must be one of the prompt sets {', '.join(PROMPT_SETS)}, got {prompts!r}")
+    name = name.strip() if isinstance(name, str) else name
+    if problems:  # worded as Objective.from_dict's own, which checks the rest
+        raise ObjectiveError(f"Objective {name!r} is not valid: " + "; ".join(problems) + ".")
+    if not raw_blocks:
+        raise ObjectiveError(f"Objective {name!r} has no block: choose at least one reward.")
+    return Objective.from_dict({"name": name, "blocks": raw_blocks, "prompts": prompts})
 
 
 USER_ERRORS = UserError
@@ -235,6 +314,9 @@ class Playground:
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
         self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting)
         self.score = BatchedScorer(scorers)
+        self._objective_scorers: dict[str, Callable] = {}
+        """Adapter name -> the scorer of its objective (adapters trained for an objective), loaded on first use."""
+        self._objective_scorers_lock = threading.Lock()
 
     # --- start-up ------------------------------------------------------------------------------------
     @classmethod
@@ -343,10 +425,27 @@ class Playground:
             return None  # not known before the reward models have loaded
         return self.scorers[task].toxicity_backend_label
 
+    def objective_of(self, name: str) -> Objective | None:
+        """The objective the adapter was trained for (its card's), or None for an adapter of one of the six tasks."""
+        return objective_of_card(self.adapter(name).card)
+
+    def adapter_task(self, name: str) -> Task:
+        """What the adapter was trained for, as a Task: its task, or its objective's (objective_task)."""
+        objective = self.objective_of(name)
+        return objective_task(objective) if objective else get_task(self.adapter(name).card.task)
+
+    def _objective_scorer(self, name: str):
+        with self._objective_scorers_lock:
+            if name not in self._objective_scorers:
+                # the same settings as the task scorers, so they share the reward models (tasks.scoring.reward_kit)
+                self._objective_scorers[name] = load_objective_scorer(self.objective_of(name), device=str(self.device),
+                                                                      fluency_model=self.config.models.fluency_model)
+            return self._objective_scorers[name]
+
     # --- generation ------------------------------------------------------------------------------------
-    def check_inputs(self, task: str, inputs: dict) -> dict:
+    def check_inputs(self, task: str | Task, inputs: dict) -> dict:
         """The task's inputs, checked: every field given, none longer than max_input_chars."""
-        definition = get_task(task)
+        definition = task if isinstance(task, Task) else get_task(task)
         if not isinstance(inputs, dict):
             raise ServiceError(f"Inputs must be a dict with {', '.join(definition.field_names())}.")
         limit = self.config.max_input_chars
@@ -363,15 +462,24 @@ class Playground:
     def generate(self, task: str, inputs: dict, settings: Settings, adapter: str | None = None) -> Iterator[Generation]:
         """Stream base | base + adapter side by side, token by token; the last update carries the rewards.
 
+        task: one of the six tasks, or CUSTOM_TASK ('custom') with an adapter trained for an objective: the prompt
+        is built and the texts scored as that objective says, its blocks as the parts.
+
         Every check happens before the first token, so a bad request fails at once with a ServiceError,
         DecodeError or TaskInputError whose message can be shown as it is.
         """
-        definition = get_task(task)
-        inputs = self.check_inputs(task, inputs)
+        entry = self.adapter(adapter) if adapter else None
+        if task == CUSTOM_TASK:
+            if entry is None or entry.card.task != CUSTOM_TASK:
+                raise ServiceError(f"Task {CUSTOM_TASK!r} scores with an adapter's own objective: pick an adapter trained "
+                                   "for an objective (the Try your adapters tab lists them).")
+            definition = self.adapter_task(entry.name)
+        else:
+            definition = get_task(task)
+        inputs = self.check_inputs(definition, inputs)
         if not isinstance(settings, Settings):
             raise ServiceError(f"settings must be app.service.Settings, got {type(settings).__name__}.")
         config = settings
-        entry = self.adapter(adapter) if adapter else None
         steered = entry is not None and config.alpha > 0
         if steered:
             policy = TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination, self.remote_base)
@@ -398,12 +506,28 @@ class Playground:
                 yield update
 
         texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
-        scores = self.score(task, [inputs] * len(texts), texts)
+        if task == CUSTOM_TASK:  # batched with other requests for the same adapter's objective
+            scores = self.score(f"{CUSTOM_TASK}:{entry.name}", [inputs] * len(texts), texts,
+                                scorer=self._objective_scorer(entry.name))
+        else:
+            scores = self.score(task, [inputs] * len(texts), texts)
         update.toxicity_backend = self.toxicity_backend(task)
         update.base_scores = scores[: len(update.base)]
         update.tailored_scores = scores[len(update.base):] if steered else [dict(s) for s in update.base_scores]
         update.done = True
         yield update
+
+    def try_adapter(self, adapter: str, text: str, settings: Settings) -> Iterator[Generation]:
+        """Base | base + adapter on one text (the "Try your adapters" tab), scored as the adapter was trained: by its
+        task's reward, or by its own objective (block by block). The text fills the task's main field (the text to
+        continue, the concepts, the user's message); knowledge_dialogue's passage needs its own tab."""
+        entry = self.adapter(adapter)
+        definition = self.adapter_task(entry.name)
+        others = [f.label.lower() for f in definition.fields if f.name != definition.primary_field]
+        if others:
+            raise ServiceError(f"The adapter {entry.name!r} is for {definition.title}, which also needs a {', '.join(others)}: "
+                               "try it in that task's tab.")
+        return self.generate(entry.card.task, {definition.primary_field: text}, settings, entry.name)
 
     # --- training ------------------------------------------------------------------------------------
     def training_defaults(self) -> TrainRequest:
@@ -439,20 +563,52 @@ class Playground:
         if self.config.training == "local" and not local:
             raise ServiceError("On this playground only a browser on the machine it runs on may train adapters; "
                                "the adapters already here can be used in every tab.")
-        get_task(request.task)
-        name = self._next_run_name(request.task, request.algo)
+        objective = None
+        if request.objective is not None:  # the page's own objective (page_objective), never a file it names
+            objective = Objective.from_dict(request.objective)
+            if objective.prompts and objective.prompts not in PROMPT_SETS:
+                raise ServiceError(f"An objective trained from the page takes one of the prompt sets {', '.join(PROMPT_SETS)}, "
+                                   f"not {objective.prompts!r}.")
+        else:
+            get_task(request.task)
+        pasted = pasted_prompts(request.prompts_text, self.config.max_input_chars) if request.prompts_text.strip() else None
+        if pasted and objective is None:
+            raise ServiceError("Pasted prompts are for your own objective: a task trains on its own data.")
+        name = self._next_run_name(objective.name if objective else request.task, request.algo)
+        run_dir = Path(self.config.runs_dir) / name
         preset = self.config.models
         approx = preset.adapter_model if preset.adapter_model != preset.base else ""
         # On a ZeroGPU Space the GPU exists only inside decorated calls, never in a background thread.
         device = "cpu" if ON_ZERO_GPU else str(self.device)
-        config = request.to_config(out=str(Path(self.config.runs_dir) / name), name=name, device=device,
-                                   base=preset.base, approx_base=approx, limits=self.training_limits)
-        try:  # fail now, not in the thread, when the task's training data is missing
-            load_inputs(request.task, None, split="train", limit=1)
-        except DataError as err:
-            raise ServiceError(f"There is no training data for this task on this machine ({err}) "
-                               "Point $IPA_DATA_DIR at the project's data folder.") from None
-        return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))
+        objective_file = run_dir / "objective.json"
+        if objective:
+            request.check(self.training_limits)  # before anything is written
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if pasted:  # beside objective.json, which names it (a relative file is read from the objective's folder)
+                (run_dir / PROMPTS_FILE).write_text("\n".join(pasted) + "\n", encoding="utf-8")
+                objective = dataclasses.replace(objective, prompts=PROMPTS_FILE)
+            objective.save(objective_file)
+        try:
+            config = request.to_config(out=str(run_dir), name=name, device=device, base=preset.base, approx_base=approx,
+                                       limits=self.training_limits, objective_file=str(objective_file) if objective else "")
+            try:  # fail now, not in the thread, when the training data is missing
+                if pasted:  # both parts of the split must hold prompts
+                    for split in ("train", "eval"):
+                        objective_inputs(load_objective(objective_file), split=split, limit=1)
+                elif objective:
+                    objective_inputs(objective, split="train", limit=1)
+                else:
+                    load_inputs(request.task, None, split="train", limit=1)
+            except DataError as err:
+                if pasted:  # the server's folders are not the user's business
+                    raise ServiceError(str(err).replace(str(run_dir / PROMPTS_FILE), "Your pasted prompts")) from None
+                raise ServiceError(f"There is no training data for this {'objective' if objective else 'task'} on this machine "
+                                   f"({err}) Point $IPA_DATA_DIR at the project's data folder.") from None
+            return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))
+        except BaseException:
+            if objective:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
     def _training_finished(self, job: TrainingJob, adapter_dir: Path) -> None:
         self.add_adapter(job.name, adapter_dir, TRAINED_HERE)
@@ -465,6 +621,8 @@ class Playground:
         with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.delete_adapter(name)
         del self.adapters[name]
+        with self._objective_scorers_lock:  # a later adapter of this name may have another objective
+            self._objective_scorers.pop(name, None)
         self.adapters_version += 1
 
     def stop_training(self, owner: str | None = None) -> dict:

@@ -84,6 +84,12 @@ class TrainRequest:
     eval_prompts: int = 8
     """Held-back prompts scored before and after training (the card's 'reward before/after'); few prompts make
     a noisy estimate, so a small change between before and after may be chance."""
+    objective: dict | None = None
+    """An objective to train for instead of the task (rewards.objective's dict form, made by app.service.page_objective);
+    the service writes it into the run's folder and trains on that file."""
+    prompts_text: str = ""
+    """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
+    them, app.service.pasted_prompts, and writes them into the run's folder)."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
@@ -108,14 +114,15 @@ class TrainRequest:
         number("eval_prompts", 1, limits.max_eval_prompts, whole=True)
 
     def to_config(self, out: str, name: str, device: str, base: str = "embedded", approx_base: str = "",
-                  limits: TrainingLimits = FULL_LIMITS) -> TrainConfig:
-        """The TrainConfig of this request (TrainError for combinations TrainConfig rejects)."""
+                  limits: TrainingLimits = FULL_LIMITS, objective_file: str = "") -> TrainConfig:
+        """The TrainConfig of this request (TrainError for combinations TrainConfig rejects); objective_file: the
+        request's objective as written into the run's folder (then the task is not used)."""
         self.check(limits)
         steps = int(self.amount) if self.budget == "steps" else 0
         minutes = float(self.amount) if self.budget == "minutes" else 0.0
         decode = {"alpha": self.alpha, **({"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {})}
         return TrainConfig.from_fields(
-            task=self.task, algo=self.algo, steps=steps, minutes=minutes, out=out, name=name,
+            **({"objective": objective_file} if objective_file else {"task": self.task}), algo=self.algo, steps=steps, minutes=minutes, out=out, name=name,
             batch_size=self.batch_size, group_size=self.group_size, micro_batch_size=min(self.batch_size, 16),
             lr=self.lr, device=device, base=base, approx_base=approx_base, eval_prompts=self.eval_prompts,
             eval_samples=1,
@@ -139,7 +146,7 @@ class TrainingJob:
     started: float = field(default_factory=time.time)
     phase: str = "Waiting for the runs ahead of it ..."
     history: list[dict] = field(default_factory=list)
-    """One record per step: step, reward, kl, elapsed (seconds of training)."""
+    """One record per step: step, reward, kl, elapsed (seconds of training), parts (the reward's parts' batch means)."""
     samples: list[dict] = field(default_factory=list)
     """The most recent sample generations: step, prompt, text, reward."""
     evals: dict = field(default_factory=dict)
@@ -174,7 +181,10 @@ class TrainingJob:
                     self.phase = "Saving the adapter ..."
             elif kind == "step":
                 self.history.append({"step": event["step"], "reward": event["reward"], "kl": event["kl"],
-                                     "elapsed": event.get("elapsed", 0.0)})
+                                     "elapsed": event.get("elapsed", 0.0),
+                                     # the reward's parts (an objective's blocks) as adapters.train logs them: reward_<part>
+                                     "parts": {k.removeprefix("reward_"): v for k, v in event.items()
+                                               if k.startswith("reward_") and isinstance(v, (int, float))}})
                 if self._budget_spent(event) or self.stop_event.is_set():
                     self.phase = "Evaluating the trained adapter on held-back prompts ..."
             elif kind == "samples":
@@ -358,6 +368,7 @@ class TrainingQueue:
             with job.lock:
                 if job.state == "queued":
                     job.state, job.phase = "cancelled", "Cancelled before it started"
+                    shutil.rmtree(job.config.run.out, ignore_errors=True)  # an objective run's objective.json, if any
                 else:
                     job.phase = "Stopping: evaluating and saving the adapter trained so far ..."
             self.changed.notify_all()
@@ -369,6 +380,7 @@ class TrainingQueue:
             self.closed = True
             for job in self.waiting():
                 job.state, job.phase = "cancelled", "Cancelled: the playground shut down"
+                shutil.rmtree(job.config.run.out, ignore_errors=True)
             running = self.current()
             if running is not None:
                 running.stop_event.set()

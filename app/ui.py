@@ -9,6 +9,7 @@ train_status, adapters, adapter_download, adapter_delete and adapter_upload.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import tempfile
@@ -17,10 +18,12 @@ from pathlib import Path
 import gradio as gr
 
 from app import adapter_files, views
-from app.service import SHIPPED, USER_ERRORS, Playground, ServiceError, Settings
+from app.service import MAX_PROMPT_LINES, NO_BLOCK, PAGE_BLOCKS, SHIPPED, USER_ERRORS, Playground, ServiceError, Settings, page_objective
 from app.config import LOOPBACK_HOSTS
 from app.training_jobs import TrainRequest
+from rewards.objective import block_rewards
 from tasks import TASKS, Task
+from tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SETS
 
 log = logging.getLogger("ipa.ui")
 
@@ -245,9 +248,37 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (keeps what it learned)", variant="stop", elem_id="train-stop")
+    with gr.Accordion("… or your own objective instead of a task", open=False, elem_id="objective-builder"):
+        gr.Markdown("Name it, choose up to three reward blocks with weights (combined by a weighted geometric mean: a "
+                    "block scoring 0 makes the reward 0) and a prompt set. It trains with the budget and settings above; "
+                    "the adapter keeps the objective and the *Try your adapters* tab scores with it.")
+        with gr.Row():
+            objective_name = gr.Textbox("cheerful-ocean", label="Name (letters, digits, - _ .)", max_lines=1,
+                                        elem_id="objective-name")
+            prompts = gr.Dropdown([(p.title, name) for name, p in PROMPT_SETS.items()], value=DEFAULT_PROMPT_SET,
+                                  label="Prompts", elem_id="objective-prompts")
+        block_names = [("(no block)", NO_BLOCK)] + [(name, name) for name in block_rewards()]
+        starting = [("sentiment", ""), ("topic", '{"topic": "the ocean and the sea"}')]
+        block_widgets = []
+        for i in range(PAGE_BLOCKS):
+            reward, params = starting[i] if i < len(starting) else (NO_BLOCK, "")
+            with gr.Row():
+                block_widgets += [
+                    gr.Dropdown(block_names, value=reward, label=f"Block {i + 1}", elem_id=f"objective-block-{i + 1}",
+                                allow_custom_value=True),  # any name reaches page_objective, whose error lists the valid ones
+                    gr.Number(1.0, minimum=0, label="Weight", elem_id=f"objective-weight-{i + 1}"),
+                    gr.Textbox(params, label="Parameters (JSON object; empty for defaults)", max_lines=1,
+                               elem_id=f"objective-params-{i + 1}")]
+        pasted = gr.Textbox("", lines=3, max_lines=8, elem_id="objective-pasted",
+                            label=f"… or paste your own prompts, one a line (at least {MIN_FILE_PROMPTS}, at most "
+                                  f"{MAX_PROMPT_LINES:,}; they replace the prompt set; texts to continue)")
+        with gr.Accordion("The blocks and their parameters", open=False):
+            gr.Markdown(views.blocks_markdown(block_rewards()))
+        start_objective = gr.Button("Train this objective", variant="primary", elem_id="objective-start")
     status = gr.HTML(views.training_status_html(service.training_status()), label="training_status", elem_id="train-status")
     with gr.Row():
-        reward_plot = gr.LinePlot(views.curve_frame({}, "reward"), x="step", y="reward", title="Reward (batch mean) per step",
+        reward_plot = gr.LinePlot(views.reward_curves({}), x="step", y="value", color="series",
+                                  title="Reward and its parts (batch means) per step",
                                   height=260, y_lim=[0, 1])
         kl_plot = gr.LinePlot(views.curve_frame({}, "kl"), x="step", y="kl", title="KL(tailored ‖ base) per token", height=260)
     gr.Markdown("<small>Sample generations show training prompts as they are: for detoxification they come from "
@@ -257,18 +288,33 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     seen = gr.State({"version": service.adapters_version, "status": None, "history": -1, "samples": None})
 
     def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
-                  group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request):
+                  group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request, objective: dict | None = None,
+                  prompts_text: str = ""):
         try:
             snapshot = service.start_training(
                 TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
                              alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
-                             max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0)),
+                             max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0),
+                             objective=objective, prompts_text=prompts_text),
                 owner=request.session_hash if request else None, local=_local_browser(request))
         except USER_ERRORS as err:
             raise _user_error(err) from None
         when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
         gr.Info(f"Training {when}: the adapter will be called “{views.e(snapshot['adapter'])}”.")
         return views.training_status_html(snapshot)
+
+    def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
+                            weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
+                            algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int, group_size: int,
+                            max_new_tokens: int, eval_prompts: int, prompt_lines: str, request: gr.Request):
+        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
+        rows = [(block_1, weight_1, params_1), (block_2, weight_2, params_2), (block_3, weight_3, params_3)][:PAGE_BLOCKS]
+        try:
+            objective = page_objective(name, prompts, rows).to_dict()
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        return start_run(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
+                         request, objective=objective, prompts_text=prompt_lines or "")
 
     def stop_run(request: gr.Request):
         try:
@@ -288,7 +334,7 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         if status_key != state["status"]:
             outputs[0] = views.training_status_html(snapshot)
         if history_key != state["history"]:
-            outputs[1], outputs[2] = views.curve_frame(snapshot, "reward"), views.curve_frame(snapshot, "kl")
+            outputs[1], outputs[2] = views.reward_curves(snapshot), views.curve_frame(snapshot, "kl")
         if samples_key != state["samples"]:
             outputs[3] = views.samples_frame(snapshot)
         refresh = service.adapters_version != state["version"]
@@ -301,6 +347,9 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     start.click(start_run, [task, algo, budget, amount, lr, alpha, batch, group, tokens, evals], status,
                 api_name="train_start", concurrency_limit=None)
     stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
+    start_objective.click(
+        start_objective_run, [objective_name, prompts, *block_widgets, task, algo, budget, amount, lr, alpha, batch, group, tokens, evals, pasted],
+        status, api_name="train_objective", concurrency_limit=None)
 
     def train_status(request: gr.Request) -> dict:
         """This session's latest training run (else the running one): state, phase, position in the queue, step,
@@ -365,13 +414,73 @@ def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None
             entry = service.upload_adapter(path, local=_local_browser(request))
         except USER_ERRORS as err:
             raise _user_error(err) from None
-        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in that "
-                         "task's adapter list now.", entry.name)
+        where = ("the *Try your adapters* tab, scored with its own objective" if entry.card.objective
+                 else "that task's adapter list and the *Try your adapters* tab")
+        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in {where} now.",
+                         entry.name)
 
     outputs = [result, chosen, *dropdowns.values()]
     download.click(download_adapter, chosen, zipped, api_name="adapter_download")
     delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
     upload.upload(upload_adapter, upload, outputs, api_name="adapter_upload")
+
+
+# --- try your adapters --------------------------------------------------------------------------------------------
+
+
+def try_choices(service: Playground) -> list[tuple[str, str]]:
+    def trained_for(card) -> str:
+        objective = getattr(card, "objective", None)
+        return f"objective {objective.get('name')}" if objective else f"task {card.task}"
+
+    return [(f"{e.name} ({e.source}; {trained_for(e.card)})", e.name) for e in list(service.adapters.values())]
+
+
+def try_tab(service: Playground) -> gr.Dropdown:
+    """Any adapter (shipped, trained here, uploaded; a task's or an objective's) on a text of one's own: base and
+    tailored side by side, scored with what the adapter was trained for."""
+    gr.Markdown("Pick any adapter, type a text: the base model and base + adapter continue it side by side, both "
+                "scored as the adapter was trained: its task's reward, or its own objective block by block.")
+    with gr.Row():
+        chosen = gr.Dropdown(try_choices(service), label="Adapter", allow_custom_value=True, elem_id="try-adapter")
+        text = gr.Textbox("The harbour was quiet that morning", label="Your text (to continue, or your message)", lines=2,
+                          elem_id="try-text")
+    with gr.Row():
+        alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="Alpha (adapter strength)")
+        n = gr.Slider(1, Settings.LIMITS["n"][1], value=2, step=1, label="Samples per column")
+        max_new = gr.Slider(1, Settings.LIMITS["max_new_tokens"][1], value=24, step=1, label="New tokens")
+        seed = gr.Number(0, precision=0, label=f"Seed ({Settings.RANDOM_SEED} = random)")
+    button = gr.Button("Generate", variant="primary", elem_id="try-generate")
+    notice = gr.Markdown(elem_id="try-notice")
+    with gr.Row(equal_height=False, elem_classes="ipa-columns"):
+        with gr.Column(min_width=0):
+            base_text = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id="try-base")
+            base_reward = gr.HTML(views.EMPTY, label="base_reward")
+        with gr.Column(min_width=0):
+            tailored_text = gr.Textbox(label="Base + adapter", lines=4, interactive=False, elem_id="try-tailored")
+            tailored_reward = gr.HTML(views.EMPTY, label="tailored_reward")
+    with gr.Accordion("The result as data (what the API returns)", open=False):
+        data = gr.JSON(label="Result")
+
+    def try_adapter(adapter: str, text: str, alpha: float, n: int, max_new_tokens: int, seed: int):
+        try:
+            definition = service.adapter_task(adapter)
+            settings = Settings(**{**dataclasses.asdict(definition.decode_config()), "alpha": alpha, "n": n,
+                                   "max_new_tokens": max_new_tokens, "seed": seed})
+            for update in service.try_adapter(adapter, text, settings):
+                out = views.generation_outputs(update, definition, service.adapters.get(adapter))
+                yield out[0], out[1], out[2], out[3], out[6], out[7]
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise _crash(err, "Generation") from None
+
+    button.click(try_adapter, [chosen, text, alpha, n, max_new, seed],
+                 [base_text, tailored_text, base_reward, tailored_reward, notice, data],
+                 api_name="try_adapter", concurrency_id="generate", show_progress="minimal")
+    return chosen
 
 
 # --- the page -----------------------------------------------------------------------------------------------------
@@ -401,6 +510,11 @@ def build_ui(service: Playground) -> gr.Blocks:
                     dropdowns[name] = task_tab(service, task)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
                 training_tab(service, dropdowns, timer)
+            with gr.Tab("Try your adapters", id="try", elem_id="tab-try") as try_tab_:
+                try_chosen = try_tab(service)
+            # its list follows the adapters trained, uploaded and deleted since the page was opened
+            try_tab_.select(lambda: gr.update(choices=try_choices(service)), None, try_chosen, queue=False,
+                            api_visibility="private")
             with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
                 adapters_tab(service, dropdowns)
     return demo

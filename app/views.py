@@ -337,6 +337,24 @@ def curve_frame(status: dict, key: str) -> pd.DataFrame:
                          key: pd.Series([h[key] for h in history], dtype="float64")})
 
 
+REWARD_SERIES = "reward"
+"""The combined reward's line among its parts' in reward_curves."""
+
+
+def reward_curves(status: dict) -> pd.DataFrame:
+    """The reward and each of its parts (an objective's blocks) against the step, one row a (step, series) pair, for
+    gr.LinePlot(x="step", y="value", color="series").
+
+    >>> reward_curves({"history": [{"step": 1, "reward": 0.5, "parts": {"sentiment": 0.6, "topic": 0.4}}]}).values.tolist()
+    [[1, 0.5, 'reward'], [1, 0.6, 'sentiment'], [1, 0.4, 'topic']]
+    """
+    rows = [(h["step"], value, name) for h in status.get("history", [])
+            for name, value in [(REWARD_SERIES, h["reward"]), *h.get("parts", {}).items()]]
+    return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
+                         "value": pd.Series([r[1] for r in rows], dtype="float64"),
+                         "series": pd.Series([PART_LABELS.get(r[2], r[2]) for r in rows], dtype="object")})
+
+
 def samples_frame(status: dict) -> pd.DataFrame:
     """The most recent sample generations of the run."""
     rows = [{"step": s["step"], "reward": round(s["reward"], 3), "prompt": "…" + s["prompt"][-80:] if len(s["prompt"]) > 80 else s["prompt"],
@@ -353,3 +371,24 @@ def machine_notice(has_gpu: bool, machine: str) -> str:
             "The defaults (2 minutes, a batch of 8) show the RL loop at work and may move the reward a little; the "
             "shipped adapters were trained on a GPU with batches of hundreds. Generation keeps working while a run "
             "trains, more slowly.")
+
+
+# --- your own objective --------------------------------------------------------------------------------------
+
+
+def blocks_markdown(rewards: dict[str, type]) -> str:
+    """What each reward block scores and the parameters it takes (the objective builder's help), from the classes'
+    docstrings and PARAMS (rewards.params), so the page never says anything the library does not check."""
+    lines = ["| block | what it scores (each in [0, 1]) | parameters (JSON) |", "|---|---|---|"]
+    for name, cls in rewards.items():
+        what = (cls.__doc__ or "").strip().split("\n")[0]
+        params = getattr(cls, "PARAMS", ())
+        example = "{" + ", ".join(f'"{p.name}": ' + ('"the ocean and the sea"' if p.kind == "text" else '"sea, waves"'
+                                                      if p.kind == "words" else "20" if p.kind == "number" else f'"{p.choices[0]}"')
+                                  for p in params if p.required) + "}"
+        shown = "; ".join(p.describe() for p in params) or "none"
+        if any(p.required for p in params):
+            shown += f" · e.g. `{example}`"
+        cells = [name, what, shown]  # the project's own text, not a user's: only the table's bars need escaping
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)

@@ -79,7 +79,7 @@ def test_on_a_phone_every_tab_is_reachable_and_the_notes_say_top_and_bottom(page
         phone.goto(playground_app.url)
         expect(phone.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
         # The tabs wrap onto more rows instead of hiding some behind a "..." menu: each one is a visible button.
-        for tab in [*TASKS, "train", "adapters"]:
+        for tab in [*TASKS, "train", "try", "adapters"]:
             phone.locator(f"#tab-{tab}-button").click()
             opened = {"train": "#train-start", "adapters": "#adapters-download"}.get(tab, f"#{tab}-generate")
             expect(phone.locator(opened)).to_be_visible()
