@@ -96,6 +96,19 @@ def _checked_by_service(component):
     return component
 
 
+def _as_page_errors(updates, what: str):
+    """Stream `updates()` to the page; a user error becomes one pop-up, a bug a logged traceback and a one-line
+    pop-up (the app keeps serving)."""
+    try:
+        yield from updates()
+    except USER_ERRORS as err:
+        raise _user_error(err) from None
+    except gr.Error:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _crash(err, what) from None
+
+
 def _user_error(err: Exception) -> gr.Error:
     log.info("user error: %s", err)  # one line: the request was wrong, not the code
     # print_exception=False: Gradio would print a traceback for the user's mistake; the line above is the log.
@@ -194,18 +207,14 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
         inputs = {f.name: v for f, v in zip(task.fields, values)}
         name, alpha_, n_, max_new_, temperature_, top_p_, seed_ = values[len(task.fields):]
         adapter_name = None if name in (None, "", NO_ADAPTER) else name
-        try:
+        def updates():
             settings = Settings(alpha=alpha_, n=n_, max_new_tokens=max_new_, temperature=temperature_, top_p=top_p_,
                                 seed=seed_)
             for update in service.generate(task.name, inputs, settings, adapter_name):
                 entry = service.adapters.get(update.adapter) if update.adapter else None
                 yield views.generation_outputs(update, task, entry)
-        except USER_ERRORS as err:
-            raise _user_error(err) from None
-        except gr.Error:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise _crash(err, "Generation") from None
+
+        yield from _as_page_errors(updates, "Generation")
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed"]
     button.click(_with_parameters(generate, names), [*fields, adapter, alpha, n, max_new, temperature, top_p, seed],
@@ -463,19 +472,15 @@ def try_tab(service: Playground) -> gr.Dropdown:
         data = gr.JSON(label="Result")
 
     def try_adapter(adapter: str, text: str, alpha: float, n: int, max_new_tokens: int, seed: int):
-        try:
+        def updates():
             definition = service.adapter_task(adapter)
             settings = Settings(**{**dataclasses.asdict(definition.decode_config()), "alpha": alpha, "n": n,
                                    "max_new_tokens": max_new_tokens, "seed": seed})
             for update in service.try_adapter(adapter, text, settings):
                 out = views.generation_outputs(update, definition, service.adapters.get(adapter))
                 yield out[0], out[1], out[2], out[3], out[6], out[7]
-        except USER_ERRORS as err:
-            raise _user_error(err) from None
-        except gr.Error:
-            raise
-        except Exception as err:  # noqa: BLE001
-            raise _crash(err, "Generation") from None
+
+        yield from _as_page_errors(updates, "Generation")
 
     button.click(try_adapter, [chosen, text, alpha, n, max_new, seed],
                  [base_text, tailored_text, base_reward, tailored_reward, notice, data],
