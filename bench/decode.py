@@ -44,10 +44,6 @@ TARGETS = {"tailored": ("base_generate", 1.0), "side_by_side": ("base_generate",
 GPU_TAILORED_TARGET = 500.0
 
 
-def machine(device: torch.device) -> str:
-    return machine_name(device)
-
-
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -103,7 +99,7 @@ def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, r
                      **{f"{name}_ratio": round(rates[name.removesuffix("_vs_bf16")] / rates[ref], 2)
                         for name, (ref, _) in TARGETS.items()}})
         print(json.dumps(rows[-1]), flush=True)
-    return {"device": device.type, "machine": machine(device), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
+    return {"device": device.type, "machine": machine_name(device), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
             "repeats": repeats, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cache": cache, "rows": rows}
 
 

@@ -31,7 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.decode import machine, write_section
+from bench.decode import write_section
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "The weather this morning was"
@@ -190,14 +190,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    from adapters.models import resolve_device
+    from adapters.models import machine_name, resolve_device
     from app.config import parse_args as app_config
 
     app_args = shlex.split(args.app_args)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     result = {"command": shlex.join(["python", "-m", "bench.serve", *(sys.argv[1:] if argv is None else argv)]),
-              "machine": machine(resolve_device(app_config(app_args).device)), "date": time.strftime("%Y-%m-%d"),
+              "machine": machine_name(resolve_device(app_config(app_args).device)), "date": time.strftime("%Y-%m-%d"),
               "app_args": args.app_args, "tokens": args.tokens, "repeats": args.repeats, "rounds": []}
     with tempfile.NamedTemporaryFile("w", prefix="bench-serve-", suffix=".log", delete=False) as log:
         started = time.perf_counter()

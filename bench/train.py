@@ -19,7 +19,8 @@ from pathlib import Path
 
 
 from adapters.train import build_parser, config_from_args, train
-from bench.decode import machine, write_section
+from adapters.models import machine_name
+from bench.decode import write_section
 
 
 def summarize(metrics: list[dict]) -> dict:
@@ -49,7 +50,7 @@ def main() -> None:
     result = summarize(metrics)
     device = config.model.resolve()[0]
     algo = config.algo
-    line = (f"| {machine(device)} | {config.run.task} / {algo.algo} | {algo.batch_size} × {config.decode.max_new_tokens} tokens | "
+    line = (f"| {machine_name(device)} | {config.run.task} / {algo.algo} | {algo.batch_size} × {config.decode.max_new_tokens} tokens | "
             f"{result['samples_per_s']} | {result['sample_s']} | {result['score_s']} | {result['update_s']} | "
             f"{int(100 * result['sample_share'])} % | {time.strftime('%Y-%m-%d')} |")
     print(json.dumps(result))

@@ -459,13 +459,6 @@ def load_scorer(task_name: str, device: str = "cpu", toxicity_backend: str = "au
     return _load(task_name, device=device, toxicity_backend=toxicity_backend, **kwargs)
 
 
-def objective_task(objective, prompts_path: str | None = None) -> Task:
-    """A user's objective (rewards.objective.Objective) as a Task (see tasks.objective)."""
-    from tasks.objective import objective_task as _task
-
-    return _task(objective, prompts_path)
-
-
 def load_inputs(task_name: str, path: str | None = None, split: str = "train", limit: int | None = None) -> list[dict]:
     """Task inputs from a data set (see tasks.data.load_inputs)."""
     from tasks.data import load_inputs as _load

@@ -25,10 +25,9 @@ from rewards.objective import Objective, ObjectiveError, block_rewards, combine
 from rewards.sentiment import SentimentReward
 from rewards.topic import TopicReward
 from rewards.user_module import RewardModuleError, load_reward_module
-from tasks import objective_task
 from tasks.data import DataError
 from tasks.objective import (CUSTOM_TASK, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
-                             objective_of_card)
+                             objective_of_card, objective_task)
 from tasks.scoring import reward_kit
 from tests.helpers import run_module, tiny_config
 
