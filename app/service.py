@@ -45,7 +45,7 @@ from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, De
 from app.config import AppConfig
 from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
-from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, training_limits
+from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from rewards.objective import Objective, ObjectiveError
 from tasks import TASKS, Task, get_task, load_scorer
 from tasks.objective import (CUSTOM_TASK, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
@@ -308,7 +308,9 @@ class Playground:
         """Grows whenever an adapter is added, so the page knows when to refresh its choices."""
         self.problems: list[str] = []
         """Adapters that could not be loaded at start (shown in the page)."""
-        self.training = TrainingQueue(_train, self._training_finished, self._run_removed, USER_ERRORS,
+        # On a ZeroGPU Space the GPU exists only inside decorated calls: a run goes in chunks of such calls.
+        train = ZeroGpuTrain(user_errors=(USER_ERRORS,)) if ON_ZERO_GPU else _train
+        self.training = TrainingQueue(train, self._training_finished, self._run_removed, USER_ERRORS,
                                       Path(config.runs_dir), config.runs_disk_mb, config.max_waiting_runs)
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
@@ -578,8 +580,8 @@ class Playground:
         run_dir = Path(self.config.runs_dir) / name
         preset = self.config.models
         approx = preset.adapter_model if preset.adapter_model != preset.base else ""
-        # On a ZeroGPU Space the GPU exists only inside decorated calls, never in a background thread.
-        device = "cpu" if ON_ZERO_GPU else str(self.device)
+        # On a ZeroGPU Space the run's chunks train inside GPU calls (ZeroGpuTrain), where the GPU is there.
+        device = "cuda" if ON_ZERO_GPU else str(self.device)
         objective_file = run_dir / "objective.json"
         if objective:
             request.check(self.training_limits)  # before anything is written
