@@ -95,6 +95,10 @@ class TrainRequest:
     prompts_text: str = ""
     """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
     them, app.service.pasted_prompts, and writes them into the run's folder)."""
+    prompts_file: str = ""
+    """With an objective: a prompts file uploaded in the page (.txt or .jsonl), instead of its prompt set: the path
+    where the page's upload widget stored it, never one typed in the page (the service checks it,
+    app.service.uploaded_prompts, and writes its prompts into the run's folder)."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
