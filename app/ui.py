@@ -242,19 +242,21 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     with gr.Row():
         task = gr.Dropdown([(t.title, name) for name, t in TASKS.items()], value=d.task, label="Task")
         algo = gr.Radio([("Policy gradient (pg)", "pg"), ("Quark (the paper's)", "quark")], value=d.algo, label="Algorithm")
-        budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in")
-        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {limits.max_minutes:g}; or steps, up to {limits.max_steps})")
+        budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in", elem_id="train-budget")
+        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {limits.max_minutes:g}; or steps, up to {limits.max_steps})",
+                           elem_id="train-amount")
     with gr.Row():
         lr = gr.Number(d.lr, minimum=0, label="Learning rate")
         alpha = gr.Slider(0.1, 5, value=d.alpha, step=0.1, label="Alpha during training")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=limits.max_batch, label="Samples per step (batch)")
-            group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)")
+            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=limits.max_batch, label="Samples per step (batch)",
+                              elem_id="train-batch")
+            group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)", elem_id="train-group")
             tokens = gr.Number(d.max_new_tokens, precision=0, minimum=0, maximum=limits.max_tokens,
-                               label="Tokens per sample (0 = task default)")
+                               label="Tokens per sample (0 = task default)", elem_id="train-tokens")
             evals = gr.Number(d.eval_prompts, precision=0, minimum=1, maximum=limits.max_eval_prompts,
-                              label="Held-back prompts for before/after")
+                              label="Held-back prompts for before/after", elem_id="train-evals")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (keeps what it learned)", variant="stop", elem_id="train-stop")
