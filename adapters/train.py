@@ -369,11 +369,14 @@ class _CheckpointClock:
 
 
 def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
-          stop: threading.Event | None = None, accelerator=None, progress: bool = True) -> Path | None:
+          stop: threading.Event | None = None, accelerator=None, progress: bool = True, pause_at: int = 0) -> Path | None:
     """Run training to its budget (or until `stop` is set) and return the adapter's directory; None when it
     stopped before its first step (no adapter is written for a run that learned nothing).
 
     on_event receives dicts: {"type": "step" | "eval" | "samples" | "checkpoint" | "done", ...}.
+    pause_at: with budget left after this step, checkpoint and return None without the final evaluation or the
+    adapter (no "done" event): one chunk of a run that the next call continues with resume (app.training_jobs on
+    a ZeroGPU Space, where the GPU is lent a call at a time).
     """
     stop = stop or threading.Event()
     emit = on_event or (lambda event: None)
@@ -393,7 +396,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
     bar = tqdm(total=every.max_steps or None, initial=run.step, disable=not (progress and run.is_main),
                desc=f"{every.target.name}/{config.algo.algo}", unit="step", dynamic_ncols=True)
     clock = _CheckpointClock(run)
-    while _budget_left(run) and not _any_process_stopping(run, stop.is_set()):
+    while _budget_left(run) and not (pause_at and run.step >= pause_at) and not _any_process_stopping(run, stop.is_set()):
         record = rl_step(run, stop)
         if record is None:  # stopped inside the step: it is dropped, the adapter is as after the last one
             continue
@@ -418,6 +421,11 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
             emit({"type": "checkpoint", "step": run.step})
     bar.close()
 
+    if pause_at and run.step >= pause_at and _budget_left(run) and not stop.is_set():
+        if clock.step != run.step:  # not checkpointed at this step already
+            _checkpoint(run)
+        emit({"type": "checkpoint", "step": run.step, "paused": True})
+        return None
     interrupted = _budget_left(run)
     if run.step == 0:
         emit({"type": "done", "adapter": None, "step": 0, "interrupted": True, "metrics_before": run.metrics_before,

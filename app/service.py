@@ -45,10 +45,10 @@ from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, De
 from app.config import AppConfig
 from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
-from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, training_limits
+from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from rewards.objective import Objective, ObjectiveError
 from tasks import TASKS, Task, get_task, load_scorer
-from tasks.objective import (CUSTOM_TASK, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
+from tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card, objective_task)
 from tasks.data import DataError, load_inputs
 
@@ -75,11 +75,14 @@ NO_BLOCK = "none"
 
 
 MAX_PROMPT_LINES = 2000
-"""Prompts a user may paste for an objective (one a line)."""
+"""Prompts a user may paste or upload for an objective (one a line, or one a JSONL row)."""
 MAX_PROMPTS_KB = 256
-"""The most text a user may paste as prompts."""
+"""The most text a user may paste as prompts, and the largest prompts file they may upload."""
 PROMPTS_FILE = "prompts.txt"
-"""Pasted prompts, written into the run's folder beside its objective.json (which names this file)."""
+"""Pasted or uploaded prompts, written into the run's folder beside its objective.json (which names this file);
+prompts.jsonl instead when one of them spans several lines (a JSONL row's text may)."""
+PROMPT_FILE_TYPES = (".txt", ".jsonl")
+"""What the page takes as a prompts file: one prompt a line, or JSONL rows as tasks.data reads them."""
 
 
 def pasted_prompts(text: str, max_chars: int) -> list[str]:
@@ -105,6 +108,77 @@ def pasted_prompts(text: str, max_chars: int) -> list[str]:
         raise ServiceError(f"{len(lines)} prompt{'s' * (len(lines) != 1)} pasted: give at least {MIN_FILE_PROMPTS}, one a line "
                            "(one in five is held back for the before/after evaluation).")
     return lines
+
+
+def uploaded_prompts(path: str | os.PathLike, max_chars: int) -> list[str]:
+    """Prompts from a file uploaded in the page (the path where the upload widget stored it; never one a user
+    typed): a .txt, one prompt a line, or a .jsonl, one row a line read as tasks.data reads rows ({"text": ...},
+    {"prompt": ...}, {"prompt": {"text": ...}} or a JSON string). Checked as pasted prompts are (MAX_PROMPTS_KB,
+    MAX_PROMPT_LINES, max_chars a prompt, at least MIN_FILE_PROMPTS), and refused with one message naming the file
+    (and the line, for a bad row) when it is empty, not UTF-8 text, or a row is not JSON or holds no prompt.
+
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "sea.jsonl"
+    >>> _ = f.write_text("".join(f'{{"text": "The tide {i}"}}\\n' for i in range(10)))
+    >>> uploaded_prompts(f, 2000)[:2]
+    ['The tide 0', 'The tide 1']
+    """
+    from tasks.data import _read_row as read_row  # tasks.data's reading of one row (a JSON string or object)
+
+    path = Path(path)
+    name, kind = path.name, path.suffix.lower()
+    if kind not in PROMPT_FILE_TYPES:
+        raise ServiceError(f"{name} is not a prompts file the page takes: upload a .txt (one prompt a line) or a .jsonl "
+                           '(one JSON row a line, such as {"text": "The harbour was quiet"}).')
+    size = path.stat().st_size
+    if size > MAX_PROMPTS_KB * 1024:
+        raise ServiceError(f"{name} is {size / 1024:,.0f} KB; the page takes prompts files of at most {MAX_PROMPTS_KB} KB.")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some editors write, is not part of the first prompt
+        junk = raw.index(b"\x00") if b"\x00" in raw else None  # valid UTF-8, but binary files are full of them
+    except UnicodeDecodeError as err:
+        junk = err.start
+    if junk is not None:
+        raise ServiceError(f"{name} is not a text file (byte {junk:,} is not text): upload a .txt or .jsonl file saved as "
+                           "UTF-8 text.")
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ServiceError(f"{name} is empty: give at least {MIN_FILE_PROMPTS} prompts, one a line.")
+    if len(lines) > MAX_PROMPT_LINES:
+        raise ServiceError(f"{name} holds {len(lines):,} lines; the page takes at most {MAX_PROMPT_LINES:,} prompts.")
+    prompts = []
+    for n, line in lines:
+        try:
+            row = json.loads(line) if kind == ".jsonl" else line
+        except json.JSONDecodeError as err:  # worded as tasks.data words it
+            raise ServiceError(f"{name}, line {n}: not valid JSON ({err.msg}).") from None
+        item = read_row(FILE_PROMPTS.data_task, row)
+        if item is None:
+            raise ServiceError(f"{name}, line {n}: " + ('no prompt in this row; give each row a text, such as '
+                                                        '{"text": "The harbour was quiet"}.' if kind == ".jsonl" else
+                                                        "not usable as a prompt."))
+        prompts.append((n, item[1][FILE_PROMPTS.field]))
+    long = [n for n, prompt in prompts if len(prompt) > max_chars]
+    if long:
+        raise ServiceError(f"{name}: the prompt{'s' * (len(long) > 1)} on line{'s' * (len(long) > 1)} "
+                           f"{', '.join(map(str, long[:5]))}{' ...' * (len(long) > 5)} {'are' if len(long) > 1 else 'is'} "
+                           f"longer than {max_chars:,} characters: shorten {'them' if len(long) > 1 else 'it'}.")
+    if len(prompts) < MIN_FILE_PROMPTS:
+        raise ServiceError(f"{name} holds {len(prompts)} prompt{'s' * (len(prompts) != 1)}: give at least {MIN_FILE_PROMPTS} "
+                           "(one in five is held back for the before/after evaluation).")
+    return [prompt for _, prompt in prompts]
+
+
+def write_prompts(run_dir: Path, prompts: list[str]) -> str:
+    """Write a run's pasted or uploaded prompts beside its objective.json; the file's name, for the objective's
+    "prompts": PROMPTS_FILE, one a line, or prompts.jsonl when a prompt spans lines."""
+    if any("\n" in p or "\r" in p for p in prompts):
+        name = Path(PROMPTS_FILE).with_suffix(".jsonl").name
+        (run_dir / name).write_text("".join(json.dumps({"text": p}) + "\n" for p in prompts), encoding="utf-8")
+        return name
+    (run_dir / PROMPTS_FILE).write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    return PROMPTS_FILE
 
 
 def page_objective(name: str, prompts: str, blocks: list[tuple]) -> Objective:
@@ -308,7 +382,9 @@ class Playground:
         """Grows whenever an adapter is added, so the page knows when to refresh its choices."""
         self.problems: list[str] = []
         """Adapters that could not be loaded at start (shown in the page)."""
-        self.training = TrainingQueue(_train, self._training_finished, self._run_removed, USER_ERRORS,
+        # On a ZeroGPU Space the GPU exists only inside decorated calls: a run goes in chunks of such calls.
+        train = ZeroGpuTrain(user_errors=(USER_ERRORS,)) if ON_ZERO_GPU else _train
+        self.training = TrainingQueue(train, self._training_finished, self._run_removed, USER_ERRORS,
                                       Path(config.runs_dir), config.runs_disk_mb, config.max_waiting_runs)
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
@@ -572,21 +648,25 @@ class Playground:
         else:
             get_task(request.task)
         pasted = pasted_prompts(request.prompts_text, self.config.max_input_chars) if request.prompts_text.strip() else None
+        if request.prompts_file:
+            if pasted:
+                raise ServiceError("Paste prompts or upload a file of them, not both: clear one.")
+            pasted = uploaded_prompts(request.prompts_file, self.config.max_input_chars)
         if pasted and objective is None:
-            raise ServiceError("Pasted prompts are for your own objective: a task trains on its own data.")
+            raise ServiceError(f"{'Pasted' if request.prompts_text.strip() else 'Uploaded'} prompts are for your own "
+                               "objective: a task trains on its own data.")
         name = self._next_run_name(objective.name if objective else request.task, request.algo)
         run_dir = Path(self.config.runs_dir) / name
         preset = self.config.models
         approx = preset.adapter_model if preset.adapter_model != preset.base else ""
-        # On a ZeroGPU Space the GPU exists only inside decorated calls, never in a background thread.
-        device = "cpu" if ON_ZERO_GPU else str(self.device)
+        # On a ZeroGPU Space the run's chunks train inside GPU calls (ZeroGpuTrain), where the GPU is there.
+        device = "cuda" if ON_ZERO_GPU else str(self.device)
         objective_file = run_dir / "objective.json"
         if objective:
             request.check(self.training_limits)  # before anything is written
             run_dir.mkdir(parents=True, exist_ok=True)
             if pasted:  # beside objective.json, which names it (a relative file is read from the objective's folder)
-                (run_dir / PROMPTS_FILE).write_text("\n".join(pasted) + "\n", encoding="utf-8")
-                objective = dataclasses.replace(objective, prompts=PROMPTS_FILE)
+                objective = dataclasses.replace(objective, prompts=write_prompts(run_dir, pasted))
             objective.save(objective_file)
         try:
             config = request.to_config(out=str(run_dir), name=name, device=device, base=preset.base, approx_base=approx,
@@ -601,7 +681,8 @@ class Playground:
                     load_inputs(request.task, None, split="train", limit=1)
             except DataError as err:
                 if pasted:  # the server's folders are not the user's business
-                    raise ServiceError(str(err).replace(str(run_dir / PROMPTS_FILE), "Your pasted prompts")) from None
+                    mine = f"Your uploaded prompts ({Path(request.prompts_file).name})" if request.prompts_file else "Your pasted prompts"
+                    raise ServiceError(str(err).replace(str(run_dir / objective.prompts), mine)) from None
                 raise ServiceError(f"There is no training data for this {'objective' if objective else 'task'} on this machine "
                                    f"({err}) Point $IPA_DATA_DIR at the project's data folder.") from None
             return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))

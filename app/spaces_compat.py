@@ -1,7 +1,8 @@
 """ZeroGPU support: `gpu` is `spaces.GPU` where the `spaces` package is importable, a no-op elsewhere.
 
-On a ZeroGPU Space a GPU is attached only while a function decorated with `spaces.GPU` runs. The `spaces`
-package exists only on Hugging Face Spaces, so it is imported when present and never required.
+On a ZeroGPU Space a GPU is attached only while a function decorated with `spaces.GPU` runs (in a worker process
+of `spaces`: its arguments and what it returns or yields are pickled). The `spaces` package exists only on Hugging
+Face Spaces, so it is imported when present and never required.
 
     >>> @gpu(duration=60)
     ... def heavy(x):
@@ -14,22 +15,39 @@ from __future__ import annotations
 
 import os
 
-try:
-    import spaces as _spaces
 
-    _GPU = getattr(_spaces, "GPU", None)
-except ImportError:  # not on a Space
-    _GPU = None
+def _spaces():
+    """The `spaces` module, or None where it is not installed (looked up at each use, so tests can fake it)."""
+    try:
+        import spaces
+    except ImportError:  # not on a Space
+        return None
+    return spaces if getattr(spaces, "GPU", None) is not None else None
 
-ON_ZERO_GPU = _GPU is not None and "SPACES_ZERO_GPU" in os.environ
-"""A ZeroGPU Space: the GPU exists only inside decorated calls, so background threads (training) get none."""
+
+def zero_gpu_on() -> bool:
+    """Whether this is a ZeroGPU Space: `spaces` is importable and says so (`spaces.config.Config.zero_gpu`, which
+    reads SPACES_ZERO_GPU), or, for a `spaces` without that setting, SPACES_ZERO_GPU is true or 1."""
+    spaces = _spaces()
+    if spaces is None:
+        return False
+    config = getattr(getattr(spaces, "config", None), "Config", None)
+    if config is not None and hasattr(config, "zero_gpu"):
+        return bool(config.zero_gpu)
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+
+
+ON_ZERO_GPU = zero_gpu_on()
+"""A ZeroGPU Space: the GPU exists only inside decorated calls, so background threads (training) get none; page
+training runs its steps in chunks of decorated calls (app.training_jobs.ZeroGpuTrain)."""
 
 
 def gpu(fn=None, *, duration: int = 60):
     """Decorate a GPU-heavy function: `@gpu` or `@gpu(duration=120)` (the seconds of GPU one call may hold)."""
-    if _GPU is None:
+    spaces = _spaces()
+    if spaces is None:
         def decorate(f):
             return f
     else:
-        decorate = _GPU(duration=duration)
+        decorate = spaces.GPU(duration=duration)
     return decorate(fn) if fn is not None else decorate

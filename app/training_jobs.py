@@ -12,17 +12,22 @@ cleanly on request: `train` finishes the step, evaluates and writes the adapter 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import queue
 import shutil
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from adapters.checks import UserError, check_number
-from adapters.training import ALGORITHMS, TrainConfig
+from adapters.loading import ModelConfig
+from adapters.tailored_decoding import DecodeConfig
+from adapters.training import ALGORITHMS, AlgoConfig, RunConfig, TrainConfig, find_checkpoint
 
 log = logging.getLogger("ipa.training")
 
@@ -90,6 +95,10 @@ class TrainRequest:
     prompts_text: str = ""
     """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
     them, app.service.pasted_prompts, and writes them into the run's folder)."""
+    prompts_file: str = ""
+    """With an objective: a prompts file uploaded in the page (.txt or .jsonl), instead of its prompt set: the path
+    where the page's upload widget stored it, never one typed in the page (the service checks it,
+    app.service.uploaded_prompts, and writes its prompts into the run's folder)."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
@@ -257,6 +266,120 @@ def run_job(job: TrainingJob, train: Callable, on_finished: Callable[[TrainingJo
         log.error("training run %s crashed:\n%s", job.name, traceback.format_exc())
         with job.lock:
             job.state, job.error, job.phase = "failed", f"{type(err).__name__}: {err}", "Failed"
+
+
+# --- on a ZeroGPU Space: a run in chunks, each inside one GPU call -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GpuChunks:
+    """How a page run is cut into GPU calls on a ZeroGPU Space (app.spaces_compat.ON_ZERO_GPU), where the GPU is
+    lent one decorated call at a time, for at most the seconds that call asked for."""
+
+    steps: int = 8
+    """Training steps a call. A call also loads the models, resumes the checkpoint and writes the next (the first
+    also evaluates before training, the last after): the largest shared run (SHARED_LIMITS: a batch of 64, 48
+    tokens) takes a few seconds a step on a GPU, so 8 steps leave room within `duration`."""
+    duration: int = 120
+    """Seconds of GPU one call asks for (spaces.GPU(duration=...)): a call killed at that limit loses its chunk
+    alone; the run continues from the last checkpoint with half as many steps a call."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.duration < 1:
+            raise ValueError(f"GpuChunks needs at least 1 step and 1 second a call, got {self.steps} and {self.duration}.")
+
+
+def config_from_fields(fields: dict) -> TrainConfig:
+    """The TrainConfig of dataclasses.asdict(config): plain data, which crosses a process boundary (pickled) where
+    the config's cached target (a Task with functions) would not."""
+    return TrainConfig(run=RunConfig(**fields["run"]), algo=AlgoConfig(**fields["algo"]), model=ModelConfig(**fields["model"]),
+                       decode=DecodeConfig(**fields["decode"]))
+
+
+def train_chunk(fields: dict, pause_at: int, stopping: bool) -> Iterator[dict]:
+    """One GPU call of a chunked run: adapters.train.train (resumed when fields say so) up to step `pause_at`, or to
+    the end with `stopping` (the final evaluation and the adapter of a run stopped from the page); its events are
+    yielded as they come, which `spaces` passes back to the page's process one by one.
+
+    The loop reports through a callback, so it runs in a thread of the call and the callback feeds a queue."""
+    from adapters.train import train
+
+    config, events, finished = config_from_fields(fields), queue.Queue(), object()
+    stop = threading.Event()
+    if stopping:
+        stop.set()
+
+    def work():
+        try:
+            train(config, on_event=events.put, stop=stop, progress=False, pause_at=pause_at)
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread, below
+            events.put(err)
+        finally:
+            events.put(finished)
+
+    threading.Thread(target=work, name="training-chunk", daemon=True).start()
+    while (event := events.get()) is not finished:
+        if isinstance(event, BaseException):
+            raise event
+        yield event
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The step of a run's last complete checkpoint (0: none yet)."""
+    found = find_checkpoint(Path(run_dir))
+    return json.loads((found / "state.json").read_text())["step"] if found is not None else 0
+
+
+class ZeroGpuTrain:
+    """adapters.train.train for a ZeroGPU Space, called as the queue calls it: the run goes in chunks of
+    GpuChunks.steps steps, each one call of `train_chunk` decorated with the Space's GPU decorator, each resuming
+    from the checkpoint the one before wrote. The result is the adapter an unchunked run makes (adapters.train
+    resumes exactly). Stop takes effect when the running chunk ends: then one more call evaluates and saves.
+
+        >>> train = ZeroGpuTrain(GpuChunks(steps=8, duration=120))              # doctest: +SKIP
+        >>> TrainingQueue(train, on_finished, on_removed, USER_ERRORS, ...)     # doctest: +SKIP
+
+    gpu: the decorator factory (app.spaces_compat.gpu: spaces.GPU on a Space); each call is made from the training
+    thread, outside any visitor's request."""
+
+    def __init__(self, chunks: GpuChunks = GpuChunks(), gpu: Callable | None = None,
+                 user_errors: tuple[type[Exception], ...] = (UserError,)):
+        if gpu is None:
+            from app.spaces_compat import gpu
+        self.chunks, self.user_errors = chunks, user_errors
+        self.chunk = gpu(duration=chunks.duration)(train_chunk)
+
+    def __call__(self, config: TrainConfig, on_event: Callable[[dict], None], stop: threading.Event,
+                 progress: bool = False) -> Path | None:
+        fields, run_dir = dataclasses.asdict(config), Path(config.run.out)
+        steps, last = self.chunks.steps, {"step": 0, "samples": 0}
+        while True:
+            start = checkpoint_step(run_dir)
+            if stop.is_set() and start == 0:  # nothing learned yet: nothing to evaluate or save
+                on_event({"type": "done", "adapter": None, "step": 0, "interrupted": True})
+                return None
+            fields["run"]["resume"] = start > 0
+            try:
+                done = None
+                for event in self.chunk(fields, 0 if stop.is_set() else start + steps, stop.is_set()):
+                    if event["type"] in last:
+                        if event["step"] <= last[event["type"]]:  # a chunk retried after a failure redoes these, alike
+                            continue
+                        last[event["type"]] = event["step"]
+                    if event["type"] == "done":
+                        done = event
+                    on_event(event)
+            except self.user_errors:
+                raise
+            except Exception as err:  # noqa: BLE001 - most likely killed at its time limit: retry from the checkpoint
+                if steps == 1:
+                    raise
+                steps = max(1, steps // 2)
+                log.warning("a training chunk failed (%s: %s); continuing from step %d with %d steps a call",
+                            type(err).__name__, err, checkpoint_step(run_dir), steps)
+                continue
+            if done is not None:
+                return Path(done["adapter"]) if done.get("adapter") else None
 
 
 # --- the queue: runs one at a time, in order, within a disk budget -------------------------------------------------

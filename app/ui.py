@@ -18,7 +18,8 @@ from pathlib import Path
 import gradio as gr
 
 from app import adapter_files, views
-from app.service import MAX_PROMPT_LINES, NO_BLOCK, PAGE_BLOCKS, SHIPPED, USER_ERRORS, Playground, ServiceError, Settings, page_objective
+from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, SHIPPED, USER_ERRORS,
+                         Playground, ServiceError, Settings, page_objective)
 from app.config import LOOPBACK_HOSTS
 from app.training_jobs import TrainRequest
 from rewards.objective import block_rewards
@@ -241,19 +242,21 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     with gr.Row():
         task = gr.Dropdown([(t.title, name) for name, t in TASKS.items()], value=d.task, label="Task")
         algo = gr.Radio([("Policy gradient (pg)", "pg"), ("Quark (the paper's)", "quark")], value=d.algo, label="Algorithm")
-        budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in")
-        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {limits.max_minutes:g}; or steps, up to {limits.max_steps})")
+        budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in", elem_id="train-budget")
+        amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {limits.max_minutes:g}; or steps, up to {limits.max_steps})",
+                           elem_id="train-amount")
     with gr.Row():
         lr = gr.Number(d.lr, minimum=0, label="Learning rate")
         alpha = gr.Slider(0.1, 5, value=d.alpha, step=0.1, label="Alpha during training")
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=limits.max_batch, label="Samples per step (batch)")
-            group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)")
+            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=limits.max_batch, label="Samples per step (batch)",
+                              elem_id="train-batch")
+            group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)", elem_id="train-group")
             tokens = gr.Number(d.max_new_tokens, precision=0, minimum=0, maximum=limits.max_tokens,
-                               label="Tokens per sample (0 = task default)")
+                               label="Tokens per sample (0 = task default)", elem_id="train-tokens")
             evals = gr.Number(d.eval_prompts, precision=0, minimum=1, maximum=limits.max_eval_prompts,
-                              label="Held-back prompts for before/after")
+                              label="Held-back prompts for before/after", elem_id="train-evals")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (keeps what it learned)", variant="stop", elem_id="train-stop")
@@ -278,9 +281,13 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
                     gr.Number(1.0, minimum=0, label="Weight", elem_id=f"objective-weight-{i + 1}"),
                     gr.Textbox(params, label="Parameters (JSON object; empty for defaults)", max_lines=1,
                                elem_id=f"objective-params-{i + 1}")]
-        pasted = gr.Textbox("", lines=3, max_lines=8, elem_id="objective-pasted",
-                            label=f"… or paste your own prompts, one a line (at least {MIN_FILE_PROMPTS}, at most "
-                                  f"{MAX_PROMPT_LINES:,}; they replace the prompt set; texts to continue)")
+        with gr.Row():
+            pasted = gr.Textbox("", lines=3, max_lines=8, elem_id="objective-pasted", scale=2,
+                                label=f"… or paste your own prompts, one a line (at least {MIN_FILE_PROMPTS}, at most "
+                                      f"{MAX_PROMPT_LINES:,}; they replace the prompt set; texts to continue)")
+            prompts_upload = gr.File(None, file_types=list(PROMPT_FILE_TYPES), type="filepath", elem_id="objective-prompts-file",
+                                     label=f"… or upload them: .txt, one a line, or .jsonl rows such as {{\"text\": ...}} "
+                                           f"(up to {MAX_PROMPTS_KB} KB)")
         with gr.Accordion("The blocks and their parameters", open=False):
             gr.Markdown(views.blocks_markdown(block_rewards()))
         start_objective = gr.Button("Train this objective", variant="primary", elem_id="objective-start")
@@ -298,13 +305,13 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
 
     def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
                   group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request, objective: dict | None = None,
-                  prompts_text: str = ""):
+                  prompts_text: str = "", prompts_file: str = ""):
         try:
             snapshot = service.start_training(
                 TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
                              alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
                              max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0),
-                             objective=objective, prompts_text=prompts_text),
+                             objective=objective, prompts_text=prompts_text, prompts_file=prompts_file),
                 owner=request.session_hash if request else None, local=_local_browser(request))
         except USER_ERRORS as err:
             raise _user_error(err) from None
@@ -315,15 +322,17 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
                             weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
                             algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int, group_size: int,
-                            max_new_tokens: int, eval_prompts: int, prompt_lines: str, request: gr.Request):
-        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
+                            max_new_tokens: int, eval_prompts: int, prompt_lines: str, request: gr.Request,
+                            prompts_file: str | None = None):
+        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it);
+        prompts_file: a .txt or .jsonl of prompts uploaded in the page (optional)."""
         rows = [(block_1, weight_1, params_1), (block_2, weight_2, params_2), (block_3, weight_3, params_3)][:PAGE_BLOCKS]
         try:
             objective = page_objective(name, prompts, rows).to_dict()
         except USER_ERRORS as err:
             raise _user_error(err) from None
         return start_run(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
-                         request, objective=objective, prompts_text=prompt_lines or "")
+                         request, objective=objective, prompts_text=prompt_lines or "", prompts_file=prompts_file or "")
 
     def stop_run(request: gr.Request):
         try:
@@ -357,7 +366,8 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
                 api_name="train_start", concurrency_limit=None)
     stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
     start_objective.click(
-        start_objective_run, [objective_name, prompts, *block_widgets, task, algo, budget, amount, lr, alpha, batch, group, tokens, evals, pasted],
+        start_objective_run, [objective_name, prompts, *block_widgets, task, algo, budget, amount, lr, alpha, batch, group, tokens, evals, pasted,
+                              prompts_upload],
         status, api_name="train_objective", concurrency_limit=None)
 
     def train_status(request: gr.Request) -> dict:

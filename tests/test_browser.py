@@ -95,3 +95,52 @@ def test_on_a_phone_every_tab_is_reachable_and_the_notes_say_top_and_bottom(page
     # On a wide screen the same words say left and right.
     expect(page.locator("#header .ipa-wide").first).to_have_text("left")
     expect(page.locator("#header .ipa-narrow").first).to_be_hidden()
+
+
+def test_your_own_objective_trains_in_the_page_and_is_tried_beside_the_base(page, playground_app):
+    """Issue 13's classroom moment, as a student clicks it: two reward blocks, pasted prompts, a 2-step run with the
+    page's smallest settings, then the new adapter in Try your adapters, both columns scored block by block. Blocks
+    without a reward model (length, avoid_words): the test is about the page."""
+    expect(page.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+    page.click("#tab-train-button")
+    page.locator("#train-budget").get_by_text("Steps").click()
+    page.locator("#train-amount input").fill("2")
+    page.get_by_text("Advanced", exact=True).click()
+    for widget, value in (("batch", "4"), ("group", "2"), ("tokens", "4"), ("evals", "1")):
+        number = page.locator(f"#train-{widget} input")
+        expect(number).to_have_value(re.compile(r"^\d+$"))  # the opened accordion has shown its value: typing now sticks
+        number.fill(value)
+        number.press("Tab")
+        expect(number).to_have_value(value)
+
+    page.get_by_text("or your own objective instead of a task").click()
+    page.locator("#objective-name input, #objective-name textarea").first.fill("browser-calm")
+    for i, (block, params) in enumerate((("length", '{"target": 3}'), ("avoid_words", '{"words": "storm, rain"}')), 1):
+        chosen = page.locator(f"#objective-block-{i} input")
+        chosen.fill(block)
+        chosen.press("Enter")
+        page.locator(f"#objective-params-{i}").locator("input, textarea").first.fill(params)
+    page.locator("#objective-pasted textarea").fill("\n".join(f"The harbour was quiet on day {i} and" for i in range(12)))
+    page.click("#objective-start")
+
+    status = page.locator("#train-status")
+    expect(status).to_contain_text("browser-calm-pg-", timeout=30_000)
+    expect(status).to_contain_text("Done: the adapter is ready", timeout=600_000)
+    job = playground_app.service.job
+    assert job.name.startswith("browser-calm-pg-") and job.state == "done" and job.history[-1]["step"] == 2
+    assert (job.config.algo.batch_size, job.config.algo.group_size, job.config.decode.max_new_tokens) == (4, 2, 4)
+    assert {b["reward"] for b in playground_app.service.adapters[job.name].card.objective["blocks"]} == {"length", "avoid_words"}
+
+    page.click("#tab-try-button")
+    adapter = page.locator("#try-adapter input")
+    adapter.fill(job.name)
+    adapter.press("Enter")
+    page.click("#try-generate")
+    rewards = page.locator("#tab-try .ipa-reward:not(.ipa-pending)")
+    expect(rewards).to_have_count(2, timeout=180_000)  # base and base + adapter, once scored
+    for column in range(2):
+        panel = rewards.nth(column)
+        expect(panel.locator(".ipa-reward-head b")).to_have_text(re.compile(r"^\d\.\d\d$"))
+        expect(panel.locator(".ipa-part-name")).to_have_text([re.compile("length"), re.compile("avoid")])
+    expect(rewards.nth(1)).to_contain_text("vs base")
+    assert page.locator("#try-base textarea").input_value().strip() and page.locator("#try-tailored textarea").input_value().strip()

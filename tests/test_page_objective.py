@@ -11,7 +11,7 @@ import json
 import pytest
 
 from app.config import AppConfig
-from app.service import Playground, ServiceError, page_objective, pasted_prompts
+from app.service import Playground, ServiceError, page_objective, pasted_prompts, uploaded_prompts
 from app.training_jobs import TrainingQueue, TrainRequest
 from rewards.objective import ObjectiveError
 from tasks.objective import CUSTOM_TASK
@@ -135,3 +135,67 @@ def test_the_reward_curve_shows_each_block_of_the_objective(tmp_path):
     frame = reward_curves(run.snapshot())
     assert frame[frame.step == 2].set_index("series").value.round(2).to_dict() == {"reward": 0.49, "sentiment": 0.6,
                                                                                    "topic": 0.4}
+
+
+def prompts_file(tmp_path, name: str, content: str | bytes) -> str:
+    path = tmp_path / "upload" / name  # where the page's upload widget would have stored it
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return str(path)
+
+
+def test_an_uploaded_prompts_file_is_read_as_tasks_data_reads_it(tmp_path):
+    rows = [json.dumps({"text": "The tide 0"}), json.dumps({"prompt": {"text": "The tide 1"}}), json.dumps("The tide 2"),
+            *(json.dumps({"prompt": f"The tide {i}"}) for i in range(3, 10)), ""]
+    assert uploaded_prompts(prompts_file(tmp_path, "sea.jsonl", "\n".join(rows)), 2000) == [f"The tide {i}" for i in range(10)]
+    text = "\ufeff" + HARBOUR.replace("\n", "\r\n\n")  # a byte-order mark, Windows line ends, blank lines
+    assert uploaded_prompts(prompts_file(tmp_path, "harbour.txt", text), 2000) == HARBOUR.splitlines()
+
+
+TEN = "\n".join(f'{{"text": "The tide {i}"}}' for i in range(10))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.txt", "", "empty.txt is empty: give at least 10 prompts, one a line"),
+    ("blank.jsonl", "\n  \n", "blank.jsonl is empty"),
+    ("picture.txt", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "picture.txt is not a text file (byte 0 is not text)"),
+    ("nul.txt", "The tide\x00\x00 rose", "nul.txt is not a text file (byte 8 is not text)"),
+    ("latin1.txt", "The caf\xe9 by the sea\n".encode("latin-1"), "latin1.txt is not a text file (byte 7 is not text)"),
+    ("many.txt", "The tide\n" * 2001, "many.txt holds 2,001 lines; the page takes at most 2,000 prompts"),
+    ("big.txt", "x" * 257 * 1024, "big.txt is 257 KB; the page takes prompts files of at most 256 KB"),
+    ("bad.jsonl", TEN.replace('"The tide 3"}', '"The tide 3"'), "bad.jsonl, line 4: not valid JSON (Expecting ',' delimiter)"),
+    ("rows.jsonl", TEN + '\n{"label": 1}', 'rows.jsonl, line 11: no prompt in this row; give each row a text, such as {"text"'),
+    ("few.jsonl", TEN.split("\n", 3)[3], "few.jsonl holds 7 prompts: give at least 10 (one in five is held back"),
+    ("long.txt", "ok\n" * 10 + "y" * 2001, "long.txt: the prompt on line 11 is longer than 2,000 characters: shorten it"),
+    ("prompts.csv", "a,b\n", "prompts.csv is not a prompts file the page takes: upload a .txt (one prompt a line) or a .jsonl"),
+])
+def test_a_bad_prompts_file_is_one_message_naming_the_file_and_line(tmp_path, name, content, message):
+    path = prompts_file(tmp_path, name, content)
+    with pytest.raises(ServiceError) as caught:
+        uploaded_prompts(path, 2000)
+    assert str(caught.value).startswith(message) and str(tmp_path) not in str(caught.value)
+
+
+def test_uploaded_prompts_train_the_objective_from_the_run_folder(tmp_path):
+    service, _ = playground_without_models(tmp_path, FakeTrain())
+    objective = page_objective("calm-sea", "passages", [TOPIC]).to_dict()
+    rows = [json.dumps({"text": f"The harbour was quiet on day {i}\nand"}) for i in range(12)]  # prompts of two lines
+    upload = prompts_file(tmp_path, "harbour.jsonl", "\n".join(rows))
+    try:
+        service.start_training(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2, objective=objective,
+                                            prompts_file=upload), owner="me")
+        run = tmp_path / "runs" / "calm-sea-pg-1"
+        assert json.loads((run / "objective.json").read_text())["prompts"] == "prompts.jsonl"
+        target = service.job.config.run.target
+        assert sorted(x["text"] for x in target.inputs("all")) == sorted(json.loads(r)["text"] for r in rows)
+    finally:
+        service.training.close(10)
+    with pytest.raises(ServiceError, match="Paste prompts or upload a file of them, not both"):
+        service.start_training(TrainRequest(objective=objective, prompts_text=HARBOUR, prompts_file=upload), owner="other")
+    with pytest.raises(ServiceError, match="Uploaded prompts are for your own objective"):
+        service.start_training(TrainRequest(prompts_file=upload), owner="other")
+    few = prompts_file(tmp_path, "few.txt", "\n".join(f"The harbour was quiet on day {i} and" for i in (0, 2, 3, 5, 6, 7, 9, 10, 11, 12)))
+    with pytest.raises(ServiceError) as caught:
+        service.start_training(TrainRequest(objective=objective, prompts_file=few), owner="other")
+    assert str(caught.value).startswith("Your uploaded prompts (few.txt): none of its prompts fell in the eval part")
+    assert str(tmp_path / "runs") not in str(caught.value) and not (tmp_path / "runs" / "calm-sea-pg-2").exists()

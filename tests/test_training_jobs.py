@@ -1,25 +1,33 @@
 """Training in a shared playground (app/training_jobs.py): the queue, Stop, the disk budget, limits and access.
 
 The training loop is a fake here (it steps every 20 ms until its budget or Stop), so these run in about a second;
-tests/test_app_api.py trains for real through the page's API."""
+tests/test_app_api.py trains for real through the page's API. A ZeroGPU Space's runs in chunks of GPU calls train a
+tiny model for real, with the `spaces` package faked."""
 
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
+import sys
 import threading
 import time
+import types
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from adapters.policy_adapter import AdapterCard
 from app.config import AppConfig, ConfigError
 from app.service import USER_ERRORS, Playground, ServiceError
-from app.training_jobs import (FULL_LIMITS, SHARED_LIMITS, TrainingJob, TrainingQueue, TrainingRequestError, TrainRequest,
-                               training_limits)
+from app.training_jobs import (FULL_LIMITS, SHARED_LIMITS, GpuChunks, TrainingJob, TrainingQueue, TrainingRequestError, TrainRequest,
+                               ZeroGpuTrain, config_from_fields, training_limits)
 from app.ui import _local_browser
+from tests.helpers import tiny_config
 
 
 class FakeTrain:
@@ -174,3 +182,98 @@ def test_local_training_only_for_browsers_on_this_machine():
     service.config = AppConfig(training="off")
     with pytest.raises(ServiceError, match="switched off"):
         Playground.start_training(service, TrainRequest(), owner="x", local=True)
+
+
+# --- on a ZeroGPU Space: a run in chunks of GPU calls ----------------------------------------------------------
+
+
+class FakeSpaces(types.ModuleType):
+    """Hugging Face's `spaces` package as a ZeroGPU Space has it, faked: `GPU(duration=...)` runs the function in this
+    process, but as the real one does it pickles the arguments and each yielded value, and it records each call's
+    duration, wall time and the training steps made inside it. The call numbered `kill` is killed at its time limit
+    after its steps, before its last checkpoint: the run's checkpoint is put back as it was and the call fails."""
+
+    def __init__(self, kill: int | None = None):
+        super().__init__("spaces")
+        self.config = SimpleNamespace(Config=SimpleNamespace(zero_gpu=True))
+        self.calls: list[dict] = []
+        self.kill = kill
+
+    def GPU(self, duration: int = 60):  # noqa: N802 - the real package's name
+        def decorate(fn):
+            def call(*args, **kwargs):  # generator functions only: train_chunk is one
+                args, kwargs = pickle.loads(pickle.dumps((args, kwargs)))  # as the call crosses to the GPU process
+                record = {"duration": duration, "steps": [], "pause_at": args[1], "stopping": args[2]}
+                self.calls.append(record)
+                checkpoint = Path(args[0]["run"]["out"]) / "checkpoint"
+                saved = checkpoint.with_name("checkpoint-before-call")
+                if checkpoint.is_dir() and len(self.calls) == self.kill:
+                    shutil.copytree(checkpoint, saved)
+                started = time.monotonic()
+                for event in fn(*args, **kwargs):
+                    if event["type"] == "step":
+                        record["steps"].append(event["step"])
+                    yield pickle.loads(pickle.dumps(event))
+                record["seconds"] = time.monotonic() - started
+                if len(self.calls) == self.kill:
+                    shutil.rmtree(checkpoint)
+                    saved.rename(checkpoint)
+                    raise RuntimeError("GPU task aborted")
+            return call
+        return decorate
+
+
+def adapter_tensors(adapter_dir) -> dict:
+    return load_file(Path(adapter_dir) / "adapter_model.safetensors")
+
+
+def test_on_zero_gpu_a_run_trains_in_chunks_of_gpu_calls_and_makes_the_unchunked_adapter(tiny_dir, tmp_path, monkeypatch):
+    from adapters.train import train
+    from app import spaces_compat
+
+    spaces = FakeSpaces(kill=2)
+    monkeypatch.setitem(sys.modules, "spaces", spaces)
+    assert spaces_compat.zero_gpu_on()
+    config = lambda out: tiny_config(tiny_dir, out, steps=5, checkpoint_every=0)  # noqa: E731 - page runs checkpoint by time
+    assert config_from_fields(asdict(config(tmp_path / "x"))) == config(tmp_path / "x")  # what crosses to the GPU process
+    whole = train(config(tmp_path / "whole"), progress=False)
+
+    events = []
+    chunked = ZeroGpuTrain(GpuChunks(steps=2, duration=30))(config(tmp_path / "chunked"), events.append, threading.Event())
+
+    # Chunks of 2 steps, each inside its own GPU call; the second is killed at its limit after its steps, so the run
+    # goes on from step 2 with 1 step a call, and reports each step once.
+    assert [c["steps"] for c in spaces.calls] == [[1, 2], [3, 4], [3], [4], [5]]
+    assert [c["pause_at"] for c in spaces.calls] == [2, 4, 3, 4, 5] and not any(c["stopping"] for c in spaces.calls)
+    assert all(c["duration"] == 30 and c["seconds"] < 30 for c in spaces.calls)
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4, 5]
+    assert [e["label"] for e in events if e["type"] == "eval"] == ["before", "after"]
+    assert [e["type"] for e in events].count("done") == 1
+    a, b = adapter_tensors(whole), adapter_tensors(chunked)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+
+
+def test_on_zero_gpu_stop_ends_the_run_after_the_running_chunk_with_what_it_learned(tiny_dir, tmp_path, monkeypatch):
+    spaces = FakeSpaces()
+    monkeypatch.setitem(sys.modules, "spaces", spaces)
+    stop, events = threading.Event(), []
+
+    def on_event(event):
+        events.append(event)
+        if event["type"] == "step" and event["step"] == 3:
+            stop.set()
+
+    config = tiny_config(tiny_dir, tmp_path / "run", steps=20, checkpoint_every=0)
+    adapter = ZeroGpuTrain(GpuChunks(steps=2, duration=30))(config, on_event, stop)
+    # Stop reaches the run between calls: the chunk under way ends (step 4), one more call evaluates and saves.
+    assert [(c["steps"], c["stopping"]) for c in spaces.calls] == [([1, 2], False), ([3, 4], False), ([], True)]
+    done = events[-1]
+    assert done["type"] == "done" and done["interrupted"] and done["step"] == 4 and Path(done["adapter"]) == adapter
+    assert json.loads((adapter / "card.json").read_text())["steps"] == 4
+
+    # Stopped before any step was checkpointed: nothing learned, no call at all.
+    spaces.calls.clear()
+    stop, events = threading.Event(), []
+    stop.set()
+    assert ZeroGpuTrain(GpuChunks(steps=2))(tiny_config(tiny_dir, tmp_path / "none"), events.append, stop) is None
+    assert spaces.calls == [] and events == [{"type": "done", "adapter": None, "step": 0, "interrupted": True}]
