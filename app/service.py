@@ -123,7 +123,7 @@ def uploaded_prompts(path: str | os.PathLike, max_chars: int) -> list[str]:
     >>> uploaded_prompts(f, 2000)[:2]
     ['The tide 0', 'The tide 1']
     """
-    from tasks.data import _read_row as read_row  # tasks.data's reading of one row (a JSON string or object)
+    from tasks.data import read_row  # tasks.data's reading of one row (a JSON string or object)
 
     path = Path(path)
     name, kind = path.name, path.suffix.lower()

@@ -136,7 +136,7 @@ def _read_lines(task_name: str, path: Path) -> list[tuple[str, dict] | None]:
     return items
 
 
-def _read_row(task_name: str, row) -> tuple[str, dict] | None:
+def read_row(task_name: str, row) -> tuple[str, dict] | None:
     if not isinstance(row, dict):
         return _item(task_name, row) if isinstance(row, str) else None
     if task_name == "knowledge_dialogue":
@@ -164,7 +164,7 @@ def _read_jsonl(task_name: str, path: Path) -> list[tuple[str, dict] | None]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}, line {number}: not valid JSON ({err.msg}).") from None
-        items.append(_read_row(task_name, row))
+        items.append(read_row(task_name, row))
     return items
 
 
@@ -197,7 +197,7 @@ def _read_json(task_name: str, path: Path) -> list[tuple[str, dict] | None]:
     except json.JSONDecodeError as err:
         raise DataError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}).") from None
     if isinstance(data, list):
-        return [_read_row(task_name, row) for row in data]
+        return [read_row(task_name, row) for row in data]
     if isinstance(data, dict) and all(isinstance(v, dict) and "extract" in v for v in list(data.values())[:5]):
         return _read_wiki(task_name, data)
     raise DataError(f"{path}: expected a list of rows or Wikipedia summaries {{title: {{title, extract}}}}.")
@@ -231,7 +231,7 @@ def _read_hub(task_name: str, spec: str) -> list[tuple[str, dict] | None]:
     except Exception as err:  # noqa: BLE001 - offline, unknown name, ...: all one user error
         raise DataError(f"Could not load hub:{spec} (it needs network access): {type(err).__name__}: {err}") from None
     if reader is None:
-        return [_read_row(task_name, dict(row)) for row in rows]
+        return [read_row(task_name, dict(row)) for row in rows]
     return [_item(task_name, reader(row)) for row in rows]
 
 
