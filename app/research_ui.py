@@ -155,7 +155,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         return source, k
 
     def outputs_of(report: dict, kind: str, *views_):
-        return (done_line(report), *views_, gr.update(value=json_file(report, kind), interactive=True), report)
+        return (done_line(report), *views_, json_file(report, kind), report)
 
     def streamed(work, done, n_outputs: int, what: str):
         def updates():
@@ -175,7 +175,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                              elem_id=f"{name}-compare-table")
         texts = gr.Dataframe(label="Their texts for the first prompt", interactive=False, wrap=True,
                              elem_id=f"{name}-compare-texts")
-        download = gr.DownloadButton("Download JSON", interactive=False, elem_id=f"{name}-compare-json")
+        download = gr.DownloadButton("Download JSON", elem_id=f"{name}-compare-json")
         with gr.Accordion("The comparison as data (what the API returns; bench.compare --json's object)", open=False):
             data = gr.JSON(label="Comparison")
 
@@ -204,14 +204,15 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         alphas = gr.Textbox(DEFAULT_ALPHAS, label="Alphas (0 to 5, separated by commas)", elem_id=f"{name}-sweep-alphas")
         run_s = gr.Button("Sweep alpha", elem_id=f"{name}-sweep-run")
         status_s = gr.Markdown(elem_id=f"{name}-sweep-status")
-        empty = sweep_frames(None)
         plots = []
         for row in (list(SWEEP_PLOTS)[:2], list(SWEEP_PLOTS)[2:]):
             with gr.Row():
-                plots += [gr.LinePlot(empty[m], x="alpha", y="value", color="series", title=SWEEP_PLOTS[m], height=240,
+                # Empty at first as None: a plot that starts from an empty frame draws later series without colour
+                # (Gradio 6.31: its colour scale keeps the first frame's empty list of series).
+                plots += [gr.LinePlot(None, x="alpha", y="value", color="series", title=SWEEP_PLOTS[m], height=240,
                                       color_map=SERIES_COLORS, elem_id=f"{name}-sweep-{m}") for m in row]
         points = gr.Dataframe(label="The points (* the trained strength)", interactive=False, elem_id=f"{name}-sweep-table")
-        download_s = gr.DownloadButton("Download JSON", interactive=False, elem_id=f"{name}-sweep-json")
+        download_s = gr.DownloadButton("Download JSON", elem_id=f"{name}-sweep-json")
         with gr.Accordion("The sweep as data (what the API returns)", open=False):
             data_s = gr.JSON(label="Sweep")
 
