@@ -214,3 +214,9 @@ def test_the_panels_are_in_the_api_and_answer(playground_app):
     *_, data = client.predict(text="The referee made a terrible call, and the fans", adapter="toxicity", prompts="input",
                               samples_per_prompt=1, max_new_tokens=4, api_name="/compare_toxicity")
     assert list(data["methods"]) == list(METHODS) and data["n_prompts"] == 1
+
+
+def test_the_docstring_examples_hold():
+    import doctest
+
+    assert doctest.testmod(research).failed == 0
