@@ -96,6 +96,9 @@ class AppConfig:
     """Requests that may wait for room in the running batch; beyond it a request is told the playground is busy."""
     queue_size: int = 256
     """Requests that may wait in Gradio's queue (for a free worker); beyond it users are told the playground is busy."""
+    research_samples: int = 60
+    """The most samples one click of the page's Compare methods or Alpha sweep may ask for: prompts × samples per
+    prompt × methods (5), or × alphas (the 6 demo inputs × 2 samples × 5 methods fit; best-of-N draws N a sample)."""
     warm_up: bool = True
     """Load every reward model at start, so that the first request is not slow."""
     base_api: str = ""
@@ -125,8 +128,9 @@ class AppConfig:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}.")
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (all cores but one) or positive, got {self.threads}.")
-        if min(self.max_input_chars, self.concurrency, self.queue_size, self.max_rows, self.max_waiting) < 1:
-            raise ConfigError("--max-input-chars, --concurrency, --queue-size, --max-rows and --max-waiting must be at least 1.")
+        if min(self.max_input_chars, self.concurrency, self.queue_size, self.max_rows, self.max_waiting, self.research_samples) < 1:
+            raise ConfigError("--max-input-chars, --concurrency, --queue-size, --max-rows, --max-waiting and --research-samples "
+                              "must be at least 1.")
         if self.training not in TRAINING_ACCESS:
             raise ConfigError(f"--training must be one of {', '.join(TRAINING_ACCESS)}, got {self.training!r}.")
         if self.training_limits not in ("auto", "full", "shared"):

@@ -195,6 +195,10 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
     steering = gr.Markdown(views.TOKEN_LEGEND, label="steering")
     with gr.Accordion("The result as data (what the API returns)", open=False):
         data = gr.JSON(label="Result")
+    from app.research_ui import research_panels  # here, not at the top: it builds on this module's helpers
+
+    research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
+                                                     "top_p": top_p, "seed": seed})
 
     def on_adapter_change(name: str):
         entry = service.adapters.get(name)

@@ -37,13 +37,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from adapters.checks import UserError, check_number
 from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from adapters.loading import ModelConfig
 from adapters.policy_adapter import AdapterError, read_card
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, decode_steps
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy, run_steps
 from bench.evaluate import EVAL_DECODE_FLAGS, EvalConfig, _format, metrics_with_intervals
 from tasks import Task, get_task
 from tasks.data import load_inputs
@@ -83,16 +83,19 @@ class Decoded:
 
 
 def decode_method(policy: TailoredPolicy, prompts: list[str], config: DecodeConfig, n: int, column: str,
-                  batch_size: int) -> Decoded:
+                  batch_size: int, drive: Callable[[DecodeRun], Iterable] = run_steps) -> Decoded:
     """n samples of each prompt from one column ('base' or 'tailored'), batch_size prompts at a time with the
     seed + batch number (as bench.evaluate.decode_all, so base and ipa share their random numbers), and the rows
-    the run used: its row kinds (DecodeRun.row_kinds: 'base', 'adapter', 'init', ...) are a stream's rows per step."""
+    the run used: its row kinds (DecodeRun.row_kinds: 'base', 'adapter', 'init', ...) are a stream's rows per step.
+
+    drive(run) decodes a run to its end: alone by default (tailored_decoding.run_steps); the page passes its
+    scheduler's, so that a comparison's rows share each step with other users' requests."""
     completions, decode_rows, prefill_rows, rows = [], 0, 0, 0
     start = time.perf_counter()
     for b, first in enumerate(range(0, len(prompts), batch_size)):
-        run = None
-        for run in decode_steps(policy, prompts[first:first + batch_size], dataclasses.replace(config, seed=config.seed + b),
-                                n=n, columns=(column,)):
+        run = DecodeRun(policy, prompts[first:first + batch_size], dataclasses.replace(config, seed=config.seed + b),
+                        n=n, columns=(column,))
+        for _ in drive(run):
             pass
         batch = getattr(run.result(final=True), column)
         rows = len(run.row_kinds)
@@ -116,26 +119,30 @@ def best_of_n(rewards: list[float], k: int, n: int) -> list[int]:
 
 def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], config: DecodeConfig, k: int, batch_size: int,
                     reward: Callable[[list[dict], list[str]], list[float]], measure: Callable[[list[Completion]], dict],
-                    n: int = 0, log=lambda message: None) -> tuple[dict[str, dict], dict[str, list[str]]]:
+                    n: int = 0, log=lambda message: None, warm_up: bool = True,
+                    drive: Callable[[DecodeRun], Iterable] = run_steps) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """Every method's metrics and compute, {method: {metric: value}} in METHODS' order, and its texts (k per input).
 
     reward(inputs, texts) -> the task's reward per sample (best_of_n's choice); measure(completions) -> the metrics
-    of a column of k samples per input; n: best_of_n's N (0: IPA's decode rows / the base's, rounded, at least 1)."""
+    of a column of k samples per input; n: best_of_n's N (0: IPA's decode rows / the base's, rounded, at least 1);
+    warm_up: decode and score once, untimed, first (a server whose models are warm passes False); drive: how each
+    run is decoded (decode_method)."""
     if policy.adapter is None:
         raise AdapterError("bench.compare needs an adapter: ipa and prompted_ipa decode with it.")
     plain = [task.build_prompt(x, policy.tokenizer) for x in inputs]
     told = [task.build_prompt(x, policy.tokenizer, instructed=True) for x in inputs]
-    # Warm-up, not timed: the first decoding step and the reward's models (loaded on first use) would be charged
-    # to whichever method came first.
-    decode_method(policy, plain[:1], dataclasses.replace(config, max_new_tokens=2), 1, "tailored", 1)
-    reward(inputs[:1], ["A warm-up sentence."])
+    if warm_up:
+        # Not timed: the first decoding step and the reward's models (loaded on first use) would be charged
+        # to whichever method came first.
+        decode_method(policy, plain[:1], dataclasses.replace(config, max_new_tokens=2), 1, "tailored", 1, drive)
+        reward(inputs[:1], ["A warm-up sentence."])
     runs = {}
     for name, prompts, column in (("base", plain, "base"), ("ipa", plain, "tailored")):
         log(f"{name}: {len(prompts)} prompts × {k}")
-        runs[name] = decode_method(policy, prompts, config, k, column, batch_size)
+        runs[name] = decode_method(policy, prompts, config, k, column, batch_size, drive)
     n = n or max(1, round(runs["ipa"].decode_rows / runs["base"].decode_rows))
     log(f"best_of_n: {len(plain)} prompts × {k} × N = {n}")
-    drawn = decode_method(policy, plain, config, k * n, "base", batch_size)
+    drawn = decode_method(policy, plain, config, k * n, "base", batch_size, drive)
     start = time.perf_counter()
     rewards = reward([x for x in inputs for _ in range(k * n)], [c.text for c in drawn.completions])
     kept = [drawn.completions[i] for i in best_of_n(rewards, k, n)]
@@ -143,7 +150,7 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
     runs["best_of_n"] = dataclasses.replace(drawn, completions=kept, seconds=drawn.seconds + select_seconds)
     for name, column in (("prompted", "base"), ("prompted_ipa", "tailored")):
         log(f"{name}: {len(told)} prompts × {k}")
-        runs[name] = decode_method(policy, told, config, k, column, batch_size)
+        runs[name] = decode_method(policy, told, config, k, column, batch_size, drive)
     methods = {}
     for name in METHODS:
         run = runs[name]
@@ -198,6 +205,15 @@ def compare(args: argparse.Namespace, log=lambda message: None) -> dict:
         reward=lambda xs, texts: [s["reward"] for s in scorer(xs, texts)],
         measure=lambda completions: metrics_with_intervals(task.name, scorer, inputs, completions, k),
         n=baselines.best_of_n, log=log)
+    return compare_report(task, inputs, k, config, adapter, methods, texts, scorer, policy, time.time() - start,
+                          what.examples, split=what.split, prompts=what.prompts or None)
+
+
+def compare_report(task: Task, inputs: list[dict], k: int, config: DecodeConfig, adapter: str, methods: dict,
+                   texts: dict[str, list[str]], scorer, policy: TailoredPolicy, seconds: float, examples: int,
+                   **where) -> dict:
+    """compare_methods' results as one JSON-able object: what --json prints, and the page's comparison (its JSON
+    download). where: how the inputs were chosen (the CLI: split and prompts file)."""
     return {
         "task": task.name,
         "n_prompts": len(inputs),
@@ -208,16 +224,15 @@ def compare(args: argparse.Namespace, log=lambda message: None) -> dict:
         "alpha": config.alpha,
         "instruction": task.instruction,
         "seed": config.seed,
-        "split": what.split,
-        "prompts": what.prompts or None,
+        **where,
         "decode": {name: getattr(config, name) for name in EVAL_DECODE_FLAGS},
         "toxicity_backend": scorer.toxicity_backend,
         "toxicity_backend_label": scorer.toxicity_backend_label,
-        "device": str(device),
+        "device": str(policy.base.base_model.device),
         "dtype": str(policy.base.base_model.dtype).removeprefix("torch."),
-        "seconds": round(time.time() - start, 1),
+        "seconds": round(seconds, 1),
         "examples": [{"input": inputs[i], **{name: texts[name][i * k] for name in METHODS}}
-                     for i in range(min(len(inputs), what.examples))],
+                     for i in range(min(len(inputs), examples))],
     }
 
 

@@ -45,13 +45,14 @@ import shlex
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from adapters.api_base import add_api_args, api_config_from_args, cost_line, with_api_base
 from adapters.checks import UserError, check_number
 from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from adapters.loading import ModelConfig
 from adapters.policy_adapter import AdapterCard, AdapterError, read_card, update_card
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, TailoredPolicy, generate
+from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy, run_steps
 from tasks import metrics
 from tasks.objective import ObjectiveScorer, scoring_target
 from tasks.scoring import TaskScorer
@@ -100,19 +101,20 @@ class EvalConfig:
                 raise DecodeError("--alphas needs --adapter DIR: without an adapter every alpha decodes the base.")
 
 
-def parse_alphas(text: str) -> list[float]:
-    """The strengths of an alpha sweep, from "0,0.25,1" (each checked like DecodeConfig.alpha).
+def parse_alphas(text: str, limits: tuple = DecodeConfig.LIMITS["alpha"], name: str = "--alphas") -> list[float]:
+    """The strengths of an alpha sweep, from "0,0.25,1", each checked against limits (DecodeConfig.alpha's; the
+    page passes its narrower range); name: what the messages call the list.
 
     >>> parse_alphas("0, 0.5,1")
     [0.0, 0.5, 1.0]
     """
-    low, high, _ = DecodeConfig.LIMITS["alpha"]
+    low, high, _ = limits
     alphas = []
     for item in text.split(","):
         try:
             value = float(item)
         except ValueError:
-            raise DecodeError(f"--alphas takes numbers separated by commas (e.g. 0,0.5,1), got {item.strip()!r}.") from None
+            raise DecodeError(f"{name} takes numbers separated by commas (e.g. 0,0.5,1), got {item.strip()!r}.") from None
         alphas.append(check_number(value, "alphas", low, high, error=DecodeError))
     return alphas
 
@@ -162,9 +164,11 @@ def metrics_with_intervals(task_name: str, scorer: TaskScorer, inputs: list[dict
 
 
 def alpha_sweep(policy: TailoredPolicy, prompts: list[str], config: DecodeConfig, k: int, alphas: list[float],
-                batch_size: int, measure, log=lambda message: None, trained_alpha: float = 1.0) -> list[dict]:
+                batch_size: int, measure, log=lambda message: None, trained_alpha: float = 1.0,
+                drive: Callable[[DecodeRun], Iterable] = run_steps) -> list[dict]:
     """The tailored column decoded at each alpha (decode_all, as the evaluation decodes it) and measured:
-    [{"alpha", "trained_strength", **measure(completions)}], with measure(completions) -> metrics dict.
+    [{"alpha", "trained_strength", **measure(completions)}], with measure(completions) -> metrics dict; drive: how
+    each run is decoded (decode_all).
 
     Every alpha decodes with the same seed, so the samples of all alphas share their random numbers: the curve
     moves with alpha, not with the draw, and alpha 0 gives the base column's texts. Exactly so in float32; in
@@ -175,7 +179,8 @@ def alpha_sweep(policy: TailoredPolicy, prompts: list[str], config: DecodeConfig
     points = []
     for alpha in alphas:
         log(f"alpha {alpha:g}")
-        completions = decode_all(policy, prompts, dataclasses.replace(config, alpha=alpha), k, batch_size, ("tailored",), log)["tailored"]
+        completions = decode_all(policy, prompts, dataclasses.replace(config, alpha=alpha), k, batch_size, ("tailored",), log,
+                                 drive)["tailored"]
         points.append({"alpha": alpha, "trained_strength": alpha == trained_alpha, **measure(completions)})
     return points
 
@@ -191,12 +196,17 @@ def untrained_control(policy: TailoredPolicy) -> TailoredPolicy:
                           cache=policy.cache)
 
 
-def decode_all(policy, prompts, config, k, batch_size, columns, log) -> dict[str, list[Completion]]:
-    """Every prompt's k samples per column, decoded batch_size prompts at a time."""
+def decode_all(policy, prompts, config, k, batch_size, columns, log,
+               drive: Callable[[DecodeRun], Iterable] = run_steps) -> dict[str, list[Completion]]:
+    """Every prompt's k samples per column, decoded batch_size prompts at a time (the batch's seed: config's + its
+    number). drive(run) decodes a run to its end: alone by default; the page passes its scheduler's."""
     out = {c: [] for c in columns}
     for b, start in enumerate(range(0, len(prompts), batch_size)):
         batch_config = dataclasses.replace(config, seed=config.seed + b)
-        result = generate(policy, prompts[start:start + batch_size], batch_config, n=k, columns=columns)
+        run = DecodeRun(policy, prompts[start:start + batch_size], batch_config, n=k, columns=columns)
+        for _ in drive(run):
+            pass
+        result = run.result(final=True)
         for column in columns:
             out[column] += getattr(result, column)
         log(f"  decoded {min(start + batch_size, len(prompts))}/{len(prompts)} prompts ({'+'.join(columns)})")

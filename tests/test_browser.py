@@ -8,6 +8,7 @@ writes there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -144,3 +145,22 @@ def test_your_own_objective_trains_in_the_page_and_is_tried_beside_the_base(page
         expect(panel.locator(".ipa-part-name")).to_have_text([re.compile("length"), re.compile("avoid")])
     expect(rewards.nth(1)).to_contain_text("vs base")
     assert page.locator("#try-base textarea").input_value().strip() and page.locator("#try-tailored textarea").input_value().strip()
+
+
+def test_compare_methods_runs_on_the_current_input_and_downloads_its_json(page, playground_app):
+    """The research panel of one tab: Compare methods on the tab's input, 1 sample a prompt (the default)."""
+    page.locator("#tab-toxicity-button").click()
+    page.locator("#toxicity-text textarea").fill("The referee made a terrible call, and the fans")
+    page.locator("#toxicity-compare").get_by_text("Compare methods: IPA against").click()
+    page.click("#toxicity-compare-run")
+    expect(page.locator("#toxicity-compare-status")).to_contain_text("Done in", timeout=300_000)
+    table = page.locator("#toxicity-compare-table")
+    for method in ("base", "ipa", "best_of_n", "prompted", "prompted_ipa"):
+        expect(table).to_contain_text(method)
+    expect(table).to_contain_text("avg max toxicity")
+    expect(page.locator("#toxicity-compare-texts")).to_contain_text("sample 1")
+    with page.expect_download() as download:
+        page.click("#toxicity-compare-json")
+    report = json.loads(Path(download.value.path()).read_text())
+    assert (report["task"], report["n_prompts"], report["samples_per_prompt"]) == ("toxicity", 1, 1)
+    assert list(report["methods"]) == ["base", "ipa", "best_of_n", "prompted", "prompted_ipa"]

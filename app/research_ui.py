@@ -1,0 +1,239 @@
+"""The research panels of a task tab: Compare methods (IPA against best-of-N and prompting) and the alpha sweep.
+
+What they show is plain functions of the service's reports first (tables and plot frames, no Gradio); then the
+widgets, built by `research_panels`, which app/ui.py's task_tab calls with the tab's input fields, adapter list and
+settings. API names (gradio_client): compare_<task> and sweep_<task>; each returns the report (the JSON download)
+as its last output.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from app import research, views
+from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
+from app.service import Playground, Settings
+from app.ui import NO_ADAPTER, _as_page_errors, _checked_by_service, _with_parameters
+from bench.compare import METHODS
+from tasks import Task
+
+METHOD_NOTES = {
+    "base": "the base model alone",
+    "ipa": "base + adapter (this tab's adapter and alpha)",
+    "best_of_n": "N base samples for each one kept, the best by the task's reward; N spends IPA's decoding compute",
+    "prompted": "the base, told the task's goal in its prompt",
+    "prompted_ipa": "both: the told prompt, decoded with the adapter",
+}
+COMPARE_NOTE = (
+    "Is the adapter better than sampling the base N times and keeping the best by the reward, or than telling the "
+    "base the goal? The five methods of `python -m bench.compare` on a few prompts, with this tab's adapter and "
+    "settings: " + "; ".join(f"**{name}**: {note}" for name, note in METHOD_NOTES.items()) + ". Reward ± the 95 % "
+    "interval over prompts (one prompt has none); decode rows: next-token distributions computed. Few prompts "
+    "decide little: the demo inputs with 2 samples say more than one input.")
+SWEEP_NOTE = (
+    "How the effect grows with alpha, and what it costs: the base + adapter column decoded again at each alpha "
+    "(the same seed at each, so alpha 0 is the base), with the 95 % interval over prompts as the thin lines "
+    "(`python -m bench.evaluate --alphas`). The vertical line marks the adapter's trained strength.")
+SWEEP_PLOTS = {"mean_reward": "Reward", "kl_per_token": "KL(tailored ‖ base) per token", "perplexity": "Perplexity",
+               "relevance": "Relevance (MiniLM cosine to the input)"}
+"""The sweep's plots: metric -> title."""
+TRAINED_SERIES = "trained strength"
+LOW, HIGH = "95 % low", "95 % high"
+SERIES_COLORS = {"mean": "#4f46e5", LOW: "#a5b4fc", HIGH: "#a5b4fc", TRAINED_SERIES: "#e11d48"}
+
+
+def _cell(values: dict, metric: str, digits: int = 3) -> str:
+    """'0.812 ± 0.051', or the value alone where it has no interval."""
+    value = values.get(metric)
+    if value is None:
+        return "–"
+    half = values.get(f"{metric}_ci95")
+    return views.fmt(value, digits) + (f" ± {views.fmt(half, digits)}" if half is not None else "")
+
+
+def _label(metric: str) -> str:
+    return views.PART_LABELS.get(metric, metric.replace("_", " "))
+
+
+def compare_frame(report: dict, task: Task) -> pd.DataFrame:
+    """One row per method: reward ± interval, the task's own metrics, perplexity, relevance, distinct-2, KL, compute."""
+    rows = []
+    for name, values in report["methods"].items():
+        row = {"method": name, "reward (± 95 %)": _cell(values, "mean_reward")}
+        row.update({_label(m): _cell(values, m) for m in task.metrics})
+        row.update({"perplexity": _cell(values, "perplexity", 1), "relevance": _cell(values, "relevance"),
+                    "distinct-2": _cell(values, "distinct_2"), "KL / token": _cell(values, "kl_per_token"),
+                    "decode rows": str(values["decode_rows"]), "seconds": views.fmt(values["seconds"], 1),
+                    "N": str(values["n"]) if "n" in values else ""})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def texts_frame(report: dict) -> pd.DataFrame:
+    """The first prompt's samples, one row per method."""
+    k = report["samples_per_prompt"]
+    return pd.DataFrame([{"method": name, **{f"sample {i + 1}": text.strip() for i, text in enumerate(texts[:k])}}
+                         for name, texts in report["texts"].items()], columns=["method"] + [f"sample {i + 1}" for i in range(k)])
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    # Typed columns even when empty: an untyped empty frame makes the plot fall back to a categorical axis.
+    return pd.DataFrame({"alpha": pd.Series([r[0] for r in rows], dtype="float64"),
+                         "value": pd.Series([r[1] for r in rows], dtype="float64"),
+                         "series": pd.Series([r[2] for r in rows], dtype="object")})
+
+
+def sweep_frames(report: dict | None) -> dict[str, pd.DataFrame]:
+    """For each of SWEEP_PLOTS a frame for gr.LinePlot(x="alpha", y="value", color="series"): the mean, the 95 %
+    interval's two bounds and a vertical rule at the trained strength (from the lowest to the highest value)."""
+    frames = {}
+    for metric in SWEEP_PLOTS:
+        rows = []
+        for point in (report or {}).get("alpha_sweep", []):
+            value, half = point.get(metric), point.get(f"{metric}_ci95")
+            if value is None:
+                continue
+            rows.append((point["alpha"], value, "mean"))
+            if half is not None:
+                rows += [(point["alpha"], value - half, LOW), (point["alpha"], value + half, HIGH)]
+        if rows:
+            ys = [r[1] for r in rows]
+            rows += [(report["alpha"], min(ys), TRAINED_SERIES), (report["alpha"], max(ys), TRAINED_SERIES)]
+        frames[metric] = _frame(rows)
+    return frames
+
+
+def sweep_frame(report: dict) -> pd.DataFrame:
+    """The sweep as a table: one row per alpha, each metric ± its interval; * marks the trained strength."""
+    return pd.DataFrame([{"alpha": f"{p['alpha']:g}{' *' if p['trained_strength'] else ''}",
+                          **{title: _cell(p, m, 1 if m == "perplexity" else 3) for m, title in SWEEP_PLOTS.items()},
+                          "distinct-2": _cell(p, "distinct_2")} for p in report["alpha_sweep"]])
+
+
+def done_line(report: dict) -> str:
+    prompts = f"{report['n_prompts']} prompt{'s' * (report['n_prompts'] != 1)} × {report['samples_per_prompt']} sample" + (
+        "s" * (report["samples_per_prompt"] != 1))
+    best = f", best-of-N with N = {report['best_of_n']}" if "best_of_n" in report else ""
+    backend = f" · toxicity: {report['toxicity_backend_label']}" if "toxicity" in report["task"] or "safety" in report["task"] else ""
+    return (f"Done in {report['seconds']:g} s: {prompts}, adapter {views.e(report['adapter'])}{best}, seed {report['seed']}"
+            f"{views.e(backend)}.")
+
+
+def json_file(report: dict, kind: str) -> str:
+    """The report as a JSON file for the Download button."""
+    path = Path(tempfile.mkdtemp(prefix="ipa-research-")) / f"{kind}-{report['task']}-seed{report['seed']}.json"
+    path.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return str(path)
+
+
+# --- the widgets ------------------------------------------------------------------------------------------------
+
+
+def _source_choices(task: Task) -> list[tuple[str, str]]:
+    return list(zip(("This tab's input", f"The task's {len(task.demos)} demo inputs"), INPUT_SOURCES))
+
+
+def research_panels(service: Playground, task: Task, fields: list[gr.components.Component], adapter: gr.Dropdown,
+                    settings: dict[str, gr.components.Component]) -> None:
+    """Two accordions under a task tab: Compare methods and Alpha sweep, on the tab's input or its demo inputs, with
+    the tab's adapter and settings (`settings`: alpha, max_new_tokens, temperature, top_p, seed widgets)."""
+    name = task.name
+    decode = ["max_new_tokens", "temperature", "top_p", "seed"]
+    limit = f"at most {service.config.research_samples} samples a click"
+
+    def panel_inputs(prefix: str):
+        with gr.Row():
+            source = _checked_by_service(gr.Radio(_source_choices(task), value="input", label="Prompts",
+                                                  elem_id=f"{name}-{prefix}-prompts"))
+            k = _checked_by_service(gr.Slider(*Settings.LIMITS["n"][:2], value=1, step=1, label="Samples per prompt",
+                                              elem_id=f"{name}-{prefix}-samples"))
+        return source, k
+
+    def outputs_of(report: dict, kind: str, *views_):
+        return (done_line(report), *views_, json_file(report, kind), report)
+
+    def streamed(work, done, n_outputs: int, what: str):
+        def updates():
+            for item in research.in_background(work()):
+                if isinstance(item, str):
+                    yield (f"⏳ {views.e(item)}", *[gr.skip()] * (n_outputs - 1))
+                else:
+                    yield done(item)
+        return _as_page_errors(updates, what)
+
+    with gr.Accordion("Compare methods: IPA against best-of-N and prompting", open=False, elem_id=f"{name}-compare"):
+        gr.Markdown(COMPARE_NOTE + f" <small>({limit}: prompts × samples × 5 methods)</small>")
+        source, k = panel_inputs("compare")
+        run = gr.Button("Compare methods", elem_id=f"{name}-compare-run")
+        status = gr.Markdown(elem_id=f"{name}-compare-status")
+        table = gr.Dataframe(label="Methods (mean over samples; ± 95 % interval over prompts)", interactive=False, wrap=True,
+                             elem_id=f"{name}-compare-table")
+        texts = gr.Dataframe(label="Their texts for the first prompt", interactive=False, wrap=True,
+                             elem_id=f"{name}-compare-texts")
+        download = gr.DownloadButton("Download JSON", elem_id=f"{name}-compare-json")
+        with gr.Accordion("The comparison as data (what the API returns; bench.compare --json's object)", open=False):
+            data = gr.JSON(label="Comparison")
+
+    def compare(*values):
+        inputs = {f.name: v for f, v in zip(task.fields, values)}
+        adapter_, alpha, max_new, temperature, top_p, seed, source_, k_ = values[len(task.fields):]
+
+        def work():
+            settings_ = Settings(alpha=alpha, max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
+            chosen = research.research_inputs(service, name, source_, inputs)
+            adapter_name = None if adapter_ in (None, "", NO_ADAPTER) else adapter_
+            return lambda say, cancelled: research.compare(service, name, chosen, k_, adapter_name, settings_, say, cancelled)
+
+        yield from streamed(work, lambda report: outputs_of(report, "compare", compare_frame(report, task), texts_frame(report)),
+                            5, "Comparison")
+
+    names = [f.name for f in task.fields] + ["adapter", "alpha", *decode, "prompts", "samples_per_prompt"]
+    run.click(_with_parameters(compare, names),
+              [*fields, adapter, settings["alpha"], *[settings[d] for d in decode], source, k],
+              [status, table, texts, download, data], api_name=f"compare_{name}", concurrency_id="research",
+              concurrency_limit=2, show_progress="minimal")
+
+    with gr.Accordion("Alpha sweep: the effect and its cost against alpha", open=False, elem_id=f"{name}-sweep"):
+        gr.Markdown(SWEEP_NOTE + f" <small>({limit}: prompts × samples × alphas)</small>")
+        source_s, k_s = panel_inputs("sweep")
+        alphas = gr.Textbox(DEFAULT_ALPHAS, label="Alphas (0 to 5, separated by commas)", elem_id=f"{name}-sweep-alphas")
+        run_s = gr.Button("Sweep alpha", elem_id=f"{name}-sweep-run")
+        status_s = gr.Markdown(elem_id=f"{name}-sweep-status")
+        plots = []
+        for row in (list(SWEEP_PLOTS)[:2], list(SWEEP_PLOTS)[2:]):
+            with gr.Row():
+                # Empty at first as None: a plot that starts from an empty frame draws later series without colour
+                # (Gradio 6.31: its colour scale keeps the first frame's empty list of series).
+                plots += [gr.LinePlot(None, x="alpha", y="value", color="series", title=SWEEP_PLOTS[m], height=240,
+                                      color_map=SERIES_COLORS, elem_id=f"{name}-sweep-{m}") for m in row]
+        points = gr.Dataframe(label="The points (* the trained strength)", interactive=False, elem_id=f"{name}-sweep-table")
+        download_s = gr.DownloadButton("Download JSON", elem_id=f"{name}-sweep-json")
+        with gr.Accordion("The sweep as data (what the API returns)", open=False):
+            data_s = gr.JSON(label="Sweep")
+
+    def sweep(*values):
+        inputs = {f.name: v for f, v in zip(task.fields, values)}
+        adapter_, max_new, temperature, top_p, seed, source_, k_, alphas_ = values[len(task.fields):]
+
+        def work():
+            settings_ = Settings(max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
+            chosen = research.research_inputs(service, name, source_, inputs)
+            adapter_name = None if adapter_ in (None, "", NO_ADAPTER) else adapter_
+            return lambda say, cancelled: research.sweep(service, name, chosen, k_, adapter_name, settings_, alphas_, say,
+                                                         cancelled)
+
+        def done(report):
+            frames = sweep_frames(report)
+            return outputs_of(report, "sweep", *[frames[m] for m in SWEEP_PLOTS], sweep_frame(report))
+
+        yield from streamed(work, done, 8, "Alpha sweep")
+
+    names = [f.name for f in task.fields] + ["adapter", *decode, "prompts", "samples_per_prompt", "alphas"]
+    run_s.click(_with_parameters(sweep, names), [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas],
+                [status_s, *plots, points, download_s, data_s], api_name=f"sweep_{name}", concurrency_id="research",
+                concurrency_limit=2, show_progress="minimal")
