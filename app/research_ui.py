@@ -19,7 +19,6 @@ from app import research, views
 from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
 from app.service import Playground, Settings
 from app.ui import NO_ADAPTER, _as_page_errors, _checked_by_service, _with_parameters
-from bench.compare import METHODS
 from tasks import Task
 
 METHOD_NOTES = {
