@@ -1,8 +1,11 @@
 """The token inspector in a task tab: click a token of the token view to see, at that step, the 10 likeliest tokens
 under the base, each adapter and the tailored policy, with the KL; pick another token and branch from there.
 
-    >>> last = inspector_panel(service, task, token_view)          # doctest: +SKIP  (in task_tab, under the token view)
-    >>> yield (*views.generation_outputs(update, task, entry), kept(update))   # doctest: +SKIP  (the Generate handler)
+    >>> inspector = inspector_panel(service, task, token_view)       # doctest: +SKIP
+    >>> event = button.click(generate, inputs, [*outputs, inspector.state])  # doctest: +SKIP
+    >>> inspector.follow(event)                                       # doctest: +SKIP
+
+In task_tab, under the token view; the Generate handler yields `kept(update)` into the state as its last output.
 
 What the page keeps of the last result (a per-session gr.State, `InspectorState`): the finished Generation without
 its inspector data, plus every sample's steps packed into two small arrays a step (token ids and float32
@@ -19,6 +22,7 @@ import dataclasses
 import html
 from array import array
 from dataclasses import dataclass
+from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -84,9 +88,9 @@ def kept(update: Generation):
     """What the Generate handler leaves in the session's state: nothing until the last update, then that result."""
     if not update.done:
         return gr.skip()
-    strip = lambda cs: [dataclasses.replace(c, steps=[]) for c in cs]  # noqa: E731
     steps = {column: [[pack_step(s) for s in c.steps] for c in getattr(update, column)] for column in COLUMNS}
-    return InspectorState(dataclasses.replace(update, base=strip(update.base), tailored=strip(update.tailored)), steps)
+    without_steps = {column: [dataclasses.replace(c, steps=[]) for c in getattr(update, column)] for column in COLUMNS}
+    return InspectorState(dataclasses.replace(update, **without_steps), steps)
 
 
 def _last(state: InspectorState | None) -> InspectorState:
@@ -191,20 +195,13 @@ class Inspector:
     """What task_tab needs of the panel: the state its Generate event fills (`kept`), and `follow` for that event."""
 
     state: gr.State
-    follow: object
+    follow: Callable[[object], None]
     """follow(generate_event): once a Generate is done, the panel shows the new result's step."""
 
 
-def _answered(answer, what: str):
-    """`answer()`, with a user error as one pop-up and a bug as a logged one-line pop-up (as app.ui does)."""
-    try:
-        return answer()
-    except USER_ERRORS as err:
-        raise ui._user_error(err) from None
-    except gr.Error:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise ui._crash(err, what) from None
+def _answered(answer: Callable, what: str):
+    """`answer()`, its errors turned into the page's messages by the page's one wrapper (app.ui._as_page_errors)."""
+    return next(ui._as_page_errors(lambda: iter([answer()]), what))
 
 
 def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText) -> Inspector:

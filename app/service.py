@@ -612,7 +612,7 @@ class Playground:
         _, key, scorer, inputs = second
         return self.score(key, [inputs] * len(texts), texts, scorer=scorer)
 
-    def branch(self, last: Generation, column: str, sample: int, step: int, token_id: int) -> "Branched":
+    def branch(self, last: Generation, column: str, sample: int, step: int, token_id: int) -> Branched:
         """Continue sample `sample` (1, 2, ...) of `column` of a finished generation from its step `step` (0 = the
         first new token) with `token_id` there, both columns, scored as the generation was.
 
