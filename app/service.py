@@ -540,11 +540,7 @@ class Playground:
                 yield update
 
         texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
-        if task == CUSTOM_TASK:  # batched with other requests for the same adapter's objective
-            scores = self.score(f"{CUSTOM_TASK}:{entry.name}", [inputs] * len(texts), texts,
-                                scorer=self._objective_scorer(entry.name))
-        else:
-            scores = self.score(task, [inputs] * len(texts), texts)
+        scores = self._score_task(task, entry, inputs, texts)
         update.toxicity_backend = self.toxicity_backend(task)
         update.base_scores = scores[: len(update.base)]
         update.tailored_scores = scores[len(update.base):] if steered else [dict(s) for s in update.base_scores]
@@ -554,6 +550,13 @@ class Playground:
             update.tailored_scores_2 = scores_2[len(update.base):] if steered else [dict(s) for s in update.base_scores_2]
         update.done = True
         yield update
+
+    def _score_task(self, task: str, entry: AdapterEntry | None, inputs: dict, texts: list[str]) -> list[dict]:
+        """The texts' scores by the task's reward, or for CUSTOM_TASK by the adapter's own objective."""
+        if task == CUSTOM_TASK:  # batched with other requests for the same adapter's objective
+            return self.score(f"{CUSTOM_TASK}:{entry.name}", [inputs] * len(texts), texts,
+                              scorer=self._objective_scorer(entry.name))
+        return self.score(task, [inputs] * len(texts), texts)
 
     # --- composed adapters and branching (the token inspector) --------------------------------------------------
     def _policy(self, entry: AdapterEntry | None, alpha: float, more: list[tuple[str, float]]) -> tuple[bool, TailoredPolicy]:
@@ -648,11 +651,7 @@ class Playground:
             branched = Branch(prefix, final, self.base.tokenizer)
         texts = {c: branched.text(c if steered else "base") for c in ("base", "tailored")}
         order = ("base", "tailored") if steered else ("base",)
-        if last.task == CUSTOM_TASK:
-            scores = self.score(f"{CUSTOM_TASK}:{entry.name}", [last.inputs] * len(order), [texts[c] for c in order],
-                                scorer=self._objective_scorer(entry.name))
-        else:
-            scores = self.score(last.task, [last.inputs] * len(order), [texts[c] for c in order])
+        scores = self._score_task(last.task, entry, last.inputs, [texts[c] for c in order])
         second = self._second_scoring(definition, last.inputs, last.more)
         scores_2 = self._score_second(second, [texts[c] for c in order]) if second else None
         def per_column(values):  # unsteered: one text, shown in both columns
