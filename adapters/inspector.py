@@ -174,6 +174,18 @@ def branch(policy: TailoredPolicy, prompt: str | list[int], result: DecodeResult
     steps, so choosing the token that was chosen gives back the original text (up to float rounding), and the same
     choice always gives the same text.
     """
+    prefix, run = branch_run(policy, prompt, result, column, index, step, token_id, config, inspect)
+    if run is None:
+        return ended_branch(policy, prefix, result)
+    for run in run_steps(run):
+        pass
+    return Branch(prefix, run.result(final=True), policy.tokenizer)
+
+
+def branch_run(policy: TailoredPolicy, prompt: str | list[int], result: DecodeResult, column: str, index: int, step: int,
+               token_id: int, config: DecodeConfig, inspect: bool = False) -> tuple[list[int], DecodeRun | None]:
+    """`branch`'s checks and its run, not yet decoded (for a caller that decodes it elsewhere, e.g. the page's
+    scheduler): (prefix ids, the run), the run None when nothing is left to write (`ended_branch`)."""
     if column not in ("base", "tailored"):
         raise DecodeError(f"column must be 'base' or 'tailored', got {column!r}.")
     completions = getattr(result, column)
@@ -193,9 +205,7 @@ def branch(policy: TailoredPolicy, prompt: str | list[int], result: DecodeResult
     columns = tuple(c for c in ("base", "tailored") if getattr(result, c))
     ends = token_id in eos_token_ids(policy.base) and config.stop_at_eos
     if remaining == 0 or ends:
-        empty = [Completion(completion.prompt_index, completion.sample_index, c, [], "", True, [], [], []) for c in columns]
-        return Branch(prefix, DecodeResult(*[[e for e in empty if e.policy == c] for c in ("base", "tailored")],
-                                           seed=result.seed, done=True), policy.tokenizer)
+        return prefix, None
     pairs = len(result.base or result.tailored)
     samples = 1 + max(c.sample_index for c in completions)
     pair = completion.prompt_index * samples + completion.sample_index
@@ -206,7 +216,10 @@ def branch(policy: TailoredPolicy, prompt: str | list[int], result: DecodeResult
         uniforms = drawn[len(prefix):, pair:pair + 1]  # (remaining, 1)
     sub_config = dataclasses.replace(config, max_new_tokens=remaining,
                                      min_new_tokens=max(0, config.min_new_tokens - len(prefix)))
-    run = DecodeRun(policy, [prompt_ids + prefix], sub_config, columns=columns, inspect=inspect, uniforms=uniforms)
-    for run in run_steps(run):
-        pass
-    return Branch(prefix, run.result(final=True), policy.tokenizer)
+    return prefix, DecodeRun(policy, [prompt_ids + prefix], sub_config, columns=columns, inspect=inspect, uniforms=uniforms)
+
+
+def ended_branch(policy: TailoredPolicy, prefix: list[int], result: DecodeResult) -> Branch:
+    """A branch with nothing left to write (its token ends the text, or it was the last step): empty columns."""
+    empty = {c: [Completion(0, 0, c, [], "", True, [], [], [])] if getattr(result, c) else [] for c in ("base", "tailored")}
+    return Branch(prefix, DecodeResult(empty["base"], empty["tailored"], seed=result.seed, done=True), policy.tokenizer)

@@ -35,12 +35,13 @@ from typing import Callable, ClassVar, Iterator
 
 import torch
 
-from adapters.checks import UserError
+from adapters.checks import UserError, check_number
 from adapters.files import recover_directory
 from adapters.loading import load_host
 from adapters.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
 from adapters.engine import Engine
+from adapters.inspector import Branch, branch_run, ended_branch
 from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
 from app.config import AppConfig
 from app.scheduler import BatchedScorer, Scheduler
@@ -298,6 +299,36 @@ class Generation:
     """The toxicity classifier's label, for tasks whose reward uses it."""
     waiting: int = 0
     """Requests ahead of this one while it waits for room in the running batch (0 once it decodes)."""
+    more: list[tuple[str, float]] = field(default_factory=list)
+    """Composed adapters after the first: (name, alpha) each (the page's second adapter)."""
+    also_scored_by: str | None = None
+    """What scores the texts besides the tab's reward: the second adapter's task, or 'objective NAME'."""
+    base_scores_2: list[dict] | None = None
+    tailored_scores_2: list[dict] | None = None
+    """Each column's scores by `also_scored_by` (None without a second adapter, or while decoding)."""
+    inputs: dict | None = None
+    settings: Settings | None = None
+    """The request as checked (for branching from the result: Playground.branch)."""
+
+
+@dataclass
+class Branched:
+    """A result continued from one step with another token (Playground.branch): both columns' whole texts, scored."""
+
+    column: str
+    sample: int
+    """1, 2, ..."""
+    step: int
+    """0 = the first new token."""
+    token_id: int
+    token: str
+    chosen_id: int
+    """The token the generation had chosen there."""
+    texts: dict[str, str]
+    """Column -> its continuation: the completion's tokens before the step, the token, then what the column wrote."""
+    scores: dict[str, dict]
+    scores_2: dict[str, dict] | None = None
+    also_scored_by: str | None = None
 
 
 def token_steering(completion: Completion) -> list[TokenStep]:
@@ -535,11 +566,15 @@ class Playground:
         return {k: (v if isinstance(v, str) else list(v)) for k, v in clean.items()}
 
     @gpu(duration=120)
-    def generate(self, task: str, inputs: dict, settings: Settings, adapter: str | None = None) -> Iterator[Generation]:
+    def generate(self, task: str, inputs: dict, settings: Settings, adapter: str | None = None,
+                 more: list[tuple[str, float]] = (), inspect: bool = False) -> Iterator[Generation]:
         """Stream base | base + adapter side by side, token by token; the last update carries the rewards.
 
         task: one of the six tasks, or CUSTOM_TASK ('custom') with an adapter trained for an objective: the prompt
         is built and the texts scored as that objective says, its blocks as the parts.
+        more: further adapters composed with the first, (name, alpha) each, any task's or objective's; both columns
+        are then also scored by the reward each was trained for (Generation.also_scored_by: the first of them).
+        inspect: record the token inspector's data (each Completion's `steps`; adapters.inspector).
 
         Every check happens before the first token, so a bad request fails at once with a ServiceError,
         DecodeError or TaskInputError whose message can be shown as it is.
@@ -556,17 +591,16 @@ class Playground:
         if not isinstance(settings, Settings):
             raise ServiceError(f"settings must be app.service.Settings, got {type(settings).__name__}.")
         config = settings
-        steered = entry is not None and config.alpha > 0
-        if steered:
-            policy = TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination, self.remote_base)
-        else:
-            policy = TailoredPolicy(self.base, remote_base=self.remote_base)
+        more = self._check_more(entry, more)
+        second = self._second_scoring(definition, inputs, more)
+        steered, policy = self._policy(entry, config.alpha, more)
         prompt = definition.build_prompt(inputs, self.base.tokenizer)
         columns = ("base", "tailored") if steered else ("base",)
         common = dict(task=task, adapter=entry.name if entry else None, alpha=config.alpha, steered=steered,
-                      toxicity_backend=self.toxicity_backend(task))
+                      toxicity_backend=self.toxicity_backend(task), more=list(more), inputs=inputs, settings=settings,
+                      also_scored_by=second[0] if second else None)
 
-        run = DecodeRun(policy, [prompt], config, n=settings.n, columns=columns)
+        run = DecodeRun(policy, [prompt], config, n=settings.n, columns=columns, inspect=inspect)
         update, shown = None, 0.0
         for result in self.scheduler.submit(run):
             if not isinstance(result, DecodeResult):  # still waiting for room in the running batch
@@ -582,16 +616,127 @@ class Playground:
                 yield update
 
         texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
-        if task == CUSTOM_TASK:  # batched with other requests for the same adapter's objective
-            scores = self.score(f"{CUSTOM_TASK}:{entry.name}", [inputs] * len(texts), texts,
-                                scorer=self._objective_scorer(entry.name))
-        else:
-            scores = self.score(task, [inputs] * len(texts), texts)
+        scores = self._score_task(task, entry, inputs, texts)
         update.toxicity_backend = self.toxicity_backend(task)
         update.base_scores = scores[: len(update.base)]
         update.tailored_scores = scores[len(update.base):] if steered else [dict(s) for s in update.base_scores]
+        if second:
+            scores_2 = self._score_second(second, texts)
+            update.base_scores_2 = scores_2[: len(update.base)]
+            update.tailored_scores_2 = scores_2[len(update.base):] if steered else [dict(s) for s in update.base_scores_2]
         update.done = True
         yield update
+
+    def _score_task(self, task: str, entry: AdapterEntry | None, inputs: dict, texts: list[str]) -> list[dict]:
+        """The texts' scores by the task's reward, or for CUSTOM_TASK by the adapter's own objective."""
+        if task == CUSTOM_TASK:  # batched with other requests for the same adapter's objective
+            return self.score(f"{CUSTOM_TASK}:{entry.name}", [inputs] * len(texts), texts,
+                              scorer=self._objective_scorer(entry.name))
+        return self.score(task, [inputs] * len(texts), texts)
+
+    # --- composed adapters and branching (the token inspector) --------------------------------------------------
+    def _policy(self, entry: AdapterEntry | None, alpha: float, more: list[tuple[str, float]]) -> tuple[bool, TailoredPolicy]:
+        """(steered, the policy): the base alone when no adapter is at work (none chosen, or every alpha 0)."""
+        steered = entry is not None and (alpha > 0 or any(a > 0 for _, a in more))
+        if not steered:
+            return False, TailoredPolicy(self.base, remote_base=self.remote_base)
+        return True, TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination, self.remote_base,
+                                    more_adapters=tuple(more))
+
+    def _check_more(self, entry: AdapterEntry | None, more) -> list[tuple[str, float]]:
+        """The composed adapters, checked: known names, alphas in the page's range, the first adapter's combination."""
+        more = [] if more is None else list(more)
+        if more and entry is None:
+            raise ServiceError("A second adapter composes with the first: choose the first adapter too (or choose this "
+                               "one as the first).")
+        checked = []
+        low, high, _ = Settings.LIMITS["alpha"]
+        for i, item in enumerate(more, 2):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ServiceError(f"Composed adapters are (name, alpha) pairs, got {item!r}.")
+            name, alpha = item
+            other = self.adapter(name)
+            alpha = check_number(alpha, f"alpha_{i}", low, high, error=ServiceError)
+            if other.name == entry.name:
+                raise ServiceError(f"Adapter {name!r} is already the first adapter: choose another one as adapter {i}, "
+                                   "or raise the first one's alpha.")
+            if other.card.combination != entry.card.combination:
+                raise ServiceError(f"Adapter {name!r} was trained with the {other.card.combination} combination and "
+                                   f"{entry.name!r} with the {entry.card.combination} one: composed adapters must share it.")
+            checked.append((other.name, alpha))
+        return checked
+
+    def _second_scoring(self, definition: Task, inputs: dict, more: list[tuple[str, float]]) -> tuple | None:
+        """(label, batching key, scorer or None for the task's own, inputs) that score the texts by the first composed
+        adapter's reward, or None. Its inputs are the tab's: the same field, or the tab's main text for its main field."""
+        if not more:
+            return None
+        name = more[0][0]
+        other = self.adapter_task(name)
+        given = {f.name: inputs.get(f.name) for f in other.fields}
+        if given.get(other.primary_field) is None:
+            main = inputs.get(definition.primary_field)
+            given[other.primary_field] = ", ".join(main) if isinstance(main, list) else main
+        try:
+            clean = other.normalize(given)
+        except USER_ERRORS as err:
+            raise ServiceError(f"The second adapter {name!r} is scored by what it was trained for ({other.title}), "
+                               f"which cannot read this tab's inputs: {err}") from None
+        clean = {k: (v if isinstance(v, str) else list(v)) for k, v in clean.items()}
+        if self.adapter(name).card.task == CUSTOM_TASK:
+            return f"objective {self.objective_of(name).name}", f"{CUSTOM_TASK}:{name}", self._objective_scorer(name), clean
+        return other.name, other.name, None, clean
+
+    def _score_second(self, second: tuple, texts: list[str]) -> list[dict]:
+        _, key, scorer, inputs = second
+        return self.score(key, [inputs] * len(texts), texts, scorer=scorer)
+
+    def branch(self, last: Generation, column: str, sample: int, step: int, token_id: int) -> Branched:
+        """Continue sample `sample` (1, 2, ...) of `column` of a finished generation from its step `step` (0 = the
+        first new token) with `token_id` there, both columns, scored as the generation was.
+
+        Decoded through the scheduler, as one more request in the shared batch: the scheduler's thread owns the
+        models (running the branch here would race its per-row adapters, and holding its lock would stall every
+        other user's stream). The same random numbers as the generation's: the token that was chosen gives back
+        the same text (adapters.inspector.branch_run).
+        """
+        if not isinstance(last, Generation) or not last.done or last.settings is None:
+            raise ServiceError("There is no result to branch from yet: press Generate first, then click a token.")
+        if column not in ("base", "tailored"):
+            raise ServiceError(f"column must be 'base' or 'tailored', got {column!r}.")
+        completions = getattr(last, column)
+        sample = check_number(sample, "sample", 1, len(completions), whole=True, error=ServiceError)
+        completion = completions[sample - 1]
+        step = check_number(step, "step", 0, len(completion.token_ids) - 1, whole=True, error=ServiceError)
+        vocabulary = len(self.base.tokenizer)
+        token_id = check_number(token_id, "token_id", 0, vocabulary - 1, whole=True, error=ServiceError)
+        entry = self.adapter(last.adapter) if last.adapter else None
+        definition = self.adapter_task(entry.name) if last.task == CUSTOM_TASK else get_task(last.task)
+        steered, policy = self._policy(entry, last.alpha, last.more)
+        result = DecodeResult(last.base, last.tailored if steered else [], seed=last.seed, done=True)
+        prompt = definition.build_prompt(last.inputs, self.base.tokenizer)
+        prefix, run = branch_run(policy, prompt, result, column if steered else "base", sample - 1, step, token_id,
+                                 last.settings)
+        if run is None:
+            branched = ended_branch(policy, prefix, result)
+        else:
+            final = None
+            for update in self.scheduler.submit(run):
+                if isinstance(update, DecodeResult) and update.done:
+                    final = update
+            branched = Branch(prefix, final, self.base.tokenizer)
+        texts = {c: branched.text(c if steered else "base") for c in ("base", "tailored")}
+        order = ("base", "tailored") if steered else ("base",)
+        scores = self._score_task(last.task, entry, last.inputs, [texts[c] for c in order])
+        second = self._second_scoring(definition, last.inputs, last.more)
+        scores_2 = self._score_second(second, [texts[c] for c in order]) if second else None
+        def per_column(values):  # unsteered: one text, shown in both columns
+            return None if values is None else {"base": values[0], "tailored": values[-1]}
+
+        return Branched(column=column, sample=sample, step=step, token_id=token_id,
+                        token=self.base.tokenizer.decode([token_id]), chosen_id=completion.token_ids[step],
+                        texts=texts, scores=per_column(scores), scores_2=per_column(scores_2),
+                        also_scored_by=second[0] if second else None)
 
     def try_adapter(self, adapter: str, text: str, settings: Settings) -> Iterator[Generation]:
         """Base | base + adapter on one text (the "Try your adapters" tab), scored as the adapter was trained: by its

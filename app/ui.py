@@ -3,7 +3,8 @@
     >>> demo = build_ui(service)                                       # doctest: +SKIP
     >>> demo.queue(**queue_options(config)).launch(**launch_options())  # doctest: +SKIP
 
-API names (for gradio_client): generate_<task> for each of the six tasks, train_start, train_stop,
+API names (for gradio_client): generate_<task> for each of the six tasks (a second, composed adapter: adapter_2 and
+alpha_2), inspect_<task> and branch_<task> (the token inspector, app/inspector_ui.py), train_start, train_stop,
 train_status, adapters, adapter_download, adapter_delete and adapter_upload.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import adapter_files, views
+from app import adapter_files, inspector_ui, views
 from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, SHIPPED, USER_ERRORS,
                          Playground, ServiceError, Settings, page_objective)
 from app.config import LOOPBACK_HOSTS
@@ -170,6 +171,12 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
                 limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
                 alpha = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
                                   label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha"))
+                # composed adapters: any adapter of any task or objective, scored by its own reward too
+                adapter_2 = gr.Dropdown([("No second adapter", NO_ADAPTER)] + all_adapter_choices(service), value=NO_ADAPTER,
+                                        label="Second adapter (composed with the first)", allow_custom_value=True,
+                                        elem_id=f"{task.name}-adapter-2")
+                alpha_2 = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=0.5, step=0.1,
+                                                        label="Alpha of the second adapter", elem_id=f"{task.name}-alpha-2"))
                 n = _checked_by_service(gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column",
                                                   elem_id=f"{task.name}-n"))
                 max_new = _checked_by_service(gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1,
@@ -193,6 +200,7 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
     token_view = gr.HighlightedText(label="Where the adapter steered: tailored text, sample 1", show_legend=False,
                                     show_inline_category=False, elem_id=f"{task.name}-tokens", elem_classes="ipa-tokens")
     steering = gr.Markdown(views.TOKEN_LEGEND, label="steering")
+    inspector = inspector_ui.inspector_panel(service, task, token_view)
     with gr.Accordion("The result as data (what the API returns)", open=False):
         data = gr.JSON(label="Result")
     from app.research_ui import research_panels  # here, not at the top: it builds on this module's helpers
@@ -210,21 +218,25 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
 
     def generate(*values):
         inputs = {f.name: v for f, v in zip(task.fields, values)}
-        name, alpha_, n_, max_new_, temperature_, top_p_, seed_ = values[len(task.fields):]
+        name, alpha_, n_, max_new_, temperature_, top_p_, seed_, name_2, alpha_2_ = values[len(task.fields):]
         adapter_name = None if name in (None, "", NO_ADAPTER) else name
+        more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, alpha_2_)]
         def updates():
             settings = Settings(alpha=alpha_, n=n_, max_new_tokens=max_new_, temperature=temperature_, top_p=top_p_,
                                 seed=seed_)
-            for update in service.generate(task.name, inputs, settings, adapter_name):
+            for update in service.generate(task.name, inputs, settings, adapter_name, more, inspect=True):
                 entry = service.adapters.get(update.adapter) if update.adapter else None
-                yield views.generation_outputs(update, task, entry)
+                yield *views.generation_outputs(update, task, entry), inspector_ui.kept(update)
 
         yield from _as_page_errors(updates, "Generation")
 
-    names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed"]
-    button.click(_with_parameters(generate, names), [*fields, adapter, alpha, n, max_new, temperature, top_p, seed],
-                 [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data],
-                 api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
+    names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed",
+                                             "adapter_2", "alpha_2"]
+    generated = button.click(
+        _with_parameters(generate, names), [*fields, adapter, alpha, n, max_new, temperature, top_p, seed, adapter_2, alpha_2],
+        [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data, inspector.state],
+        api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
+    inspector.follow(generated)
     return adapter
 
 

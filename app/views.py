@@ -145,6 +145,19 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
             f"{_bar(reward)}<div class='ipa-parts'>{parts}</div>{note}</div>")
 
 
+def also_scored_html(scores: list[dict] | None, label: str | None, compare_to: list[dict] | None = None) -> str:
+    """One line under a column's reward: its texts' mean score by the second adapter's reward (composed adapters).
+
+    >>> also_scored_html([{"reward": 0.5}, {"reward": 0.7}], "sentiment", compare_to=[{"reward": 0.4}])
+    "<div class='ipa-note ipa-also'>Also scored by <b>sentiment</b>: 0.60 (+0.20 vs base)</div>"
+    """
+    if not label or scores is None:
+        return ""
+    mean, _ = reward_spread(scores)
+    delta = f" ({mean - reward_spread(compare_to)[0]:+.2f} vs base)" if compare_to is not None else ""
+    return f"<div class='ipa-note ipa-also'>Also scored by <b>{e(label)}</b>: {fmt(mean)}{delta}</div>"
+
+
 def token_highlights(steps: list[TokenStep]) -> list[tuple[str, float]]:
     """(token, shade in [0, 1]) pairs for gr.HighlightedText's score mode (red, opacity = shade)."""
     # Newlines would vanish in running text; show them as a visible mark.
@@ -178,7 +191,9 @@ def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
     elif not update.steered:
         text = f"**Alpha is 0: the adapter “{e(update.adapter)}” is switched off, so both columns are the base model.**"
     else:
-        text = f"{side('right', capital=True)} column: base + adapter “{e(update.adapter)}” at alpha = {update.alpha:g}, sampled with the same random numbers as the {side('left')}."
+        composed = "".join(f" and “{e(name)}” at alpha = {alpha:g}" for name, alpha in update.more)
+        text = (f"{side('right', capital=True)} column: base + adapter “{e(update.adapter)}” at alpha = {update.alpha:g}"
+                f"{composed}, sampled with the same random numbers as the {side('left')}.")
         if entry is not None and entry.card.steps == 0:
             text += " This adapter is untrained (0 steps), so it changes nothing yet."
     extra = [f"seed {update.seed}"] + [f"⚠ {w}" for w in update.warnings]
@@ -196,6 +211,12 @@ def scores_data(update: Generation) -> dict:
                      for c, s in zip(update.tailored, update.tailored_scores or [None] * len(update.tailored))],
         "warnings": update.warnings,
     }
+    if update.more:
+        data["more"] = [{"adapter": name, "alpha": alpha} for name, alpha in update.more]
+    if update.also_scored_by and update.base_scores_2 is not None:
+        data["also_scored"] = {"by": update.also_scored_by, "base": update.base_scores_2, "tailored": update.tailored_scores_2,
+                               "mean_reward": {"base": reward_spread(update.base_scores_2)[0],
+                                               "tailored": reward_spread(update.tailored_scores_2)[0]}}
     if update.base_scores and update.tailored_scores:
         spreads = {"base": reward_spread(update.base_scores), "tailored": reward_spread(update.tailored_scores)}
         data["mean_reward"] = {column: m for column, (m, _) in spreads.items()}
@@ -230,9 +251,12 @@ def generation_outputs(update: Generation, task: Task, entry: AdapterEntry | Non
     return (
         column_text(update.base),
         column_text(update.tailored),
-        reward_html(update.base_scores, task, backend=backend, pending=True),
+        reward_html(update.base_scores, task, backend=backend, pending=True)
+        + also_scored_html(update.base_scores_2, update.also_scored_by),
         reward_html(update.tailored_scores, task, compare_to=update.base_scores if update.steered else None,
-                    backend=backend, pending=True),
+                    backend=backend, pending=True)
+        + also_scored_html(update.tailored_scores_2, update.also_scored_by,
+                           compare_to=update.base_scores_2 if update.steered else None),
         token_highlights(steps),
         TOKEN_LEGEND + summary,
         notice_markdown(update, entry),

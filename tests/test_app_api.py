@@ -246,3 +246,33 @@ def test_an_adapter_downloads_uploads_again_and_is_deleted_and_bad_zips_are_refu
 
     message, *_ = client.predict(uploaded, api_name="/adapter_delete")
     assert "Deleted" in message and uploaded not in client.predict("toxicity", api_name="/adapters")
+
+
+def test_a_second_adapter_composes_and_both_rewards_score_both_columns(client, playground_app):
+    first = playground_app.service.default_adapter("toxicity")
+    assert "sentiment" in playground_app.service.adapters  # the shipped adapters are served (tests/app_server.py)
+    *_, single = generate(client, "toxicity", first, n=2)
+    _, _, base_reward, tailored_reward, *_, both = generate(client, "toxicity", first, n=2, adapter_2="sentiment", alpha_2=0)
+    assert [r["text"] for r in both["tailored"]] == [r["text"] for r in single["tailored"]]  # alpha 0 adds nothing
+    assert both["more"] == [{"adapter": "sentiment", "alpha": 0.0}] and both["also_scored"]["by"] == "sentiment"
+    assert len(both["also_scored"]["tailored"]) == 2 and 0 <= both["also_scored"]["mean_reward"]["tailored"] <= 1
+    assert "Also scored by <b>sentiment</b>" in base_reward and "vs base" in tailored_reward.split("Also scored by")[1]
+    *_, notice, data = generate(client, "toxicity", first, n=2, adapter_2="sentiment", alpha_2=1.0)
+    assert "“sentiment” at alpha = 1" in notice and data["steered"]
+
+
+def test_the_inspector_and_branching_answer_for_the_sessions_last_result(playground_app):
+    client = Client(playground_app.url, verbose=False)  # a session of its own: the last result is this one's
+    with pytest.raises(AppError, match="press Generate first"):
+        client.predict(column="tailored", sample=1, step=0, api_name="/inspect_toxicity")
+    adapter = playground_app.service.default_adapter("toxicity")
+    *_, data = generate(client, "toxicity", adapter, n=2, max_new_tokens=8)
+    tokens, summary, table, alternative = client.predict(column="tailored", sample=2, step=1, api_name="/inspect_toxicity")
+    assert "**Step 1** of the tailored text, sample 2" in summary and len(table["data"]) == 10
+    assert table["headers"][-1] == "p tailored" and len(tokens) >= 2
+    chosen = next(value for label, value in alternative["choices"] if label.endswith("(chosen)"))
+    html, branched = client.predict(column="tailored", sample=2, step=1, token_id=chosen, api_name="/branch_toxicity")
+    assert branched["texts"]["tailored"] == data["tailored"][1]["text"] and "the same text comes back" in html
+    assert 0 <= branched["scores"]["base"]["reward"] <= 1
+    with pytest.raises(AppError, match="step must be a whole number from 0 to"):
+        client.predict(column="tailored", sample=2, step=99, api_name="/inspect_toxicity")

@@ -164,3 +164,26 @@ def test_compare_methods_runs_on_the_current_input_and_downloads_its_json(page, 
     report = json.loads(Path(download.value.path()).read_text())
     assert (report["task"], report["n_prompts"], report["samples_per_prompt"]) == ("toxicity", 1, 1)
     assert list(report["methods"]) == ["base", "ipa", "best_of_n", "prompted", "prompted_ipa"]
+
+
+def test_clicking_a_token_shows_the_inspector_table_and_branching_regenerates_both_columns(page):
+    # The sentiment tab: no other test generates there, so its reward box fills only with this result.
+    expect(page.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+    page.click("#tab-sentiment-button")
+    page.fill("#sentiment-text textarea", TASKS["sentiment"].demos[0]["text"])
+    page.click("#sentiment-generate")
+    expect(page.locator("#sentiment-tailored-reward .ipa-reward-head b")).to_have_text(re.compile(r"^\d\.\d\d$"), timeout=180_000)
+
+    # Once generated, the inspector shows the first step; clicking the second token shows that step: the chosen
+    # token, the top 10 under each distribution.
+    expect(page.locator("#sentiment-inspect-summary")).to_contain_text("Step 0 of the tailored text", timeout=30_000)
+    page.locator("#sentiment-tokens .score-token").nth(1).click()
+    expect(page.locator("#sentiment-inspect-summary")).to_contain_text("Step 1 of the tailored text, sample 1", timeout=30_000)
+    table = page.locator("#sentiment-inspect-table")
+    for header in ("p base", "p tailored"):
+        expect(table).to_contain_text(header)
+    expect(table.get_by_role("row")).to_have_count(1 + 10)  # the header and the top 10
+
+    page.click("#sentiment-branch")  # with the alternative offered first: the likeliest other token
+    expect(page.locator("#sentiment-branched")).to_contain_text("Branched at step 1 of the tailored text", timeout=120_000)
+    expect(page.locator("#sentiment-branched")).to_contain_text("tailored:")

@@ -1,0 +1,269 @@
+"""The token inspector in a task tab: click a token of the token view to see, at that step, the 10 likeliest tokens
+under the base, each adapter and the tailored policy, with the KL; pick another token and branch from there.
+
+    >>> inspector = inspector_panel(service, task, token_view)       # doctest: +SKIP
+    >>> event = button.click(generate, inputs, [*outputs, inspector.state])  # doctest: +SKIP
+    >>> inspector.follow(event)                                       # doctest: +SKIP
+
+In task_tab, under the token view; the Generate handler yields `kept(update)` into the state as its last output.
+
+What the page keeps of the last result (a per-session gr.State, `InspectorState`): the finished Generation without
+its inspector data, plus every sample's steps packed into two small arrays a step (token ids and float32
+probabilities: about 1 kB a step, where the StepView objects take about 20 kB). Unpacked, they are exactly the
+StepViews the engine recorded (float32 values round-trip).
+
+API names: inspect_<task> (column, sample, step: the table of one step) and branch_<task> (column, sample, step,
+token_id: both columns regenerated from that step), answered for the session's last Generate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from array import array
+from dataclasses import dataclass
+from typing import Callable
+
+import gradio as gr
+import pandas as pd
+
+from adapters.checks import check_number
+from adapters.inspector import TOP_K, StepView, TokenProbs
+from app import ui, views
+from app.service import USER_ERRORS, Branched, Generation, Playground, ServiceError, TokenStep
+from tasks import Task
+
+COLUMNS = ("tailored", "base")
+
+
+# --- what the page keeps: the last result, its steps packed ---------------------------------------------------
+
+
+@dataclass
+class PackedStep:
+    """One StepView in two arrays: candidate ids (the chosen token, then each top list) and their probabilities under
+    base, tailored, sampled and each adapter (one row each, flattened)."""
+
+    ids: array
+    probs: array
+    kl: float
+    names: tuple[str, ...]
+
+
+def pack_step(step: StepView) -> PackedStep:
+    names = tuple(step.adapters)
+    candidates = [step.chosen, *step.base, *step.tailored, *(t for name in names for t in step.adapters[name])]
+    probs = [[t.base for t in candidates], [t.tailored for t in candidates], [t.sampled for t in candidates]]
+    probs += [[t.adapters[name] for t in candidates] for name in names]
+    return PackedStep(array("q", [t.token_id for t in candidates]), array("f", [p for row in probs for p in row]),
+                      step.kl, names)
+
+
+def unpack_step(packed: PackedStep, t: int, tokenizer) -> StepView:
+    """The StepView `pack_step` packed (t: its step number), texts decoded again as adapters.inspector does."""
+    ids, n = packed.ids.tolist(), len(packed.ids)
+    rows = [packed.probs[i * n:(i + 1) * n].tolist() for i in range(3 + len(packed.names))]
+
+    def token(c: int) -> TokenProbs:
+        return TokenProbs(ids[c], tokenizer.decode([ids[c]]), base=rows[0][c], tailored=rows[1][c], sampled=rows[2][c],
+                          adapters={name: rows[3 + i][c] for i, name in enumerate(packed.names)})
+
+    def top(block: int) -> list[TokenProbs]:
+        return [token(1 + block * TOP_K + j) for j in range(TOP_K)]
+
+    return StepView(step=t, chosen=token(0), kl=packed.kl, base=top(0), tailored=top(1),
+                    adapters={name: top(2 + i) for i, name in enumerate(packed.names)})
+
+
+@dataclass
+class InspectorState:
+    """The session's last finished Generate: the result (completions without their steps) and each sample's steps."""
+
+    generation: Generation
+    steps: dict[str, list[list[PackedStep]]]
+    """Column -> sample -> step."""
+
+
+def kept(update: Generation):
+    """What the Generate handler leaves in the session's state: nothing until the last update, then that result."""
+    if not update.done:
+        return gr.skip()
+    steps = {column: [[pack_step(s) for s in c.steps] for c in getattr(update, column)] for column in COLUMNS}
+    without_steps = {column: [dataclasses.replace(c, steps=[]) for c in getattr(update, column)] for column in COLUMNS}
+    return InspectorState(dataclasses.replace(update, **without_steps), steps)
+
+
+def _last(state: InspectorState | None) -> InspectorState:
+    if state is None:
+        raise ServiceError("There is no result to inspect yet: press Generate first, then click a token.")
+    return state
+
+
+def chosen_steps(state: InspectorState | None, column: str, sample) -> list[PackedStep]:
+    """The packed steps of one sample (1, 2, ...) of a column, checked: one clear message for a bad column or sample."""
+    state = _last(state)
+    if column not in COLUMNS:
+        raise ServiceError(f"column must be 'base' or 'tailored', got {column!r}.")
+    samples = state.steps[column]
+    sample = check_number(sample, "sample", 1, len(samples), whole=True, error=ServiceError)
+    if not samples[sample - 1]:
+        raise ServiceError("This result was generated without the token inspector's data: generate again.")
+    return samples[sample - 1]
+
+
+def step_view(state: InspectorState | None, column: str, sample, step, tokenizer) -> StepView:
+    steps = chosen_steps(state, column, sample)
+    step = check_number(step, "step", 0, len(steps) - 1, whole=True, error=ServiceError)
+    return unpack_step(steps[step], step, tokenizer)
+
+
+# --- what the inspector shows ---------------------------------------------------------------------------------
+
+
+def shown(text: str) -> str:
+    """A token as the table shows it: its leading space and newlines visible.
+
+    >>> shown(" the\\n")
+    '␣the↵'
+    """
+    return text.replace(" ", "␣").replace("\n", "↵")
+
+
+def inspector_rows(step: StepView) -> pd.DataFrame:
+    """The table of one step: rank, then (token, probability) under the base, each adapter and the tailored policy,
+    each list most likely first; the chosen token marked ✓."""
+    lists = [("base", step.base, lambda t: t.base)]
+    lists += [(f"adapter {name}", step.adapters[name], lambda t, name=name: t.adapters[name]) for name in step.adapters]
+    lists += [("tailored", step.tailored, lambda t: t.tailored)]
+    table = {"#": list(range(1, TOP_K + 1))}
+    for title, tokens, prob in lists:
+        table[title] = [shown(t.text) + (" ✓" if t.token_id == step.chosen.token_id else "") for t in tokens]
+        table[f"p {title}"] = [round(prob(t), 4) for t in tokens]
+    return pd.DataFrame(table)
+
+
+def step_summary(step: StepView, column: str, sample: int) -> str:
+    """One line above the table: the chosen token, its probability under each distribution, the KL."""
+    chosen = step.chosen
+    adapters = "".join(f" · adapter “{views.e(name)}” {p:.3f}" for name, p in chosen.adapters.items())
+    kl = (f"KL(tailored ‖ base) {step.kl:.3f} nats" + (" (what the adapter would have moved: this column samples "
+                                                       "from the base)" if column == "base" and chosen.adapters else ""))
+    return (f"**Step {step.step}** of the {column} text, sample {sample}: chosen “{views.e(shown(chosen.text))}” · "
+            f"base p {chosen.base:.3f} → tailored p {chosen.tailored:.3f}{adapters} · drawn with p {chosen.sampled:.3f} "
+            f"(after temperature and top-p) · {kl}")
+
+
+def alternative_choices(step: StepView) -> list[tuple[str, int]]:
+    """The tokens listed at a step (tailored first, then base, then each adapter), once each, as (label, token id)."""
+    seen, choices = set(), []
+    for t in [*step.tailored, *step.base, *(t for tops in step.adapters.values() for t in tops)]:
+        if t.token_id not in seen:
+            seen.add(t.token_id)
+            mark = " (chosen)" if t.token_id == step.chosen.token_id else ""
+            choices.append((f"“{shown(t.text)}” tailored {t.tailored:.3f}, base {t.base:.3f}{mark}", t.token_id))
+    return choices
+
+
+def token_view(state: InspectorState, column: str, sample: int, tokenizer) -> list[tuple[str, float]]:
+    """The token view of one sample, shaded by each step's KL (for the base column: what the adapter would move);
+    the end-of-text token is left out, as in the Generate view."""
+    completion = getattr(state.generation, column)[sample - 1]
+    steps = [unpack_step(p, t, tokenizer) for t, p in enumerate(state.steps[column][sample - 1][:len(completion.tokens)])]
+    return views.token_highlights([TokenStep(s.chosen.text, s.kl, s.chosen.base, s.chosen.tailored) for s in steps])
+
+
+def branch_html(branched: Branched, task: Task) -> str:
+    """Both columns of a branch: their whole texts (the new token marked) and rewards."""
+    def column(name: str) -> str:
+        score = branched.scores[name]
+        also = (f" · also scored by {views.e(branched.also_scored_by)}: {views.fmt(branched.scores_2[name]['reward'])}"
+                if branched.scores_2 else "")
+        return (f"<div class='ipa-branch-column'><b>{name}</b>: {html.escape(branched.texts[name])}"
+                f"<div class='ipa-note'>{views.e(task.reward)}: <b>{views.fmt(score['reward'])}</b>{also}</div></div>")
+
+    same = branched.token_id == branched.chosen_id
+    head = (f"Branched at step {branched.step} of the {branched.column} text, sample {branched.sample}: "
+            f"“{views.e(shown(branched.token))}”" + (" (the token that was chosen: the same text comes back)" if same else ""))
+    return f"<div class='ipa-reward'><div class='ipa-note'>{head}</div>{column('base')}{column('tailored')}</div>"
+
+
+# --- the panel --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inspector:
+    """What task_tab needs of the panel: the state its Generate event fills (`kept`), and `follow` for that event."""
+
+    state: gr.State
+    follow: Callable[[object], None]
+    """follow(generate_event): once a Generate is done, the panel shows the new result's step."""
+
+
+def _answered(answer: Callable, what: str):
+    """`answer()`, its errors turned into the page's messages by the page's one wrapper (app.ui._as_page_errors)."""
+    return next(ui._as_page_errors(lambda: iter([answer()]), what))
+
+
+def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText) -> Inspector:
+    """The inspector's widgets under a task tab's token view, and their events (inspect_<task>, branch_<task>)."""
+    tokenizer = service.base.tokenizer
+    last = gr.State(None)
+    with gr.Accordion("Token inspector: click a token above", open=True, elem_id=f"{task.name}-inspector"):
+        with gr.Row():
+            # sent as they are: the service answers a bad column, sample or step with one message
+            column = ui._checked_by_service(gr.Radio(list(COLUMNS), value="tailored", label="Column",
+                                                     elem_id=f"{task.name}-inspect-column"))
+            sample = ui._checked_by_service(gr.Number(1, precision=0, minimum=1, label="Sample",
+                                                      elem_id=f"{task.name}-inspect-sample"))
+            step = ui._checked_by_service(gr.Number(0, precision=0, minimum=0, label="Step (0 = the first new token)",
+                                                    elem_id=f"{task.name}-inspect-step"))
+        summary = gr.Markdown(elem_id=f"{task.name}-inspect-summary")
+        table = gr.Dataframe(label=f"The {TOP_K} likeliest tokens at this step", interactive=False, wrap=True,
+                             elem_id=f"{task.name}-inspect-table")
+        with gr.Row():
+            alternative = ui._checked_by_service(gr.Dropdown([], label="Alternative token", allow_custom_value=True,
+                                                             elem_id=f"{task.name}-inspect-token"))
+            branch_button = gr.Button("Branch from here", elem_id=f"{task.name}-branch")
+        branched = gr.HTML(elem_id=f"{task.name}-branched")
+        with gr.Accordion("The branch as data", open=False):
+            branched_data = gr.JSON(label="Branch")
+
+    def show(state, column, sample, step):
+        view = step_view(state, column, sample, step, tokenizer)
+        choices = alternative_choices(view)
+        other = next((value for _, value in choices if value != view.chosen.token_id), view.chosen.token_id)
+        return (token_view(state, column, int(sample), tokenizer), step_summary(view, column, int(sample)),
+                inspector_rows(view), gr.update(choices=choices, value=other))
+
+    def inspect(state: InspectorState | None, column: str, sample: int, step: int):
+        """One step of a sample of the session's last result: that sample's token view, a line on the chosen token,
+        the table of the likeliest tokens under each distribution, and the alternatives to branch with."""
+        return _answered(lambda: show(state, column, sample, step), "Inspecting")
+
+    def refresh(state: InspectorState | None, column: str, sample: int, step: int):
+        # After Generate: the new result's step, or a hint where that step or sample is not in it (no pop-up).
+        try:
+            return show(state, column, sample, step)
+        except USER_ERRORS:
+            return gr.skip(), "Click a token of the text above to inspect it.", None, gr.update(choices=[], value=None)
+
+    def branch(state: InspectorState | None, column: str, sample: int, step: int, token_id: int):
+        """Regenerate both columns of the session's last result from a step of one sample, with `token_id` there."""
+        result = _answered(lambda: service.branch(_last(state).generation, column, sample, step, token_id), "Branching")
+        return branch_html(result, task), dataclasses.asdict(result)
+
+    def picked(evt: gr.SelectData):
+        return evt.index
+
+    outputs = [tokens, summary, table, alternative]
+    tokens.select(picked, None, step, api_visibility="private", queue=False)
+    gr.on([step.change, column.change, sample.change], inspect, [last, column, sample, step], outputs,
+          api_name=f"inspect_{task.name}", show_progress="hidden")
+    branch_button.click(branch, [last, column, sample, step, alternative], [branched, branched_data],
+                        api_name=f"branch_{task.name}", concurrency_id="generate", show_progress="minimal")
+
+    def follow(generate_event) -> None:
+        generate_event.then(refresh, [last, column, sample, step], outputs, api_visibility="private",
+                            show_progress="hidden")
+
+    return Inspector(last, follow)
