@@ -234,10 +234,11 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None) -> gr.
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed"]
     inputs = [*fields, adapter, alpha, n, max_new, temperature, top_p, seed]
+    # first: the page runs a button's listeners in turn, each to its end (a streamed Generate ends when it is scored)
+    button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs"))
     generated = button.click(share_ui.describe_generate(_with_parameters(generate, names), task, names), inputs,
                              [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data],
                              api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
-    button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs"))
     share_ui.wire_result(share, generated, dict(zip(names, inputs)), data, notice,
                          adapter_change=(on_adapter_change, [card, alpha, tailored_text]))
     if shares is not None:
