@@ -4,7 +4,8 @@
     >>> demo.queue(**queue_options(config)).launch(**launch_options())  # doctest: +SKIP
 
 API names (for gradio_client): generate_<task> for each of the six tasks, train_start, train_stop,
-train_status, adapters, adapter_download, adapter_delete and adapter_upload.
+train_status, adapters, adapter_download, adapter_delete and adapter_upload; with --mcp the same names are MCP tools
+(app/share_ui.py documents them).
 """
 
 from __future__ import annotations
