@@ -3,6 +3,7 @@
     python app.py                          # embedded models, http://127.0.0.1:7860
     python app.py --port 8080 --host 0.0.0.0
     python app.py --preset online          # SmolLM2-1.7B-Instruct steered by 135M adapters (needs the hub once)
+    python app.py --mcp                    # also an MCP server: http://127.0.0.1:7860/gradio_api/mcp/
     python app.py --help                   # every flag; IPA_PORT, IPA_HOST, IPA_SHARE, ... work too
 
 Builds the service (models load once, here), then the page; launches only when run as a script.
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Adapters: {', '.join(service.adapters) or 'none found in ' + config.adapters_dir}", flush=True)
     demo.queue(**queue_options(config.concurrency, config.queue_size))
     try:
-        demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_options())
+        demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_options(config.mcp))
     finally:
         service.close()
     return 0

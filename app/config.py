@@ -5,13 +5,14 @@
     (7861, '127.0.0.1', 'embedded')
 
 Flags win over environment variables, which win over the defaults: --port / IPA_PORT / GRADIO_SERVER_PORT,
---host / IPA_HOST / GRADIO_SERVER_NAME, --share / IPA_SHARE, --preset / IPA_PRESET, --device / IPA_DEVICE,
---adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING.
+--host / IPA_HOST / GRADIO_SERVER_NAME, --share / IPA_SHARE, --mcp / IPA_MCP / GRADIO_MCP_SERVER, --preset / IPA_PRESET,
+--device / IPA_DEVICE, --adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -70,6 +71,9 @@ class AppConfig:
     """The address to bind: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."""
     share: bool = False
     """Also open a temporary public gradio.live link."""
+    mcp: bool = False
+    """Also serve the page's actions as an MCP server, the tools named as the API (generate_<task>, try_adapter,
+    train_start, ...): streamable HTTP at /gradio_api/mcp/, SSE at /gradio_api/mcp/sse. Needs gradio[mcp]."""
     preset: str = "embedded"
     """Which models to run: 'embedded' (offline) or 'online' (hub models; see PRESETS)."""
     adapters_dir: str = str(REPO_ROOT / "adapters" / "trained")
@@ -140,6 +144,8 @@ class AppConfig:
         if Path(self.runs_dir).resolve() == Path(self.adapters_dir).resolve():
             raise ConfigError("--runs-dir must differ from --adapters-dir: runs trained in the page are removed oldest "
                               "first when they outgrow --runs-disk-mb, and the shipped adapters never are.")
+        if self.mcp and importlib.util.find_spec("mcp") is None:
+            raise ConfigError('--mcp needs the mcp package: pip install "gradio[mcp]==6.31.0" (it is in requirements.txt).')
         if self.base_api and not self.base_api_model:
             raise ConfigError("--base-api needs --base-api-model: the name the server knows the model by.")
 
@@ -158,6 +164,7 @@ ENVIRONMENT = {
     "port": ("IPA_PORT", "GRADIO_SERVER_PORT"),
     "host": ("IPA_HOST", "GRADIO_SERVER_NAME"),
     "share": ("IPA_SHARE",),
+    "mcp": ("IPA_MCP", "GRADIO_MCP_SERVER"),
     "preset": ("IPA_PRESET",),
     "device": ("IPA_DEVICE",),
     "dtype": ("IPA_DTYPE",),
@@ -182,7 +189,7 @@ def _from_environment(env: dict) -> dict:
                     values[name] = int(raw)
                 except ValueError:
                     raise ConfigError(f"${variable} must be a port number, got {raw!r}.") from None
-            elif name == "share":
+            elif name in ("share", "mcp"):
                 values[name] = raw.lower() in TRUE_WORDS
             else:
                 values[name] = raw

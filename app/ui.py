@@ -4,8 +4,9 @@
     >>> demo.queue(**queue_options(config)).launch(**launch_options())  # doctest: +SKIP
 
 API names (for gradio_client): generate_<task> for each of the six tasks (a second, composed adapter: adapter_2 and
-alpha_2), inspect_<task> and branch_<task> (the token inspector, app/inspector_ui.py), train_start, train_stop,
-train_status, adapters, adapter_download, adapter_delete and adapter_upload.
+alpha_2), inspect_<task> and branch_<task> (the token inspector, app/inspector_ui.py), compare_<task> and sweep_<task>
+(app/research_ui.py), train_start, train_stop, train_objective, train_status, adapters, try_adapter, adapter_download,
+adapter_delete and adapter_upload; with --mcp the same names are MCP tools (app/share_ui.py documents them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import adapter_files, inspector_ui, views
+from app import adapter_files, inspector_ui, share_ui, views
 from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, SHIPPED, USER_ERRORS,
                          Playground, ServiceError, Settings, page_objective)
 from app.config import LOOPBACK_HOSTS
@@ -75,9 +76,22 @@ change; **alpha** sets how hard the adapter pulls. Each tab continues the same i
 and with base + adapter ({views.side("right")}), and scores both with the reward the adapter was trained for."""
 
 
-def launch_options() -> dict:
-    """What Gradio 6 takes at launch() rather than in Blocks(): the theme and the page's CSS."""
-    return {"theme": THEME, "css": CSS}
+def launch_options(mcp: bool = False) -> dict:
+    """What Gradio 6 takes at launch() rather than in Blocks(): the theme, the page's CSS, and whether the page's
+    actions are also served as MCP tools (--mcp)."""
+    return {"theme": THEME, "css": CSS, "mcp_server": mcp}
+
+
+def keep_in_view_js(button_id: str, outputs_id: str) -> str:
+    """A click's JavaScript: when the output columns are not in sight (on a 1366 x 768 screen the inputs, demo
+    inputs and card fill the first screen), scroll the Generate button to the top, the columns under it, so that
+    the text is seen as it streams. Nothing moves when they are already in sight."""
+    return f"""() => {{
+  const outputs = document.getElementById("{outputs_id}"), button = document.getElementById("{button_id}");
+  if (!outputs || !button) return;
+  const top = outputs.getBoundingClientRect().top;
+  if (top < 0 || top + 160 > window.innerHeight) button.scrollIntoView({{block: "start", behavior: "smooth"}});
+}}"""
 
 
 def queue_options(concurrency: int, queue_size: int) -> dict:
@@ -149,8 +163,9 @@ def _example_rows(task: Task) -> list[list[str]]:
             for d in task.demos]
 
 
-def task_tab(service: Playground, task: Task) -> gr.Dropdown:
-    """The widgets of one task and its Generate event; returns the adapter dropdown (the training tab refreshes it)."""
+def task_tab(service: Playground, task: Task, shares: dict | None = None) -> gr.Dropdown:
+    """The widgets of one task and its Generate event; returns the adapter dropdown (the training tab refreshes it).
+    `shares` receives the tab's share panel (link and JSON under the result), which page links restore."""
     default = service.default_adapter(task.name)
     entry = service.adapters.get(default) if default else None
     settings = Settings.for_task(task.name)
@@ -189,7 +204,7 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
                                  elem_id=f"{task.name}-seed"))
     button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
-    with gr.Row(equal_height=False, elem_classes="ipa-columns"):
+    with gr.Row(equal_height=False, elem_classes="ipa-columns", elem_id=f"{task.name}-outputs"):
         with gr.Column(min_width=0):  # side by side until the CSS stacks them (views.STACKED_BELOW_PX)
             base_text = gr.Textbox(label="Base model", lines=4, interactive=False, elem_id=f"{task.name}-base")
             base_reward = gr.HTML(views.EMPTY, label="base_reward", elem_id=f"{task.name}-base-reward")
@@ -203,6 +218,7 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
     inspector = inspector_ui.inspector_panel(service, task, token_view)
     with gr.Accordion("The result as data (what the API returns)", open=False):
         data = gr.JSON(label="Result")
+    share = share_ui.share_panel(task)
     from app.research_ui import research_panels  # here, not at the top: it builds on this module's helpers
 
     research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
@@ -213,8 +229,9 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
         return (views.card_markdown(entry, task), gr.update(value=entry.card.alpha) if entry else gr.skip(),
                 gr.update(label=views.tailored_label(entry.name if entry else None)))
 
-    adapter.change(on_adapter_change, adapter, [card, alpha, tailored_text], show_progress="hidden",
-                   api_visibility="private")
+    # .input, a user's pick: a share link's restored adapter shows its card too, but keeps the link's alpha
+    adapter.input(on_adapter_change, adapter, [card, alpha, tailored_text], show_progress="hidden",
+                  api_visibility="private")
 
     def generate(*values):
         inputs = {f.name: v for f, v in zip(task.fields, values)}
@@ -232,11 +249,18 @@ def task_tab(service: Playground, task: Task) -> gr.Dropdown:
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed",
                                              "adapter_2", "alpha_2"]
-    generated = button.click(
-        _with_parameters(generate, names), [*fields, adapter, alpha, n, max_new, temperature, top_p, seed, adapter_2, alpha_2],
-        [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data, inspector.state],
-        api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
+    inputs = [*fields, adapter, alpha, n, max_new, temperature, top_p, seed, adapter_2, alpha_2]
+    # first: the page runs a button's listeners in turn, each to its end (a streamed Generate ends when it is scored)
+    button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs"))
+    generated = button.click(share_ui.describe_generate(_with_parameters(generate, names), task, names), inputs,
+                             [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data,
+                              inspector.state],
+                             api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
     inspector.follow(generated)
+    share_ui.wire_result(share, generated, dict(zip(names, inputs)), data, notice,
+                         adapter_change=(on_adapter_change, [card, alpha, tailored_text]))
+    if shares is not None:
+        shares[task.name] = share
     return adapter
 
 
@@ -376,6 +400,12 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         state.update(version=service.adapters_version, status=status_key, history=history_key, samples=samples_key)
         return *outputs, state, *choices
 
+    # what the API page and MCP clients read for each action (the parameters' lines come from TrainRequest's fields)
+    share_ui.document(start_run, share_ui.training_docs(PAGE_BLOCKS), "Start training an adapter for a task (queued when "
+                      "another run trains); returns the run's status as HTML. train_status follows it.")
+    share_ui.document(start_objective_run, share_ui.training_docs(PAGE_BLOCKS))
+    share_ui.document(stop_run, {}, "Stop this session's training run: a waiting one leaves the queue, a running one "
+                      "stops after its step and keeps what it learned.")
     timer.tick(poll, seen, [status, reward_plot, kl_plot, samples, seen, *dropdowns.values()],
                show_progress="hidden", queue=False, api_visibility="private")
     start.click(start_run, [task, algo, budget, amount, lr, alpha, batch, group, tokens, evals], status,
@@ -395,6 +425,7 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         """The names of the adapters available for a task (shipped and trained here)."""
         return [e.name for e in service.adapters_for(task)]
 
+    share_ui.document(adapters, {"task": f"One of the tasks: {', '.join(TASKS)}."})
     gr.api(train_status, api_name="train_status", concurrency_limit=None)
     gr.api(adapters, api_name="adapters", concurrency_limit=None)
 
@@ -454,6 +485,11 @@ def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None
         return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in {where} now.",
                          entry.name)
 
+    name_doc = {"name": "The adapter's name (the adapters endpoint lists them by task)."}
+    share_ui.document(download_adapter, name_doc)
+    share_ui.document(delete_adapter, name_doc, "Delete an adapter trained or uploaded here (never a shipped one).")
+    share_ui.document(upload_adapter, {"path": "A zip made by this playground's adapter_download (JSON and safetensors)."},
+                      "Upload an adapter zip; it is checked, then listed under a new name for its task.")
     outputs = [result, chosen, *dropdowns.values()]
     download.click(download_adapter, chosen, zipped, api_name="adapter_download")
     delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
@@ -508,6 +544,10 @@ def try_tab(service: Playground) -> gr.Dropdown:
 
         yield from _as_page_errors(updates, "Generation")
 
+    share_ui.document(try_adapter, {**share_ui.generation_docs(), "adapter": "Any adapter's name, a task's or an objective's.",
+                                    "text": "Your text: to continue, or your message."},
+                      "Any adapter on a text of one's own: base and base + adapter side by side, scored as the adapter "
+                      "was trained (its task's reward or its own objective).")
     button.click(try_adapter, [chosen, text, alpha, n, max_new, seed],
                  [base_text, tailored_text, base_reward, tailored_reward, notice, data],
                  api_name="try_adapter", concurrency_id="generate", show_progress="minimal")
@@ -534,11 +574,11 @@ def build_ui(service: Playground) -> gr.Blocks:
         gr.Markdown(HEADER, elem_id="header")
         gr.Markdown(status_line(service), elem_id="status-line")
         timer = gr.Timer(1.5)
-        dropdowns = {}
-        with gr.Tabs(overflow_behavior="wrap"):  # on a phone the tabs wrap onto more rows: every one in sight
+        dropdowns, shares = {}, {}
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a phone the tabs wrap onto more rows: every one in sight
             for name, task in TASKS.items():
                 with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
-                    dropdowns[name] = task_tab(service, task)
+                    dropdowns[name] = task_tab(service, task, shares)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
                 training_tab(service, dropdowns, timer)
             with gr.Tab("Try your adapters", id="try", elem_id="tab-try") as try_tab_:
@@ -548,4 +588,6 @@ def build_ui(service: Playground) -> gr.Blocks:
                             api_visibility="private")
             with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
                 adapters_tab(service, dropdowns)
+        share_ui.restore_on_load(demo, tabs, shares, service)  # a share link's query: its tab, filled, generated
+    share_ui.name_tools_after_endpoints(demo)
     return demo

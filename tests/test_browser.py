@@ -187,3 +187,83 @@ def test_clicking_a_token_shows_the_inspector_table_and_branching_regenerates_bo
     page.click("#sentiment-branch")  # with the alternative offered first: the likeliest other token
     expect(page.locator("#sentiment-branched")).to_contain_text("Branched at step 1 of the tailored text", timeout=120_000)
     expect(page.locator("#sentiment-branched")).to_contain_text("tailored:")
+
+
+LAPTOP = {"width": 1366, "height": 768}
+
+
+def in_view(page, selector: str) -> bool:
+    """Whether the element's whole box lies within the viewport (top and bottom)."""
+    return page.evaluate("(s) => { const r = document.querySelector(s).getBoundingClientRect(); "
+                         "return r.top >= 0 && r.bottom <= window.innerHeight; }", selector)
+
+
+def test_on_a_1366_by_768_screen_the_columns_come_into_view_while_generate_streams(page, playground_app):
+    laptop = page.context.browser.new_page(viewport=LAPTOP)
+    try:
+        laptop.goto(playground_app.url)
+        expect(laptop.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+        demo = TASKS["toxicity"].demos[1]["text"]
+        laptop.get_by_text(demo[:40]).first.click()
+        expect(laptop.locator("#toxicity-text textarea")).to_have_value(demo)
+        # A user scrolls just far enough to see Generate at the bottom of the screen and clicks it there: the inputs,
+        # demo inputs, card and settings above it leave the two columns below the fold.
+        laptop.evaluate("() => window.scrollBy(0, document.getElementById('toxicity-generate')"
+                        ".getBoundingClientRect().bottom - window.innerHeight + 8)")
+        button = laptop.locator("#toxicity-generate").bounding_box()
+        assert button["y"] + button["height"] <= LAPTOP["height"] and not in_view(laptop, "#toxicity-tailored")
+        laptop.mouse.click(button["x"] + button["width"] / 2, button["y"] + button["height"] / 2)  # no scrolling by Playwright
+        expect(laptop.locator("#toxicity-tailored textarea")).not_to_have_value("", timeout=180_000)
+        assert not laptop.locator("#toxicity-tailored-reward .ipa-reward-head b").count(), "scored already: not streaming"
+        laptop.wait_for_function("() => ['toxicity-base', 'toxicity-tailored'].every(id => { const r = document"
+                                 ".getElementById(id).getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight; })",
+                                 timeout=3_000)  # the page scrolled them in while the text streams
+        expect(laptop.locator("#toxicity-tailored-reward .ipa-reward-head b")).to_have_text(re.compile(r"^\d\.\d\d$"), timeout=180_000)
+        assert in_view(laptop, "#toxicity-tailored")
+    finally:
+        laptop.close()
+
+
+def test_a_share_link_reopens_the_tab_and_generates_the_same_text_and_the_result_downloads_as_json(page, playground_app):
+    score = re.compile(r"^\d\.\d\d$")
+    first = page.context.browser.new_page(viewport=LAPTOP, accept_downloads=True)
+    opened = page.context.browser.new_page(viewport=LAPTOP)
+    try:
+        first.goto(playground_app.url)
+        expect(first.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+        first.click("#tab-sentiment-button")
+        first.locator("#sentiment-text textarea").fill("The harbour was quiet that morning")
+        first.locator("#sentiment-settings").get_by_text("Settings").click()
+        first.locator("#sentiment-seed input").fill("-1")  # a random seed: the link must hold the one drawn
+        first.locator("#sentiment-seed input").press("Tab")
+        first.click("#sentiment-generate")
+        expect(first.locator("#sentiment-tailored-reward .ipa-reward-head b")).to_have_text(score, timeout=180_000)
+        texts = [first.locator(f"#sentiment-{column} textarea").input_value() for column in ("base", "tailored")]
+        expect(first.locator("#sentiment-share-link textarea")).to_have_value(re.compile(r"seed=\d+$"), timeout=30_000)
+        link = first.locator("#sentiment-share-link textarea").input_value()
+        assert link.startswith(playground_app.url + "?task=sentiment&text=The+harbour+was+quiet+that+morning&adapter=")
+        seed = int(link.rsplit("seed=", 1)[1])
+
+        with first.expect_download() as download:
+            first.click("#sentiment-download-json")
+        data = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+        assert download.value.suggested_filename == f"ipa-sentiment-seed{seed}.json"
+        assert data["seed"] == seed and data["task"] == "sentiment" and len(data["tailored"]) == 3
+        assert data["tailored"][0]["text"].strip() in texts[1] and 0 <= data["mean_reward"]["tailored"] <= 1
+
+        # Opening the link selects the Sentiment tab, fills it and generates: seeded, the same text comes back.
+        opened.goto(link)
+        expect(opened.locator("#sentiment-tailored-reward .ipa-reward-head b")).to_have_text(score, timeout=180_000)
+        assert [opened.locator(f"#sentiment-{column} textarea").input_value() for column in ("base", "tailored")] == texts
+        expect(opened.locator("#toxicity-generate")).to_be_hidden()
+
+        # A bad value is named, the page still loads, and nothing runs until the user says so.
+        opened.goto(playground_app.url + "?task=toxicity&text=The+fans&alpha=9&seed=x")
+        expect(opened.locator("#toxicity-notice")).to_contain_text("alpha must be a number from 0 to 5, got 9", timeout=60_000)
+        expect(opened.locator("#toxicity-notice")).to_contain_text("seed must be a number")
+        expect(opened.locator("#toxicity-text textarea")).to_have_value("The fans")
+        opened.wait_for_timeout(1_000)
+        assert opened.locator("#toxicity-base textarea").input_value() == ""
+    finally:
+        first.close()
+        opened.close()
