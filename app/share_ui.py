@@ -201,11 +201,17 @@ def document(fn: Callable, docs: Mapping[str, str], description: str | None = No
     return fn
 
 
-def describe_generate(fn: Callable, task: Task, names: list[str]) -> Callable:
-    """Name a task's Generate handler generate_<task> (MCP names its tools after the functions) and document it."""
+def task_docs(task: Task) -> dict[str, str]:
+    """generation_docs and a line for each of the task's input fields."""
     docs = generation_docs()
     for f in task.fields:
         docs[f.name] = f"{f.label}{', separated by commas' if f.kind == 'concepts' else ''}, e.g. {f.placeholder!r}."
+    return docs
+
+
+def describe_generate(fn: Callable, task: Task, names: list[str]) -> Callable:
+    """Name a task's Generate handler generate_<task> (MCP names its tools after the functions) and document it."""
+    docs = task_docs(task)
     fn.__name__ = fn.__qualname__ = f"generate_{task.name}"
     return document(fn, docs, f"{task.title}: continue the same input with the base model alone and with base + adapter, "
                     f"side by side (streamed), and score both with the task's reward, {task.reward} (0 to 1, higher is "
@@ -237,3 +243,20 @@ def name_tools_after_endpoints(demo: gr.Blocks) -> None:
             block_fn.fn.__name__ = block_fn.api_name
         except (AttributeError, TypeError):  # a bound method or a builtin keeps its name
             pass
+
+
+def drop_session_tools(demo: gr.Blocks) -> list[str]:
+    """Take the actions that read the page session's state (inspect_<task> and branch_<task> read the session's last
+    Generate, a gr.State) off the MCP server's tools: an MCP call has no session, so such a tool could only answer
+    "Generate first". gradio_client keeps a session and still calls them. Call after launch(prevent_thread_lock=True),
+    once Gradio has made its MCP server; returns the names taken off."""
+    server = getattr(demo, "mcp_server_obj", None)
+    if server is None:
+        return []
+    dropped = []
+    for name, endpoint in list(server.tool_to_endpoint.items()):
+        block_fn = server.get_block_fn_from_endpoint_name(endpoint)
+        if block_fn is not None and any(isinstance(component, gr.State) for component in block_fn.inputs):
+            del server.tool_to_endpoint[name]
+            dropped.append(name)
+    return dropped

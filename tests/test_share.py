@@ -15,7 +15,7 @@ from gradio.utils import get_function_description
 
 from app.config import AppConfig, ConfigError, parse_args
 from app.share import LINK_KEYS, link_query, read_link
-from app.share_ui import describe_generate, page_url, result_file
+from app.share_ui import describe_generate, drop_session_tools, page_url, result_file
 from tasks import TASKS
 
 SETTINGS = {"adapter": "sentiment", "alpha": 1.0, "n": 3, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.9, "seed": 123}
@@ -135,6 +135,7 @@ def test_with_mcp_the_schema_lists_every_action_under_its_api_name_with_each_par
     demo = build_ui(service)
     demo.launch(server_name="127.0.0.1", server_port=config.port, prevent_thread_lock=True, quiet=True,
                 **launch_options(config.mcp))
+    dropped = drop_session_tools(demo)
     try:
         tools = {t["name"]: t for t in requests.get(f"http://127.0.0.1:{config.port}/gradio_api/mcp/schema", timeout=30).json()}
     finally:
@@ -147,3 +148,6 @@ def test_with_mcp_the_schema_lists_every_action_under_its_api_name_with_each_par
         undescribed = [p for p, schema in tool["inputSchema"]["properties"].items() if not schema.get("description")]
         assert not undescribed, f"{name}: parameters without a description: {undescribed}"
     assert "seed" in tools["generate_sentiment"]["inputSchema"]["properties"]
+    # the token inspector reads the session's last Generate: no MCP tool, since an MCP call has no session
+    assert sorted(dropped) == sorted([f"inspect_{t}" for t in TASKS] + [f"branch_{t}" for t in TASKS])
+    assert not {name for name in tools if name.startswith(("inspect_", "branch_"))}
