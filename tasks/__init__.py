@@ -452,6 +452,23 @@ def inputs_from_prompt(task_name: str, prompt: str, knowledge: str | None = None
     return task.normalize(inputs)
 
 
+def carry_inputs(inputs: dict, source: Task, target: Task) -> dict:
+    """One task's inputs read as another's, to score a text by the other task's reward: the fields they share, and
+    for a field of the target that the source lacks at its main field, the source's main text (a concept list
+    joined). Normalised; a TaskInputError when the target cannot read them (no knowledge passage, say).
+
+    >>> carry_inputs({"text": "The movie was"}, TASKS["toxicity"], TASKS["sentiment"])
+    {'text': 'The movie was'}
+    >>> carry_inputs({"concepts": ["dog", "frisbee", "catch"]}, TASKS["commongen"], TASKS["toxicity"])
+    {'text': 'dog, frisbee, catch'}
+    """
+    given = {f.name: inputs.get(f.name) for f in target.fields}
+    if given.get(target.primary_field) is None:
+        main = inputs.get(source.primary_field)
+        given[target.primary_field] = ", ".join(main) if isinstance(main, (list, tuple)) else main
+    return target.normalize(given)
+
+
 def load_scorer(task_name: str, device: str = "cpu", toxicity_backend: str = "auto", **kwargs):
     """A ready TaskScorer (see tasks.scoring.load_scorer); heavy models are shared across scorers."""
     from tasks.scoring import load_scorer as _load
