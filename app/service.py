@@ -48,7 +48,7 @@ from app.scheduler import BatchedScorer, Scheduler
 from app.spaces_compat import ON_ZERO_GPU, gpu
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from rewards.objective import Objective, ObjectiveError
-from tasks import TASKS, Task, get_task, load_scorer
+from tasks import TASKS, Task, carry_inputs, get_task, load_scorer
 from tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card, objective_task)
 from tasks.data import DataError, load_inputs
@@ -673,12 +673,8 @@ class Playground:
             return None
         name = more[0][0]
         other = self.adapter_task(name)
-        given = {f.name: inputs.get(f.name) for f in other.fields}
-        if given.get(other.primary_field) is None:
-            main = inputs.get(definition.primary_field)
-            given[other.primary_field] = ", ".join(main) if isinstance(main, list) else main
         try:
-            clean = other.normalize(given)
+            clean = carry_inputs(inputs, definition, other)
         except USER_ERRORS as err:
             raise ServiceError(f"The second adapter {name!r} is scored by what it was trained for ({other.title}), "
                                f"which cannot read this tab's inputs: {err}") from None
