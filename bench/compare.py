@@ -259,26 +259,37 @@ def print_table(report: dict) -> None:
             cell = str(value) if isinstance(value, int) else _format(value)
             cells.append(f"{cell + (f' ± {_format(half)}' if half is not None else ''):>18}")
         print(f"{metric:22}" + "".join(cells))
-    for example in report["examples"]:
+    print_examples(report["examples"], list(methods), 15)
+
+
+def print_examples(examples: list[dict], columns: list[str], width: int) -> None:
+    """Each example's input, then each column's text (bench.compare's methods, bench.compose's columns)."""
+    for example in examples:
         print("\ninput: " + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in example["input"].items())[:300])
-        for name in methods:
-            print(f"  {name:13} {example[name].strip()[:200]!r}")
+        for name in columns:
+            print(f"  {name:{width - 2}} {example[name].strip()[:200]!r}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_report(module: str, parser: argparse.ArgumentParser, build, table, argv: list[str] | None) -> int:
+    """A report command's main: parse, build the report (progress on stderr; a user error is one line and exit 2),
+    stamp it with the command and date, print it as JSON (--json) or as a table."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
-        report = compare(args, log=lambda message: print(message, file=sys.stderr, flush=True))
+        report = build(args, log=lambda message: print(message, file=sys.stderr, flush=True))
     except UserError as err:
         exit_with_user_error(str(err))
-    report["command"] = "python -m bench.compare " + shlex.join(argv)
+    report["command"] = f"python -m {module} " + shlex.join(argv)
     report["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_table(report)
+        table(report)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_report("bench.compare", build_parser(), compare, print_table, argv)
 
 
 if __name__ == "__main__":

@@ -29,20 +29,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shlex
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from adapters.checks import UserError
-from adapters.cli import add_dataclass_args, dataclass_from_args, exit_with_user_error
+from adapters.cli import add_dataclass_args, dataclass_from_args
 from adapters.generate import adapter_alphas
 from adapters.loading import ModelConfig, check_composable
 from adapters.policy_adapter import AdapterError
 from adapters.tailored_decoding import Completion, DecodeConfig, DecodeRun, TailoredPolicy, run_steps
-from bench.compare import decode_method
+from bench.compare import decode_method, print_examples, run_report
 from bench.evaluate import EVAL_DECODE_FLAGS, EvalConfig, _format, metrics_with_intervals
 from tasks import carry_inputs, metrics
 from tasks.objective import scoring_target
@@ -236,26 +233,11 @@ def print_table(report: dict) -> None:
     shared = [m for m in first if m not in LAST and m != "rewards" and not m.endswith("_ci95")]
     for metric in (*shared, *LAST):
         print(f"{metric:28}" + "".join(f"{_cell(values, metric):>{width}}" for values in columns.values()))
-    for example in report["examples"]:
-        print("\ninput: " + "; ".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}" for k, v in example["input"].items())[:300])
-        for name in columns:
-            print(f"  {name:{width - 2}} {example[name].strip()[:200]!r}")
+    print_examples(report["examples"], list(columns), width)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    try:
-        report = compose(args, log=lambda message: print(message, file=sys.stderr, flush=True))
-    except UserError as err:
-        exit_with_user_error(str(err))
-    report["command"] = "python -m bench.compose " + shlex.join(argv)
-    report["date"] = time.strftime("%Y-%m-%d", time.gmtime())
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report)
-    return 0
+    return run_report("bench.compose", build_parser(), compose, print_table, argv)
 
 
 if __name__ == "__main__":
