@@ -333,7 +333,9 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         start_objective = gr.Button("Train this objective", variant="primary", elem_id="objective-start")
     status = gr.HTML(views.training_status_html(service.training_status()), label="training_status", elem_id="train-status")
     with gr.Row():
-        reward_plot = gr.LinePlot(views.reward_curves({}), x="step", y="value", color="series",
+        # None, not an empty frame: Gradio 6.31 keeps the first frame's (empty) list of series for its colours,
+        # and would draw the curves that come later without any
+        reward_plot = gr.LinePlot(None, x="step", y="value", color="series",
                                   title="Reward and its parts (batch means) per step",
                                   height=260, y_lim=[0, 1])
         kl_plot = gr.LinePlot(views.curve_frame({}, "kl"), x="step", y="kl", title="KL(tailored ‖ base) per token", height=260)
@@ -392,7 +394,8 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         if status_key != state["status"]:
             outputs[0] = views.training_status_html(snapshot)
         if history_key != state["history"]:
-            outputs[1], outputs[2] = views.reward_curves(snapshot), views.curve_frame(snapshot, "kl")
+            curves = views.reward_curves(snapshot)
+            outputs[1], outputs[2] = (curves if len(curves) else None), views.curve_frame(snapshot, "kl")
         if samples_key != state["samples"]:
             outputs[3] = views.samples_frame(snapshot)
         refresh = service.adapters_version != state["version"]
