@@ -186,14 +186,18 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         with gr.Accordion("The comparison as data (what the API returns; bench.compare --json's object)", open=False):
             data = gr.JSON(label="Comparison")
 
+    def prompts_and_adapter(source_: str, inputs: dict, adapter_: str | None):
+        """The prompts a panel runs on (the tab's input or the demos, checked) and its adapter (None: the base)."""
+        chosen = research.research_inputs(service, name, source_, inputs)
+        return chosen, None if adapter_ in (None, "", NO_ADAPTER) else adapter_
+
     def compare(*values):
         inputs = {f.name: v for f, v in zip(task.fields, values)}
         adapter_, alpha, max_new, temperature, top_p, seed, source_, k_ = values[len(task.fields):]
 
         def work():
             settings_ = Settings(alpha=alpha, max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
-            chosen = research.research_inputs(service, name, source_, inputs)
-            adapter_name = None if adapter_ in (None, "", NO_ADAPTER) else adapter_
+            chosen, adapter_name = prompts_and_adapter(source_, inputs, adapter_)
             return lambda say, cancelled: research.compare(service, name, chosen, k_, adapter_name, settings_, say, cancelled)
 
         yield from streamed(work, lambda report: outputs_of(report, "compare", compare_frame(report, task), texts_frame(report)),
@@ -236,8 +240,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
 
         def work():
             settings_ = Settings(max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
-            chosen = research.research_inputs(service, name, source_, inputs)
-            adapter_name = None if adapter_ in (None, "", NO_ADAPTER) else adapter_
+            chosen, adapter_name = prompts_and_adapter(source_, inputs, adapter_)
             return lambda say, cancelled: research.sweep(service, name, chosen, k_, adapter_name, settings_, alphas_, say,
                                                          cancelled)
 
