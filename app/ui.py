@@ -12,6 +12,7 @@ adapter_delete and adapter_upload; with --mcp the same names are MCP tools (app/
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import inspect
 import logging
 import tempfile
@@ -158,13 +159,37 @@ def adapter_choices(service: Playground, task: str) -> list[tuple[str, str]]:
         (f"{e.name} ({e.source}, {e.card.steps} step{'' if e.card.steps == 1 else 's'})", e.name) for e in entries]
 
 
+def second_adapter_choices(service: Playground) -> list[tuple[str, str]]:
+    return [("No second adapter", NO_ADAPTER)] + all_adapter_choices(service)
+
+
+@dataclass
+class AdapterMenus:
+    """Every adapter dropdown of the task tabs, so that training, uploading and deleting refresh them all: each tab's
+    adapter (its task's adapters) and second adapter (any adapter)."""
+
+    by_task: dict[str, gr.Dropdown] = field(default_factory=dict)
+    second: list[gr.Dropdown] = field(default_factory=list)
+
+    @property
+    def components(self) -> list[gr.Dropdown]:
+        return [*self.by_task.values(), *self.second]
+
+    def updates(self, service: Playground) -> list[dict]:
+        seconds = second_adapter_choices(service)
+        return ([gr.update(choices=adapter_choices(service, name)) for name in self.by_task]
+                + [gr.update(choices=seconds) for _ in self.second])
+
+
 def _example_rows(task: Task) -> list[list[str]]:
     return [[", ".join(d[f.name]) if isinstance(d[f.name], (list, tuple)) else d[f.name] for f in task.fields]
             for d in task.demos]
 
 
-def task_tab(service: Playground, task: Task, shares: dict | None = None) -> gr.Dropdown:
-    """The widgets of one task and its Generate event; returns the adapter dropdown (the training tab refreshes it).
+def task_tab(service: Playground, task: Task, shares: dict | None = None,
+             menus: AdapterMenus | None = None) -> None:
+    """The widgets of one task and its Generate event; its adapter dropdowns go into `menus` (the training and
+    adapters tabs refresh them).
     `shares` receives the tab's share panel (link and JSON under the result), which page links restore."""
     default = service.default_adapter(task.name)
     entry = service.adapters.get(default) if default else None
@@ -187,7 +212,7 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None) -> gr.
                 alpha = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
                                   label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha"))
                 # composed adapters: any adapter of any task or objective, scored by its own reward too
-                adapter_2 = gr.Dropdown([("No second adapter", NO_ADAPTER)] + all_adapter_choices(service), value=NO_ADAPTER,
+                adapter_2 = gr.Dropdown(second_adapter_choices(service), value=NO_ADAPTER,
                                         label="Second adapter (composed with the first)", allow_custom_value=True,
                                         elem_id=f"{task.name}-adapter-2")
                 alpha_2 = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=0.5, step=0.1,
@@ -261,13 +286,15 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None) -> gr.
                          adapter_change=(on_adapter_change, [card, alpha, tailored_text]))
     if shares is not None:
         shares[task.name] = share
-    return adapter
+    if menus is not None:
+        menus.by_task[task.name] = adapter
+        menus.second.append(adapter_2)
 
 
 # --- the training tab -------------------------------------------------------------------------------------------
 
 
-def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: gr.Timer) -> None:
+def training_tab(service: Playground, menus: AdapterMenus, timer: gr.Timer) -> None:
     """The training tab. `timer` lives outside the tabs: a Timer inside a tab ticks only once the tab is opened,
     and its ticks also refresh the task tabs' adapter lists."""
     d = service.training_defaults()
@@ -399,7 +426,7 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
         if samples_key != state["samples"]:
             outputs[3] = views.samples_frame(snapshot)
         refresh = service.adapters_version != state["version"]
-        choices = [gr.update(choices=adapter_choices(service, name)) if refresh else gr.skip() for name in dropdowns]
+        choices = menus.updates(service) if refresh else [gr.skip()] * len(menus.components)
         state.update(version=service.adapters_version, status=status_key, history=history_key, samples=samples_key)
         return *outputs, state, *choices
 
@@ -409,7 +436,7 @@ def training_tab(service: Playground, dropdowns: dict[str, gr.Dropdown], timer: 
     share_ui.document(start_objective_run, share_ui.training_docs(PAGE_BLOCKS))
     share_ui.document(stop_run, {}, "Stop this session's training run: a waiting one leaves the queue, a running one "
                       "stops after its step and keeps what it learned.")
-    timer.tick(poll, seen, [status, reward_plot, kl_plot, samples, seen, *dropdowns.values()],
+    timer.tick(poll, seen, [status, reward_plot, kl_plot, samples, seen, *menus.components],
                show_progress="hidden", queue=False, api_visibility="private")
     start.click(start_run, [task, algo, budget, amount, lr, alpha, batch, group, tokens, evals], status,
                 api_name="train_start", concurrency_limit=None)
@@ -440,7 +467,7 @@ def all_adapter_choices(service: Playground) -> list[tuple[str, str]]:
     return [(f"{e.name} ({e.source}, task {e.card.task})", e.name) for e in list(service.adapters.values())]
 
 
-def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None:
+def adapters_tab(service: Playground, menus: AdapterMenus) -> None:
     """Download any adapter as a zip (its safetensors and card), delete those trained or uploaded here, upload a
     zip made by this project (checked: app/adapter_files.py)."""
     gr.Markdown("Every adapter on this playground, to take home as a zip (its weights as safetensors and its card), "
@@ -459,8 +486,7 @@ def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None
 
     def refreshed(message: str, value=None):
         choices = all_adapter_choices(service)
-        return (message, gr.update(choices=choices, value=value),
-                *[gr.update(choices=adapter_choices(service, name)) for name in dropdowns])
+        return message, gr.update(choices=choices, value=value), *menus.updates(service)
 
     def download_adapter(name: str) -> str:
         """The chosen adapter as a zip file: its safetensors and card."""
@@ -493,7 +519,7 @@ def adapters_tab(service: Playground, dropdowns: dict[str, gr.Dropdown]) -> None
     share_ui.document(delete_adapter, name_doc, "Delete an adapter trained or uploaded here (never a shipped one).")
     share_ui.document(upload_adapter, {"path": "A zip made by this playground's adapter_download (JSON and safetensors)."},
                       "Upload an adapter zip; it is checked, then listed under a new name for its task.")
-    outputs = [result, chosen, *dropdowns.values()]
+    outputs = [result, chosen, *menus.components]
     download.click(download_adapter, chosen, zipped, api_name="adapter_download")
     delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
     upload.upload(upload_adapter, upload, outputs, api_name="adapter_upload")
@@ -577,20 +603,20 @@ def build_ui(service: Playground) -> gr.Blocks:
         gr.Markdown(HEADER, elem_id="header")
         gr.Markdown(status_line(service), elem_id="status-line")
         timer = gr.Timer(1.5)
-        dropdowns, shares = {}, {}
+        menus, shares = AdapterMenus(), {}
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a phone the tabs wrap onto more rows: every one in sight
             for name, task in TASKS.items():
                 with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
-                    dropdowns[name] = task_tab(service, task, shares)
+                    task_tab(service, task, shares, menus)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
-                training_tab(service, dropdowns, timer)
+                training_tab(service, menus, timer)
             with gr.Tab("Try your adapters", id="try", elem_id="tab-try") as try_tab_:
                 try_chosen = try_tab(service)
             # its list follows the adapters trained, uploaded and deleted since the page was opened
             try_tab_.select(lambda: gr.update(choices=try_choices(service)), None, try_chosen, queue=False,
                             api_visibility="private")
             with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
-                adapters_tab(service, dropdowns)
+                adapters_tab(service, menus)
         share_ui.restore_on_load(demo, tabs, shares, service)  # a share link's query: its tab, filled, generated
     share_ui.name_tools_after_endpoints(demo)
     return demo

@@ -109,3 +109,18 @@ def test_uploads_follow_the_training_access_rule(service, tmp_path):
     service.config.training = "off"
     with pytest.raises(ServiceError, match="cannot be added or removed"):
         service.delete_adapter("sentiment")
+
+
+def test_an_uploaded_adapter_reaches_every_adapter_menu_of_the_task_tabs(service, tmp_path):
+    """Each tab's adapter menu lists its task's adapters and each second-adapter menu every adapter; an upload (like
+    a finished training run) refreshes both kinds."""
+    import gradio as gr
+
+    from app.ui import AdapterMenus
+
+    with gr.Blocks():
+        menus = AdapterMenus({"sentiment": gr.Dropdown(), "toxicity": gr.Dropdown()}, [gr.Dropdown(), gr.Dropdown()])
+    entry = service.upload_adapter(service.adapter_zip("sentiment", tmp_path / "zips"))
+    sentiment, toxicity, *seconds = [[value for _, value in u["choices"]] for u in menus.updates(service)]
+    assert entry.name in sentiment and entry.name not in toxicity
+    assert len(seconds) == 2 and all(entry.name in s and "sentiment" in s for s in seconds)
