@@ -115,7 +115,10 @@ def test_your_own_objective_trains_in_the_page_and_is_tried_beside_the_base(page
         expect(number).to_have_value(value)
 
     page.get_by_text("or your own objective instead of a task").click()
-    page.locator("#objective-name input, #objective-name textarea").first.fill("browser-calm")
+    name = page.locator("#objective-name input, #objective-name textarea").first
+    expect(name).to_have_value("cheerful-ocean")  # the opened accordion has shown its value: typing now sticks
+    name.fill("browser-calm")
+    expect(name).to_have_value("browser-calm")
     for i, (block, params) in enumerate((("length", '{"target": 3}'), ("avoid_words", '{"words": "storm, rain"}')), 1):
         chosen = page.locator(f"#objective-block-{i} input")
         chosen.fill(block)
