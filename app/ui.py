@@ -12,7 +12,6 @@ adapter_delete and adapter_upload; with --mcp the same names are MCP tools (app/
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 import inspect
 import logging
 import tempfile
@@ -163,13 +162,13 @@ def second_adapter_choices(service: Playground) -> list[tuple[str, str]]:
     return [("No second adapter", NO_ADAPTER)] + all_adapter_choices(service)
 
 
-@dataclass
+@dataclasses.dataclass
 class AdapterMenus:
     """Every adapter dropdown of the task tabs, so that training, uploading and deleting refresh them all: each tab's
     adapter (its task's adapters) and second adapter (any adapter)."""
 
-    by_task: dict[str, gr.Dropdown] = field(default_factory=dict)
-    second: list[gr.Dropdown] = field(default_factory=list)
+    by_task: dict[str, gr.Dropdown] = dataclasses.field(default_factory=dict)
+    second: list[gr.Dropdown] = dataclasses.field(default_factory=list)
 
     @property
     def components(self) -> list[gr.Dropdown]:
