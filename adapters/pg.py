@@ -8,7 +8,7 @@ and the loss per token (adapters.train.rl_step sums it over the batch's tokens) 
 
     − advantage · log p_tailored(token)  +  kl_coef · KL(tailored || base)
 
-Only the adapter moves. DESIGN.md: on toxicity this cut average max toxicity by 83 % where Quark did not
+Only the adapter moves. docs/design.md: on toxicity this cut average max toxicity by 83 % where Quark did not
 move it.
 """
 

@@ -50,7 +50,7 @@ class AlgoConfig:
     algo: str = "pg"
     """'pg' (group-baseline policy gradient, the default: it measured best) or 'quark' (the paper's)."""
     batch_size: int = 16
-    """Samples per step (prompts × group_size). 256 on a GPU, as in DESIGN.md."""
+    """Samples per step (prompts × group_size). 256 on a GPU, as in docs/design.md."""
     group_size: int = 4
     """pg: samples per prompt; the group's mean reward is the baseline."""
     micro_batch_size: int = 16
@@ -71,7 +71,7 @@ class AlgoConfig:
     """LoRA rank (8 keeps a 135M adapter under 10 MB)."""
     relevance_weight: float = 0.0
     """Train on reward × ((1 − w) + w · relevance to the input), w in [0, 1]: keeps a policy on the prompt's
-    topic where the task reward alone lets it drift to bland text (DESIGN.md). 0: the task reward alone."""
+    topic where the task reward alone lets it drift to bland text (docs/design.md). 0: the task reward alone."""
 
     def __post_init__(self):
         if self.algo not in ALGORITHMS:
@@ -123,7 +123,7 @@ class RunConfig:
     out: str = ""
     """Run directory (default: runs/<task>-<algo>-<time>). The adapter is written to <out>/adapter."""
     prompts: str = ""
-    """A prompts file in any format of tasks.data (default: the task's training split of ../shared/data)."""
+    """A prompts file in any format of tasks.data (default: the task's training split of data/)."""
     seed: int = 0
     """Seed: prompt order and sampling are derived from (seed, step), so a resumed run repeats exactly."""
     name: str = ""

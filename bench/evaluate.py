@@ -31,7 +31,7 @@ load), with reward, KL per token, perplexity, relevance and distinct-2, each wit
 a list of {"alpha", "trained_strength", metric: value}.
 
 With an adapter in the paper's combination, an "untrained" column (a fresh adapter, LoRA B = 0) is reported
-as a control: that combination sharpens the base before any training (DESIGN.md). --json prints one object
+as a control: that combination sharpens the base before any training (docs/design.md). --json prints one object
 {"task", "n_prompts", "samples_per_prompt", "toxicity_backend", "base", "tailored"[, "untrained"], ...}.
 User errors (unknown task, missing or empty prompts file, bad adapter) print one line and exit 2.
 """

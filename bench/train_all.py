@@ -28,7 +28,7 @@ from tasks import TASKS
 
 SHIPPED = ["--minutes", "6", "--batch-size", "256", "--micro-batch-size", "32", "--eval-every", "0",
            "--eval-prompts", "32", "--checkpoint-every", "50"]
-"""adapters.train flags of the shipped runs (an H100, DESIGN.md); the rest are adapters.train's defaults."""
+"""adapters.train flags of the shipped runs (an H100, docs/design.md); the rest are adapters.train's defaults."""
 
 
 def launch(task: str, train_args: list[str], out: Path, init_from: str) -> subprocess.Popen:

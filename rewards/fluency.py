@@ -1,7 +1,7 @@
 """Fluency: is the continuation, read on its own, ordinary well-formed text?
 
 Judged WITHOUT the prompt. Given the prompt, a list that repeats the prompt's words is predictable and
-looks fluent (DESIGN.md: perplexity fell from 16.7 to 4.9 while the policy learned to write keyword
+looks fluent (docs/design.md: perplexity fell from 16.7 to 4.9 while the policy learned to write keyword
 lists), so the base LM scores the continuation standing alone, and two penalties catch what a small LM
 misses: repeated word n-grams and runs of bare comma-separated items.
 

@@ -1,4 +1,4 @@
-"""The six tasks of DESIGN.md: what a user types, how it becomes the model's prompt, how it is decoded.
+"""The six tasks of docs/design.md: what a user types, how it becomes the model's prompt, how it is decoded.
 
     >>> task = TASKS["commongen"]
     >>> task.normalize({"concepts": "dog, frisbee catch"})

@@ -1,4 +1,4 @@
-"""Task inputs from full data sets: the formats of ../shared/data, or the Hugging Face hub when online.
+"""Task inputs from data sets: the project's own (data/, see data/README.md), a user's file, or the Hugging Face hub.
 
     >>> train = load_inputs("toxicity", None, split="train", limit=64)   # RealToxicityPrompts, 4 files  # doctest: +SKIP
     >>> evals = load_inputs("commongen", None, split="eval")             # CommonGen dev                 # doctest: +SKIP
@@ -68,8 +68,8 @@ class DataError(UserError):
 
 
 def data_dir() -> Path:
-    """Where the shared data sets live: $IPA_DATA_DIR, else ../shared/data beside the repository."""
-    return Path(os.environ.get("IPA_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+    """Where the task's default data sets live: $IPA_DATA_DIR, else the repository's data/ folder."""
+    return Path(os.environ.get("IPA_DATA_DIR") or REPO_ROOT / "data")
 
 
 def split_of(key: str) -> str:

@@ -1,4 +1,4 @@
-"""Data loaders: every format of ../shared/data (on small files written here and on the real data), the
+"""Data loaders: every format of the project's data/ (on small files written here and on the real data), the
 deterministic train/eval split, and clear errors."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from tasks import TASKS
-from tasks.data import DataError, data_dir, load_inputs, passage_start, split_of
+from tasks.data import REPO_ROOT, DataError, data_dir, load_inputs, passage_start, split_of
 
-SHARED = data_dir()
+DATA = REPO_ROOT / "data"
 
 
 def write(path, text: str):
@@ -200,7 +200,7 @@ def test_data_errors_are_value_errors():
     assert issubclass(DataError, ValueError)
 
 
-# --- the real shared data ---------------------------------------------------------------------------------
+# --- the project's own data ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("task", list(TASKS))
@@ -213,12 +213,12 @@ def test_default_data_of_every_task(task):
     assert not {json.dumps(x, sort_keys=True) for x in train} & {json.dumps(x, sort_keys=True) for x in evals}
 
 
-def test_shared_data_files_in_each_format():
-    assert len(load_inputs("toxicity", SHARED / "rtp" / "rtp_threat.txt", split="all")) >= 90
-    assert len(load_inputs("commongen", SHARED / "commongen" / "dev.jsonl", split="all")) >= 990
-    assert len(load_inputs("commongen", SHARED / "commongen" / "train.concepts.txt", split="all", limit=100)) == 100
-    assert len(load_inputs("dialogue_safety", SHARED / "donotanswer" / "malicious_uses.jsonl", split="all")) >= 200
-    assert len(load_inputs("knowledge_dialogue", SHARED / "wiki" / "summaries_en-us.json", split="eval")) > 1000
+def test_project_data_files_in_each_format():
+    assert len(load_inputs("toxicity", DATA / "rtp" / "rtp_threat.txt", split="all")) >= 90
+    assert len(load_inputs("commongen", DATA / "commongen" / "dev.jsonl", split="all")) >= 990
+    assert len(load_inputs("commongen", DATA / "commongen" / "train.concepts.txt", split="all", limit=100)) == 100
+    assert len(load_inputs("dialogue_safety", DATA / "donotanswer" / "malicious_uses.jsonl", split="all")) >= 200
+    assert len(load_inputs("knowledge_dialogue", DATA / "wiki" / "summaries_en-us.json", split="eval")) > 300
 
 
 def test_data_dir_can_be_moved(monkeypatch, tmp_path):
@@ -226,4 +226,23 @@ def test_data_dir_can_be_moved(monkeypatch, tmp_path):
     assert data_dir() == tmp_path
     with pytest.raises(DataError, match="does not exist"):
         load_inputs("toxicity")
-    assert os.path.isdir(SHARED)
+    monkeypatch.delenv("IPA_DATA_DIR")
+    assert data_dir() == DATA and DATA.is_dir()
+
+
+def test_the_data_lives_in_the_repository_and_its_readme_names_every_source():
+    """A clone or a Space has nothing beside the repository: every default source is under data/, listed with its
+    licence in data/README.md, and no file of the project points outside the repository for data."""
+    from tasks.data import DEFAULT_SOURCES
+
+    readme = (DATA / "README.md").read_text()
+    for source in DEFAULT_SOURCES.values():
+        for path in (source.values() if isinstance(source, dict) else [source]):
+            assert (DATA / path).exists(), path
+            assert f"`{path.split('/')[0]}/" in readme, path
+    outside = "../" + "shared"  # split, so that this test does not find itself
+    hits = [str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.rglob("*")
+            if p.is_file() and p.suffix in {".py", ".md", ".txt", ".json", ".toml", ".cfg", ".ini", ""}
+            and not {".git", ".venv", "runs", "node_modules"} & set(p.relative_to(REPO_ROOT).parts)
+            and outside in p.read_text(errors="replace")]
+    assert hits == []

@@ -151,7 +151,7 @@ def test_scorers_share_their_models(scorers):
 
 @pytest.mark.slow
 def test_keyword_list_gets_a_low_commongen_reward_and_a_sentence_a_high_one(scorers):
-    """DESIGN.md: a coverage-only reward was gamed by keyword lists within minutes."""
+    """docs/design.md: a coverage-only reward was gamed by keyword lists within minutes."""
     concepts = {"concepts": "glass hair hold lamp table"}
     keyword_list, sentence = scorers["commongen"]([concepts] * 2, [
         "A glass, hair, hold, lamp, table uses all the words in the sentence.",
