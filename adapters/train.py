@@ -481,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode_fields = [f.name for f in dataclasses.fields(DecodeConfig) if f.name not in DECODE_FLAGS_EXCLUDED]
     # None = not given: the task's decoding default (Quark: top-p 0.6).
     add_dataclass_args(parser, DecodeConfig, exclude=DECODE_FLAGS_EXCLUDED, defaults={f: None for f in decode_fields})
+    parser.add_argument("--json-events", action="store_true",
+                        help="print each event of the run (eval, step, samples, checkpoint, done) as one JSON line on "
+                             "stdout, for scripts that follow a run")
     return parser
 
 
@@ -513,13 +516,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        adapter_dir = train(config_from_args(args), stop=stop, accelerator=_accelerator_if_launched())
+        on_event = (lambda event: print(json.dumps(event), flush=True)) if args.json_events else None
+        adapter_dir = train(config_from_args(args), on_event=on_event, stop=stop, accelerator=_accelerator_if_launched(),
+                            progress=not args.json_events)
     except UserError as err:
         exit_with_user_error(str(err))
     if adapter_dir is None:
         print("stopped before the first step: no adapter written", file=sys.stderr)
         return 1
-    print(f"adapter written to {adapter_dir}")
+    if not args.json_events:  # the "done" event said it
+        print(f"adapter written to {adapter_dir}")
     return 0
 
 
