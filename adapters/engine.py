@@ -270,7 +270,7 @@ class Engine:
             if request.remote is not None:
                 logits[request.id]["base"] = request.remote.step(request.run.next_tokens.to(self.base.base_model.device))
         # New requests: prefilled together, then merged into the running batch.
-        joining = self._admit()
+        joining = self.admit()
         if joining:
             pad_id = self.base.tokenizer.pad_token_id
             for model, batch in self._distinct_batches():
@@ -305,7 +305,9 @@ class Engine:
                 seen.add(id(batch))
                 yield model, batch
 
-    def _admit(self) -> list[Request]:
+    def admit(self) -> list[Request]:
+        """Take the waiting requests that fit beside the running rows (max_rows), first come first served; the caller
+        decodes them (step() prefills them into the running batch; a ZeroGPU call decodes them in its own process)."""
         joining, rows = [], self.rows
         while self.waiting:
             need = len(self.waiting[0].rows())
@@ -315,6 +317,13 @@ class Engine:
             joining.append(request)
             rows += need
         return joining
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request now, from the thread that steps the engine: it leaves the queue, or its rows leave the batch."""
+        request.cancel()
+        if request in self.waiting:
+            self.waiting.remove(request)
+        self._drop([request])
 
     def _drop(self, requests: list[Request]) -> None:
         for request in requests:

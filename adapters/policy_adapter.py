@@ -150,6 +150,14 @@ class AdapterHost:
         """The model to run: the PEFT wrapper once an adapter exists, else the plain model."""
         return self.peft if self.peft is not None else self.base_model
 
+    def to(self, device: torch.device) -> None:
+        """Move the model, its adapters and their reward-token embeddings to `device` (nothing when already there)."""
+        if self.base_model.device == torch.device(device):
+            return
+        self.model.to(device)
+        for embedding in self.reward_embeddings.values():
+            embedding.data = embedding.data.to(device)
+
     @property
     def adapter_names(self) -> list[str]:
         return list(self.cards)

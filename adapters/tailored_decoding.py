@@ -641,6 +641,8 @@ class DecodeRun:
             prompt_ids, self.warnings = [list(p)[-max_prompt:] for p in prompts], []
         else:
             prompt_ids, self.warnings = encode_prompts(tokenizer, prompts, max_prompt)
+        self.prompt_ids = prompt_ids
+        """Each prompt's token ids, as decoded (cut to the context window)."""
         self.seed = config.seed if config.seed is not None else random.randrange(2**31)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.device = policy.base.base_model.device
@@ -746,6 +748,26 @@ class DecodeRun:
         self.next_tokens = next_tokens
         self.steps = t + 1
         self.done = bool(self.finished.all()) or self.steps == config.max_new_tokens
+
+    STATE = ("completion", "mask", "base_lp", "tailored_lp", "kl", "finished", "next_tokens", "token_texts", "steps",
+             "done")
+    """What decoding changes in a run (with its texts and inspection records): see state()."""
+
+    def state(self) -> dict:
+        """Where decoding stands, as plain data (CPU tensors, lists): what crosses back from a process that decoded
+        a copy of this run (a ZeroGPU call, app.scheduler), for restore() to bring this run to the same point."""
+        return {**{name: getattr(self, name) for name in self.STATE},
+                "texts": [(t.ids, t.text, t.start, t.read) for t in self.texts],
+                "inspection": self.inspection.records if self.inspection is not None else None}
+
+    def restore(self, state: dict) -> None:
+        """Take over the state() of a copy of this run decoded elsewhere; result() then reads as if decoded here."""
+        for name in self.STATE:
+            setattr(self, name, state[name])
+        for text, (ids, value, start, read) in zip(self.texts, state["texts"], strict=True):
+            text.ids, text.text, text.start, text.read = ids, value, start, read
+        if self.inspection is not None:
+            self.inspection.records = state["inspection"]
 
     def batch(self) -> SampleBatch:
         """The token tensors so far (for training)."""

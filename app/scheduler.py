@@ -1,5 +1,12 @@
 """Continuous batching for the playground: one thread owns the models and decodes every user's request together.
 
+On a ZeroGPU Space the models' device exists only inside calls decorated with `spaces.GPU`, each run in a process
+forked from the page's, whose arguments and yields cross pickled. There the scheduler's thread batches in GPU calls
+(`gpu_call`): the requests waiting when a call starts (up to the engine's `max_rows`) cross as plain data
+(`RunSpec`), one engine in the call decodes them together to their end (`decode_in_call`), and after every step the
+call yields each run's state, which the page's process takes over (`DecodeRun.restore`) and streams; requests that
+arrive meanwhile wait for the next call. The page's process never runs the models.
+
 A request joins the running batch at the next step (adapters.engine.Engine: prefill, then its KV rows merge into
 the batch) and leaves when done or when its user goes away (a closed page or a cancelled API job closes the
 generator that waits for it: its rows are dropped at once). Each request streams its own tokens. Requests that
@@ -13,21 +20,77 @@ a new request is refused with a clear message. Rewards are scored in batches too
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
+
+import torch
 
 from adapters.checks import UserError
 from adapters.engine import Engine, Request
-from adapters.tailored_decoding import DecodeResult, DecodeRun
+from adapters.policy_adapter import AdapterHost
+from adapters.tailored_decoding import DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
 
 log = logging.getLogger("ipa.scheduler")
 
 
 class SchedulerBusy(UserError):
     """Too many requests are waiting; the message says so and when to try again."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A DecodeRun as plain data, to cross into a GPU call (pickled), where `run` makes it again on that process's
+    models: the same prompts, settings, seed and random numbers, so it decodes exactly what it would have here."""
+
+    adapter: str | None
+    combination: str
+    more: tuple[tuple[str, float], ...]
+    prompt_ids: list[list[int]]
+    config: DecodeConfig
+    n: int
+    columns: tuple[str, ...]
+    inspect: bool
+    uniforms: torch.Tensor | None
+
+    @classmethod
+    def of(cls, run: DecodeRun) -> "RunSpec":
+        policy = run.policy
+        if policy.remote_base is not None:
+            raise ValueError("A run on a remote base is decoded where it is asked for, not in a GPU call.")
+        return cls(policy.adapter_name, policy.combination, policy.more_adapters, run.prompt_ids,
+                   dataclasses.replace(run.config, seed=run.seed), run.n, run.columns, run.inspection is not None,
+                   run.uniforms)
+
+    def run(self, base: AdapterHost, adapter_host: AdapterHost) -> DecodeRun:
+        policy = TailoredPolicy(base, adapter_host if self.adapter else None, self.adapter, self.combination,
+                                more_adapters=self.more)
+        return DecodeRun(policy, self.prompt_ids, self.config, self.n, self.columns, inspect=self.inspect,
+                         uniforms=self.uniforms)
+
+
+def decode_in_call(base: AdapterHost, adapter_host: AdapterHost, max_rows: int, specs: list[RunSpec]) -> Iterator[list]:
+    """The body of one GPU call: the runs decoded together by one engine on the call's device (the models move there
+    first: a ZeroGPU call is the only place where the GPU exists). Yields, after every step, each run's state (None
+    for a run that did not advance)."""
+    from app.spaces_compat import worker_threads
+
+    worker_threads()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for host in {id(h): h for h in (base, adapter_host)}.values():
+        host.to(device)
+    runs = [spec.run(base, adapter_host) for spec in specs]
+    requests = [Request(run) for run in runs]
+    engine = Engine(base, adapter_host, max_rows)
+    for request in requests:
+        engine.submit(request)
+    while not engine.idle:
+        advanced = {id(r) for r in engine.step()}
+        yield [run.state() if id(request) in advanced else None for run, request in zip(runs, requests)]
 
 
 class Scheduler:
@@ -37,9 +100,12 @@ class Scheduler:
     the thread leaves each advanced request a snapshot of its result and wakes its user, who reads it at their own
     pace while the next step runs."""
 
-    def __init__(self, engine: Engine, max_waiting: int):
+    def __init__(self, engine: Engine, max_waiting: int, gpu_call: Callable[[list[RunSpec]], Iterator[list]] | None = None):
         self.engine = engine
         self.max_waiting = max_waiting
+        self.gpu_call = gpu_call
+        """ZeroGPU: decode_in_call on the engine's models, decorated with spaces.GPU; the engine here is then only the
+        queue (see the module's docstring)."""
         self.lock = threading.RLock()
         """Held while the engine steps (take it to change the shared model, e.g. to load an adapter)."""
         self.step_count = 0
@@ -99,8 +165,35 @@ class Scheduler:
                 continue
             with self.lock:
                 self._read_inbox()
-                if not self.engine.idle:
-                    self._step()
+                if self.gpu_call is None:
+                    if not self.engine.idle:
+                        self._step()
+                    continue
+                batch = self.engine.admit()
+            if batch:
+                self._call(batch)  # not under the lock: the call decodes its own copy of the models
+
+    def _call(self, requests: list[Request]) -> None:
+        """Decode these requests in one GPU call, streaming each step's state to their users."""
+        started = time.perf_counter()
+        try:
+            for states in self.gpu_call([RunSpec.of(request.run) for request in requests]):
+                for request, state in zip(requests, states):
+                    if state is None or request.cancelled:  # a cancelled request's rows decode on in the call, unseen
+                        continue
+                    request.run.restore(state)
+                    request.snapshot = request.run.result(final=request.run.done)
+                    request.updated.set()
+                self.step_count += 1
+                with self.lock:
+                    self._read_inbox()  # new requests queue for the next call; their users hear their place
+        except Exception as err:  # noqa: BLE001 - a failed call fails its requests; the next call serves the next ones
+            log.exception("a GPU call failed")
+            for request in requests:
+                if not request.run.done:
+                    request.snapshot = err
+                    request.updated.set()
+        self.busy_seconds += time.perf_counter() - started
 
     def _read_inbox(self) -> None:
         while not self._inbox.empty():
@@ -108,9 +201,7 @@ class Scheduler:
             if what == "submit" and not request.cancelled:
                 self.engine.submit(request)
             elif what == "cancel":
-                if request in self.engine.waiting:
-                    self.engine.waiting.remove(request)
-                self.engine._drop([request])
+                self.engine.cancel(request)
         for position, request in enumerate(self.engine.waiting):
             if request.snapshot != position:
                 request.snapshot = position

@@ -43,9 +43,9 @@ from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
 from adapters.engine import Engine
 from adapters.inspector import Branch, branch_run, ended_branch
 from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
-from app.config import AppConfig
-from app.scheduler import BatchedScorer, Scheduler
-from app.spaces_compat import ON_ZERO_GPU, gpu
+from app.config import AppConfig, ConfigError
+from app.scheduler import BatchedScorer, Scheduler, decode_in_call
+from app.spaces_compat import gpu, zero_gpu_on
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from rewards.objective import Objective, ObjectiveError
 from tasks import TASKS, Task, carry_inputs, get_task, load_scorer
@@ -55,6 +55,9 @@ from tasks.data import DataError, load_inputs
 
 log = logging.getLogger("ipa.service")
 
+GPU_CALL_SECONDS = 120
+"""ZeroGPU: the seconds of GPU one decoding call asks for (spaces.GPU(duration=...)); a call decodes the requests
+waiting when it starts, each at most Settings' 128 tokens a column."""
 STREAM_INTERVAL = 0.04
 """Seconds between two streamed updates of one request, per request decoding at the same time (one user: every
 token; sixteen: about 1.5 updates a second)."""
@@ -402,8 +405,13 @@ class BackgroundScorers(Mapping):
 class Playground:
     """The service: one base model with named adapters, one scorer per task, and a queue of training jobs."""
 
-    def __init__(self, config: AppConfig, base: AdapterHost, adapter_host: AdapterHost, scorers: dict, device: torch.device):
+    def __init__(self, config: AppConfig, base: AdapterHost, adapter_host: AdapterHost, scorers: dict, device: torch.device,
+                 zero_gpu: bool = False):
         self.config = config
+        self.zero_gpu = zero_gpu
+        """A ZeroGPU Space: the GPU exists only inside spaces.GPU calls, in processes forked from this one. Decoding
+        (every tab, the research panels, branching) runs in such calls, batched (app.scheduler), and page training in
+        chunks of them (app.training_jobs.ZeroGpuTrain); this process holds the models on the CPU and never runs them."""
         self.base = base
         self.adapter_host = adapter_host
         self.scorers = scorers
@@ -413,13 +421,17 @@ class Playground:
         """Grows whenever an adapter is added, so the page knows when to refresh its choices."""
         self.problems: list[str] = []
         """Adapters that could not be loaded at start (shown in the page)."""
-        # On a ZeroGPU Space the GPU exists only inside decorated calls: a run goes in chunks of such calls.
-        train = ZeroGpuTrain(user_errors=(USER_ERRORS,)) if ON_ZERO_GPU else _train
+        train = ZeroGpuTrain(user_errors=(USER_ERRORS,)) if zero_gpu else _train
         self.training = TrainingQueue(train, self._training_finished, self._run_removed, USER_ERRORS,
                                       Path(config.runs_dir), config.runs_disk_mb, config.max_waiting_runs)
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
-        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting)
+        gpu_call = None
+        if zero_gpu:
+            @gpu(duration=GPU_CALL_SECONDS)
+            def gpu_call(specs):
+                yield from decode_in_call(base, adapter_host, config.max_rows, specs)
+        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting, gpu_call)
         self.score = BatchedScorer(scorers)
         self._objective_scorers: dict[str, Callable] = {}
         """Adapter name -> the scorer of its objective (adapters trained for an objective), loaded on first use."""
@@ -430,7 +442,11 @@ class Playground:
     def load(cls, config: AppConfig) -> "Playground":
         """Load the models once, every known adapter, and one scorer per task (sharing reward models)."""
         torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 2) - 1))
-        device = resolve_device(config.device)
+        zero_gpu = zero_gpu_on()
+        if zero_gpu and config.base_api:
+            raise ConfigError("A black-box base (--base-api) is not served on ZeroGPU hardware: use a CPU or GPU Space.")
+        # On ZeroGPU the models wait on the CPU here; each GPU call moves its copy to the GPU.
+        device = resolve_device("cpu" if zero_gpu else config.device)
         dtype = resolve_dtype(config.dtype, device)
         preset = config.models
         try:
@@ -459,7 +475,7 @@ class Playground:
             return scorers
 
         # The page needs the base and the adapters; the reward models load behind it (first scores wait for them).
-        service = cls(config, base, adapter_host, BackgroundScorers(load_scorers), device)
+        service = cls(config, base, adapter_host, BackgroundScorers(load_scorers), device, zero_gpu)
         service.remote_base = remote
         service.load_known_adapters()
         return service
@@ -495,10 +511,13 @@ class Playground:
     # --- facts for the page ------------------------------------------------------------------------------
     @property
     def has_gpu(self) -> bool:
-        return self.device.type == "cuda"
+        """Whether the models run on a GPU: this process's device, or ZeroGPU's calls."""
+        return self.device.type == "cuda" or self.zero_gpu
 
     def machine(self) -> str:
         dtype = str(self.base.base_model.dtype).replace("torch.", "")
+        if self.zero_gpu:
+            return f"ZeroGPU (a GPU lent for each call; {dtype} weights from {machine_name(self.device)})"
         return f"{machine_name(self.device)}, {dtype}"
 
     def base_label(self) -> str:
@@ -565,7 +584,6 @@ class Playground:
         clean = definition.normalize({f.name: inputs.get(f.name) for f in definition.fields})
         return {k: (v if isinstance(v, str) else list(v)) for k, v in clean.items()}
 
-    @gpu(duration=120)
     def generate(self, task: str, inputs: dict, settings: Settings, adapter: str | None = None,
                  more: list[tuple[str, float]] = (), inspect: bool = False) -> Iterator[Generation]:
         """Stream base | base + adapter side by side, token by token; the last update carries the rewards.
@@ -800,8 +818,8 @@ class Playground:
         run_dir = Path(self.config.runs_dir) / name
         preset = self.config.models
         approx = preset.adapter_model if preset.adapter_model != preset.base else ""
-        # On a ZeroGPU Space the run's chunks train inside GPU calls (ZeroGpuTrain), where the GPU is there.
-        device = "cuda" if ON_ZERO_GPU else str(self.device)
+        # On a ZeroGPU Space the run's chunks train inside GPU calls (ZeroGpuTrain): "auto" finds the GPU there.
+        device = "auto" if self.zero_gpu else str(self.device)
         objective_file = run_dir / "objective.json"
         if objective:
             request.check(self.training_limits)  # before anything is written

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import os
 
+MAIN_PID = os.getpid()
+"""The page's process; a GPU call on ZeroGPU runs in a process forked from it."""
+
 
 def _spaces():
     """The `spaces` module, or None where it is not installed (looked up at each use, so tests can fake it)."""
@@ -37,9 +40,14 @@ def zero_gpu_on() -> bool:
     return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
 
 
-ON_ZERO_GPU = zero_gpu_on()
-"""A ZeroGPU Space: the GPU exists only inside decorated calls, so background threads (training) get none; page
-training runs its steps in chunks of decorated calls (app.training_jobs.ZeroGpuTrain)."""
+def worker_threads() -> None:
+    """At the start of a GPU call's body: in a process forked from the page's, torch's CPU thread pool did not survive
+    the fork (its first parallel operation would hang), so the call's CPU work runs on one thread; in the page's own
+    process (no `spaces`: the decorator is a no-op) nothing changes."""
+    if os.getpid() != MAIN_PID:
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def gpu(fn=None, *, duration: int = 60):

@@ -273,7 +273,7 @@ def run_job(job: TrainingJob, train: Callable, on_finished: Callable[[TrainingJo
 
 @dataclass(frozen=True)
 class GpuChunks:
-    """How a page run is cut into GPU calls on a ZeroGPU Space (app.spaces_compat.ON_ZERO_GPU), where the GPU is
+    """How a page run is cut into GPU calls on a ZeroGPU Space (app.service.Playground.zero_gpu), where the GPU is
     lent one decorated call at a time, for at most the seconds that call asked for."""
 
     steps: int = 8
@@ -303,7 +303,9 @@ def train_chunk(fields: dict, pause_at: int, stopping: bool) -> Iterator[dict]:
 
     The loop reports through a callback, so it runs in a thread of the call and the callback feeds a queue."""
     from adapters.train import train
+    from app.spaces_compat import worker_threads
 
+    worker_threads()
     config, events, finished = config_from_fields(fields), queue.Queue(), object()
     stop = threading.Event()
     if stopping:

@@ -64,7 +64,7 @@ def test_pasted_prompts_have_limits_and_say_which(text, message):
 def playground_without_models(tmp_path, train) -> tuple[Playground, list]:
     service = Playground.__new__(Playground)  # only what start_training uses: no models
     service.config = AppConfig(runs_dir=str(tmp_path / "runs"), device="cpu")
-    service.adapters, service.device, finished = {}, "cpu", []
+    service.adapters, service.device, service.zero_gpu, finished = {}, "cpu", False, []
     service.training = TrainingQueue(train, lambda job, directory: finished.append(job.name), lambda name: None,
                                      ObjectiveError, tmp_path / "runs", 1000.0, 8)
     return service, finished
