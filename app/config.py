@@ -122,8 +122,9 @@ class AppConfig:
     runs_disk_mb: int = 2000
     """Disk space for the runs trained in the page; beyond it the oldest run is removed (never a shipped adapter).
     A run keeps its adapter and logs; its checkpoint (optimizer state, most of a run's 19-38 MB) goes when it ends."""
-    max_waiting_runs: int = 8
-    """Training runs that may wait, in order, for the one running (one a browser session)."""
+    max_waiting_runs: int = 32
+    """Training runs that may wait, in order, for the one running (one a browser session): a class of 30 may all
+    queue a run; each is told its place."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:

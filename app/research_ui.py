@@ -179,8 +179,9 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         run = gr.Button("Compare methods", elem_id=f"{name}-compare-run")
         status = gr.Markdown(elem_id=f"{name}-compare-status")
         table = gr.Dataframe(label="Methods (mean over samples; ± 95 % interval over prompts)", interactive=False, wrap=True,
+                             elem_classes="ipa-table",
                              elem_id=f"{name}-compare-table")
-        texts = gr.Dataframe(label="Their texts for the first prompt", interactive=False, wrap=True,
+        texts = gr.Dataframe(label="Their texts for the first prompt", interactive=False, wrap=True, elem_classes="ipa-table",
                              elem_id=f"{name}-compare-texts")
         download = gr.DownloadButton("Download JSON", elem_id=f"{name}-compare-json")
         with gr.Accordion("The comparison as data (what the API returns; bench.compare --json's object)", open=False):
@@ -229,7 +230,8 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                 # (Gradio 6.31: its colour scale keeps the first frame's empty list of series).
                 plots += [gr.LinePlot(None, x="alpha", y="value", color="series", title=SWEEP_PLOTS[m], height=240,
                                       color_map=SERIES_COLORS, elem_id=f"{name}-sweep-{m}") for m in row]
-        points = gr.Dataframe(label="The points (* the trained strength)", interactive=False, elem_id=f"{name}-sweep-table")
+        points = gr.Dataframe(label="The points (* the trained strength)", interactive=False, elem_classes="ipa-table",
+                              elem_id=f"{name}-sweep-table")
         download_s = gr.DownloadButton("Download JSON", elem_id=f"{name}-sweep-json")
         with gr.Accordion("The sweep as data (what the API returns)", open=False):
             data_s = gr.JSON(label="Sweep")

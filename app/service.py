@@ -21,6 +21,7 @@ background thread, so generation keeps working while it trains.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -436,6 +437,8 @@ class Playground:
         self._objective_scorers: dict[str, Callable] = {}
         """Adapter name -> the scorer of its objective (adapters trained for an objective), loaded on first use."""
         self._objective_scorers_lock = threading.Lock()
+        self._names_lock = threading.Lock()
+        """Held while a run folder is reserved (_reserve_run_folder)."""
 
     # --- start-up ------------------------------------------------------------------------------------
     @classmethod
@@ -764,6 +767,27 @@ class Playground:
                                "try it in that task's tab.")
         return self.generate(entry.card.task, {definition.primary_field: text}, settings, entry.name)
 
+    def trial_defaults(self, name: str) -> dict:
+        """What "Try your adapters" starts from for an adapter, so that the effect its run measured can show: a text
+        like those it was scored on (one of its objective's held-back prompts; a task's first demo, which is not
+        offensive as the task's data may be), its card's strength, its training's tokens a sample, and the most
+        samples a column the page allows (Settings.n)."""
+        entry, definition = self.adapter(name), self.adapter_task(name)
+        decode = (entry.card.training or {}).get("decode") or {}
+        text = definition.demos[0][definition.primary_field]
+        objective = self.objective_of(name)
+        if objective is not None:
+            own = objective.prompts and objective.prompts not in PROMPT_SETS  # pasted or uploaded: in the run's folder
+            try:
+                rows = objective_inputs(objective, split="eval", limit=1,
+                                        path=str(entry.directory.parent / objective.prompts) if own else None)
+                text = rows[0][definition.primary_field]
+            except USER_ERRORS:  # its prompts are gone: the demo stays
+                pass
+        tokens = int(decode.get("max_new_tokens") or definition.decode_config().max_new_tokens)
+        return {"text": ", ".join(text) if isinstance(text, (list, tuple)) else text, "alpha": entry.card.alpha,
+                "max_new_tokens": min(tokens, Settings.LIMITS["max_new_tokens"][1]), "n": Settings.LIMITS["n"][1]}
+
     # --- training ------------------------------------------------------------------------------------
     def training_defaults(self) -> TrainRequest:
         """Defaults for the Training tab: about 2 minutes with a tiny batch on a CPU, 5 minutes on a GPU."""
@@ -771,12 +795,22 @@ class Playground:
             return TrainRequest(amount=5.0, batch_size=64, group_size=4, eval_prompts=16, lr=1e-4)
         return TrainRequest()
 
-    def _next_run_name(self, task: str, algo: str) -> str:
+    def _reserve_run_folder(self, names: Callable[[int], str]) -> tuple[str, Path]:
+        """A new run folder under runs_dir and its name: the first of names(1), names(2), ... that no adapter has and
+        no folder holds, created here, under one lock, so that no two runs (queued together, or an upload beside
+        them) can get one name or write into one folder."""
         runs = Path(self.config.runs_dir)
-        k = 1
-        while f"{task}-{algo}-{k}" in self.adapters or (runs / f"{task}-{algo}-{k}").exists():
-            k += 1
-        return f"{task}-{algo}-{k}"
+        runs.mkdir(parents=True, exist_ok=True)
+        with self._names_lock:
+            for k in itertools.count(1):
+                name = names(k)
+                if name in self.adapters:
+                    continue
+                try:
+                    (runs / name).mkdir()
+                except FileExistsError:
+                    continue
+                return name, runs / name
 
     @property
     def training_limits(self) -> TrainingLimits:
@@ -814,20 +848,19 @@ class Playground:
         if pasted and objective is None:
             raise ServiceError(f"{'Pasted' if request.prompts_text.strip() else 'Uploaded'} prompts are for your own "
                                "objective: a task trains on its own data.")
-        name = self._next_run_name(objective.name if objective else request.task, request.algo)
-        run_dir = Path(self.config.runs_dir) / name
+        request.check(self.training_limits)  # before a folder is made
+        stem = f"{objective.name if objective else request.task}-{request.algo}"
+        name, run_dir = self._reserve_run_folder(lambda k: f"{stem}-{k}")
         preset = self.config.models
         approx = preset.adapter_model if preset.adapter_model != preset.base else ""
         # On a ZeroGPU Space the run's chunks train inside GPU calls (ZeroGpuTrain): "auto" finds the GPU there.
         device = "auto" if self.zero_gpu else str(self.device)
         objective_file = run_dir / "objective.json"
-        if objective:
-            request.check(self.training_limits)  # before anything is written
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if pasted:  # beside objective.json, which names it (a relative file is read from the objective's folder)
-                objective = dataclasses.replace(objective, prompts=write_prompts(run_dir, pasted))
-            objective.save(objective_file)
         try:
+            if objective:
+                if pasted:  # beside objective.json, which names it (a relative file is read from the objective's folder)
+                    objective = dataclasses.replace(objective, prompts=write_prompts(run_dir, pasted))
+                objective.save(objective_file)
             config = request.to_config(out=str(run_dir), name=name, device=device, base=preset.base, approx_base=approx,
                                        limits=self.training_limits, objective_file=str(objective_file) if objective else "")
             try:  # fail now, not in the thread, when the training data is missing
@@ -845,9 +878,8 @@ class Playground:
                 raise ServiceError(f"There is no training data for this {'objective' if objective else 'task'} on this machine "
                                    f"({err}) Point $IPA_DATA_DIR at the project's data folder.") from None
             return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))
-        except BaseException:
-            if objective:
-                shutil.rmtree(run_dir, ignore_errors=True)
+        except BaseException:  # nothing was queued: the reserved folder goes
+            shutil.rmtree(run_dir, ignore_errors=True)
             raise
 
     def _training_finished(self, job: TrainingJob, adapter_dir: Path) -> None:
@@ -910,11 +942,7 @@ class Playground:
         self._check_may_change_adapters(local)
         zip_path = Path(zip_path)
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", zip_path.stem).strip("-.")[:48] or "adapter"
-        name, k = stem, 1
-        while name in self.adapters or (Path(self.config.runs_dir) / name).exists():
-            k += 1
-            name = f"{stem}-{k}"
-        run_dir = Path(self.config.runs_dir) / name
+        name, run_dir = self._reserve_run_folder(lambda k: stem if k == 1 else f"{stem}-{k}")
         try:
             unpack_adapter_zip(zip_path, run_dir / "adapter")
             card = read_card(run_dir / "adapter")

@@ -142,7 +142,7 @@ def restore_on_load(demo: gr.Blocks, tabs: gr.Tabs, panels: dict[str, SharePanel
         updates = {id(panel.parameters[k]): v for k, v in given.items()}
         if "adapter" in given and panel.adapter_change:
             change, changed = panel.adapter_change
-            updates.update({id(c): v for c, v in zip(changed, change(given["adapter"]))})
+            updates.update({id(c): v for c, v in zip(changed, change(given["adapter"], given.get("adapter_2")))})
             if "alpha" in given:  # the link's alpha, not the card's
                 updates[id(panel.parameters["alpha"])] = given["alpha"]
         problems = _link_problems(service, run, panel) if run.task else run.problems

@@ -392,14 +392,15 @@ def folder_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
-def runs_over_budget(runs_dir: Path, budget_mb: float, keep: Path) -> list[Path]:
-    """The oldest runs to remove so that runs_dir fits in budget_mb; never `keep` (the newest run).
+def runs_over_budget(runs_dir: Path, budget_mb: float, keep: set[Path]) -> list[Path]:
+    """The oldest runs to remove so that runs_dir fits in budget_mb; never those in `keep` (the newest run, and the
+    folders reserved for runs still waiting or running).
 
     Oldest by the time their folder last changed; only folders of runs_dir, which holds nothing but runs trained
     in the page (the shipped adapters live elsewhere)."""
-    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and p != keep), key=lambda p: p.stat().st_mtime)
+    runs = sorted((p for p in runs_dir.iterdir() if p.is_dir() and p not in keep), key=lambda p: p.stat().st_mtime)
     sizes = {p: folder_mb(p) for p in runs}
-    total = sum(sizes.values()) + folder_mb(keep)
+    total = sum(sizes.values()) + sum(folder_mb(p) for p in keep if p.is_dir())
     chosen = []
     for run in runs:
         if total <= budget_mb:
@@ -534,7 +535,9 @@ class TrainingQueue:
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
             if not run_dir.is_dir() or not self.runs_dir.is_dir():
                 return
-            for old in runs_over_budget(self.runs_dir, self.disk_mb, keep=run_dir):
+            with self.changed:
+                keep = {run_dir} | {Path(j.config.run.out) for j in self.jobs if j.active}
+            for old in runs_over_budget(self.runs_dir, self.disk_mb, keep=keep):
                 log.info("disk budget of %g MB: removing the oldest run %s", self.disk_mb, old.name)
                 self.on_removed(old.name)
                 shutil.rmtree(old, ignore_errors=True)

@@ -25,7 +25,7 @@ from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS
 from app.config import LOOPBACK_HOSTS
 from app.training_jobs import TrainRequest
 from rewards.objective import block_rewards
-from tasks import TASKS, Task
+from tasks import TASKS, InputField, Task
 from tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SETS
 
 log = logging.getLogger("ipa.ui")
@@ -65,6 +65,10 @@ CSS = """
   .ipa-columns {flex-direction: column !important;}
   .ipa-wide {display: none;} .ipa-narrow {display: inline;}
 }
+/* Nine tabs in one row on a 1366-pixel laptop screen (Gradio's padding would push the last onto a second row). */
+button[role="tab"] {padding-left: 0.65rem !important; padding-right: 0.65rem !important;}
+/* Table headers (the compare panel's methods) wrap between words, never inside one. */
+.ipa-table th, .ipa-table th * {word-break: normal !important; overflow-wrap: normal !important; hyphens: none;}
 /* The token view reads as running text: no gaps between tokens (their own leading spaces separate words). */
 .ipa-tokens .score-token {padding: 1px 0 !important; margin: 0 !important; border-radius: 0 !important;}
 """.replace("STACKED_MAX_PX", f"{views.STACKED_BELOW_PX - 1}px")
@@ -82,13 +86,20 @@ def launch_options(mcp: bool = False) -> dict:
     return {"theme": THEME, "css": CSS, "mcp_server": mcp}
 
 
-def keep_in_view_js(button_id: str, outputs_id: str) -> str:
+def keep_in_view_js(button_id: str, outputs_id: str, field_ids: list[str] = ()) -> str:
     """A click's JavaScript: when the output columns are not in sight (on a 1366 x 768 screen the inputs, demo
     inputs and card fill the first screen), scroll the Generate button to the top, the columns under it, so that
-    the text is seen as it streams. Nothing moves when they are already in sight."""
+    the text is seen as it streams. Nothing moves when they are already in sight, nor when a box is empty (its hint
+    shows beside it: the event's validator)."""
+    fields = ", ".join(f'"{i}"' for i in field_ids)
     return f"""() => {{
   const outputs = document.getElementById("{outputs_id}"), button = document.getElementById("{button_id}");
   if (!outputs || !button) return;
+  const empty = [{fields}].some((id) => {{
+    const box = document.querySelector(`#${{id}} textarea, #${{id}} input`);
+    return box && !box.value.trim();
+  }});
+  if (empty) return;
   const top = outputs.getBoundingClientRect().top;
   if (top < 0 || top + 160 > window.innerHeight) button.scrollIntoView({{block: "start", behavior: "smooth"}});
 }}"""
@@ -164,20 +175,25 @@ def second_adapter_choices(service: Playground) -> list[tuple[str, str]]:
 
 @dataclasses.dataclass
 class AdapterMenus:
-    """Every adapter dropdown of the task tabs, so that training, uploading and deleting refresh them all: each tab's
-    adapter (its task's adapters) and second adapter (any adapter)."""
+    """Every adapter dropdown of the page, so that training, uploading and deleting refresh them all: each task tab's
+    adapter (its task's adapters) and second adapter (any adapter), and the menus of any adapter ("Try your
+    adapters", "Your adapters"), each with the function that lists its choices."""
 
     by_task: dict[str, gr.Dropdown] = dataclasses.field(default_factory=dict)
     second: list[gr.Dropdown] = dataclasses.field(default_factory=list)
+    any_adapter: list[tuple[gr.Dropdown, Callable[[Playground], list]]] = dataclasses.field(default_factory=list)
+    poll: tuple | None = None
+    """The training tab's poll (function, state, outputs): build_ui wires it to the timer once every menu exists."""
 
     @property
     def components(self) -> list[gr.Dropdown]:
-        return [*self.by_task.values(), *self.second]
+        return [*self.by_task.values(), *self.second, *(menu for menu, _ in self.any_adapter)]
 
     def updates(self, service: Playground) -> list[dict]:
         seconds = second_adapter_choices(service)
         return ([gr.update(choices=adapter_choices(service, name)) for name in self.by_task]
-                + [gr.update(choices=seconds) for _ in self.second])
+                + [gr.update(choices=seconds) for _ in self.second]
+                + [gr.update(choices=choices(service)) for _, choices in self.any_adapter])
 
 
 def _example_rows(task: Task) -> list[list[str]]:
@@ -200,6 +216,8 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
             fields = [gr.Textbox(label=f.label, placeholder=f.placeholder, lines=f.lines,
                                  max_length=service.config.max_input_chars, elem_id=f"{task.name}-{f.name}")
                       for f in task.fields]
+            # right under the boxes: in view on a laptop screen, and next to the demo inputs a click fills in
+            button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
             gr.Examples(_example_rows(task), inputs=fields, label="Demo inputs (click one)", examples_per_page=6)
         with gr.Column(scale=2):
             adapter = gr.Dropdown(adapter_choices(service, task.name), value=default or NO_ADAPTER, label="Adapter",
@@ -226,7 +244,6 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
                                                       elem_id=f"{task.name}-top-p"))
                 seed = _checked_by_service(gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
                                  elem_id=f"{task.name}-seed"))
-    button = gr.Button("Generate", variant="primary", elem_id=f"{task.name}-generate")
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
     with gr.Row(equal_height=False, elem_classes="ipa-columns", elem_id=f"{task.name}-outputs"):
         with gr.Column(min_width=0):  # side by side until the CSS stacks them (views.STACKED_BELOW_PX)
@@ -248,14 +265,22 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
                                                      "top_p": top_p, "seed": seed})
 
-    def on_adapter_change(name: str):
+    def on_adapter_change(name: str, name_2: str | None = None):
         entry = service.adapters.get(name)
+        second = name_2 if name_2 in service.adapters else None
         return (views.card_markdown(entry, task), gr.update(value=entry.card.alpha) if entry else gr.skip(),
-                gr.update(label=views.tailored_label(entry.name if entry else None)))
+                gr.update(label=views.tailored_label(entry.name if entry else None, second)))
+
+    def on_second_change(name: str, name_2: str | None):
+        entry = service.adapters.get(name)
+        second = name_2 if name_2 in service.adapters else None
+        return gr.update(label=views.tailored_label(entry.name if entry else None, second))
 
     # .input, a user's pick: a share link's restored adapter shows its card too, but keeps the link's alpha
-    adapter.input(on_adapter_change, adapter, [card, alpha, tailored_text], show_progress="hidden",
+    adapter.input(on_adapter_change, [adapter, adapter_2], [card, alpha, tailored_text], show_progress="hidden",
                   api_visibility="private")
+    adapter_2.input(on_second_change, [adapter, adapter_2], tailored_text, show_progress="hidden",
+                    api_visibility="private")
 
     def generate(*values):
         inputs = {f.name: v for f, v in zip(task.fields, values)}
@@ -274,12 +299,20 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed",
                                              "adapter_2", "alpha_2"]
     inputs = [*fields, adapter, alpha, n, max_new, temperature, top_p, seed, adapter_2, alpha_2]
+
+    def missing_inputs(*values):
+        """An empty box gets a hint beside it and nothing runs (the API, which skips this, gets the service's error)."""
+        return [gr.validate(not f.missing(v), f"Type the {f.label.lower()} here, or click a demo input below.")
+                for f, v in zip(task.fields, values)] + [gr.validate(True, "")] * (len(values) - len(task.fields))
+
     # first: the page runs a button's listeners in turn, each to its end (a streamed Generate ends when it is scored)
-    button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs"))
+    button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs",
+                                          [f"{task.name}-{f.name}" for f in task.fields]))
     generated = button.click(share_ui.describe_generate(_with_parameters(generate, names), task, names), inputs,
                              [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data,
                               inspector.state],
-                             api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal")
+                             api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal",
+                             validator=missing_inputs)
     inspector.follow(generated)
     share_ui.wire_result(share, generated, dict(zip(names, inputs)), data, notice,
                          adapter_change=(on_adapter_change, [card, alpha, tailored_text]))
@@ -293,9 +326,9 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
 # --- the training tab -------------------------------------------------------------------------------------------
 
 
-def training_tab(service: Playground, menus: AdapterMenus, timer: gr.Timer) -> None:
-    """The training tab. `timer` lives outside the tabs: a Timer inside a tab ticks only once the tab is opened,
-    and its ticks also refresh the task tabs' adapter lists."""
+def training_tab(service: Playground, menus: AdapterMenus) -> None:
+    """The training tab. Its poll (menus.poll) is wired by build_ui to a timer outside the tabs (a Timer inside a tab
+    ticks only once the tab is opened); its ticks also refresh every adapter menu of the page."""
     d = service.training_defaults()
     limits = service.training_limits
     if service.config.training != "open":
@@ -362,7 +395,7 @@ def training_tab(service: Playground, menus: AdapterMenus, timer: gr.Timer) -> N
         # None, not an empty frame: Gradio 6.31 keeps the first frame's (empty) list of series for its colours,
         # and would draw the curves that come later without any
         reward_plot = gr.LinePlot(None, x="step", y="value", color="series",
-                                  title="Reward and its parts (batch means) per step",
+                                  title="Reward per step: each batch, its moving mean, and the held-back evaluation",
                                   height=260, y_lim=[0, 1])
         kl_plot = gr.LinePlot(views.curve_frame({}, "kl"), x="step", y="kl", title="KL(tailored ‖ base) per token", height=260)
     gr.Markdown("<small>Sample generations show training prompts as they are: for detoxification they come from "
@@ -435,8 +468,8 @@ def training_tab(service: Playground, menus: AdapterMenus, timer: gr.Timer) -> N
     share_ui.document(start_objective_run, share_ui.training_docs(PAGE_BLOCKS))
     share_ui.document(stop_run, {}, "Stop this session's training run: a waiting one leaves the queue, a running one "
                       "stops after its step and keeps what it learned.")
-    timer.tick(poll, seen, [status, reward_plot, kl_plot, samples, seen, *menus.components],
-               show_progress="hidden", queue=False, api_visibility="private")
+    # wired once the page is built (build_ui): the menus of the tabs after this one refresh too
+    menus.poll = (poll, seen, [status, reward_plot, kl_plot, samples, seen])
     start.click(start_run, [task, algo, budget, amount, lr, alpha, batch, group, tokens, evals], status,
                 api_name="train_start", concurrency_limit=None)
     stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
@@ -484,8 +517,9 @@ def adapters_tab(service: Playground, menus: AdapterMenus) -> None:
     result = gr.Markdown(elem_id="adapters-result")
 
     def refreshed(message: str, value=None):
-        choices = all_adapter_choices(service)
-        return message, gr.update(choices=choices, value=value), *menus.updates(service)
+        updates = menus.updates(service)
+        updates[menus.components.index(chosen)] = gr.update(choices=all_adapter_choices(service), value=value)
+        return message, *updates
 
     def download_adapter(name: str) -> str:
         """The chosen adapter as a zip file: its safetensors and card."""
@@ -518,7 +552,8 @@ def adapters_tab(service: Playground, menus: AdapterMenus) -> None:
     share_ui.document(delete_adapter, name_doc, "Delete an adapter trained or uploaded here (never a shipped one).")
     share_ui.document(upload_adapter, {"path": "A zip made by this playground's adapter_download (JSON and safetensors)."},
                       "Upload an adapter zip; it is checked, then listed under a new name for its task.")
-    outputs = [result, chosen, *menus.components]
+    menus.any_adapter.append((chosen, all_adapter_choices))
+    outputs = [result, *menus.components]
     download.click(download_adapter, chosen, zipped, api_name="adapter_download")
     delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
     upload.upload(upload_adapter, upload, outputs, api_name="adapter_upload")
@@ -576,9 +611,21 @@ def try_tab(service: Playground) -> gr.Dropdown:
                                     "text": "Your text: to continue, or your message."},
                       "Any adapter on a text of one's own: base and base + adapter side by side, scored as the adapter "
                       "was trained (its task's reward or its own objective).")
+    def trial_defaults(adapter: str):
+        if adapter not in service.adapters:
+            return [gr.skip()] * 4
+        d = service.trial_defaults(adapter)
+        return d["text"], d["alpha"], d["n"], d["max_new_tokens"]
+
+    # Picking an adapter sets what shows its effect: a text like those it trained on, its strength and length.
+    chosen.change(trial_defaults, chosen, [text, alpha, n, max_new], queue=False, api_visibility="private")
+    def missing_text(adapter, text_, *rest):
+        return [gr.validate(adapter not in (None, ""), "Pick an adapter first."),
+                gr.validate(not InputField.missing(text_), "Type a text here first.")] + [gr.validate(True, "")] * len(rest)
+
     button.click(try_adapter, [chosen, text, alpha, n, max_new, seed],
                  [base_text, tailored_text, base_reward, tailored_reward, notice, data],
-                 api_name="try_adapter", concurrency_id="generate", show_progress="minimal")
+                 api_name="try_adapter", concurrency_id="generate", show_progress="minimal", validator=missing_text)
     return chosen
 
 
@@ -608,14 +655,14 @@ def build_ui(service: Playground) -> gr.Blocks:
                 with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
                     task_tab(service, task, shares, menus)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
-                training_tab(service, menus, timer)
-            with gr.Tab("Try your adapters", id="try", elem_id="tab-try") as try_tab_:
-                try_chosen = try_tab(service)
-            # its list follows the adapters trained, uploaded and deleted since the page was opened
-            try_tab_.select(lambda: gr.update(choices=try_choices(service)), None, try_chosen, queue=False,
-                            api_visibility="private")
+                training_tab(service, menus)
+            with gr.Tab("Try your adapters", id="try", elem_id="tab-try"):
+                menus.any_adapter.append((try_tab(service), try_choices))
             with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
                 adapters_tab(service, menus)
+        poll, seen, outputs = menus.poll
+        timer.tick(poll, seen, [*outputs, *menus.components], show_progress="hidden", queue=False,
+                   api_visibility="private")
         share_ui.restore_on_load(demo, tabs, shares, service)  # a share link's query: its tab, filled, generated
     share_ui.name_tools_after_endpoints(demo)
     return demo

@@ -107,8 +107,7 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
                 backend: str | None = None, pending: bool = False) -> str:
     """The reward of a column (mean over samples, ± its spread) as a number and a bar, its parts below, smaller.
 
-    compare_to: the other column's scores, to show the difference (the tailored column against the base); a
-    difference smaller than either column's spread is said to be within it (more samples would be needed).
+    compare_to: the base column's scores, to show the difference and how sure it is (difference_html).
     backend: the toxicity classifier's label, named under the numbers where the reward uses it.
     """
     if scores is None:
@@ -116,33 +115,57 @@ def reward_html(scores: list[dict] | None, task: Task, compare_to: list[dict] | 
     means = reward_means(scores)
     means.pop("reward")
     reward, half = reward_spread(scores)
-    # The samples' range, which stays inside [0, 1]; the 95 % interval (wider than the range with 3 samples) only
-    # decides whether a difference from the base is more than noise.
+    # The samples' range, which stays inside [0, 1] (the 95 % interval of a mean of 3 samples is wider than that).
     rewards = [s["reward"] for s in scores]
     spread = (f"<span class='ipa-spread'>{fmt(min(rewards))}–{fmt(max(rewards))}</span>" if len(rewards) > 1 else "")
-    delta = ""
+    delta, verdict = "", ""
     if compare_to is not None:
-        other, other_half = reward_spread(compare_to)
-        diff = reward - other
-        noise = max(h for h in (half, other_half, 0.005) if h is not None)
-        kind = "same" if abs(diff) <= noise else "up" if diff > 0 else "down"
-        within = ", within the spread" if kind == "same" and noise > 0.005 else ""
-        delta = f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base{within}</span>"
+        delta, verdict = difference_html(scores, compare_to)
     parts = "".join(
         f"<div class='ipa-part'><span class='ipa-part-name'>{e(PART_LABELS.get(k, k))}</span>"
         f"{_bar(v, 'small' + (' bad' if k == 'toxicity' else ''))}<span class='ipa-part-value'>{fmt(v)}</span></div>"
         for k, v in means.items()
     )
-    each = ""
-    if len(scores) > 1:
-        each = (f" · mean of {len(scores)} samples ({', '.join(fmt(s['reward']) for s in scores)})"
-                + (f", from {fmt(min(s['reward'] for s in scores))} to {fmt(max(s['reward'] for s in scores))}; a difference "
-                   "from the base within either column's 95 % interval is called within the spread" if half is not None else ""))
-    note = f"<div class='ipa-note'>reward = {e(task.reward)}{e(each)}</div>"
+    each = f" · mean of {len(scores)} samples ({', '.join(fmt(s['reward']) for s in scores)})" if len(scores) > 1 else ""
+    note = f"<div class='ipa-note'>reward = {e(task.reward)}{e(each)}</div>{verdict}"
     if backend:
         note += f"<div class='ipa-note ipa-backend'>Toxicity scored by {e(backend)}.</div>"
     return (f"<div class='ipa-reward'><div class='ipa-reward-head'><span>Reward</span><b>{fmt(reward)}</b>{spread}{delta}</div>"
             f"{_bar(reward)}<div class='ipa-parts'>{parts}</div>{note}</div>")
+
+
+def difference_html(scores: list[dict], base: list[dict]) -> tuple[str, str]:
+    """(the head's "±d vs base", a note saying how sure it is) for a tailored column against its base column.
+
+    The samples are paired: each tailored sample is drawn with its base sample's random numbers, so the difference is
+    measured pair by pair, with its 95 % interval over the pairs (tasks.metrics.interval). The head calls it a gain or
+    a loss only when that interval leaves out 0; otherwise it says the samples cannot tell, and what would.
+
+    >>> head, note = difference_html([{"reward": r} for r in (0.9, 0.95, 1.0)], [{"reward": r} for r in (0.2, 0.3, 0.35)])
+    >>> head
+    "<span class='ipa-delta up'>+0.67 vs base</span>"
+    >>> "95 % interval +0.59 to +0.74" in note
+    True
+    """
+    pairs = [s["reward"] - b["reward"] for s, b in zip(scores, base)] if len(scores) == len(base) else []
+    diff, half = interval(pairs) if pairs else (reward_spread(scores)[0] - reward_spread(base)[0], None)
+    n = len(pairs)
+    if half is None:
+        kind = "up" if diff > 0.005 else "down" if diff < -0.005 else "same"
+        how = (f"{'One sample a column' if n == 1 else 'No paired samples'}: a difference of {diff:+.2f} says little. "
+               "Draw more samples (Settings), or run <b>Compare methods</b> below on the demo inputs.")
+        return f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base</span>", f"<div class='ipa-note ipa-verdict'>{how}</div>"
+    low, high = diff - half, diff + half
+    span = f"95 % interval {low:+.2f} to {high:+.2f} over {n} paired samples"
+    if low > 0 or high < 0:
+        kind = "up" if low > 0 else "down"
+        return (f"<span class='ipa-delta {kind}'>{diff:+.2f} vs base</span>",
+                f"<div class='ipa-note ipa-verdict'>Difference {diff:+.2f} ({span}: each tailored sample is drawn with "
+                "its base sample's random numbers).</div>")
+    return (f"<span class='ipa-delta same'>{diff:+.2f} vs base, not sure</span>",
+            f"<div class='ipa-note ipa-verdict'>Difference {diff:+.2f} ({span}): the interval holds 0, so {n} samples "
+            "cannot tell a gain from chance. For a sure answer, draw more samples (Settings) or run <b>Compare "
+            "methods</b> below on the demo inputs.</div>")
 
 
 def also_scored_html(scores: list[dict] | None, label: str | None, compare_to: list[dict] | None = None) -> str:
@@ -224,10 +247,17 @@ def scores_data(update: Generation) -> dict:
     return data
 
 
-def tailored_label(adapter: str | None) -> str:
-    """The right column's title (alpha is in the notice above the columns, which follows the slider)."""
+def tailored_label(adapter: str | None, second: str | None = None) -> str:
+    """The right column's title, naming every adapter composed (alphas are in the notice above the columns, which
+    follows the sliders).
+
+    >>> tailored_label("toxicity", "sentiment")
+    'Base + adapters “toxicity” and “sentiment”'
+    """
     if not adapter:
         return "Base + adapter (no adapter: same as base)"
+    if second:
+        return f"Base + adapters “{adapter}” and “{second}”"
     return f"Base + adapter “{adapter}”"
 
 
@@ -363,17 +393,34 @@ def curve_frame(status: dict, key: str) -> pd.DataFrame:
 
 REWARD_SERIES = "reward"
 """The combined reward's line among its parts' in reward_curves."""
+SMOOTHED_SERIES = "reward, smoothed"
+HELD_BACK_SERIES = "held-back reward"
+SMOOTHING = 5
+"""Steps in the smoothed curve's moving mean: a batch of 8 samples is noisy step to step."""
 
 
 def reward_curves(status: dict) -> pd.DataFrame:
-    """The reward and each of its parts (an objective's blocks) against the step, one row a (step, series) pair, for
-    gr.LinePlot(x="step", y="value", color="series").
+    """The batch reward and each of its parts (an objective's blocks) against the step, the reward's moving mean over
+    SMOOTHING steps (where the trend shows), and the held-back evaluation (before at step 0, after at the last step:
+    the figure the adapter's card keeps), one row a (step, series) pair, for gr.LinePlot(x="step", y="value",
+    color="series").
 
-    >>> reward_curves({"history": [{"step": 1, "reward": 0.5, "parts": {"sentiment": 0.6, "topic": 0.4}}]}).values.tolist()
-    [[1, 0.5, 'reward'], [1, 0.6, 'sentiment'], [1, 0.4, 'topic']]
+    >>> status = {"history": [{"step": 1, "reward": 0.5, "parts": {"topic": 0.4}}, {"step": 2, "reward": 0.7, "parts": {}}],
+    ...           "reward_before": 0.45, "reward_after": 0.6}
+    >>> reward_curves(status).values.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    [[1, 0.5, 'reward'], [1, 0.4, 'topic'], [2, 0.7, 'reward'], [1, 0.5, 'reward, smoothed'],
+     [2, 0.6, 'reward, smoothed'], [0, 0.45, 'held-back reward'], [2, 0.6, 'held-back reward']]
     """
-    rows = [(h["step"], value, name) for h in status.get("history", [])
+    history = status.get("history", [])
+    rows = [(h["step"], value, name) for h in history
             for name, value in [(REWARD_SERIES, h["reward"]), *h.get("parts", {}).items()]]
+    rewards = [h["reward"] for h in history]
+    rows += [(h["step"], sum(rewards[max(0, i + 1 - SMOOTHING):i + 1]) / len(rewards[max(0, i + 1 - SMOOTHING):i + 1]),
+              SMOOTHED_SERIES) for i, h in enumerate(history)]
+    if status.get("reward_before") is not None:
+        rows.append((0, status["reward_before"], HELD_BACK_SERIES))
+        if status.get("reward_after") is not None and history:
+            rows.append((history[-1]["step"], status["reward_after"], HELD_BACK_SERIES))
     return pd.DataFrame({"step": pd.Series([r[0] for r in rows], dtype="int64"),
                          "value": pd.Series([r[1] for r in rows], dtype="float64"),
                          "series": pd.Series([PART_LABELS.get(r[2], r[2]) for r in rows], dtype="object")})

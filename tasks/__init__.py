@@ -71,6 +71,11 @@ class InputField:
     lines: int = 1
     """How many lines the box shows."""
 
+    @staticmethod
+    def missing(value) -> bool:
+        """Whether a value leaves the box empty (nothing, or only spaces): the one rule, for the service and the page."""
+        return value is None or (isinstance(value, str) and not value.strip()) or (isinstance(value, (list, tuple)) and not value)
+
 
 @dataclass(frozen=True)
 class Task:
@@ -119,7 +124,7 @@ class Task:
         clean = {}
         for f in self.fields:
             value = inputs.get(f.name)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if f.missing(value):
                 raise TaskInputError(f"{self.title}: the {f.label.lower()} is missing (field '{f.name}').")
             texts = value if isinstance(value, (list, tuple)) else [value]
             if any(isinstance(t, str) and not _valid_unicode(t) for t in texts):

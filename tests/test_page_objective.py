@@ -7,6 +7,7 @@ objective tests train and try one for real through the page's API."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -65,6 +66,7 @@ def playground_without_models(tmp_path, train) -> tuple[Playground, list]:
     service = Playground.__new__(Playground)  # only what start_training uses: no models
     service.config = AppConfig(runs_dir=str(tmp_path / "runs"), device="cpu")
     service.adapters, service.device, service.zero_gpu, finished = {}, "cpu", False, []
+    service._names_lock = threading.Lock()
     service.training = TrainingQueue(train, lambda job, directory: finished.append(job.name), lambda name: None,
                                      ObjectiveError, tmp_path / "runs", 1000.0, 8)
     return service, finished
@@ -134,7 +136,7 @@ def test_the_reward_curve_shows_each_block_of_the_objective(tmp_path):
                       "reward_sentiment": sentiment, "reward_topic": topic, "total_steps": 3})
     frame = reward_curves(run.snapshot())
     assert frame[frame.step == 2].set_index("series").value.round(2).to_dict() == {"reward": 0.49, "sentiment": 0.6,
-                                                                                   "topic": 0.4}
+                                                                                   "topic": 0.4, "reward, smoothed": 0.4}
 
 
 def prompts_file(tmp_path, name: str, content: str | bytes) -> str:

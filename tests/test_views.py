@@ -56,20 +56,22 @@ def test_a_card_with_an_evaluation_shows_it_instead():
 
 def test_reward_panel_shows_the_mean_of_the_samples_its_spread_and_its_parts():
     scores = [{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}, {"reward": 0.75, "coverage": 1.0, "fluency": 0.75}]
-    html = reward_html(scores, TASKS["commongen"], compare_to=[{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}])
+    html = reward_html(scores, TASKS["commongen"], compare_to=[{"reward": 0.25, "coverage": 0.5, "fluency": 0.5}] * 2)
     assert "<b>0.50</b>" in html and "mean of 2 samples (0.25, 0.75)" in html
     assert "0.25–0.75</span>" in html  # the samples' range; the interval (12.706 · 0.354 / √2 = 3.18) is wider than [0, 1]
     assert ">coverage<" in html and ">0.75<" in html and ">0.62<" in html
-    # +0.25 is well inside a spread of ± 3.18: the page does not call it a gain.
-    assert "+0.25 vs base, within the spread" in html and "ipa-delta same" in html
+    # Pairs +0.00 and +0.50: the interval of their mean difference (12.706 · 0.354 / √2) holds 0: not called a gain.
+    assert "+0.25 vs base, not sure" in html and "ipa-delta same" in html
+    assert "the interval holds 0, so 2 samples cannot tell" in html and "Compare methods" in html
 
 
 @pytest.mark.parametrize("base, tailored, shown", [
     ([0.2, 0.21, 0.19], [0.8, 0.81, 0.79], "ipa-delta up'>+0.60 vs base<"),        # far apart: a gain
-    ([0.5, 0.1, 0.9], [0.6, 0.2, 1.0], "ipa-delta same'>+0.10 vs base, within the spread<"),  # one lucky sample each
-    ([0.4], [0.3], "ipa-delta down'>-0.10 vs base<"),                                # one sample: no spread to compare
+    ([0.05, 0.6, 0.3], [0.95, 0.98, 1.0], "ipa-delta up'>+0.66 vs base<"),         # noisy base, every pair far up: a gain
+    ([0.5, 0.1, 0.9], [0.9, 0.0, 1.0], "ipa-delta same'>+0.13 vs base, not sure<"),  # pairs up and down: cannot tell
+    ([0.4], [0.3], "ipa-delta down'>-0.10 vs base<"),                                # one sample: no interval
 ])
-def test_a_difference_is_a_gain_or_a_loss_only_beyond_the_spread(base, tailored, shown):
+def test_a_difference_is_a_gain_or_a_loss_only_when_its_paired_interval_leaves_out_zero(base, tailored, shown):
     html = reward_html([{"reward": r} for r in tailored], TASKS["sentiment"], compare_to=[{"reward": r} for r in base])
     assert shown in html
 
