@@ -30,15 +30,15 @@ step() {  # step NAME SECONDS COMMAND...: run one measurement under a limit, log
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/logs/gpu.txt" 2>&1
 $py -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())" \
   >>"$out/logs/gpu.txt" 2>&1
-step prepare 240 $py -m adapters.models --prepare
+step prepare 100 $py -m adapters.models --prepare
 
 if [ "$what" = benches ]; then
-  step decode 240 $py -m bench.decode --device cuda --batches 1,16,64 --tokens 64 --repeats 3 --out '' \
+  step decode 150 $py -m bench.decode --device cuda --batches 1,16,64 --tokens 64 --repeats 3 --out '' \
     --json "$out/logs/decode.json"
-  step serve 200 $py -m bench.serve --app-args "--device cuda" --concurrency 16,64 --tokens 32 --repeats 2 --out '' \
+  step serve 130 $py -m bench.serve --app-args "--device cuda" --concurrency 16,64 --tokens 32 --repeats 2 --out '' \
     --json "$out/logs/serve.json"
-  step train 150 $py -m bench.train --device cuda --batch-size 256 --micro-batch-size 64 --steps 4 --write ''
-  step decode_compiled 150 $py -m bench.decode --device cuda --cache compiled --batches 1,16 --tokens 64 --repeats 3 \
+  step train 70 $py -m bench.train --device cuda --batch-size 256 --micro-batch-size 64 --steps 4 --write ''
+  step decode_compiled 120 $py -m bench.decode --device cuda --cache compiled --batches 1,16 --tokens 64 --repeats 3 \
     --out '' --json "$out/logs/decode_compiled.json"
 elif [ "$what" = retrain ]; then
   # Two runs side by side on the one GPU (each is bound by kernel launches, so they overlap): the shipped adapter
