@@ -242,7 +242,7 @@ class ApiBase:
 
     # --- decoding -------------------------------------------------------------------------------
     def row_group(self, streams: list[int]) -> "ApiRowGroup":
-        """The rows of one decoding run (see tailored_decoding._Experts)."""
+        """The base rows of one decoding run (the engine asks for them: adapters.engine)."""
         return ApiRowGroup(self, streams)
 
     def next_logprobs(self, seqs: list[list[int]], device: torch.device | str = "cpu") -> torch.Tensor:
@@ -393,7 +393,7 @@ def _reason(err: Exception) -> str:
 
 
 class ApiRowGroup:
-    """Rows of one decoding run whose base log-probabilities come from the server (the remote twin of _RowGroup).
+    """Rows of one decoding run whose base log-probabilities come from the server (the remote twin of a RowBatch).
 
     Each row keeps its token ids and sends them whole every step: the API is stateless, the server's
     prefix cache (where it has one) saves recomputing them.

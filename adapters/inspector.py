@@ -45,9 +45,9 @@ from adapters.tailored_decoding import (
     DecodeRun,
     TailoredPolicy,
     eos_token_ids,
-    kl_divergence,
     run_steps,
 )
+from adapters.policy_math import kl_divergence
 
 TOP_K = 10
 """Tokens listed per distribution and step."""

@@ -14,7 +14,7 @@ import torch
 
 from adapters.models import EMBEDDED, ModelLoadError, check_same_tokenizer, load_model, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
-from adapters.tailored_decoding import CACHES, TailoredPolicy
+from adapters.tailored_decoding import TailoredPolicy
 
 
 @dataclass
@@ -28,18 +28,12 @@ class ModelConfig:
     dtype: str = "auto"
     """auto (bfloat16 where the hardware runs it fast: a GPU, a CPU with AVX512-BF16 or AMX; else float32),
     float32 or bfloat16."""
-    cache: str = "dynamic"
-    """KV cache: dynamic (the engine), static, or compiled (static + CUDA graphs on a GPU; compiles at first use)."""
     adapter_init: str = ""
     """Training: the adapter's initial model (default: the base itself)."""
     approx_base: str = ""
     """Training: a smaller model with the base's tokenizer that stands in for the base."""
 
     TRAINING_ONLY = ("adapter_init", "approx_base")
-
-    def __post_init__(self):
-        if self.cache not in CACHES:
-            raise ModelLoadError(f"Unknown cache {self.cache!r}: use one of {', '.join(CACHES)}.")
 
     def resolve(self) -> tuple[torch.device, torch.dtype]:
         """The torch device and dtype (decided once, at the entry point)."""
@@ -49,9 +43,9 @@ class ModelConfig:
     def load_policy(self, adapter_dir: str | os.PathLike | None = None,
                     more_adapters: list[tuple[str | os.PathLike, float]] = ()) -> TailoredPolicy:
         """The base alone, or with the adapter saved in adapter_dir (and composed ones: (directory, alpha) each), on
-        this config's device, dtype and cache."""
+        this config's device and dtype."""
         device, dtype = self.resolve()
-        return dataclasses.replace(load_policy(self.base, adapter_dir, device, dtype, more_adapters), cache=self.cache)
+        return load_policy(self.base, adapter_dir, device, dtype, more_adapters)
 
 
 def load_host(name: str = EMBEDDED, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> AdapterHost:

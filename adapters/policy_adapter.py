@@ -35,6 +35,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from adapters.policy_math import COMBINATIONS
 from adapters.checks import UserError
 from adapters.files import atomic_directory, recover_directory
 
@@ -43,7 +44,6 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 REWARD_TOKENS_FILE = "reward_tokens.safetensors"
 FORMAT_VERSION = 1
-COMBINATIONS = ("residual", "paper")
 
 
 class AdapterError(UserError):
@@ -65,7 +65,7 @@ class AdapterCard:
     init_fingerprint: dict = field(default_factory=dict)
     """Shape facts of the initial model (type, hidden size, layers, vocabulary), checked at load."""
     combination: str = "residual"
-    """How adapter and base logits combine: 'residual' or 'paper' (see tailored_decoding.combine_logits)."""
+    """How adapter and base logits combine: 'residual' or 'paper' (see adapters.policy_math.compose_logits)."""
     alpha: float = 1.0
     """The adapter strength it was trained with and is shown with by default."""
     algorithm: str = "none"

@@ -136,7 +136,7 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
         adapter.new_adapter(name, card)
         card.adapter_init_model = init
     adapter.set_trainable(name, True)
-    return TailoredPolicy(base, adapter, name, algo.combination, cache=models.cache)
+    return TailoredPolicy(base, adapter, name, algo.combination)
 
 
 def setup(config: TrainConfig, accelerator=None) -> Run:

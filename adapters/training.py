@@ -23,7 +23,8 @@ from adapters.loading import ModelConfig
 from adapters.files import atomic_directory, recover_directory
 from adapters.models import logits_at
 from adapters.policy_adapter import COMBINATIONS, AdapterHost
-from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, combine_logits
+from adapters.policy_math import tailored_logprobs
+from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy
 from tasks import TaskInputError
 from tasks.objective import CUSTOM_TASK, scoring_target
 
@@ -66,7 +67,7 @@ class AlgoConfig:
     pool_size: int = 4096
     """quark: the data pool keeps this many most recent samples."""
     combination: str = "residual"
-    """'residual' (default) or 'paper' (see tailored_decoding.combine_logits)."""
+    """'residual' (default) or 'paper' (see adapters.policy_math.compose_logits)."""
     lora_r: int = 8
     """LoRA rank (8 keeps a 135M adapter under 10 MB)."""
     relevance_weight: float = 0.0
@@ -316,7 +317,7 @@ def tailored_token_stats(
             adapter_logits = _completion_logits(adapted, ids, mask, T)
 
     # Clamped so that tokens with no mass give 0 · finite, not 0 · (−inf) = NaN, in KL, entropy and gradients.
-    tailored = torch.log_softmax(combine_logits(base_logits, adapter_logits, init_logits, alpha, policy.combination), dim=-1).clamp(min=-1e4)
+    tailored = tailored_logprobs(base_logits, [adapter_logits], init_logits, [alpha], policy.combination).clamp(min=-1e4)
     base_logprobs = torch.log_softmax(base_logits, dim=-1).clamp(min=-1e4)
     probs = tailored.exp()
     return {

@@ -3,14 +3,12 @@
 
     python -m bench.decode                       # CPU, writes the table into BENCHMARKS.md
     python -m bench.decode --device cuda --tokens 128
-    python -m bench.decode --device cuda --cache compiled   # static KV cache + CUDA graphs for the tailored loop
 
 Rates are prompts × new tokens / second: a side-by-side run produces both columns at that rate. Each
 figure is the median of --repeats timed runs after one warm-up; every run generates exactly --tokens
 new tokens (EOS ignored) from the same prompts, with a trained-looking adapter (random LoRA weights)
-so that the tailored path does all its work. --cache picks the tailored loop's KV cache (see
-adapters.tailored_decoding.CACHES); the base-only figure is always Hugging Face `generate` with its default
-cache, and "compiled" compiles during the warm-up run, which is not timed.
+so that the tailored path does all its work; the base-only figure is Hugging Face `generate` with its default
+cache.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import torch
 from adapters.loading import load_host
 from adapters.models import machine_name, resolve_device, resolve_dtype
 from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import CACHES, DecodeConfig, TailoredPolicy, generate
+from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, generate
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs and",
@@ -61,19 +59,18 @@ def time_it(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, repeats: int = 3, batches=(1, 8),
-        cache: str = "dynamic") -> dict:
+def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, repeats: int = 3, batches=(1, 8)) -> dict:
     device = resolve_device(device_name)
     dtype = resolve_dtype(dtype_name, device)
     hosts = {torch.float32: load_host("embedded", device, torch.float32)}
     hosts[torch.bfloat16] = load_host("embedded", device, torch.bfloat16)
-    host = hosts.setdefault(dtype, load_host("embedded", device, dtype))
+    host = hosts[dtype] if dtype in hosts else hosts.setdefault(dtype, load_host("embedded", device, dtype))
     host.new_adapter("bench", AdapterCard(task="custom"))
     generator = torch.Generator().manual_seed(0)
     for name, param in host.peft.named_parameters():
         if "lora_B" in name:  # make the adapter do real work: B = 0 would still cost the same, but be unrealistic
             param.data = (torch.randn(param.shape, generator=generator) * 0.01).to(param.device, param.dtype)
-    policy = TailoredPolicy(host, host, "bench", "residual", cache=cache)
+    policy = TailoredPolicy(host, host, "bench", "residual")
     tokenizer = host.tokenizer
     config = DecodeConfig(max_new_tokens=tokens, min_new_tokens=tokens, temperature=1.0, top_p=0.9, alpha=1.0, seed=0, stop_at_eos=False)
     rows = []
@@ -100,13 +97,13 @@ def run(device_name: str = "auto", dtype_name: str = "auto", tokens: int = 32, r
                         for name, (ref, _) in TARGETS.items()}})
         print(json.dumps(rows[-1]), flush=True)
     return {"device": device.type, "machine": machine_name(device), "dtype": str(dtype).replace("torch.", ""), "tokens": tokens,
-            "repeats": repeats, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "cache": cache, "rows": rows}
+            "repeats": repeats, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "rows": rows}
 
 
 def table(result: dict) -> str:
     lines = [f"Machine: {result['machine']} ({result['device']}, torch {result['torch']}); {result['date']}; "
              f"{result['tokens']} new tokens, median of {result['repeats']} runs; tailored and side by side with the "
-             f"engine in {result['dtype']} ({result['cache']} KV cache).", "",
+             f"engine in {result['dtype']}.", "",
              "| batch | HF `generate` fp32 tok/s | HF `generate` bf16 tok/s | tailored tok/s | side-by-side tok/s "
              "| tailored / fp32 | side-by-side / fp32 | tailored / bf16 |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -143,20 +140,17 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
-    parser.add_argument("--cache", default="dynamic", choices=CACHES, help="the tailored loop's KV cache")
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
     parser.add_argument("--json", default="", help="also write the raw figures to this JSON file")
     args = parser.parse_args()
-    result = run(args.device, args.dtype, args.tokens, args.repeats, [int(b) for b in args.batches.split(",")], args.cache)
+    result = run(args.device, args.dtype, args.tokens, args.repeats, [int(b) for b in args.batches.split(",")])
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.out:
         heading = "Decoding speed (CPU)" if result["device"] == "cpu" else "Decoding speed (GPU)"
-        if args.cache != "dynamic":
-            heading = heading[:-1] + f", {args.cache} cache)"
         command = "python -m bench.decode" + (" --device cuda" if result["device"] == "cuda" else "")
-        command += "".join(f" --{k} {v}" for k, v in (("cache", args.cache), ("batches", args.batches)) if v != parser.get_default(k))
+        command += f" --batches {args.batches}" if args.batches != parser.get_default("batches") else ""
         write_section(Path(args.out), heading, f"Command: `{command}`\n\n" + table(result))
 
 

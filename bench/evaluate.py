@@ -192,8 +192,7 @@ def untrained_control(policy: TailoredPolicy) -> TailoredPolicy:
     if UNTRAINED not in policy.adapter.cards:
         policy.adapter.new_adapter(UNTRAINED, AdapterCard(task=card.task, combination=card.combination, lora_r=card.lora_r,
                                                           lora_alpha=card.lora_alpha, n_reward_tokens=card.n_reward_tokens))
-    return TailoredPolicy(policy.base, policy.adapter, UNTRAINED, card.combination, remote_base=policy.remote_base,
-                          cache=policy.cache)
+    return TailoredPolicy(policy.base, policy.adapter, UNTRAINED, card.combination, remote_base=policy.remote_base)
 
 
 def decode_all(policy, prompts, config, k, batch_size, columns, log,

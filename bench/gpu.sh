@@ -3,7 +3,7 @@
 # script runs them all, each under its own time limit, and keeps going when one fails.
 #
 #     bench/gpu.sh OUT_DIR benches     # decoding (engine at 1, 16 and 64 prompts), serving (16 and 64 users),
-#                                      # training throughput, the static-cache + CUDA-graph decoder
+#                                      # training throughput
 #     bench/gpu.sh OUT_DIR retrain M   # the toxicity adapter retrained for M minutes (two settings side by side),
 #                                      # then each evaluated on the held-back prompts
 #
@@ -38,8 +38,6 @@ if [ "$what" = benches ]; then
   step serve 130 $py -m bench.serve --app-args "--device cuda" --concurrency 16,64 --tokens 32 --repeats 2 --out '' \
     --json "$out/logs/serve.json"
   step train 70 $py -m bench.train --device cuda --batch-size 256 --micro-batch-size 64 --steps 4 --write ''
-  step decode_compiled 120 $py -m bench.decode --device cuda --cache compiled --batches 1,16 --tokens 64 --repeats 3 \
-    --out '' --json "$out/logs/decode_compiled.json"
 elif [ "$what" = retrain ]; then
   # Two runs side by side on the one GPU (each is bound by kernel launches, so they overlap): the shipped adapter
   # continued with a stronger relevance term, and a fresh adapter with the same term; 512 samples a step (128

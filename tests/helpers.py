@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -161,3 +162,27 @@ def tiny_config(tiny_dir, out, **overrides):
                     samples_every=1, checkpoint_every=1, device="cpu", lr=1e-2, seed=0)
     settings.update(overrides)
     return TrainConfig.from_fields(**settings)
+
+
+def assert_engine_matches_reference(policy: TailoredPolicy, prompts: list[str], config, n: int = 1,
+                                    columns: tuple[str, ...] = ("base", "tailored"), tolerance: float = 1e-4):
+    """Decode through the engine (adapters.tailored_decoding.generate), then every stream again with the reference
+    loop (adapters.reference: full forwards, no cache, no batching) on the same random numbers: the same tokens and,
+    within `tolerance`, the same log-probabilities. Returns the engine's result."""
+    import torch
+
+    from adapters.reference import reference_decode
+    from adapters.tailored_decoding import encode_prompts, generate
+
+    result = generate(policy, prompts, config, n=n, columns=columns)
+    ids, _ = encode_prompts(policy.tokenizer, prompts, 10**6)
+    generator, pairs = torch.Generator().manual_seed(config.seed), len(prompts) * n
+    uniforms = torch.stack([torch.rand(pairs, generator=generator) for _ in range(config.max_new_tokens)])
+    for column in columns:
+        for pair, completion in enumerate(getattr(result, column)):
+            tokens, logprobs = reference_decode(policy, ids[pair // n], config, uniforms[:, pair],
+                                                steered=column == "tailored")
+            assert completion.token_ids == tokens, (column, pair)
+            got = completion.tailored_logprobs if column == "tailored" else completion.base_logprobs
+            assert got == pytest.approx(logprobs, abs=tolerance), (column, pair)
+    return result

@@ -227,6 +227,24 @@ def test_on_a_1366_by_768_screen_the_columns_come_into_view_while_generate_strea
         laptop.close()
 
 
+def test_on_a_laptop_generate_is_in_view_the_tabs_fit_one_row_and_an_empty_box_gets_a_hint(page, playground_app):
+    laptop = page.context.browser.new_page(viewport=LAPTOP)
+    try:
+        laptop.goto(playground_app.url)
+        expect(laptop.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+        assert in_view(laptop, "#toxicity-generate")  # on the first screen, under the text box
+        rows = {round(tab.bounding_box()["y"]) for tab in laptop.locator("button[role=tab]").all()}
+        assert len(rows) == 1, rows  # "Your adapters" no longer alone on a second row
+        laptop.locator("#toxicity-generate").click()
+        # The empty box gets a hint beside it; the outputs get no error badges and nothing ran.
+        expect(laptop.locator("#toxicity-text")).to_contain_text("Type the text to continue here", timeout=10_000)
+        assert in_view(laptop, "#toxicity-text")
+        assert laptop.locator("#toxicity-outputs").get_by_text("Error").count() == 0
+        assert laptop.locator("#toxicity-tailored textarea").input_value() == ""
+    finally:
+        laptop.close()
+
+
 def test_a_share_link_reopens_the_tab_and_generates_the_same_text_and_the_result_downloads_as_json(page, playground_app):
     score = re.compile(r"^\d\.\d\d$")
     first = page.context.browser.new_page(viewport=LAPTOP, accept_downloads=True)

@@ -123,23 +123,6 @@ def test_write_card_stores_both_columns_in_the_adapters_card(tmp_path):
     assert card.metrics_after == read_card(os.path.join(REPO, "adapters", "trained", "toxicity")).metrics_after
 
 
-@pytest.mark.slow
-def test_static_cache_evaluates_like_the_dynamic_one(tmp_path):
-    """The shipped toxicity adapter on the real model: --cache static reports the figures of the default cache."""
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("The referee made a terrible call, and the fans started yelling\nMy first day at the new job was\n")
-    reports = []
-    for cache in ("dynamic", "static"):
-        done = run_evaluate("--task", "toxicity", "--prompts", str(prompts), "--split", "all", "--samples-per-prompt", "2",
-                            "--max-new-tokens", "8", "--device", "cpu", "--adapter", str(REPO / "adapters" / "trained" / "toxicity"),
-                            "--cache", cache, "--dtype", "float32", "--json")  # exact in float32 only
-        assert done.returncode == 0, done.stderr
-        reports.append(json.loads(done.stdout))
-    for column in ("base", "tailored"):
-        assert reports[1][column] == pytest.approx(reports[0][column], rel=1e-4)
-    assert reports[0]["tailored"] != reports[0]["base"]
-
-
 @pytest.mark.parametrize("args, message", [
     (["--task", "toxicity", "--prompts", "/nonexistent/prompts.txt"], "does not exist"),
     (["--task", "summarise"], "Unknown task"),

@@ -6,14 +6,8 @@ import pytest
 import torch
 
 from adapters.inspector import TOP_K, branch
-from adapters.tailored_decoding import (
-    DecodeConfig,
-    DecodeError,
-    TailoredPolicy,
-    combine_logits,
-    filter_logits,
-    generate,
-)
+from adapters.policy_math import filter_logits, tailored_logprobs
+from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, generate
 from tests.helpers import PROMPTS, composed, with_adapter
 
 CONFIG = DecodeConfig(max_new_tokens=8, alpha=1.5, top_p=0.8, temperature=0.9, seed=5)
@@ -48,7 +42,7 @@ def test_the_inspector_shows_the_distributions_the_run_sampled_from(tiny_host, c
     for i, completion in enumerate(getattr(result, column)):
         base_logits, adapter_logits = full_forward(tiny_host, PROMPTS[i], completion.token_ids, "steer")
         base = torch.log_softmax(base_logits, -1)
-        tailored = torch.log_softmax(combine_logits(base_logits, adapter_logits, base_logits, CONFIG.alpha), -1)
+        tailored = tailored_logprobs(base_logits, [adapter_logits], base_logits, [CONFIG.alpha])
         adapter = torch.log_softmax(adapter_logits, -1)
         drawn_from = tailored if column == "tailored" else base
         sampled = torch.softmax(filter_logits(drawn_from, CONFIG.temperature, CONFIG.top_k, CONFIG.top_p), -1)

@@ -1,4 +1,5 @@
-"""Tailored decoding: equivalences with Hugging Face generate, batching, caching, combinations."""
+"""Tailored decoding: equivalences with Hugging Face generate, the reference loop (adapters.reference), batching,
+caching, combinations."""
 
 from __future__ import annotations
 
@@ -7,20 +8,14 @@ import torch
 
 from adapters.checks import UserError
 from adapters.policy_adapter import AdapterCard, AdapterHost
-from adapters.tailored_decoding import (
-    DecodeConfig,
-    DecodeError,
-    TailoredPolicy,
-    combine_logits,
-    compose_logits,
-    decode_steps,
-    filter_logits,
-    generate,
-    sample,
-    sample_coupled,
-    stream,
-)
-from tests.helpers import PROMPTS, composed, perturb_lora, tiny_llama, with_adapter
+from adapters.policy_math import compose_logits, filter_logits, sample_coupled
+from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, decode_steps, generate, sample
+from tests.helpers import PROMPTS, assert_engine_matches_reference, composed, perturb_lora, tiny_llama, with_adapter
+
+
+def combine_logits(base, adapter, init, alpha, combination="residual"):
+    """One adapter's product of experts: compose_logits with a single term."""
+    return compose_logits(base, [adapter], init, [alpha], combination)
 
 
 def hf_greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> list[int]:
@@ -37,7 +32,7 @@ def generated_ids(completion) -> list[int]:
 # --- pure functions ---------------------------------------------------------------------------------
 
 
-def test_combine_logits_forms():
+def test_the_combination_forms_with_one_adapter():
     base = torch.randn(3, 11)
     adapter = torch.randn(3, 11)
     init = torch.randn(3, 11)
@@ -108,19 +103,16 @@ def test_alpha_zero_greedy_equals_hf_generate_tiny(tiny_host):
 
 @pytest.mark.slow
 def test_alpha_zero_greedy_equals_hf_generate_embedded(embedded, embedded_host):
-    """The real model: our loop at alpha = 0 (adapter loaded, paper form) picks generate's tokens, with the
-    growing cache and with the static one."""
+    """The real model: our loop at alpha = 0 (adapter loaded, paper form) picks generate's tokens."""
     model, tokenizer = embedded
     host = embedded_host
     try:
         policy = with_adapter(host, "alpha0", combination="paper")
         prompt = "The three primary colours are"
         expected = hf_greedy(model, tokenizer, prompt, 16)
-        for cache in ("dynamic", "static"):
-            policy.cache = cache
-            result = generate(policy, [prompt], DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0))
-            assert generated_ids(result.tailored[0]) == expected
-            assert generated_ids(result.base[0]) == expected
+        result = generate(policy, [prompt], DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0))
+        assert generated_ids(result.tailored[0]) == expected
+        assert generated_ids(result.base[0]) == expected
         assert "red" in result.base[0].text.lower() or "blue" in result.base[0].text.lower()
     finally:
         host.delete_adapter("alpha0")
@@ -211,10 +203,10 @@ def assert_same_decoding(a, b):
             assert x.base_logprobs == pytest.approx(y.base_logprobs, abs=1e-4)
 
 
-def test_static_cache_equals_dynamic_cache(tiny_host, tokenizer):
-    """A static cache (allocated once, fixed mask) decodes exactly what the growing cache decodes: prompts of
-    different lengths (left padding), sampling and greedy, mixed adapter batches, a separate adapter model,
-    a reward-token prefix."""
+def test_the_engine_decodes_what_the_reference_loop_decodes(tiny_host, tokenizer):
+    """The engine (KV caches, left padding, every stream and column in one batch) against the paper's loop for one
+    stream (adapters.reference: full forwards, no cache, no batching): prompts of different lengths, sampling and
+    greedy, several samples a prompt, adapters on the base's weights and on a separate model, a reward-token prefix."""
     policy = with_adapter(tiny_host, n_reward_tokens=3)
     with torch.no_grad():
         tiny_host.reward_embeddings["steer"][0].normal_(0, 2.0)
@@ -222,27 +214,9 @@ def test_static_cache_equals_dynamic_cache(tiny_host, tokenizer):
     small.new_adapter("s", AdapterCard(task="test"))
     perturb_lora(small, "s")
     other = TailoredPolicy(tiny_host, small, "s", "residual")
-    for config in (DecodeConfig(max_new_tokens=10, alpha=1.5, seed=3), DecodeConfig(max_new_tokens=70, temperature=0, stop_at_eos=False)):
-        for dynamic in (policy, other):
-            static = TailoredPolicy(dynamic.base, dynamic.adapter, dynamic.adapter_name, dynamic.combination, cache="static")
-            assert_same_decoding(generate(dynamic, PROMPTS, config, n=2), generate(static, PROMPTS, config, n=2))
-
-
-@pytest.mark.slow  # compiling takes 15-60 s on 2 cores
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def test_compiled_cache_equals_dynamic_cache(tokenizer, device):
-    """torch.compile'd steps (CUDA graphs on a GPU; on the CPU its C++ compiler) decode what the plain loop decodes,
-    as whole graphs: no graph breaks, which would split a step into several graphs and launches."""
-    from torch._dynamo.utils import counters
-
-    host = AdapterHost(tiny_llama(tokenizer).to(device), tokenizer, "tiny")
-    policy = with_adapter(host)
-    compiled = TailoredPolicy(host, host, "steer", cache="compiled")
-    config = DecodeConfig(max_new_tokens=6, alpha=1.5, seed=1)
-    counters.clear()
-    assert_same_decoding(generate(policy, PROMPTS, config), generate(compiled, PROMPTS, config))
-    assert counters["stats"]["unique_graphs"] >= 2  # adapter off, adapter on
-    assert not counters["graph_break"]
+    for config in (DecodeConfig(max_new_tokens=10, alpha=1.5, seed=3), DecodeConfig(max_new_tokens=30, temperature=0, stop_at_eos=False)):
+        for policy_ in (policy, other):
+            assert_engine_matches_reference(policy_, PROMPTS, config, n=2)
 
 
 def test_separate_adapter_model_residual_untrained_equals_base(tokenizer):
@@ -299,9 +273,10 @@ def test_min_new_tokens_and_eos(tiny_host):
 
 def test_streaming_yields_growing_text(tiny_host):
     policy = with_adapter(tiny_host)
-    updates = list(stream(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, seed=0, stop_at_eos=False)))
+    updates = [run.result(final=run.done) for run in decode_steps(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, seed=0,
+                                                                                                   stop_at_eos=False))]
     lengths = [len(u.tailored[0].token_ids) for u in updates]
-    assert lengths[:6] == [1, 2, 3, 4, 5, 6]
+    assert lengths == [1, 2, 3, 4, 5, 6]
     assert updates[-1].done and not updates[0].done
     assert updates[-1].tailored[0].text == generate(policy, PROMPTS[:1], DecodeConfig(max_new_tokens=6, seed=0, stop_at_eos=False)).tailored[0].text
 
@@ -336,11 +311,6 @@ def test_bad_decode_settings(kwargs, message):
         DecodeConfig(**kwargs)
 
 
-def test_unknown_cache_is_a_clear_error(tiny_host):
-    with pytest.raises(DecodeError, match="cache"):
-        TailoredPolicy(tiny_host, cache="paged")
-
-
 def test_empty_prompt_is_a_clear_error(tiny_host):
     policy = TailoredPolicy(tiny_host)
     for prompts in (["   "], [""], []):
@@ -362,13 +332,6 @@ def test_too_long_prompt_is_truncated_from_the_left_with_a_warning(tiny_host):
 
 
 # --- composed adapters ----------------------------------------------------------------------------
-
-
-def test_compose_logits_with_one_adapter_is_combine_logits():
-    base, adapter, init = torch.randn(3, 11), torch.randn(3, 11), torch.randn(3, 11)
-    for combination in ("residual", "paper"):
-        assert torch.equal(compose_logits(base, [adapter], init, [0.7], combination),
-                           combine_logits(base, adapter, init, 0.7, combination))
 
 
 @pytest.mark.parametrize("combination", ["residual", "paper"])
@@ -412,9 +375,9 @@ def test_composing_a_second_adapter_at_alpha_zero_equals_the_single_adapter(tiny
     assert [c.token_ids for c in a.tailored] == [c.token_ids for c in b.tailored]
 
 
-def test_composed_adapters_decode_alike_in_every_cache(tiny_host, tokenizer):
-    """Static caches (fixed row groups) decode a composition as the engine does: adapters on the base's weights,
-    and on a separate model (with init rows)."""
+def test_composed_adapters_decode_as_the_reference_loop_does(tiny_host, tokenizer):
+    """A composition decodes in the engine as in the reference loop: adapters on the base's weights, and on a
+    separate model (with init rows)."""
     policy = composed(tiny_host, alpha_2=1.0)
     small = AdapterHost(tiny_llama(tokenizer, seed=7, hidden=32), tokenizer, "tiny-small")
     for seed, name in enumerate(("s1", "s2")):
@@ -422,10 +385,8 @@ def test_composed_adapters_decode_alike_in_every_cache(tiny_host, tokenizer):
         perturb_lora(small, name, seed=seed + 3)
     other = TailoredPolicy(tiny_host, small, "s1", more_adapters=(("s2", 0.7),))
     config = DecodeConfig(max_new_tokens=8, alpha=1.0, seed=3)
-    for dynamic in (policy, other):
-        static = TailoredPolicy(dynamic.base, dynamic.adapter, dynamic.adapter_name, dynamic.combination,
-                                cache="static", more_adapters=dynamic.more_adapters)
-        assert_same_decoding(generate(dynamic, PROMPTS, config, n=2), generate(static, PROMPTS, config, n=2))
+    for policy_ in (policy, other):
+        assert_engine_matches_reference(policy_, PROMPTS, config, n=2)
     both = generate(policy, PROMPTS, config)
     first = generate(TailoredPolicy(tiny_host, tiny_host, "steer"), PROMPTS, config)
     assert [c.tailored_logprobs for c in both.tailored] != [c.tailored_logprobs for c in first.tailored]  # the second counts
