@@ -179,7 +179,9 @@ class Request:
         self.snapshot = None
         """What its user sees next (set by app.scheduler): requests ahead while waiting, then a DecodeResult."""
         self.updated = threading.Event()
-        """Set whenever the snapshot changes."""
+        """Set whenever the snapshot changes, or the run advances."""
+        self.lock = threading.Lock()
+        """Held while the run changes (a step, a restored state), so that its user reads it whole (DecodeRun.result)."""
 
     @property
     def done(self) -> bool:
@@ -293,7 +295,8 @@ class Engine:
         advanced = []
         for request in self.running:
             if request.id in logits:
-                request.run.advance(logits[request.id])
+                with request.lock:
+                    request.run.advance(logits[request.id])
                 advanced.append(request)
         self._drop([r for r in self.running if r.done])
         return advanced

@@ -458,7 +458,8 @@ class DecodeRun:
                            self.tailored_lp[:, :t], self.kl[:, :t], self.stream_columns)
 
     def result(self, final: bool = False) -> DecodeResult:
-        """Every continuation so far, split by column. `final` decodes each text whole once more."""
+        """Every continuation so far, split by column. `final` decodes each text whole once more and adds the token
+        inspector's steps (built from the whole run once, not at every streamed update)."""
         base, tailored = [], []
         for s, column in enumerate(self.stream_columns):
             length = int(self.mask[s].sum())
@@ -473,7 +474,7 @@ class DecodeRun:
                 finished=finished, base_logprobs=self.base_lp[s, :length].tolist(),
                 tailored_logprobs=self.tailored_lp[s, :length].tolist(), kl=self.kl[s, :length].tolist(),
                 tokens=list(self.token_texts[s]),
-                steps=self.inspection.views(s, length) if self.inspection is not None else [],
+                steps=self.inspection.views(s, length) if self.inspection is not None and final else [],
             )
             (base if column == "base" else tailored).append(item)
         return DecodeResult(base, tailored, list(self.warnings), self.seed, self.steps, done=final)

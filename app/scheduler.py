@@ -36,6 +36,8 @@ from adapters.policy_adapter import AdapterHost
 from adapters.tailored_decoding import DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
 
 log = logging.getLogger("ipa.scheduler")
+ADVANCED = "advanced"
+"""A request's snapshot after a step: its user reads the run's result itself (Scheduler._updates)."""
 
 
 class SchedulerBusy(UserError):
@@ -97,8 +99,9 @@ class Scheduler:
     """The decoding thread and its inbox. `submit` and `cancel` are called from any thread (one per user request).
 
     Users never wait for the engine: they post to an inbox that the thread reads before each step. After every step
-    the thread leaves each advanced request a snapshot of its result and wakes its user, who reads it at their own
-    pace while the next step runs."""
+    the thread wakes each advanced request's user, who reads the run's result at their own pace while the next step
+    runs (under the request's lock): building results, streaming and scoring happen on the users' threads, off the
+    decoding thread, which only steps."""
 
     def __init__(self, engine: Engine, max_waiting: int, gpu_call: Callable[[list[RunSpec]], Iterator[list]] | None = None):
         self.engine = engine
@@ -150,6 +153,9 @@ class Scheduler:
                 update = request.snapshot
                 if isinstance(update, BaseException):
                     raise update
+                if update is ADVANCED:
+                    with request.lock:  # the run as of its last step, read whole
+                        update = request.run.result(final=request.run.done)
                 yield update
                 if isinstance(update, DecodeResult) and update.done:
                     return
@@ -181,8 +187,9 @@ class Scheduler:
                 for request, state in zip(requests, states):
                     if state is None or request.cancelled:  # a cancelled request's rows decode on in the call, unseen
                         continue
-                    request.run.restore(state)
-                    request.snapshot = request.run.result(final=request.run.done)
+                    with request.lock:
+                        request.run.restore(state)
+                    request.snapshot = ADVANCED
                     request.updated.set()
                 self.step_count += 1
                 with self.lock:
@@ -221,7 +228,7 @@ class Scheduler:
         self.step_count += 1
         self.busy_seconds += time.perf_counter() - started
         for request in advanced:
-            request.snapshot = request.run.result(final=request.run.done)
+            request.snapshot = ADVANCED
             request.updated.set()
         for position, request in enumerate(self.engine.waiting):
             if request.snapshot != position:
