@@ -35,9 +35,8 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from adapters.checks import UserError, check_number
-from adapters.policy_adapter import COMBINATIONS, AdapterHost
+from adapters.policy_adapter import COMBINATIONS, MAX_ALPHA, AdapterHost
 
-MAX_ALPHA = 10.0
 CACHES = ("dynamic", "static", "compiled")
 """KV cache kinds (TailoredPolicy.cache): "dynamic" grows by one position a step (Hugging Face's DynamicCache);
 "static" is allocated once for prompt + max_new_tokens (StaticCache), so every step has the same shapes;
