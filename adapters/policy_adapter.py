@@ -154,11 +154,16 @@ class AdapterCard:
             if not isinstance(values, dict):
                 raise AdapterError(f"{where} must be a JSON object of metrics, got {quote(values)}.")
             for key, value in values.items():
-                if key != "label" and value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                if key == "label":
+                    _check_line(value, f"{where}.label")
+                elif value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
                     raise AdapterError(f"{where}.{key} must be a number or null, got {quote(value)}.")
-        for key in ("n_prompts", "samples_per_prompt", "seed"):  # shown on the page with the evaluation
+        # what the page shows of the evaluation besides its metrics
+        for key, high in {"n_prompts": 10**9, "samples_per_prompt": 10**9, "seed": 2**63 - 1}.items():
             if self.evaluation.get(key) is not None:
-                check_number(self.evaluation[key], f"evaluation.{key}", 0, None, whole=True, error=AdapterError)
+                check_number(self.evaluation[key], f"evaluation.{key}", 0, high, whole=True, error=AdapterError)
+        if self.evaluation.get("date") is not None:
+            _check_line(self.evaluation["date"], "evaluation.date")
 
     @classmethod
     def from_dict(cls, data: dict) -> "AdapterCard":

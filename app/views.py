@@ -25,6 +25,7 @@ import pandas as pd
 from adapters.models import model_label
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import Completion
+from app.paths import public_paths
 from app.service import AdapterEntry, Generation, TokenStep, token_steering
 from tasks import Task
 from tasks.metrics import interval, reward_means
@@ -123,12 +124,16 @@ def _number(value) -> float | None:
 
 def error_text(err: BaseException | str) -> str:
     """An error's message as the page shows it: as text. Gradio's pop-ups render their message as HTML, and messages
-    quote what the user typed (an adapter name, concepts), so <, > and & are escaped; KeyError's quotes dropped.
+    quote what the user typed (an adapter name, concepts), so <, > and & are escaped; KeyError's quotes dropped. No
+    absolute path: the service's errors name files relative to its folders already (app.service.public_text); a
+    bug's message (an OSError's file) names a file by its name (app.paths).
 
     >>> error_text(ValueError("There is no adapter named '<img src=x>'."))
     "There is no adapter named '&lt;img src=x&gt;'."
+    >>> error_text(OSError("Cannot write /srv/ipa/runs/x/card.json: disk full"))
+    'Cannot write card.json: disk full'
     """
-    return html.escape(str(err).strip("'\""), quote=False)
+    return html.escape(public_paths(str(err).strip("'\"")), quote=False)
 
 
 # --- the two columns -----------------------------------------------------------------------------------
