@@ -178,6 +178,7 @@ class AdapterCard:
 
 
 def _check_line(value, name: str) -> None:
+    """AdapterError unless `value` is one line of text within MAX_TEXT_CHARS (a field the page shows on its line)."""
     check_text(value, name, error=AdapterError)
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise AdapterError(f"{name} must be one line of text without control characters, got {quote(value)}.")
