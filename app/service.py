@@ -534,11 +534,14 @@ class Playground:
         return public_text(self.config, text, named)
 
     def add_adapter(self, name: str, directory: Path, source: str) -> AdapterEntry:
-        """Load an adapter from one of the playground's own folders under `name`. Its errors name the folder in full:
-        each caller hands them on public (the problems at start, a run's status, an upload's refusal)."""
+        """Load an adapter from one of the playground's own folders under `name`; an uploaded one (now or before a
+        restart) only if this playground can use it (_check_uploaded_card). Its errors name the folder in full: each
+        caller hands them on public (the problems at start, a run's status, an upload's refusal)."""
         if name in self.adapters:
             raise ServiceError(f"Two adapters are named {name!r}; {directory} was not loaded.")
         card = read_card(directory)
+        if source == UPLOADED:
+            self._check_uploaded_card(card)
         with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.load_adapter(name, directory)
         entry = AdapterEntry(name, card, source, Path(directory))
@@ -966,7 +969,6 @@ class Playground:
         run_dir = Path(self.config.runs_dir) / name
         try:
             unpack_adapter_zip(zip_path, run_dir / "adapter")
-            self._check_uploaded_card(read_card(run_dir / "adapter"), AdapterZipError)
             (run_dir / UPLOAD_MARK).write_text("")
             return self.add_adapter(name, run_dir / "adapter", UPLOADED)
         except UserError as err:
@@ -974,37 +976,38 @@ class Playground:
             reason = self.public(str(err), {run_dir / "adapter": "the zip"})  # the server's folders are not the user's business
             raise AdapterZipError(f"The adapter zip was refused: {reason}") from None
 
-    def _check_uploaded_card(self, card: AdapterCard, error: type[UserError]) -> None:
+    def _check_uploaded_card(self, card: AdapterCard) -> None:
         """What an uploaded card must say besides being a card (read_card checked every field): made by this project
         (its model's fingerprint) to steer this playground's base model; for one of its tasks with no objective, or
         for an objective (task 'custom') it can score: its blocks valid (rewards.objective: the same limits as the
-        page's), its prompts a prompt set or a file named relative to it; trained at an alpha the page's slider has."""
+        page's), its prompts a prompt set or a file named relative to it; trained at an alpha the page's slider has.
+        Checked on upload and again when the playground starts (add_adapter: the rules may have changed since)."""
         if card.base_model != self.config.models.base:
-            raise error(f"The adapter was trained to steer {model_label(card.base_model)}, but this "
-                        f"playground's base model is {model_label(self.config.models.base)}.")
+            raise ServiceError(f"The adapter was trained to steer {model_label(card.base_model)}, but this "
+                               f"playground's base model is {model_label(self.config.models.base)}.")
         if not card.init_fingerprint:
-            raise error("The adapter's card has no fingerprint of its model: it was not made by this project.")
+            raise ServiceError("The adapter's card has no fingerprint of its model: it was not made by this project.")
         if card.task == CUSTOM_TASK:
             if not card.objective:
-                raise error(f"The adapter's card says task {CUSTOM_TASK!r} (an objective's) but holds no objective.")
+                raise ServiceError(f"The adapter's card says task {CUSTOM_TASK!r} (an objective's) but holds no objective.")
             try:  # the page's blocks only: this playground loads no reward module
                 objective = Objective.from_dict(card.objective)
             except ObjectiveError as err:
-                raise error(f"The adapter's objective cannot be scored here: {err}") from None
+                raise ServiceError(f"The adapter's objective cannot be scored here: {err}") from None
             source = objective.prompts.removeprefix("hub:")
             where = Path(source.replace("\\", "/"))
             if objective.prompts not in PROMPT_SETS and (where.is_absolute() or ".." in where.parts or ":" in source
                                                          or source.startswith("~")):
-                raise error(f"The adapter's objective reads its prompts from {quote(objective.prompts)}, outside the "
-                            f"objective's folder: a card names a prompt set ({', '.join(PROMPT_SETS)}) or a file beside "
-                            "its objective.")
+                raise ServiceError(f"The adapter's objective reads its prompts from {quote(objective.prompts)}, outside the "
+                                   f"objective's folder: a card names a prompt set ({', '.join(PROMPT_SETS)}) or a file beside "
+                                   "its objective.")
         elif card.task not in TASKS:
-            raise error(f"The adapter was trained for the task {quote(card.task)}, which this playground does not have: "
-                        f"it has {', '.join(TASKS)}, and {CUSTOM_TASK!r} for an adapter of your own objective.")
+            raise ServiceError(f"The adapter was trained for the task {quote(card.task)}, which this playground does not have: "
+                               f"it has {', '.join(TASKS)}, and {CUSTOM_TASK!r} for an adapter of your own objective.")
         elif card.objective:
-            raise error(f"The adapter's card is for the task {card.task!r} but also holds an objective: one or the other.")
+            raise ServiceError(f"The adapter's card is for the task {card.task!r} but also holds an objective: one or the other.")
         low, high, _ = Settings.LIMITS["alpha"]
-        check_number(card.alpha, "The adapter's alpha", low, high, error=error)
+        check_number(card.alpha, "The adapter's alpha", low, high, error=ServiceError)
 
     def close(self, timeout: float = 120.0) -> None:
         """Stop the decoding thread and the training queue, and wait for a running job (tests and shutdown)."""

@@ -21,7 +21,7 @@ from adapters.policy_adapter import AdapterCard, AdapterHost
 from app import adapter_files
 from app.adapter_files import AdapterZipError, unpack_adapter_zip
 from app.config import REPO_ROOT, AppConfig
-from app.service import UPLOADED, Playground, ServiceError
+from app.service import UPLOAD_MARK, UPLOADED, Playground, ServiceError
 from app.training_jobs import TrainRequest
 from app.views import card_markdown, error_text
 from tasks import TASKS
@@ -276,21 +276,27 @@ def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_p
     service.adapter_host.save_adapter("sea", run / "adapter")
     service.adapter_host.delete_adapter("sea")
     service.add_adapter("sea-pg-4", run / "adapter", "trained here")
-    # at the next start: a second adapter named as a shipped one, and one whose card does not load
-    for name in ("sentiment", "broken"):
+    # at the next start: a second adapter named as a shipped one, one whose card does not load, and one uploaded before
+    # this playground checked what it can use
+    for name in ("sentiment", "broken", "poetry"):
         (runs / name / "adapter").mkdir(parents=True)
         for file in ("card.json", "adapter_config.json", "adapter_model.safetensors"):
             (runs / name / "adapter" / file).write_bytes((service.adapters["sentiment"].directory / file).read_bytes())
     (runs / "broken" / "adapter" / "card.json").write_text('{"task": "../../etc"}')
+    poetry = json.loads((runs / "poetry" / "adapter" / "card.json").read_text())
+    (runs / "poetry" / "adapter" / "card.json").write_text(json.dumps({**poetry, "task": "poetry"}))
+    (runs / "poetry" / UPLOAD_MARK).write_text("")
     host = AdapterHost(tiny_llama(tokenizer), tokenizer, "tiny")
     restarted = Playground(service.config, host, host, {}, torch.device("cpu"))
     try:
         restarted.load_known_adapters()
         assert any("Two adapters are named 'sentiment'; runs/sentiment/adapter was not loaded" in p for p in restarted.problems)
         assert any("runs/broken/adapter/card.json is not a valid adapter card: task must be" in p for p in restarted.problems)
+        assert any("runs/poetry/adapter: The adapter was trained for the task 'poetry'" in p for p in restarted.problems)
+        assert "poetry" not in restarted.adapters and len(restarted.problems) == 3
         shown += [*restarted.problems, status_line(restarted)]
     finally:
-        for name in ("sentiment", "broken"):
+        for name in ("sentiment", "broken", "poetry"):
             shutil.rmtree(runs / name)
         restarted.close()
     # a run that fails with its folder in the message (adapters.train's own check that it can write there)
