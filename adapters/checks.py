@@ -1,5 +1,6 @@
-"""User errors, and one rule for every number a user gives (flags, API fields, page widgets): a real number in a range, whole where
-it counts something, or one message that names the field and the allowed range.
+"""User errors, and one rule for each kind of value a user gives (flags, API fields, page widgets, files): a number in a
+range (whole where it counts something), free text within MAX_TEXT_CHARS, a name; or one message that names the field and
+what it takes.
 
     >>> check_number(3.0, "samples", 1, 4, whole=True)
     3
@@ -9,12 +10,27 @@ it counts something, or one message that names the field and the allowed range.
     >>> check_number(float("nan"), "alpha", 0, 5)
     Traceback (most recent call last):
     ValueError: alpha must be a number from 0 to 5, got nan.
+    >>> check_text("x" * 5000, "topic")
+    Traceback (most recent call last):
+    ValueError: topic must be text of at most 2,000 characters, got 5,000 characters.
+    >>> check_name("../../etc", "task")
+    Traceback (most recent call last):
+    ValueError: task must be a name of 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit, got '../../etc'.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
+
+MAX_TEXT_CHARS = 2000
+"""The longest free text one value may hold, wherever it enters: a box of the page (AppConfig.max_input_chars's
+default), a reward block's parameter (rewards.params: from the page, the API, an objective file or an uploaded
+adapter's card) and a text field of an adapter's card (adapters.policy_adapter)."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A name (an objective's, a task's on a card): what may be a file or folder name anywhere, and never a path."""
+NAME_RULE = "a name of 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
 
 
 class UserError(ValueError):
@@ -52,3 +68,27 @@ def check_number(value, name: str, low: float, high: float | None = None, *, who
             raise error(f"{name} must be {allowed}, got {value!r}.")
         return int(number)
     return number
+
+
+def quote(value, limit: int = 80) -> str:
+    """repr(value) for a message, cut to `limit` characters: an error quotes what it refuses, never all 100 KB of it."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def check_text(value, name: str, max_chars: int = MAX_TEXT_CHARS, *, error: type[Exception] = ValueError) -> str:
+    """`value` if it is a string of at most max_chars characters; otherwise `error` with one line naming `name`, the
+    limit and what was given (its length, or its kind)."""
+    if not isinstance(value, str):
+        got = "nothing" if value is None else f"{type(value).__name__} {quote(value)}"
+        raise error(f"{name} must be text of at most {max_chars:,} characters, got {got}.")
+    if len(value) > max_chars:
+        raise error(f"{name} must be text of at most {max_chars:,} characters, got {len(value):,} characters.")
+    return value
+
+
+def check_name(value, name: str, *, error: type[Exception] = ValueError) -> str:
+    """`value` if it is a name (NAME: never a path, never markup); otherwise `error` naming `name` and the rule."""
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise error(f"{name} must be {NAME_RULE}, got {quote(value)}.")
+    return value

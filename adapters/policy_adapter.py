@@ -11,7 +11,10 @@ On disk an adapter is a directory:
     reward_tokens.safetensors   Quark's reward-token embeddings (K, hidden), when the adapter has them
     card.json                   task, models, combination, alpha, training settings, metrics before/after
 
-Loading reads only JSON and safetensors, never pickle.
+Loading reads only JSON and safetensors, never pickle. A card is checked field by field whenever one is made, read or
+written (AdapterCard.check: types, ranges, known values, lengths): a card from anywhere (shipped, trained, uploaded)
+holds a name where a name goes, finite numbers in range, text within adapters.checks.MAX_TEXT_CHARS, and JSON
+objects of plain values; what a page shows of it is still escaped there (app.views).
 
     >>> host = AdapterHost(model, tokenizer, "embedded")              # doctest: +SKIP
     >>> host.new_adapter("mine", AdapterCard(task="toxicity"))        # doctest: +SKIP
@@ -24,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
+import numbers
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -35,8 +40,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from adapters.checks import MAX_TEXT_CHARS, UserError, check_name, check_number, check_text, quote
 from adapters.policy_math import COMBINATIONS
-from adapters.checks import UserError
 from adapters.files import atomic_directory, recover_directory
 
 CARD_FILE = "card.json"
@@ -44,6 +49,20 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 REWARD_TOKENS_FILE = "reward_tokens.safetensors"
 FORMAT_VERSION = 1
+ALGORITHMS = ("pg", "quark")
+"""The training algorithms (adapters.training); a card says 'none' for an adapter never trained."""
+MAX_ALPHA = 10.0
+"""The strongest adapter strength anything decodes or trains with (DecodeConfig's alpha), and a card's alpha."""
+MAX_LORA_R = 256
+MAX_REWARD_TOKENS = 256
+MAX_CARD_KB = 256
+"""The largest card.json read (this project's are about 5 KB): a card is read whole and kept in memory."""
+MAX_CARD_DEPTH = 8
+"""How deep a card's JSON objects may nest (its training settings nest 3 deep)."""
+METRIC_OBJECTS = ("metrics_before", "metrics_after")
+"""The card's objects of metrics (name -> a number, or null where not measured; 'label' is text), and the
+evaluation's (EVALUATION_METRICS)."""
+EVALUATION_METRICS = ("base", "tailored", "untrained")
 
 
 class AdapterError(UserError):
@@ -98,15 +117,93 @@ class AdapterCard:
     """On-disk format version."""
 
     def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """AdapterError naming the first field that is not what a card holds: the task a name (never a path), the
+        combination and algorithm known ones, numbers finite and in range (whole where they count), texts one line
+        within MAX_TEXT_CHARS, the dicts JSON objects of plain values (text within MAX_TEXT_CHARS, finite numbers,
+        true/false/null) nested at most MAX_CARD_DEPTH deep, metrics numbers or null. Run when a card is made, read
+        (read_card: shipped, trained and uploaded cards alike) and written (save_adapter, update_card)."""
+        check_name(self.task, "task", error=AdapterError)
+        for name in ("base_model", "adapter_init_model", "machine", "created"):
+            _check_line(getattr(self, name), name)
         if self.combination not in COMBINATIONS:
-            raise AdapterError(f"Unknown combination {self.combination!r}: use one of {', '.join(COMBINATIONS)}.")
-        if self.n_reward_tokens < 0:
-            raise AdapterError("n_reward_tokens must be 0 (no reward tokens) or a positive number of quantiles.")
+            raise AdapterError(f"Unknown combination {quote(self.combination)}: use one of {', '.join(COMBINATIONS)}.")
+        if self.algorithm not in (*ALGORITHMS, "none"):
+            raise AdapterError(f"Unknown algorithm {quote(self.algorithm)}: a card says one of {', '.join(ALGORITHMS)} "
+                               "or none (untrained).")
+        self.alpha = check_number(self.alpha, "alpha", 0, MAX_ALPHA, error=AdapterError)
+        self.n_reward_tokens = check_number(self.n_reward_tokens, "n_reward_tokens (0: no reward tokens, else Quark's "
+                                            "quantiles)", 0, MAX_REWARD_TOKENS, whole=True, error=AdapterError)
+        self.lora_r = check_number(self.lora_r, "lora_r", 1, MAX_LORA_R, whole=True, error=AdapterError)
+        self.lora_alpha = check_number(self.lora_alpha, "lora_alpha", 1, 16 * MAX_LORA_R, whole=True, error=AdapterError)
+        self.steps = check_number(self.steps, "steps", 0, 10**9, whole=True, error=AdapterError)
+        self.train_seconds = check_number(self.train_seconds, "train_seconds", 0, 10**9, error=AdapterError)
+        if self.format_version != FORMAT_VERSION or isinstance(self.format_version, bool):
+            raise AdapterError(f"format_version {quote(self.format_version)} is not one this project reads "
+                               f"({FORMAT_VERSION}): the adapter was made by another version of it.")
+        for name in ("objective", "init_fingerprint", "training", "metrics_before", "metrics_after", "evaluation"):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise AdapterError(f"{name} must be a JSON object, got {quote(value)}.")
+            _check_json(value, name)
+        metrics = [(name, getattr(self, name)) for name in METRIC_OBJECTS]
+        metrics += [(f"evaluation.{name}", self.evaluation[name]) for name in EVALUATION_METRICS if name in self.evaluation]
+        for where, values in metrics:
+            if not isinstance(values, dict):
+                raise AdapterError(f"{where} must be a JSON object of metrics, got {quote(values)}.")
+            for key, value in values.items():
+                if key == "label":
+                    _check_line(value, f"{where}.label")
+                elif value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                    raise AdapterError(f"{where}.{key} must be a number or null, got {quote(value)}.")
+        # what the page shows of the evaluation besides its metrics
+        for key, high in {"n_prompts": 10**9, "samples_per_prompt": 10**9, "seed": 2**63 - 1}.items():
+            if self.evaluation.get(key) is not None:
+                check_number(self.evaluation[key], f"evaluation.{key}", 0, high, whole=True, error=AdapterError)
+        if self.evaluation.get("date") is not None:
+            _check_line(self.evaluation["date"], "evaluation.date")
 
     @classmethod
     def from_dict(cls, data: dict) -> "AdapterCard":
+        """A card from its JSON object (fields this version does not know are left out), checked (check)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        """card.json's text, after check: the project never writes a card it would not read back."""
+        self.check()
+        return json.dumps(asdict(self), indent=2, allow_nan=False)
+
+
+def _check_line(value, name: str) -> None:
+    """AdapterError unless `value` is one line of text within MAX_TEXT_CHARS (a field the page shows on its line)."""
+    check_text(value, name, error=AdapterError)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise AdapterError(f"{name} must be one line of text without control characters, got {quote(value)}.")
+
+
+def _check_json(value, where: str, depth: int = 0) -> None:
+    """AdapterError unless `value` is plain JSON: objects with text keys, lists, text within MAX_TEXT_CHARS, finite
+    numbers, true, false or null, nested at most MAX_CARD_DEPTH deep."""
+    if depth > MAX_CARD_DEPTH:
+        raise AdapterError(f"{where} is nested more than {MAX_CARD_DEPTH} deep.")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"a key of {where}", 200, error=AdapterError)
+            _check_json(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, str):
+        check_text(value, where, MAX_TEXT_CHARS, error=AdapterError)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise AdapterError(f"{where} must be a finite number, got {value!r}.")
+    elif value is not None and not isinstance(value, bool):
+        raise AdapterError(f"{where} must be text, a number, true, false, null, a list or an object, got "
+                           f"{type(value).__name__}.")
 
 
 def model_fingerprint(model: PreTrainedModel) -> dict:
@@ -294,7 +391,7 @@ class AdapterHost:
             (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, default=str))
             if name in self.reward_embeddings:
                 save_file({"reward_embeddings": self.reward_embeddings[name].detach().cpu().contiguous()}, tmp / REWARD_TOKENS_FILE)
-            (tmp / CARD_FILE).write_text(json.dumps(asdict(card), indent=2))
+            (tmp / CARD_FILE).write_text(card.to_json())
         return Path(directory)
 
     def load_adapter(self, name: str, directory: str | os.PathLike) -> AdapterCard:
@@ -393,20 +490,27 @@ def _per_row_lora_forward(base_layer: torch.nn.Linear, deltas: list, x: torch.Te
 
 
 def read_card(directory: str | os.PathLike) -> AdapterCard:
-    """Read an adapter's card, with one clear error for a missing directory or file and for bad JSON."""
+    """Read an adapter's card, checked (AdapterCard.check), with one clear error for a missing directory or file,
+    a file over MAX_CARD_KB, bad JSON, and the first field that is not valid."""
     directory = recover_directory(directory)  # the previous adapter, if a save was interrupted
     if not directory.is_dir():
         raise AdapterError(f"The adapter directory {directory} does not exist.")
     path = directory / CARD_FILE
     if not path.is_file():
         raise AdapterError(f"{directory} is not an adapter: it has no {CARD_FILE}.")
+    size_kb = path.stat().st_size / 1024
+    if size_kb > MAX_CARD_KB:
+        raise AdapterError(f"{path} is {size_kb:,.0f} KB; an adapter's card is at most {MAX_CARD_KB} KB.")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        return AdapterCard.from_dict(data)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise AdapterError(f"{path} is corrupt ({err}).") from None
+    try:
+        return AdapterCard.from_dict(data)
+    except AdapterError as err:
+        raise AdapterError(f"{path} is not a valid adapter card: {err}") from None
 
 
 def update_card(directory: str | os.PathLike, **changes) -> AdapterCard:
@@ -417,10 +521,10 @@ def update_card(directory: str | os.PathLike, **changes) -> AdapterCard:
         raise AdapterError(f"Unknown card fields: {', '.join(sorted(unknown))}.")
     read_card(directory)  # the same clear errors for a missing or corrupt card
     path = Path(directory) / CARD_FILE
-    data = {**json.loads(path.read_text()), **changes}
+    data = {**json.loads(path.read_text(encoding="utf-8")), **changes}
     card = AdapterCard.from_dict(data)  # bad values fail here, before anything is written
     tmp = path.with_name(f".{CARD_FILE}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
     os.replace(tmp, path)
     return card
 

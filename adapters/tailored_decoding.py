@@ -21,10 +21,9 @@ from typing import ClassVar, Iterator, Protocol
 import torch
 
 from adapters.checks import UserError, check_number
-from adapters.policy_adapter import AdapterHost
+from adapters.policy_adapter import MAX_ALPHA, AdapterHost
 from adapters.policy_math import COMBINATIONS, kl_divergence, next_tokens, tailored_logprobs
 
-MAX_ALPHA = 10.0
 class DecodeError(UserError):
     """Bad decoding input (empty prompt, alpha out of range, ...); the message says what to change."""
 

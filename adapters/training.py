@@ -22,13 +22,12 @@ from adapters.checks import UserError, check_number
 from adapters.loading import ModelConfig
 from adapters.files import atomic_directory, recover_directory
 from adapters.models import logits_at
-from adapters.policy_adapter import COMBINATIONS, AdapterHost
+from adapters.policy_adapter import ALGORITHMS, COMBINATIONS, MAX_LORA_R, AdapterHost
 from adapters.policy_math import tailored_logprobs
 from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy
 from tasks import TaskInputError
 from tasks.objective import CUSTOM_TASK, scoring_target
 
-ALGORITHMS = ("pg", "quark")
 DEFAULT_TASK = "toxicity"
 DEFAULT_STEPS = 20
 """Steps of a run given neither --steps nor --minutes."""
@@ -86,7 +85,7 @@ class AlgoConfig:
             raise TrainError(f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size}).")
         self.n_quantiles = _check(self.n_quantiles, "n_quantiles", 2, None, whole=True)
         self.pool_size = _check(self.pool_size, "pool_size", 1, None, whole=True)
-        self.lora_r = _check(self.lora_r, "lora_r", 1, 256, whole=True)
+        self.lora_r = _check(self.lora_r, "lora_r", 1, MAX_LORA_R, whole=True)
         self.lr = _check(self.lr, "lr", 1e-12, 1.0)
         self.kl_coef = _check(self.kl_coef, "kl_coef", 0)
         self.entropy_coef = _check(self.entropy_coef, "entropy_coef", 0)

@@ -8,15 +8,23 @@ An adapter folder holds card.json, adapter_config.json, adapter_model.safetensor
 folder, JSON and safetensors only (never a pickle, never code), no name that climbs out of its folder, within
 MAX_ZIP_MB packed and MAX_UNPACKED_MB unpacked; anything else is one AdapterZipError saying what is wrong. Whether
 it fits the playground's base model (its card's fingerprint) is checked when it is loaded (AdapterHost.load_adapter).
+
+A zip the page hands out names no path of the server (app.paths): its JSON files (the card, LoRA's config) are
+written through public_json, so a card's training.run.out or run.objective reads runs/playground/sentiment-pg-4,
+never the folder it has on the server.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from adapters.checks import UserError
 from adapters.policy_adapter import CARD_FILE, CONFIG_FILE, REWARD_TOKENS_FILE, WEIGHTS_FILE
+from app.paths import public_json
 
 ADAPTER_FILES = (CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, REWARD_TOKENS_FILE)
 """Every file an adapter folder may hold; the first three it must."""
@@ -31,14 +39,21 @@ class AdapterZipError(UserError):
     """An adapter zip the playground will not take; the message says why."""
 
 
-def adapter_zip(folder: Path, out_dir: Path, name: str | None = None) -> Path:
-    """Zip an adapter folder's files (those of ADAPTER_FILES it has) into out_dir/<name>.zip, under a folder <name>/."""
+def adapter_zip(folder: Path, out_dir: Path, name: str | None = None,
+                folders: Mapping[str | os.PathLike, str] | None = None) -> Path:
+    """Zip an adapter folder's files (those of ADAPTER_FILES it has) into out_dir/<name>.zip, under a folder <name>/;
+    its JSON files name no absolute path (app.paths.public_json; folders: the playground's, by the names to show)."""
     name = name or folder.name
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for file in ADAPTER_FILES:
-            if (folder / file).is_file():
+            if not (folder / file).is_file():
+                continue
+            if file.endswith(".json"):
+                data = public_json(json.loads((folder / file).read_text(encoding="utf-8")), folders)
+                z.writestr(f"{name}/{file}", json.dumps(data, indent=2, allow_nan=False))
+            else:
                 z.write(folder / file, f"{name}/{file}")
     return path
 

@@ -12,6 +12,10 @@ Models: the base model is loaded once at start and carries every adapter by name
 `adapters_dir`, and those trained in the page from `runs_dir`); adapters are only ever picked by name from
 those two folders, never from a path a user typed, and only JSON and safetensors are read.
 
+Paths: what the service hands out names no path of the server (app.paths' rule, applied by Playground.public): the
+errors of its requests, the training status, the problems found at start and the files of a downloaded zip name
+files relative to the playground's folders (runs/playground/sentiment-pg-4/adapter).
+
 Threads: one scheduler thread owns the models and decodes every user's request together, one step at a time
 (app/scheduler.py: continuous batching); each user's thread waits for its own request's tokens. Rewards of
 requests that finish together are scored in one batch. A training run works on its own model copy in a
@@ -21,6 +25,7 @@ background thread, so generation keeps working while it trains.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -36,7 +41,7 @@ from typing import Callable, ClassVar, Iterator
 
 import torch
 
-from adapters.checks import UserError, check_number
+from adapters.checks import UserError, check_number, quote
 from adapters.files import recover_directory
 from adapters.loading import load_host
 from adapters.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
@@ -44,7 +49,8 @@ from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
 from adapters.engine import Engine
 from adapters.inspector import Branch, branch_run, ended_branch
 from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
-from app.config import AppConfig, ConfigError
+from app.config import REPO_ROOT, AppConfig, ConfigError
+from app.paths import folder_names, public_paths
 from app.scheduler import BatchedScorer, Scheduler, decode_in_call
 from app.spaces_compat import gpu, zero_gpu_on
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
@@ -52,7 +58,7 @@ from rewards.objective import Objective, ObjectiveError
 from tasks import TASKS, Task, carry_inputs, get_task, load_scorer
 from tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card, objective_task)
-from tasks.data import DataError, load_inputs
+from tasks.data import DataError, data_dir, load_inputs
 
 log = logging.getLogger("ipa.service")
 
@@ -349,6 +355,33 @@ def token_steering(completion: Completion) -> list[TokenStep]:
                                                   completion.tailored_logprobs)]
 
 
+def public_text(config: AppConfig, text: str, named: Mapping | None = None) -> str:
+    """`text` as it may leave the playground, naming no path of the server (app.paths.public_paths): a path in the
+    playground's folders (runs_dir, adapters_dir, the data folder, the repository) from the folder on, the folder by
+    its place in the repository (else its name); `named` paths by the name given (an upload's folder: "the zip");
+    any other absolute path by its last part."""
+    return public_paths(text, {**playground_folders(config), **(named or {})})
+
+
+def playground_folders(config: AppConfig) -> dict[str, str]:
+    """The playground's folders -> the names they are shown by (app.paths.folder_names)."""
+    return folder_names((config.runs_dir, config.adapters_dir, data_dir()), REPO_ROOT)
+
+
+def _public_errors(method):
+    """A Playground method whose user errors leave it naming no path of the server: the same exception, its message
+    rewritten by public_text."""
+    @functools.wraps(method)
+    def with_public_errors(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except UserError as err:
+            err.args = (public_text(self.config, str(err)),)
+            raise
+
+    return with_public_errors
+
+
 def _train(*args, **kwargs):
     from adapters.train import train  # imported here: the training loop is only needed once a run starts
 
@@ -495,15 +528,23 @@ class Playground:
         for name, directory, source in found:
             try:
                 self.add_adapter(name, directory, source)
-            except USER_ERRORS as err:
-                self.problems.append(f"{directory}: {err}")
+            except USER_ERRORS as err:  # the page lists it (public), the log names the folder in full
+                self.problems.append(self.public(f"{directory}: {err}"))
                 log.warning("adapter %s not loaded: %s", directory, err)
 
+    def public(self, text: str, named: Mapping | None = None) -> str:
+        """`text` naming no path of the server (public_text)."""
+        return public_text(self.config, text, named)
+
     def add_adapter(self, name: str, directory: Path, source: str) -> AdapterEntry:
-        """Load an adapter from one of the playground's own folders under `name`."""
+        """Load an adapter from one of the playground's own folders under `name`; an uploaded one (now or before a
+        restart) only if this playground can use it (_check_uploaded_card). Its errors name the folder in full: each
+        caller hands them on public (the problems at start, a run's status, an upload's refusal)."""
         if name in self.adapters:
             raise ServiceError(f"Two adapters are named {name!r}; {directory} was not loaded.")
         card = read_card(directory)
+        if source == UPLOADED:
+            self._check_uploaded_card(card)
         with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.load_adapter(name, directory)
         entry = AdapterEntry(name, card, source, Path(directory))
@@ -822,6 +863,7 @@ class Playground:
         """The latest training job (queued, running or finished), or None before the first."""
         return self.training.jobs[-1] if self.training.jobs else None
 
+    @_public_errors
     def start_training(self, request: TrainRequest, owner: str | None = None, local: bool = True) -> dict:
         """Queue a run (it starts when the runs ahead of it are done) and return its first snapshot.
 
@@ -874,7 +916,7 @@ class Playground:
             except DataError as err:
                 if pasted:  # the server's folders are not the user's business
                     mine = f"Your uploaded prompts ({Path(request.prompts_file).name})" if request.prompts_file else "Your pasted prompts"
-                    raise ServiceError(str(err).replace(str(run_dir / objective.prompts), mine)) from None
+                    raise ServiceError(self.public(str(err), {run_dir / objective.prompts: mine})) from None
                 raise ServiceError(f"There is no training data for this {'objective' if objective else 'task'} on this machine "
                                    f"({err}) Point $IPA_DATA_DIR at the project's data folder.") from None
             return self.training.submit(TrainingJob(name=name, request=request, config=config, owner=owner))
@@ -904,7 +946,11 @@ class Playground:
 
     def training_status(self, owner: str | None = None) -> dict:
         """This session's latest run, else the running one, else the last; {'state': 'idle'} before the first."""
-        return self.training.status(owner)
+        return self._public_status(self.training.status(owner))
+
+    def _public_status(self, status: dict) -> dict:
+        """A run's snapshot as it leaves the playground: its error (a run's failure quotes what failed) public."""
+        return {**status, "error": self.public(status["error"])} if status.get("error") else status
 
     # --- adapter files: download, delete, upload ------------------------------------------------------------
     def _check_may_change_adapters(self, local: bool) -> None:
@@ -914,13 +960,16 @@ class Playground:
         if self.config.training == "local" and not local:
             raise ServiceError("On this playground only a browser on the machine it runs on may add or remove adapters.")
 
+    @_public_errors
     def adapter_zip(self, name: str, out_dir: Path) -> Path:
-        """A zip of the adapter's safetensors and card (any adapter: shipped, trained here or uploaded)."""
+        """A zip of the adapter's safetensors and card (any adapter: shipped, trained here or uploaded), naming no
+        path of the server (its JSON through app.paths.public_json)."""
         from app.adapter_files import adapter_zip
 
         entry = self.adapter(name)
-        return adapter_zip(entry.directory, Path(out_dir), entry.name)
+        return adapter_zip(entry.directory, Path(out_dir), entry.name, playground_folders(self.config))
 
+    @_public_errors
     def delete_adapter(self, name: str, local: bool = True) -> None:
         """Remove an adapter trained or uploaded here, with its run folder; shipped adapters stay."""
         self._check_may_change_adapters(local)
@@ -932,11 +981,14 @@ class Playground:
         self._run_removed(name)
         shutil.rmtree(Path(self.config.runs_dir) / name, ignore_errors=True)
 
+    @_public_errors
     def upload_adapter(self, zip_path: str | Path, local: bool = True) -> AdapterEntry:
         """Load an adapter zip made by this project (app.adapter_files checks it) into runs_dir under a new name.
 
         Refused with one message: not a zip, over the size limit, a file that is not JSON or safetensors, a path
-        outside its folder, no card, or made for another base model (its card's fingerprint and base)."""
+        outside its folder, no card, a card with a field that is not valid (AdapterCard.check: types, ranges, known
+        values, lengths), or one this playground cannot use (_check_uploaded_card: another base model, a task it does
+        not have, an objective it cannot score)."""
         from app.adapter_files import AdapterZipError, unpack_adapter_zip
 
         self._check_may_change_adapters(local)
@@ -945,18 +997,45 @@ class Playground:
         name, run_dir = self._reserve_run_folder(lambda k: stem if k == 1 else f"{stem}-{k}")
         try:
             unpack_adapter_zip(zip_path, run_dir / "adapter")
-            card = read_card(run_dir / "adapter")
-            if card.base_model != self.config.models.base:
-                raise AdapterZipError(f"The adapter was trained to steer {model_label(card.base_model)}, but this "
-                                      f"playground's base model is {model_label(self.config.models.base)}.")
-            if not card.init_fingerprint:
-                raise AdapterZipError("The adapter's card has no fingerprint of its model: it was not made by this project.")
             (run_dir / UPLOAD_MARK).write_text("")
             return self.add_adapter(name, run_dir / "adapter", UPLOADED)
         except UserError as err:
             shutil.rmtree(run_dir, ignore_errors=True)
-            reason = str(err).replace(str(run_dir / "adapter"), "the zip")  # the server's folders are not the user's business
+            reason = self.public(str(err), {run_dir / "adapter": "the zip"})  # the server's folders are not the user's business
             raise AdapterZipError(f"The adapter zip was refused: {reason}") from None
+
+    def _check_uploaded_card(self, card: AdapterCard) -> None:
+        """What an uploaded card must say besides being a card (read_card checked every field): made by this project
+        (its model's fingerprint) to steer this playground's base model; for one of its tasks with no objective, or
+        for an objective (task 'custom') it can score: its blocks valid (rewards.objective: the same limits as the
+        page's), its prompts a prompt set or a file named relative to it; trained at an alpha the page's slider has.
+        Checked on upload and again when the playground starts (add_adapter: the rules may have changed since)."""
+        if card.base_model != self.config.models.base:
+            raise ServiceError(f"The adapter was trained to steer {model_label(card.base_model)}, but this "
+                               f"playground's base model is {model_label(self.config.models.base)}.")
+        if not card.init_fingerprint:
+            raise ServiceError("The adapter's card has no fingerprint of its model: it was not made by this project.")
+        if card.task == CUSTOM_TASK:
+            if not card.objective:
+                raise ServiceError(f"The adapter's card says task {CUSTOM_TASK!r} (an objective's) but holds no objective.")
+            try:  # the page's blocks only: this playground loads no reward module
+                objective = Objective.from_dict(card.objective)
+            except ObjectiveError as err:
+                raise ServiceError(f"The adapter's objective cannot be scored here: {err}") from None
+            source = objective.prompts.removeprefix("hub:")
+            where = Path(source.replace("\\", "/"))
+            if objective.prompts not in PROMPT_SETS and (where.is_absolute() or ".." in where.parts or ":" in source
+                                                         or source.startswith("~")):
+                raise ServiceError(f"The adapter's objective reads its prompts from {quote(objective.prompts)}, outside the "
+                                   f"objective's folder: a card names a prompt set ({', '.join(PROMPT_SETS)}) or a file beside "
+                                   "its objective.")
+        elif card.task not in TASKS:
+            raise ServiceError(f"The adapter was trained for the task {quote(card.task)}, which this playground does not have: "
+                               f"it has {', '.join(TASKS)}, and {CUSTOM_TASK!r} for an adapter of your own objective.")
+        elif card.objective:
+            raise ServiceError(f"The adapter's card is for the task {card.task!r} but also holds an objective: one or the other.")
+        low, high, _ = Settings.LIMITS["alpha"]
+        check_number(card.alpha, "The adapter's alpha", low, high, error=ServiceError)
 
     def close(self, timeout: float = 120.0) -> None:
         """Stop the decoding thread and the training queue, and wait for a running job (tests and shutdown)."""

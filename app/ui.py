@@ -636,10 +636,10 @@ def status_line(service: Playground) -> str:
     names = ", ".join(e.name for e in service.adapters.values() if e.source == SHIPPED) or "none"
     line = f"Base model: **{service.base_label()}** · running on {service.machine()} · shipped adapters: {names}"
     if not service.adapters:
-        line += (f"  \n**No trained adapters were found in {service.config.adapters_dir}**: each tab's {views.side('right')} column shows "
+        line += (f"  \n**No trained adapters were found in {views.text_md(service.public(service.config.adapters_dir))}**: each tab's {views.side('right')} column shows "
                  "the base model until you train one in the *Train an adapter* tab.")
     for problem in service.problems:
-        line += f"  \n⚠ Not loaded: {views.e(problem)}"
+        line += f"  \n⚠ Not loaded: {views.text_md(problem)}"  # problems quote the cards they refuse
     return line
 
 

@@ -2,6 +2,10 @@
 
 No Gradio and no models here, so every piece is easy to test and to read.
 
+What did not come from this code (an adapter's card, a name, a message quoting what a user gave) is shown as text,
+never as markup: in HTML through e(), in Markdown through markdown(), whose every value is escaped (text_md) unless
+the code marked it as its own (Markup), so a field added to a view later is escaped without anyone remembering to.
+
     >>> print(fmt(0.8712))
     0.87
     >>> token_highlights([TokenStep(" nice", 0.25, 0.1, 0.4)])
@@ -12,12 +16,16 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
+import re
+import string
 
 import pandas as pd
 
 from adapters.models import model_label
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import Completion
+from app.paths import public_paths
 from app.service import AdapterEntry, Generation, TokenStep, token_steering
 from tasks import Task
 from tasks.metrics import interval, reward_means
@@ -67,14 +75,65 @@ def e(text) -> str:
     return html.escape(str(text))
 
 
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#!|~$:@^<>&])")
+
+
+def text_md(value) -> str:
+    r"""Any text from outside the code as Markdown that shows exactly that text, on one line: Markdown's punctuation
+    backslash-escaped (no emphasis, link, image, code, table cell or $$ math), '<', '>' and '&' as HTML entities (no
+    tag, no image fetched), ':', '@' and 'www.' broken up (no bare URL or address made into a link), line breaks
+    as spaces (no heading or list of its own).
+
+    >>> print(text_md("<img src=x> [Log in](https://evil.example) *now*"))
+    &lt;img src=x&gt; \[Log in\]\(https\://evil.example\) \*now\*
+    """
+    text = " ".join(str(value).splitlines())
+    text = _MARKDOWN_PUNCTUATION.sub(lambda m: html.escape(m.group(1), quote=False) if m.group(1) in "<>&"
+                                     else "\\" + m.group(1), text)
+    return re.sub(r"(?i)\b(www)\.", r"\1\\.", text)
+
+
+class Markup(str):
+    """Markdown this code wrote (a fragment made by markdown(), a fixed phrase): markdown() puts it in as it is."""
+
+
+class _TextValues(string.Formatter):
+    def format_field(self, value, format_spec: str) -> str:
+        if isinstance(value, Markup):
+            return str(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return format(value, format_spec)
+        return text_md(value)
+
+
+def markdown(template: str, **values) -> Markup:
+    """The code's own Markdown `template` with each {value} shown as text: numbers formatted by their spec, Markup
+    as it is, anything else (a card's text, a name, a list) escaped by text_md. The one way a value enters the
+    page's Markdown, so that none is forgotten.
+
+    >>> markdown("**{name}** · alpha {alpha:g}", name="<b>x</b>", alpha=1.5)
+    '**&lt;b&gt;x&lt;/b&gt;** · alpha 1.5'
+    """
+    return Markup(_TextValues().format(template, **values))
+
+
+def _number(value) -> float | None:
+    """A metric as a number, or None where a card holds none (missing, null)."""
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+
+
 def error_text(err: BaseException | str) -> str:
     """An error's message as the page shows it: as text. Gradio's pop-ups render their message as HTML, and messages
-    quote what the user typed (an adapter name, concepts), so <, > and & are escaped; KeyError's quotes dropped.
+    quote what the user typed (an adapter name, concepts), so <, > and & are escaped; KeyError's quotes dropped. No
+    absolute path: the service's errors name files relative to its folders already (app.service.public_text); a
+    bug's message (an OSError's file) names a file by its name (app.paths).
 
     >>> error_text(ValueError("There is no adapter named '<img src=x>'."))
     "There is no adapter named '&lt;img src=x&gt;'."
+    >>> error_text(OSError("Cannot write /srv/ipa/runs/x/card.json: disk full"))
+    'Cannot write card.json: disk full'
     """
-    return html.escape(str(err).strip("'\""), quote=False)
+    return html.escape(public_paths(str(err).strip("'\"")), quote=False)
 
 
 # --- the two columns -----------------------------------------------------------------------------------
@@ -305,9 +364,11 @@ def _changes(before: dict, after: dict, names) -> list[str]:
     """'name a → b' for each metric that both columns report."""
     out = []
     for name in names:
-        if before.get(name) is not None and after.get(name) is not None:
+        a, b = _number(before.get(name)), _number(after.get(name))
+        if a is not None and b is not None:
             digits = 1 if name.endswith("perplexity") else 2
-            out.append(f"{PART_LABELS.get(name, name.replace('_', ' '))} {fmt(before[name], digits)} → {fmt(after[name], digits)}")
+            out.append(markdown("{name} {a} → {b}", name=PART_LABELS.get(name, name.replace("_", " ")),
+                                a=Markup(fmt(a, digits)), b=Markup(fmt(b, digits))))
     return out
 
 
@@ -317,45 +378,54 @@ def evaluation_markdown(card: AdapterCard, task: Task) -> list[str]:
     # Training-time figures are shown as reward, task metrics and KL only: cards written before tasks.metrics
     # pooled perplexity and distinct-2 differently.
     shown = [*task.metrics]
-    if card.evaluation.get("base") and card.evaluation.get("tailored"):
+    if isinstance(card.evaluation.get("base"), dict) and isinstance(card.evaluation.get("tailored"), dict) \
+            and card.evaluation["base"] and card.evaluation["tailored"]:
         ev = card.evaluation
         before, after = ev["base"], ev["tailored"]
         shown += ["perplexity", "relevance", "distinct_2"]
-        how = (f"base → base + adapter on {ev.get('n_prompts', '?')} held-back prompts × {ev.get('samples_per_prompt', '?')} "
-               f"samples, seed {ev.get('seed', '?')}{', ' + e(ev['date']) if ev.get('date') else ''} (`bench.evaluate`)")
+        how = markdown("base → base + adapter on {n} held-back prompts × {k} samples, seed {seed}{date} (`bench.evaluate`)",
+                       n=ev.get("n_prompts", "?"), k=ev.get("samples_per_prompt", "?"), seed=ev.get("seed", "?"),
+                       date=markdown(", {date}", date=ev["date"]) if ev.get("date") else Markup(""))
     else:
         before, after = card.metrics_before, card.metrics_after
-        run = card.training.get("run", card.training)  # cards before TrainConfig's split kept these at the top level
+        run = card.training.get("run")
+        run = run if isinstance(run, dict) else card.training  # cards before TrainConfig's split kept these at the top
         prompts, samples = run.get("eval_prompts"), run.get("eval_samples")
-        size = (f"{prompts} held-back prompts × {samples} sample{'' if samples == 1 else 's'}" if prompts and samples
-                else "held-back prompts")
-        how = (f"before → after training, measured during training on {size}"
-               + ("; before: from the adapter it continued" if card.training.get("continued_from") else ""))
-    if before.get("mean_reward") is None or after.get("mean_reward") is None:
+        size = (markdown("{prompts} held-back prompts × {samples} sample{s}", prompts=prompts, samples=samples,
+                         s=Markup("" if samples == 1 else "s")) if prompts and samples else Markup("held-back prompts"))
+        how = markdown("before → after training, measured during training on {size}{continued}", size=size,
+                       continued=Markup("; before: from the adapter it continued" if card.training.get("continued_from") else ""))
+    reward = _number(before.get("mean_reward")), _number(after.get("mean_reward"))
+    if None in reward:
         return []
-    reward = before["mean_reward"], after["mean_reward"]
     figures = [f"Held-back reward **{fmt(reward[0])} → {fmt(reward[1])}** ({reward[1] - reward[0]:+.2f})"]
     figures += _changes(before, after, shown)
-    if after.get("kl_per_token") is not None:
-        figures.append(f"KL {fmt(after['kl_per_token'], 3)} nats/token")
+    if _number(after.get("kl_per_token")) is not None:
+        figures.append(f"KL {fmt(_number(after['kl_per_token']), 3)} nats/token")
     return [" · ".join(figures),
             f"<small>{how}; metrics as defined in tasks/metrics.py, reward as the task defined it then</small>"]
+
+
+ALGORITHM_NAMES = {"pg": "policy gradient", "quark": "Quark", "none": "untrained"}
 
 
 def card_markdown(entry: AdapterEntry | None, task: Task) -> str:
     """The adapter's card in a few lines: what, how it was trained, and what it did on held-back prompts."""
     if entry is None:
-        return (f"**No adapter for {task.title.lower()} yet.** Both columns will show the base model. "
-                "Train one in the *Train an adapter* tab; it appears here when it is done.")
+        return markdown("**No adapter for {task} yet.** Both columns will show the base model. "
+                        "Train one in the *Train an adapter* tab; it appears here when it is done.", task=task.title.lower())
     card: AdapterCard = entry.card
-    algo = {"pg": "policy gradient", "quark": "Quark", "none": "untrained"}.get(card.algorithm, card.algorithm)
-    steps = f"{card.steps} step" + ("" if card.steps == 1 else "s")
-    lines = [f"**{e(entry.name)}** · {entry.source} · task *{e(card.task)}* · {algo}, {steps}"
-             + (f" in {_minutes(card.train_seconds)}" if card.train_seconds else "")
-             + (f" on {e(card.machine)}" if card.machine else "")]
-    lines += evaluation_markdown(card, task)
-    lines.append(f"Trained at alpha {card.alpha:g} with the {card.combination} combination, for {e(model_label(card.base_model))}"
-                 + (" · stopped early" if card.training.get("interrupted") else ""))
+    head = markdown("**{name}** · {source} · task *{task}* · {algorithm}, {steps} step{s}", name=entry.name,
+                    source=entry.source, task=card.task, algorithm=ALGORITHM_NAMES.get(card.algorithm, card.algorithm),
+                    steps=card.steps, s=Markup("" if card.steps == 1 else "s"))
+    if card.train_seconds:
+        head += markdown(" in {time}", time=_minutes(card.train_seconds))
+    if card.machine:
+        head += markdown(" on {machine}", machine=card.machine)
+    lines = [head, *evaluation_markdown(card, task)]
+    lines.append(markdown("Trained at alpha {alpha:g} with the {combination} combination, for {model}{stopped}",
+                          alpha=card.alpha, combination=card.combination, model=model_label(card.base_model),
+                          stopped=Markup(" · stopped early" if card.training.get("interrupted") else "")))
     return "  \n".join(lines)
 
 

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters.checks import UserError
+from adapters.checks import MAX_TEXT_CHARS, NAME, NAME_RULE, UserError, quote
 from rewards import REWARDS
 from rewards.params import ParamError, check_params
 
@@ -42,7 +41,6 @@ PART_NAMES = {"toxicity": "low_toxicity"}
 """A block's part name where its reward's name would mislead: the toxicity reward is 1 − toxicity."""
 MAX_WEIGHT = 100.0
 MAX_BLOCKS = 12
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 KEYS = ("name", "blocks", "prompts")
 
 
@@ -144,13 +142,14 @@ class Objective:
         problems = []
         unknown = [k for k in data if k not in KEYS]
         if unknown:
-            problems.append(f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} (valid keys: {', '.join(KEYS)})")
+            problems.append(f"unknown key{'s' * (len(unknown) > 1)} {', '.join(map(quote, unknown))} (valid keys: {', '.join(KEYS)})")
         name = data.get("name")
-        if not isinstance(name, str) or not NAME.match(name):
-            problems.append(f"'name' must be 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit, got {name!r}")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            problems.append(f"'name' must be {NAME_RULE.removeprefix('a name of ')}, got {quote(name)}")
         prompts = data.get("prompts", "")
-        if not isinstance(prompts, str):
-            problems.append(f"'prompts' must be a prompt set's name or a file name, got {prompts!r}")
+        if not isinstance(prompts, str) or len(prompts) > MAX_TEXT_CHARS:
+            problems.append(f"'prompts' must be a prompt set's name or a file name of at most {MAX_TEXT_CHARS:,} characters, "
+                            f"got {quote(prompts)}")
         raw_blocks = data.get("blocks")
         blocks = []
         if not isinstance(raw_blocks, list) or not raw_blocks:
@@ -165,7 +164,7 @@ class Objective:
             except ObjectiveError as err:
                 problems.append(str(err))
         if problems:
-            where = f"Objective {name!r}" if isinstance(name, str) and name else "The objective"
+            where = f"Objective {quote(name)}" if isinstance(name, str) and name else "The objective"
             raise ObjectiveError(f"{where} is not valid: " + "; ".join(problems) + ".")
         return cls(name, tuple(blocks), prompts.strip())
 
@@ -187,15 +186,15 @@ class Objective:
 
 def _block(i: int, raw, valid: dict[str, type]) -> Block:
     if not isinstance(raw, dict):
-        raise ObjectiveError(f"block {i} must be an object {{\"reward\": NAME, \"weight\": W, ...}}, got {raw!r}")
+        raise ObjectiveError(f"block {i} must be an object {{\"reward\": NAME, \"weight\": W, ...}}, got {quote(raw)}")
     reward = raw.get("reward")
-    if reward not in valid:
-        excluded = f" ({reward} cannot be a block: {NOT_BLOCKS[reward]})" if reward in NOT_BLOCKS else ""
-        raise ObjectiveError(f"block {i}: unknown reward {reward!r}{excluded}; valid rewards: {', '.join(valid)}")
+    if not isinstance(reward, str) or reward not in valid:
+        excluded = f" ({reward} cannot be a block: {NOT_BLOCKS[reward]})" if isinstance(reward, str) and reward in NOT_BLOCKS else ""
+        raise ObjectiveError(f"block {i}: unknown reward {quote(reward)}{excluded}; valid rewards: {', '.join(valid)}")
     weight = raw.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight <= MAX_WEIGHT:
         raise ObjectiveError(f"block {i} ({reward}): 'weight' must be a number above 0 and at most {MAX_WEIGHT:g}, "
-                             f"got {weight!r} (to drop a block, remove it)")
+                             f"got {quote(weight)} (to drop a block, remove it)")
     given = {k: v for k, v in raw.items() if k not in ("reward", "weight")}
     try:
         params = check_params(f"block {i} ({reward})", getattr(valid[reward], "PARAMS", ()), given)

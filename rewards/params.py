@@ -2,7 +2,9 @@
 
 A reward class lists the parameters a user may set in `PARAMS`, a tuple of Param; its constructor takes
 them as keyword arguments, beside the model arguments (device, embedder, ...) that users never set.
-check_params validates what a user wrote, with errors that list the valid names and values.
+check_params validates what a user wrote, with errors that list the valid names and values. Text and words hold at
+most adapters.checks.MAX_TEXT_CHARS characters, the one limit of free text, whether the block comes from the page, the
+API, an objective file or an uploaded adapter's card (all of them reach Param.check).
 
     >>> from rewards.sentiment import SentimentReward
     >>> check_params("sentiment", SentimentReward.PARAMS, {"direction": "negative"})
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from adapters.checks import UserError
+from adapters.checks import UserError, check_text, quote
 
 REQUIRED = object()
 """The default of a parameter the user must give."""
@@ -68,23 +70,25 @@ class Param:
 
         if self.kind == "text":
             if not isinstance(value, str) or not value.strip():
-                raise ParamError(f"{block}: '{self.name}' must be non-empty text ({self.help}), got {value!r}.")
-            return value.strip()
+                raise ParamError(f"{block}: '{self.name}' must be non-empty text ({self.help}), got {quote(value)}.")
+            return check_text(value.strip(), f"{block}: '{self.name}'", error=ParamError)
         if self.kind == "words":
             try:
                 words = parse_concepts(value)
             except TypeError:
                 words = []
             if not words:
-                raise ParamError(f"{block}: '{self.name}' must be a list of words or one string of words ({self.help}), got {value!r}.")
+                raise ParamError(f"{block}: '{self.name}' must be a list of words or one string of words ({self.help}), "
+                                 f"got {quote(value)}.")
+            check_text(value if isinstance(value, str) else ", ".join(value), f"{block}: '{self.name}'", error=ParamError)
             return words
         if self.kind == "number":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not self.low <= value <= self.high:
-                raise ParamError(f"{block}: '{self.name}' must be a number from {self.low:g} to {self.high:g}, got {value!r}.")
+                raise ParamError(f"{block}: '{self.name}' must be a number from {self.low:g} to {self.high:g}, got {quote(value)}.")
             return value
         if value not in self.choices:
-            raise ParamError(f"{block}: '{self.name}' must be one of {', '.join(map(str, self.choices))}, got {value!r}.")
+            raise ParamError(f"{block}: '{self.name}' must be one of {', '.join(map(str, self.choices))}, got {quote(value)}.")
         return value
 
 
@@ -94,7 +98,7 @@ def check_params(block: str, params: tuple[Param, ...], given: dict) -> dict:
     unknown = [k for k in given if k not in known]
     missing = [p.name for p in params if p.required and p.name not in given]
     if unknown or missing:
-        problems = [f"unknown parameter{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}"] if unknown else []
+        problems = [f"unknown parameter{'s' * (len(unknown) > 1)} {', '.join(map(quote, unknown))}"] if unknown else []
         problems += [f"missing required parameter{'s' * (len(missing) > 1)} {', '.join(map(repr, missing))}"] if missing else []
         valid = "; ".join(p.describe() for p in params) if params else "none (it takes no parameters)"
         raise ParamError(f"{block}: {' and '.join(problems)}; valid parameters: {valid}.")

@@ -31,7 +31,7 @@ class ServedApp:
 def stand_in_adapters(root: Path, host: AdapterHost) -> Path:
     """A folder holding one steering (untrained, random-LoRA) adapter named 'toxicity'."""
     folder = root / "adapters"
-    host.new_adapter("app-test", AdapterCard(task="toxicity", algorithm="test", steps=1, alpha=1.0))
+    host.new_adapter("app-test", AdapterCard(task="toxicity", algorithm="pg", steps=1, alpha=1.0))
     try:
         perturb_lora(host, "app-test", scale=0.02)
         host.save_adapter("app-test", folder / "toxicity")

@@ -1,21 +1,32 @@
 """Adapters as zips (app/adapter_files.py) and the service's download, delete and upload, on a tiny model: a zip made
 by the project round-trips; a pickle, a path outside its folder, a wrong base, an oversized or broken zip is refused
-with one message; shipped adapters are never deleted."""
+with one message; shipped adapters are never deleted; a card.json fuzzed field by field is refused or shown as text,
+never rendered; and nothing the playground hands out (messages, statuses, zips) names a path of the server."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import time
 import zipfile
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 
-from adapters.policy_adapter import AdapterCard
+from adapters.policy_adapter import AdapterCard, AdapterHost
 from app import adapter_files
 from app.adapter_files import AdapterZipError, unpack_adapter_zip
-from app.config import AppConfig
-from app.service import UPLOADED, Playground, ServiceError
+from app.config import REPO_ROOT, AppConfig
+from app.service import UPLOAD_MARK, UPLOADED, Playground, ServiceError
+from app.training_jobs import TrainRequest
+from app.views import card_markdown, error_text
+from tasks import TASKS
+from tests.helpers import tiny_llama
+from tests.test_views import TEXT_TAGS, rendered, shows_as_text
 
 
 @pytest.fixture
@@ -124,3 +135,206 @@ def test_an_uploaded_adapter_reaches_every_adapter_menu_of_the_task_tabs(service
     sentiment, toxicity, *seconds = [[value for _, value in u["choices"]] for u in menus.updates(service)]
     assert entry.name in sentiment and entry.name not in toxicity
     assert len(seconds) == 2 and all(entry.name in s and "sentiment" in s for s in seconds)
+
+
+# --- a card.json fuzzed field by field: refused, or shown as text ------------------------------------------------
+
+SHIPPED = json.loads((REPO_ROOT / "adapters" / "trained" / "sentiment" / "card.json").read_text())
+MARKUP = ("<img src=https://evil.example/x.png><a href=https://evil.example/login>Log in again to keep your adapters</a>"
+          " [Log in](https://evil.example) ![x](https://evil.example/y.png) **bold** `code` $$x$$ www.evil.example")
+"""The issue's card (its algorithm), and Markdown's ways to a link, an image, emphasis, code and math."""
+HUGE = "x" * 100_000
+STRINGS = [f.name for f in fields(AdapterCard) if f.type == "str"]
+NUMBERS = [f.name for f in fields(AdapterCard) if f.type in ("int", "float")]
+OBJECTS = [f.name for f in fields(AdapterCard) if f.type == "dict"]
+NESTED = ["training.run.out", "training.run.objective", "evaluation.date", "evaluation.command", "evaluation.n_prompts",
+          "evaluation.seed", "metrics_after.label", "metrics_after.mean_reward", "init_fingerprint.model_type",
+          "objective.name"]
+FUZZ = ([(field, value) for field in STRINGS + NESTED
+         for value in (MARKUP, MARKUP + "\n# heading", "../../etc", "/etc/passwd", HUGE, 3, [], {}, None)]
+        + [(field, value) for field in NUMBERS + NESTED[4:6] + NESTED[7:8]
+           for value in (float("nan"), float("inf"), float("-inf"), -1, "1", None, True, 1e300, [1])]
+        + [(field, value) for field in OBJECTS for value in ("x", [], None, {"k": float("nan")}, {"k": HUGE}, {"<b>": 1})])
+
+
+def fuzzed_zip(service, tmp_path, field: str, value) -> Path:
+    """The playground's own download of its adapter, its card given a shipped card's metrics and evaluation (so that
+    the page shows them) and `field` (a.b.c: nested) set to `value`; NaN and infinities as JSON's NaN, Infinity."""
+    good = service.adapter_zip("sentiment", tmp_path / "zips")
+    card = json.loads(zipfile.ZipFile(good).read("sentiment/card.json"))
+    card.update({k: SHIPPED[k] for k in ("metrics_before", "metrics_after", "evaluation", "training")})
+    target, *path = field.split(".")
+    holder, key = card, target
+    for part in path:
+        holder[key] = holder[key] if isinstance(holder.get(key), dict) else {}
+        holder, key = holder[key], part
+    holder[key] = value
+    return rezip(good, tmp_path / "fuzzed.zip", {"card.json": json.dumps(card).encode()})
+
+
+@pytest.mark.parametrize("field, value", FUZZ, ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+def test_a_fuzzed_card_is_refused_or_shown_as_text_never_rendered(service, tmp_path, field, value):
+    before = set(service.adapters)
+    try:
+        entry = service.upload_adapter(fuzzed_zip(service, tmp_path, field, value))
+    except AdapterZipError as err:  # refused: one short message, naming no server folder, shown as text
+        message = str(err)
+        assert message.startswith("The adapter zip was refused: ") and len(message) < 800, message
+        assert str(tmp_path) not in message and "<img" not in error_text(err)
+        assert set(service.adapters) == before
+        return
+    card_text = card_markdown(entry, TASKS["sentiment"])
+    tags, visible = rendered(card_text)
+    assert tags <= TEXT_TAGS and not re.search(r"(?<!\\)://|(?i:www\.)", card_text), card_text
+    if isinstance(value, str) and value in (entry.card.machine, entry.card.evaluation.get("date")):
+        assert shows_as_text(card_text, value)  # shown: exactly as text
+    assert len(card_text) < 10_000
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"algorithm": MARKUP}, "Unknown algorithm '<img src=https://evil.example/x.png>"),  # the issue's card
+    ({"combination": MARKUP}, "Unknown combination"),
+    ({"alpha": float("nan")}, "alpha must be a number from 0 to 10, got nan"),
+    ({"task": "../../etc"}, "task must be a name of 1 to 64 letters"),
+    ({"task": "poetry"}, "trained for the task 'poetry', which this playground does not have"),
+    ({"alpha": 8.0}, "The adapter's alpha must be a number from 0 to 5, got 8.0"),
+    ({"task": "custom"}, "says task 'custom' (an objective's) but holds no objective"),
+    ({"objective": {"name": "sea", "blocks": [{"reward": "sentiment"}]}}, "is for the task 'sentiment' but also holds an objective"),
+    ({"task": "custom", "objective": {"name": "sea", "blocks": [{"reward": "topic", "topic": HUGE}]}},
+     "objective.blocks[0].topic must be text of at most 2,000 characters, got 100,000 characters"),
+    ({"task": "custom", "objective": {"name": "sea", "blocks": [{"reward": "Mine"}]}},
+     "cannot be scored here: Objective 'sea' is not valid: block 1: unknown reward 'Mine'; valid rewards: toxicity"),
+    ({"task": "custom", "objective": {"name": "sea", "blocks": [{"reward": "sentiment"}], "prompts": "/etc/passwd"}},
+     "reads its prompts from 'passwd', outside the objective's folder"),  # an absolute path: shown by its name
+    ({"task": "custom", "objective": {"name": "sea", "blocks": [{"reward": "sentiment"}], "prompts": "../../x.txt"}},
+     "reads its prompts from '../../x.txt', outside the objective's folder"),
+])
+def test_the_issues_cards_and_what_this_playground_cannot_use_are_refused(service, tmp_path, change, message):
+    good = service.adapter_zip("sentiment", tmp_path / "zips")
+    card = {**json.loads(zipfile.ZipFile(good).read("sentiment/card.json")), **change}
+    with pytest.raises(AdapterZipError, match="refused") as caught:
+        service.upload_adapter(rezip(good, tmp_path / "bad.zip", {"card.json": json.dumps(card).encode()}))
+    assert message in str(caught.value)
+    assert [e.name for e in service.adapters.values()] == ["sentiment"]
+
+
+def test_an_objectives_adapter_uploads_with_its_prompts_named_relative_to_it(service, tmp_path):
+    good = service.adapter_zip("sentiment", tmp_path / "zips")
+    objective = {"name": "sea", "blocks": [{"reward": "sentiment"}], "prompts": "runs/playground/sea-pg-1/prompts.txt"}
+    card = {**json.loads(zipfile.ZipFile(good).read("sentiment/card.json")), "task": "custom", "objective": objective}
+    entry = service.upload_adapter(rezip(good, tmp_path / "sea.zip", {"card.json": json.dumps(card).encode()}))
+    assert entry.card.task == "custom" and service.objective_of(entry.name).name == "sea"
+
+
+# --- no path of the server in anything the playground hands out ---------------------------------------------------
+
+ABSOLUTE = re.compile(r"(?<![\w.:/~<-])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def server_paths(text: str, tmp_path: Path) -> list[str]:
+    """The server's folders (the test's, the repository, the home folder) and any other absolute path in `text`."""
+    found = [folder for folder in (str(tmp_path), str(REPO_ROOT), os.path.expanduser("~")) if folder in text]
+    return found + ABSOLUTE.findall(text)
+
+
+@pytest.mark.parametrize("text, shown", [
+    (f"{REPO_ROOT}/runs/playground/sea-pg-4/adapter was not loaded", "runs/playground/sea-pg-4/adapter was not loaded"),
+    (f"{REPO_ROOT}/data/rtp/prompts.jsonl is missing", "data/rtp/prompts.jsonl is missing"),
+    (f"the objective {REPO_ROOT}/objectives/sea.json", "the objective objectives/sea.json"),
+    ("/srv/space/ipa-runs/sea-pg-4/adapter is corrupt", "ipa-runs/sea-pg-4/adapter is corrupt"),  # runs_dir elsewhere
+    ("No such file or directory: '/root/.cache/huggingface/x/config.json'", "No such file or directory: 'config.json'"),
+    ("C:\\Users\\ann\\sea.json is missing", "sea.json is missing"),
+    # what is no path of the server stays as it was
+    ("see https://example.com/a/b, runs/x/adapter, ~/notes, km/h, 1/2 and </a>",
+     "see https://example.com/a/b, runs/x/adapter, ~/notes, km/h, 1/2 and </a>"),
+])
+def test_paths_leave_the_playground_named_relative_to_its_folders(text, shown):
+    from app.paths import folder_names, public_paths
+
+    folders = folder_names([REPO_ROOT / "runs" / "playground", "/srv/space/ipa-runs", REPO_ROOT / "data"], REPO_ROOT)
+    assert public_paths(text, folders) == shown
+
+
+def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_path, monkeypatch, tokenizer):
+    """The issue's leaks, each made to happen: two adapters of one name, a card that does not load, a run that fails,
+    a task without data, a refused upload, and a download of an adapter trained here (its card records the run's
+    folder, its objective file and prompts, as adapters.train writes them) and of one evaluated by bench.evaluate."""
+    from app.ui import status_line
+
+    runs = Path(service.config.runs_dir)
+    shown = []
+    # an adapter trained here, its card as a page run writes it: absolute paths of its run folder
+    run = runs / "sea-pg-4"
+    service.adapter_host.new_adapter("sea", AdapterCard(task="custom", algorithm="pg", steps=2, objective={
+        "name": "sea", "blocks": [{"reward": "sentiment", "direction": "positive", "weight": 1.0}],
+        "prompts": str(run / "prompts.txt")}))
+    service.adapter_host.cards["sea"].training = {"run": {"out": str(run), "objective": str(run / "objective.json"),
+                                                          "prompts": "", "init_adapter": str(runs / "old" / "adapter")},
+                                                  "model": {"base": "embedded", "approx_base": str(tmp_path / "models" / "x")}}
+    service.adapter_host.cards["sea"].evaluation = {"adapter": str(run / "adapter"), "command": "python -m bench.evaluate "
+                                                    f"--adapter {run / 'adapter'} --prompts={tmp_path}/p.txt --json"}
+    service.adapter_host.save_adapter("sea", run / "adapter")
+    service.adapter_host.delete_adapter("sea")
+    service.add_adapter("sea-pg-4", run / "adapter", "trained here")
+    # at the next start: a second adapter named as a shipped one, one whose card does not load, and one uploaded before
+    # this playground checked what it can use
+    for name in ("sentiment", "broken", "poetry"):
+        (runs / name / "adapter").mkdir(parents=True)
+        for file in ("card.json", "adapter_config.json", "adapter_model.safetensors"):
+            (runs / name / "adapter" / file).write_bytes((service.adapters["sentiment"].directory / file).read_bytes())
+    (runs / "broken" / "adapter" / "card.json").write_text('{"task": "../../etc"}')
+    poetry = json.loads((runs / "poetry" / "adapter" / "card.json").read_text())
+    (runs / "poetry" / "adapter" / "card.json").write_text(json.dumps({**poetry, "task": "poetry"}))
+    (runs / "poetry" / UPLOAD_MARK).write_text("")
+    host = AdapterHost(tiny_llama(tokenizer), tokenizer, "tiny")
+    restarted = Playground(service.config, host, host, {}, torch.device("cpu"))
+    try:
+        restarted.load_known_adapters()
+        assert any("Two adapters are named 'sentiment'; runs/sentiment/adapter was not loaded" in p for p in restarted.problems)
+        assert any("runs/broken/adapter/card.json is not a valid adapter card: task must be" in p for p in restarted.problems)
+        assert any("runs/poetry/adapter: The adapter was trained for the task 'poetry'" in p for p in restarted.problems)
+        assert "poetry" not in restarted.adapters and len(restarted.problems) == 3
+        shown += [*restarted.problems, status_line(restarted)]
+    finally:
+        for name in ("sentiment", "broken", "poetry"):
+            shutil.rmtree(runs / name)
+        restarted.close()
+    # a run that fails with its folder in the message (adapters.train's own check that it can write there)
+    def failing_train(config, on_event, stop, progress):
+        from adapters.train import _check_writable
+
+        shutil.rmtree(config.run.out)  # the folder reserved when the run was queued, replaced by a file
+        Path(config.run.out).write_text("a file where the run's folder goes")
+        _check_writable(Path(config.run.out))
+
+    service.training.train = failing_train
+    service.start_training(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2), owner="me")
+    deadline = time.time() + 30
+    while service.training_status("me")["state"] != "failed":
+        assert time.time() < deadline
+        time.sleep(0.02)
+    status = service.training_status("me")
+    assert status["error"].startswith("Cannot write to the output directory runs/toxicity-pg-")
+    shown.append(json.dumps(status))
+    # a task without its data on this machine
+    monkeypatch.setenv("IPA_DATA_DIR", str(tmp_path / "empty-data"))
+    with pytest.raises(ServiceError, match="There is no training data for this task") as caught:
+        service.start_training(TrainRequest(task="sentiment", budget="steps", amount=1, batch_size=4, group_size=2), owner="you")
+    shown.append(error_text(caught.value))
+    # a refused upload
+    with pytest.raises(AdapterZipError) as caught:
+        service.upload_adapter(rezip(service.adapter_zip("sentiment", tmp_path / "zips"), tmp_path / "bad.zip",
+                                     {"adapter_model.safetensors": b"not tensors"}))
+    shown.append(error_text(caught.value))
+    # the downloads: every file of every adapter's zip
+    for name in service.adapters:
+        with zipfile.ZipFile(service.adapter_zip(name, tmp_path / "downloads")) as z:
+            shown += [z.read(n).decode("utf-8", errors="replace") for n in z.namelist()]
+    card = json.loads(zipfile.ZipFile(tmp_path / "downloads" / "sea-pg-4.zip").read("sea-pg-4/card.json"))
+    assert card["training"]["run"] == {"out": "runs/sea-pg-4", "objective": "runs/sea-pg-4/objective.json", "prompts": "",
+                                       "init_adapter": "runs/old/adapter"}
+    assert card["objective"]["prompts"] == "runs/sea-pg-4/prompts.txt" and card["training"]["model"]["approx_base"] == "x"
+    assert card["evaluation"]["command"] == "python -m bench.evaluate --adapter runs/sea-pg-4/adapter --prompts=p.txt --json"
+    assert shown and all(not server_paths(text, tmp_path) for text in shown), [server_paths(t, tmp_path) for t in shown]
+    again = service.upload_adapter(tmp_path / "downloads" / "sea-pg-4.zip")  # a download uploads again
+    assert again.card.objective["prompts"] == "runs/sea-pg-4/prompts.txt"

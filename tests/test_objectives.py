@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,48 @@ BAD_OBJECTIVES = [
 def test_bad_objectives_are_one_clear_error(data, message):
     with pytest.raises(ObjectiveError, match=message):
         Objective.from_dict(data)
+
+
+HUGE = "the sea " * 12_500  # 100,000 characters: the issue's /train_objective topic
+
+
+@pytest.mark.parametrize("block, field", [
+    ({"reward": "topic", "topic": HUGE}, "'topic'"),
+    ({"reward": "avoid_words", "words": HUGE}, "'words'"),
+    ({"reward": "coverage", "words": HUGE.split()}, "'words'"),
+])
+def test_free_text_has_one_limit_wherever_the_objective_comes_from(tmp_path, block, field):
+    """The page's blocks, the API (both page_objective), an objective file and an uploaded adapter's card all reach
+    Param.check: one limit, adapters.checks.MAX_TEXT_CHARS, one message naming the block and the field."""
+    from adapters.checks import MAX_TEXT_CHARS
+    from app.config import AppConfig
+    from app.service import page_objective
+
+    message = f"block 1 ({block['reward']}): {field} must be text of at most 2,000 characters"
+    assert MAX_TEXT_CHARS == 2000 == AppConfig().max_input_chars  # the page's boxes have the same limit
+    data = {"name": "huge", "blocks": [block]}
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(data))
+    params = json.dumps({k: v for k, v in block.items() if k != "reward"})
+    for enter in (lambda: Objective.from_dict(data), lambda: load_objective(path),
+                  lambda: page_objective("huge", "passages", [(block["reward"], 1, params)]),
+                  lambda: objective_of_card({"task": CUSTOM_TASK, "objective": data})):
+        with pytest.raises(ObjectiveError) as caught:
+            enter()
+        assert message in str(caught.value) and len(str(caught.value)) < 1000  # the message does not quote it all
+    at_limit = {**block, **{k: v[:MAX_TEXT_CHARS].strip() for k, v in block.items() if isinstance(v, str) and k != "reward"}}
+    if isinstance(block.get("words"), list):
+        at_limit["words"] = HUGE.split()[:200]
+    assert Objective.from_dict({"name": "fits", "blocks": [at_limit]}).blocks[0].params
+
+
+def test_names_and_prompts_of_an_objective_are_no_paths_and_no_essays():
+    for data, message in [({"name": "x\n", "blocks": [{"reward": "fluency"}]}, "'name' must be 1 to 64 letters"),
+                          ({"name": "x", "blocks": [{"reward": "fluency"}], "prompts": "p" * 3000},
+                           "'prompts' must be a prompt set's name or a file name of at most 2,000 characters"),
+                          ({"name": "x", "blocks": [{"reward": ["topic"]}]}, "block 1: unknown reward ['topic']")]:
+        with pytest.raises(ObjectiveError, match=re.escape(message)):
+            Objective.from_dict(data)
 
 
 def test_every_problem_is_in_the_one_error():

@@ -77,6 +77,54 @@ def test_missing_or_corrupt_directories(tmp_path, tiny_host, break_it, message):
         tiny_host.load_adapter("x1", directory)
 
 
+SHIPPED_CARD = os.path.join(os.path.dirname(__file__), "..", "adapters", "trained", "toxicity", "card.json")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "../../etc"}, "task must be a name of 1 to 64 letters"),
+    ({"task": 3}, "task must be a name"),
+    ({"alpha": float("nan")}, "alpha must be a number from 0 to 10, got nan"),
+    ({"alpha": float("inf")}, "alpha must be a number from 0 to 10, got inf"),
+    ({"alpha": "1.0"}, "alpha must be a number from 0 to 10, got str '1.0'"),
+    ({"algorithm": "<b>pg</b>"}, "Unknown algorithm '<b>pg</b>'"),
+    ({"combination": None}, "Unknown combination None"),
+    ({"steps": 2.5}, "steps must be a whole number"),
+    ({"lora_r": 10**6}, "lora_r must be a whole number from 1 to 256"),
+    ({"machine": "x" * 2001}, "machine must be text of at most 2,000 characters, got 2,001 characters"),
+    ({"machine": "GPU\n# Log in again"}, "machine must be one line of text"),
+    ({"created": ["2026"]}, "created must be text"),
+    ({"format_version": 2}, "format_version 2 is not one this project reads"),
+    ({"training": []}, "training must be a JSON object"),
+    ({"training": {"run": {"out": "y" * 2001}}}, "training.run.out must be text of at most 2,000 characters"),
+    ({"training": {"lr": float("-inf")}}, "training.lr must be a finite number"),
+    ({"evaluation": {"n_prompts": "<img src=x>"}}, "evaluation.n_prompts must be a whole number"),
+    ({"metrics_after": {"mean_reward": "0.9"}}, "metrics_after.mean_reward must be a number or null"),
+    ({"init_fingerprint": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}}, "nested more than 8 deep"),
+])
+def test_a_card_is_checked_field_by_field_when_read(tmp_path, change, message):
+    """Types, ranges, known values and lengths: one AdapterError naming the field (JSON's NaN and Infinity too)."""
+    card = {**json.load(open(SHIPPED_CARD)), **change}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(AdapterError, match="card.json is not a valid adapter card: ") as caught:
+        read_card(tmp_path)
+    assert message in str(caught.value) and len(str(caught.value)) < 600
+
+
+def test_a_card_too_large_to_read_and_a_card_never_written_invalid(tmp_path, tiny_host):
+    (tmp_path / "card.json").write_text(json.dumps({**json.load(open(SHIPPED_CARD)), "training": {"x": "y" * 300_000}}))
+    with pytest.raises(AdapterError, match="card.json is 29[0-9] KB; an adapter's card is at most 256 KB"):
+        read_card(tmp_path)
+    tiny_host.new_adapter("steer", AdapterCard(task="toxicity"))
+    tiny_host.cards["steer"].metrics_after = {"mean_reward": float("nan")}
+    with pytest.raises(AdapterError, match="metrics_after.mean_reward must be a finite number, got nan"):
+        tiny_host.save_adapter("steer", tmp_path / "steer")
+    assert not (tmp_path / "steer").exists()
+    (tmp_path / "card.json").write_text(open(SHIPPED_CARD).read())
+    with pytest.raises(AdapterError, match="evaluation.seed must be a finite number"):
+        update_card(tmp_path, evaluation={"seed": float("nan")})
+    assert (tmp_path / "card.json").read_text() == open(SHIPPED_CARD).read()
+
+
 def test_corrupt_weights_and_incomplete_adapters(tmp_path, tiny_host, tokenizer):
     tiny_host.new_adapter("steer", AdapterCard())
     directory = tiny_host.save_adapter("steer", tmp_path / "steer")

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import copy
+import html
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from adapters.policy_adapter import AdapterCard
 from adapters.tailored_decoding import Completion
 from app.service import AdapterEntry, Generation
-from app.views import card_markdown, error_text, reward_html, scores_data, side
+from app.views import card_markdown, error_text, markdown, reward_html, scores_data, side, text_md
 from tasks import TASKS
 
 TRAINING_METRICS = {"before": {"mean_reward": 0.84, "reward_toxicity": 0.16, "perplexity": 18.7, "distinct_2": 0.91},
@@ -102,3 +105,66 @@ def test_column_places_are_named_for_both_layouts():
 def test_error_messages_show_what_the_user_typed_as_text(typed, shown):
     assert error_text(ValueError(f"There is no adapter named {typed}.")) == f"There is no adapter named {shown}."
     assert error_text(KeyError(typed)) == shown  # KeyError's quotes are dropped
+
+
+PAYLOAD = ("<img src=https://evil.example/x.png><a href='https://evil.example'>Log in again</a> [Log in](https://evil.example)"
+           " ![x](https://evil.example/y.png) <https://evil.example> **bold** _it_ `code` $$x$$ https://evil.example/z"
+           " www.evil.example a@evil.example | cell | &amp; \\*\n# heading\n- item\n> quote")
+"""The issue's upload and every other way Markdown or HTML can show more than text: tags, links, images, autolinks,
+emphasis, code, math, table cells, entities, escapes, and a line break starting a heading, a list or a quote."""
+TEXT_TAGS = {"p", "br", "strong", "em", "small", "code"}
+"""What the card's own Markdown renders to (`bench.evaluate` is the code's own code span)."""
+
+
+def rendered(markdown_text: str) -> tuple[set[str], str]:
+    """The tags and the visible text of Markdown as a CommonMark renderer with raw HTML and GFM tables shows it
+    (Gradio's Markdown renders GFM and lets HTML through, sanitised)."""
+    from markdown_it import MarkdownIt
+
+    out = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown_text)
+    return set(re.findall(r"<([A-Za-z][A-Za-z0-9]*)", out)), html.unescape(re.sub(r"<[^>]+>", "", out))
+
+
+def shows_as_text(markdown_text: str, text: str) -> bool:
+    """Whether `text` is shown exactly (line breaks as spaces), nothing of it as markup, and nothing a browser would
+    fetch or a renderer would make a link of (GFM's bare-URL autolinks: a scheme's ':', 'www.', '@')."""
+    tags, visible = rendered(markdown_text)
+    flat = " ".join(text.splitlines())
+    return (tags <= TEXT_TAGS and flat in " ".join(visible.split("\n"))
+            and not re.search(r"(?<!\\)://|(?<!\\)@|(?i:www\.)", markdown_text))
+
+
+@pytest.mark.parametrize("field", ["name", "task", "algorithm", "combination", "machine", "base_model", "evaluation.date",
+                                   "evaluation.n_prompts", "evaluation.seed", "training.run.eval_prompts"])
+def test_every_card_field_shown_is_text_never_markup(field):
+    """Defence in depth: AdapterCard.check refuses most of these values, but the card's view escapes every field
+    even of a card that was never checked (set after it was made)."""
+    item = entry(evaluation=copy.deepcopy(EVALUATION)) if field.startswith("evaluation") else entry()
+    card = item.card
+    card.training = {"run": {"eval_prompts": 16, "eval_samples": 2}}
+    if field == "name":
+        item.name = PAYLOAD
+    elif "." in field:
+        part, key = field.split(".", 1)
+        target = getattr(card, part)
+        for k in key.split(".")[:-1]:
+            target = target[k]
+        target[key.split(".")[-1]] = PAYLOAD
+    else:
+        setattr(card, field, PAYLOAD)
+    text = card_markdown(item, TASKS["toxicity"])
+    assert shows_as_text(text, PAYLOAD), text
+
+
+def test_the_card_view_still_renders_its_own_markdown():
+    tags, visible = rendered(card_markdown(entry(machine="NVIDIA H100 (80 GB)"), TASKS["toxicity"]))
+    assert {"strong", "em", "small"} <= tags and "toxicity · shipped · task toxicity · policy gradient, 202 steps" in visible
+    assert "on NVIDIA H100 (80 GB)" in visible and "Trained at alpha 1 with the residual combination" in visible
+
+
+@pytest.mark.parametrize("value", [PAYLOAD, None, 3, ["a", "<b>"], {"x": "[y](z)"}, "", "\\", "a_b_c", "$$"])
+def test_markdown_shows_any_value_as_text_and_numbers_by_their_format(value):
+    out = markdown("**{label}**: {value}", label="field", value=value)
+    assert shows_as_text(out, str(value)) and rendered(out)[0] <= {"p", "strong"}
+    assert text_md(value) in out
+    assert markdown("{x:.2f} and {y:g}", x=0.125, y=2.0) == "0.12 and 2"
