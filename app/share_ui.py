@@ -1,5 +1,5 @@
 """Share and call: under each task's result a link that restores it and a Download JSON button; the page restoring
-a link when it opens; the names and descriptions that API and MCP clients read (`python app.py --mcp`).
+a link when it opens; the names and descriptions that API and MCP clients read; the MCP tools (`python app.py --mcp`).
 
 Wiring and small handlers only: the link format is app/share.py. A link is restored in the browser as a user would
 do it: the page opens the link's tab, fills its inputs and settings (checked with the page's rules; a bad value is
@@ -9,6 +9,7 @@ result goes through the very same endpoint as a clicked one.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import tempfile
@@ -19,6 +20,7 @@ from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import gradio as gr
+from gradio.utils import get_function_description
 
 from adapters.checks import describe_range
 from adapters.cli import field_docs
@@ -209,12 +211,10 @@ def task_docs(task: Task) -> dict[str, str]:
     return docs
 
 
-def describe_generate(fn: Callable, task: Task, names: list[str]) -> Callable:
-    """Name a task's Generate handler generate_<task> (MCP names its tools after the functions) and document it."""
-    docs = task_docs(task)
-    fn.__name__ = fn.__qualname__ = f"generate_{task.name}"
-    return document(fn, docs, f"{task.title}: continue the same input with the base model alone and with base + adapter, "
-                    f"side by side (streamed), and score both with the task's reward, {task.reward} (0 to 1, higher is "
+def describe_generate(fn: Callable, task: Task) -> Callable:
+    """Document a task's Generate handler (generate_<task>) for the API page, and its MCP tool."""
+    return document(fn, task_docs(task), f"{task.title}: continue the same input with the base model alone and with base + adapter, "
+                    f"side by side, and score both with the task's reward, {task.reward} (0 to 1, higher is "
                     "better).", returns="The base column's text, the tailored column's text, their reward panels (HTML), "
                     "the token view, the steering note, the notice, and the result as data: each sample's text, reward "
                     "and its parts, the means with 95 % intervals, the adapter, alpha and the seed used.")
@@ -233,30 +233,118 @@ def training_docs(blocks: int) -> dict[str, str]:
     return docs
 
 
-def name_tools_after_endpoints(demo: gr.Blocks) -> None:
-    """MCP names a tool after its function; name each public action's function after its API name, so that agents
-    call generate_toxicity, try_adapter, train_start ... as gradio_client does."""
-    for block_fn in demo.fns.values():
-        if block_fn.fn is None or not block_fn.api_name or block_fn.api_visibility != "public":
-            continue
-        try:
-            block_fn.fn.__name__ = block_fn.api_name
-        except (AttributeError, TypeError):  # a bound method or a builtin keeps its name
-            pass
+# --- MCP tools ----------------------------------------------------------------------------------------------------
+
+MCP_ENDPOINT_SUFFIX = "_json"
+"""An MCP tool's endpoint is the action's API name with this suffix: generate_toxicity -> /generate_toxicity_json."""
+RESULT_JSON = ("The result as a JSON object (the page's Download JSON): task, inputs, adapter, alpha, settings (n, "
+               "max_new_tokens, temperature, top_p), seed (the one used), base and tailored (each sample's text, reward "
+               "and the reward's parts; tailored also mean_kl), mean_reward and mean_reward_ci95 per column, steered, "
+               "warnings; with a second adapter also more and also_scored.")
+"""What generate_<task> and try_adapter answer MCP clients (views.scores_data)."""
+TRAINING_JSON = ("The run as a JSON object: state (queued, running, done, failed or cancelled), phase, adapter (the "
+                 "name its adapter gets), task, algo, position (runs ahead of it), step, progress (0 to 1), history "
+                 "(reward and KL per step), samples, reward_before and reward_after (on held-back prompts), error.")
+"""What train_start, train_objective and train_status answer MCP clients (TrainingQueue.snapshot)."""
+_WIDGET_TYPES = ((gr.Slider, float), (gr.Number, float), (gr.Textbox, str), (gr.Dropdown, str), (gr.Radio, str))
 
 
-def drop_session_tools(demo: gr.Blocks) -> list[str]:
-    """Take the actions that read the page session's state (inspect_<task> and branch_<task> read the session's last
-    Generate, a gr.State) off the MCP server's tools: an MCP call has no session, so such a tool could only answer
-    "Generate first". gradio_client keeps a session and still calls them. Call after launch(prevent_thread_lock=True),
-    once Gradio has made its MCP server; returns the names taken off."""
+def _tool_parameter(name: str, widget: gr.components.Component | type) -> inspect.Parameter:
+    """A tool parameter typed as its page widget's value and defaulting to it, as the page's own endpoint does (a
+    widget without a value, like a task's input box, makes it required); a type instead of a widget: required."""
+    if isinstance(widget, type):
+        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=widget)
+    kind = next((t for cls, t in _WIDGET_TYPES if isinstance(widget, cls)), None)
+    if kind is None:  # a file, say: MCP answers and arguments are text
+        raise TypeError(f"{name}: an MCP tool takes text and numbers, not a {type(widget).__name__}")
+    default = inspect.Parameter.empty if widget.value is None else widget.value
+    return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind, default=default)
+
+
+def mcp_tool(name: str, answer: Callable[..., dict], page_fn: Callable,
+             parameters: Mapping[str, gr.components.Component | type], returns: str, description: str | None = None,
+             **api_options) -> None:
+    """Offer an action to MCP clients as the tool `name` (serve_mcp lists it): an endpoint of its own,
+    <name>_json, whose parameters are the page action's (described by page_fn's docstring, defaulting to the
+    page widgets' values) and whose one output is answer(*values, request=...) as JSON text. The description is
+    page_fn's unless given; `returns` says what the JSON holds.
+
+    Why not the page's endpoint: Gradio 6.31's MCP server answers with every output of a page event in one text
+    (the reward panels' HTML included: an agent would scrape it), and fails with "pop index out of range" on an
+    event with a gr.State output (the token inspector's, on Generate): its queued path wraps the outputs in a
+    one-item list before taking the state's place out. An endpoint with one output has neither problem. The page's
+    endpoint stays as it is, for the page and gradio_client."""
+    about, docs, _ = get_function_description(page_fn)
+    params = [_tool_parameter(p, widget) for p, widget in parameters.items()]
+
+    def tool(*values):
+        *given, request = values
+        return json.dumps(answer(*given, request=request), ensure_ascii=False)
+
+    request = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request, default=None)
+    tool.__signature__ = inspect.Signature([*params, request], return_annotation=str)
+    tool.__annotations__ = {**{p.name: p.annotation for p in params}, "request": gr.Request, "return": str}
+    tool.__name__ = tool.__qualname__ = name
+    tool.mcp_tool = name
+    document(tool, docs, description or about, returns)
+    gr.api(tool, api_name=name + MCP_ENDPOINT_SUFFIX, **api_options)
+
+
+def data_output(page_fn: Callable, outputs: list, data: gr.components.Component) -> Callable[..., dict]:
+    """An MCP answer from a page action: its handler run to its end (a streamed one to its last update), and of
+    that, the data output: the result the page shows as JSON and offers as a download."""
+    index = next(i for i, output in enumerate(outputs) if output is data)
+
+    def answer(*values, request=None):
+        result = page_fn(*values)
+        if inspect.isgenerator(result):
+            *_, result = result
+        return result[index]
+
+    return answer
+
+
+def serve_mcp(demo: gr.Blocks) -> list[str]:
+    """Make the MCP server (launch(mcp_server=True, prevent_thread_lock=True), then this) offer exactly the tools
+    that mcp_tool made, and answer each with its JSON object also as structured content; returns their names.
+
+    Gradio would offer every public endpoint, the page's among them. Left out so: the actions that need the page's
+    session (the token inspector's inspect_<task> and branch_<task> read the session's last Generate; train_stop
+    stops the session's run: an MCP call has none) and the adapter files (a zip out, a zip in), which MCP's text
+    answers do not carry; gradio_client still calls them all."""
     server = getattr(demo, "mcp_server_obj", None)
     if server is None:
         return []
-    dropped = []
-    for name, endpoint in list(server.tool_to_endpoint.items()):
-        block_fn = server.get_block_fn_from_endpoint_name(endpoint)
-        if block_fn is not None and any(isinstance(component, gr.State) for component in block_fn.inputs):
-            del server.tool_to_endpoint[name]
-            dropped.append(name)
-    return dropped
+    server.tool_to_endpoint = {block_fn.fn.mcp_tool: f"/{block_fn.api_name}" for block_fn in demo.fns.values()
+                               if getattr(block_fn.fn, "mcp_tool", None)}
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+    from mcp import types
+
+    handlers = server.mcp_server.request_handlers
+    gradio_call = handlers[types.CallToolRequest]
+
+    async def call_tool(request: types.CallToolRequest) -> types.ServerResult:
+        """Gradio's call, with two changes for agents: an argument of the wrong type is named (the MCP SDK's own
+        check says "'two' is not of type 'number'", not whose), and the answer's JSON object also comes as
+        structuredContent (Gradio sends text only), which agents read without parsing."""
+        name, arguments = request.params.name, request.params.arguments or {}
+        if name in server.tool_to_endpoint:
+            schema, _ = server.get_input_schema(name)
+            wrong = best_match(Draft202012Validator(schema).iter_errors(arguments))
+            if wrong is not None:
+                where = ".".join(map(str, wrong.absolute_path))
+                message = f"{wrong.message} (field {where!r})" if where else wrong.message  # else: a missing one, named
+                return types.ServerResult(types.CallToolResult(content=[types.TextContent(type="text", text=message)],
+                                                               isError=True))
+        result = await gradio_call(request)
+        answer = result.root
+        if isinstance(answer, types.CallToolResult) and not answer.isError and len(answer.content) == 1 \
+                and isinstance(answer.content[0], types.TextContent):
+            with contextlib.suppress(ValueError):
+                data = json.loads(answer.content[0].text)
+                answer.structuredContent = data if isinstance(data, dict) else None
+        return result
+
+    handlers[types.CallToolRequest] = call_tool
+    return list(server.tool_to_endpoint)

@@ -6,7 +6,8 @@
 API names (for gradio_client): generate_<task> for each of the six tasks (a second, composed adapter: adapter_2 and
 alpha_2), inspect_<task> and branch_<task> (the token inspector, app/inspector_ui.py), compare_<task> and sweep_<task>
 (app/research_ui.py), train_start, train_stop, train_objective, train_status, adapters, try_adapter, adapter_download,
-adapter_delete and adapter_upload; with --mcp the same names are MCP tools (app/share_ui.py documents them).
+adapter_delete and adapter_upload; with --mcp those that need no page session and move no file are also MCP tools
+answering JSON (app/share_ui.py: mcp_tool, serve_mcp).
 """
 
 from __future__ import annotations
@@ -308,11 +309,12 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     # first: the page runs a button's listeners in turn, each to its end (a streamed Generate ends when it is scored)
     button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs",
                                           [f"{task.name}-{f.name}" for f in task.fields]))
-    generated = button.click(share_ui.describe_generate(_with_parameters(generate, names), task, names), inputs,
-                             [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data,
-                              inspector.state],
-                             api_name=f"generate_{task.name}", concurrency_id="generate", show_progress="minimal",
-                             validator=missing_inputs)
+    outputs = [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data, inspector.state]
+    generate = share_ui.describe_generate(_with_parameters(generate, names), task)
+    generated = button.click(generate, inputs, outputs, api_name=f"generate_{task.name}", concurrency_id="generate",
+                             show_progress="minimal", validator=missing_inputs)
+    share_ui.mcp_tool(f"generate_{task.name}", share_ui.data_output(generate, outputs, data), generate,
+                      dict(zip(names, inputs)), share_ui.RESULT_JSON, concurrency_id="generate")
     inspector.follow(generated)
     share_ui.wire_result(share, generated, dict(zip(names, inputs)), data, notice,
                          adapter_change=(on_adapter_change, [card, alpha, tailored_text]))
@@ -404,36 +406,56 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
                            wrap=True, interactive=False, column_widths=["8%", "8%", "34%", "50%"])
     seen = gr.State({"version": service.adapters_version, "status": None, "history": -1, "samples": None})
 
-    def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
-                  group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request, objective: dict | None = None,
-                  prompts_text: str = "", prompts_file: str = ""):
+    def train_request(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
+                      group_size: int, max_new_tokens: int, eval_prompts: int, objective: dict | None = None,
+                      prompts_text: str = "", prompts_file: str = "") -> TrainRequest:
+        return TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
+                            alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
+                            max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0),
+                            objective=objective, prompts_text=prompts_text, prompts_file=prompts_file)
+
+    def objective_request(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
+                          weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
+                          algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
+                          group_size: int, max_new_tokens: int, eval_prompts: int, prompt_lines: str,
+                          prompts_file: str | None = None) -> TrainRequest:
+        """The objective these blocks make (task is not used: the objective replaces it), trained as asked."""
+        rows = [(block_1, weight_1, params_1), (block_2, weight_2, params_2), (block_3, weight_3, params_3)][:PAGE_BLOCKS]
         try:
-            snapshot = service.start_training(
-                TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
-                             alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
-                             max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0),
-                             objective=objective, prompts_text=prompts_text, prompts_file=prompts_file),
-                owner=request.session_hash if request else None, local=_local_browser(request))
+            objective = page_objective(name, prompts, rows).to_dict()
         except USER_ERRORS as err:
             raise _user_error(err) from None
+        return train_request(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
+                             objective=objective, prompts_text=prompt_lines or "", prompts_file=prompts_file or "")
+
+    def started(train: TrainRequest, owner: str | None, request: gr.Request | None) -> dict:
+        """The run queued (its first snapshot). owner: the page session that may stop it; None for an MCP call,
+        which has no session (nobody stops its run: it ends with its budget)."""
+        try:
+            return service.start_training(train, owner=owner, local=_local_browser(request))
+        except USER_ERRORS as err:
+            raise _user_error(err) from None
+
+    def shown(snapshot: dict) -> str:
         when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
         gr.Info(f"Training {when}: the adapter will be called “{views.e(snapshot['adapter'])}”.")
         return views.training_status_html(snapshot)
+
+    def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
+                  group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request):
+        train = train_request(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts)
+        return shown(started(train, request.session_hash if request else None, request))
 
     def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
                             weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
                             algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int, group_size: int,
                             max_new_tokens: int, eval_prompts: int, prompt_lines: str, request: gr.Request,
                             prompts_file: str | None = None):
-        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it);
-        prompts_file: a .txt or .jsonl of prompts uploaded in the page (optional)."""
-        rows = [(block_1, weight_1, params_1), (block_2, weight_2, params_2), (block_3, weight_3, params_3)][:PAGE_BLOCKS]
-        try:
-            objective = page_objective(name, prompts, rows).to_dict()
-        except USER_ERRORS as err:
-            raise _user_error(err) from None
-        return start_run(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
-                         request, objective=objective, prompts_text=prompt_lines or "", prompts_file=prompts_file or "")
+        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
+        train = objective_request(name, prompts, block_1, weight_1, params_1, block_2, weight_2, params_2, block_3, weight_3,
+                                  params_3, task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens,
+                                  eval_prompts, prompt_lines, prompts_file)
+        return shown(started(train, request.session_hash if request else None, request))
 
     def stop_run(request: gr.Request):
         try:
@@ -464,19 +486,21 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
 
     # what the API page and MCP clients read for each action (the parameters' lines come from TrainRequest's fields)
     share_ui.document(start_run, share_ui.training_docs(PAGE_BLOCKS), "Start training an adapter for a task (queued when "
-                      "another run trains); returns the run's status as HTML. train_status follows it.")
-    share_ui.document(start_objective_run, share_ui.training_docs(PAGE_BLOCKS))
+                      "another run trains); train_status follows it.", returns="The run's status as HTML.")
+    share_ui.document(start_objective_run, share_ui.training_docs(PAGE_BLOCKS), returns="The run's status as HTML.")
     share_ui.document(stop_run, {}, "Stop this session's training run: a waiting one leaves the queue, a running one "
                       "stops after its step and keeps what it learned.")
     # wired once the page is built (build_ui): the menus of the tabs after this one refresh too
     menus.poll = (poll, seen, [status, reward_plot, kl_plot, samples, seen])
-    start.click(start_run, [task, algo, budget, amount, lr, alpha, batch, group, tokens, evals], status,
-                api_name="train_start", concurrency_limit=None)
+    run_widgets = {"task": task, "algo": algo, "budget": budget, "amount": amount, "lr": lr, "alpha": alpha,
+                   "batch_size": batch, "group_size": group, "max_new_tokens": tokens, "eval_prompts": evals}
+    block_names = [f"{k}_{i}" for i in range(1, PAGE_BLOCKS + 1) for k in ("block", "weight", "params")]
+    objective_widgets = {"name": objective_name, "prompts": prompts, **dict(zip(block_names, block_widgets)), **run_widgets,
+                         "prompt_lines": pasted}
+    start.click(start_run, list(run_widgets.values()), status, api_name="train_start", concurrency_limit=None)
     stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
-    start_objective.click(
-        start_objective_run, [objective_name, prompts, *block_widgets, task, algo, budget, amount, lr, alpha, batch, group, tokens, evals, pasted,
-                              prompts_upload],
-        status, api_name="train_objective", concurrency_limit=None)
+    start_objective.click(start_objective_run, [*objective_widgets.values(), prompts_upload], status,
+                          api_name="train_objective", concurrency_limit=None)
 
     def train_status(request: gr.Request) -> dict:
         """This session's latest training run (else the running one): state, phase, position in the queue, step,
@@ -490,6 +514,21 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
     share_ui.document(adapters, {"task": f"One of the tasks: {', '.join(TASKS)}."})
     gr.api(train_status, api_name="train_status", concurrency_limit=None)
     gr.api(adapters, api_name="adapters", concurrency_limit=None)
+
+    # MCP tools: the same actions answering JSON; a run started by MCP has no session (no owner; it ends by its budget),
+    # and train_status without a session follows the running run, else the last. An uploaded prompts file is the
+    # page's: an MCP client pastes its prompts as prompt_lines.
+    share_ui.mcp_tool("train_start", lambda *values, request=None: started(train_request(*values), None, request),
+                      start_run, run_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
+    share_ui.mcp_tool("train_objective", lambda *values, request=None: started(objective_request(*values), None, request),
+                      start_objective_run, objective_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
+    share_ui.mcp_tool("train_status", lambda request=None: service.training_status(), train_status, {},
+                      share_ui.TRAINING_JSON, "The training run in progress, else the last one (an MCP call has no "
+                      "session of its own): state, phase, step, progress, reward/KL history, samples, errors.",
+                      concurrency_limit=None)
+    share_ui.mcp_tool("adapters", lambda task, request=None: {"task": task, "adapters": adapters(task)}, adapters,
+                      {"task": str}, "A JSON object: the task, and adapters, the names of its adapters.",
+                      concurrency_limit=None)
 
 
 # --- your adapters: download, delete, upload -------------------------------------------------------------------
@@ -619,13 +658,18 @@ def try_tab(service: Playground) -> gr.Dropdown:
 
     # Picking an adapter sets what shows its effect: a text like those it trained on, its strength and length.
     chosen.change(trial_defaults, chosen, [text, alpha, n, max_new], queue=False, api_visibility="private")
+
     def missing_text(adapter, text_, *rest):
         return [gr.validate(adapter not in (None, ""), "Pick an adapter first."),
                 gr.validate(not InputField.missing(text_), "Type a text here first.")] + [gr.validate(True, "")] * len(rest)
 
-    button.click(try_adapter, [chosen, text, alpha, n, max_new, seed],
-                 [base_text, tailored_text, base_reward, tailored_reward, notice, data],
+    outputs = [base_text, tailored_text, base_reward, tailored_reward, notice, data]
+    button.click(try_adapter, [chosen, text, alpha, n, max_new, seed], outputs,
                  api_name="try_adapter", concurrency_id="generate", show_progress="minimal", validator=missing_text)
+    # the adapter is required: the page's default, the list's first, may not take a text (CommonGen's takes concepts)
+    share_ui.mcp_tool("try_adapter", share_ui.data_output(try_adapter, outputs, data), try_adapter,
+                      {"adapter": str, "text": text, "alpha": alpha, "n": n, "max_new_tokens": max_new, "seed": seed},
+                      share_ui.RESULT_JSON, concurrency_id="generate")
     return chosen
 
 
@@ -664,5 +708,4 @@ def build_ui(service: Playground) -> gr.Blocks:
         timer.tick(poll, seen, [*outputs, *menus.components], show_progress="hidden", queue=False,
                    api_visibility="private")
         share_ui.restore_on_load(demo, tabs, shares, service)  # a share link's query: its tab, filled, generated
-    share_ui.name_tools_after_endpoints(demo)
     return demo

@@ -282,12 +282,19 @@ def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:
     return text + "  \n<small>" + " · ".join(e(x) for x in extra) + "</small>"
 
 
+SETTINGS_SHOWN = ("n", "max_new_tokens", "temperature", "top_p")
+"""The settings a result's data names besides its adapter, alpha and seed (the page's Settings panel)."""
+
+
 def scores_data(update: Generation) -> dict:
-    """The whole result as plain data (the API's view, shown in a collapsed panel); once scored, each column's mean
-    reward and the half-width of its 95 % interval (reward_spread), as the reward panels show them."""
+    """The whole result as plain data (the API's view, shown in a collapsed panel, downloaded as JSON, and what MCP
+    clients get): the inputs, adapter and settings it used, each sample's text and scores; once scored, each
+    column's mean reward and the half-width of its 95 % interval (reward_spread), as the reward panels show them."""
+    settings = update.settings
     data = {
-        "task": update.task, "adapter": update.adapter, "alpha": update.alpha, "steered": update.steered,
-        "seed": update.seed, "toxicity_backend": update.toxicity_backend,
+        "task": update.task, "inputs": update.inputs, "adapter": update.adapter, "alpha": update.alpha,
+        "steered": update.steered, "seed": update.seed, "toxicity_backend": update.toxicity_backend,
+        "settings": {name: getattr(settings, name) for name in SETTINGS_SHOWN} if settings else None,
         "base": [{"text": c.text, **(s or {})} for c, s in zip(update.base, update.base_scores or [None] * len(update.base))],
         "tailored": [{"text": c.text, "mean_kl": (sum(c.kl) / len(c.kl)) if c.kl else 0.0, **(s or {})}
                      for c, s in zip(update.tailored, update.tailored_scores or [None] * len(update.tailored))],
