@@ -303,7 +303,7 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
 
     def missing_inputs(*values):
         """An empty box gets a hint beside it and nothing runs (the API, which skips this, gets the service's error)."""
-        return [gr.validate(not f.missing(v), f"Type the {f.label.lower()} here, or click a demo input below.")
+        return [gr.validate(not f.missing(v), f"The {f.label.lower()} is missing: type it here, or click a demo input below.")
                 for f, v in zip(task.fields, values)] + [gr.validate(True, "")] * (len(values) - len(task.fields))
 
     # first: the page runs a button's listeners in turn, each to its end (a streamed Generate ends when it is scored)

@@ -237,7 +237,7 @@ def test_on_a_laptop_generate_is_in_view_the_tabs_fit_one_row_and_an_empty_box_g
         assert len(rows) == 1, rows  # "Your adapters" no longer alone on a second row
         laptop.locator("#toxicity-generate").click()
         # The empty box gets a hint beside it; the outputs get no error badges and nothing ran.
-        expect(laptop.locator("#toxicity-text")).to_contain_text("Type the text to continue here", timeout=10_000)
+        expect(laptop.locator("#toxicity-text")).to_contain_text("The text to continue is missing", timeout=10_000)
         assert in_view(laptop, "#toxicity-text")
         assert laptop.locator("#toxicity-outputs").get_by_text("Error").count() == 0
         assert laptop.locator("#toxicity-tailored textarea").input_value() == ""
