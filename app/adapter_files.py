@@ -4,7 +4,7 @@
     >>> folder = unpack_adapter_zip(path, Path("/tmp/in"))   # checked: names, kinds, sizes  # doctest: +SKIP
 
 An adapter folder holds card.json, adapter_config.json, adapter_model.safetensors and, for Quark, reward_tokens
-.safetensors (adapters.policy_adapter). A zip is accepted only if it holds exactly such files, flat or under one
+.safetensors (ipa.policy_adapter). A zip is accepted only if it holds exactly such files, flat or under one
 folder, JSON and safetensors only (never a pickle, never code), no name that climbs out of its folder, within
 MAX_ZIP_MB packed and MAX_UNPACKED_MB unpacked; anything else is one AdapterZipError saying what is wrong. Whether
 it fits the playground's base model (its card's fingerprint) is checked when it is loaded (AdapterHost.load_adapter).
@@ -22,8 +22,8 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from adapters.checks import UserError
-from adapters.policy_adapter import CARD_FILE, CONFIG_FILE, REWARD_TOKENS_FILE, WEIGHTS_FILE
+from ipa.errors import UserError
+from ipa.policy_adapter import CARD_FILE, CONFIG_FILE, REWARD_TOKENS_FILE, WEIGHTS_FILE
 from app.paths import public_json
 
 ADAPTER_FILES = (CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, REWARD_TOKENS_FILE)

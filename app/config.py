@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from adapters.checks import MAX_TEXT_CHARS, UserError
+from ipa.errors import MAX_TEXT_CHARS, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +90,7 @@ class AppConfig:
     On the 2-core machine 16 users at once were served in 7.7 s with 1 thread and 9.7 s with 2: the decoding step's
     threads waited for each other while the web server held a core."""
     max_input_chars: int = MAX_TEXT_CHARS
-    """The longest text a user may type into one box (by default adapters.checks.MAX_TEXT_CHARS, the limit a reward
+    """The longest text a user may type into one box (by default ipa.errors.MAX_TEXT_CHARS, the limit a reward
     block's text parameters and an adapter card's text fields have wherever they come from)."""
     concurrency: int = 128
     """Generate requests the page accepts at once: they decode together (continuous batching, up to max_rows rows
@@ -200,7 +200,7 @@ def _from_environment(env: dict) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adapters.cli import add_dataclass_args
+    from ipa.commands.args import add_dataclass_args
 
     parser = argparse.ArgumentParser(
         prog="python app.py",

@@ -27,11 +27,11 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from adapters.checks import check_number
-from adapters.inspector import TOP_K, StepView, TokenProbs
+from ipa.errors import check_number
+from ipa.decoding.inspector import TOP_K, StepView, TokenProbs
 from app import ui, views
 from app.service import USER_ERRORS, Branched, Generation, Playground, ServiceError, TokenStep
-from tasks import Task
+from ipa.tasks import Task
 
 COLUMNS = ("tailored", "base")
 
@@ -60,7 +60,7 @@ def pack_step(step: StepView) -> PackedStep:
 
 
 def unpack_step(packed: PackedStep, t: int, tokenizer) -> StepView:
-    """The StepView `pack_step` packed (t: its step number), texts decoded again as adapters.inspector does."""
+    """The StepView `pack_step` packed (t: its step number), texts decoded again as ipa.decoding.inspector does."""
     ids, n = packed.ids.tolist(), len(packed.ids)
     rows = [packed.probs[i * n:(i + 1) * n].tolist() for i in range(3 + len(packed.names))]
 

@@ -1,8 +1,8 @@
 """The page's research panels, service side: IPA against its baselines and alpha sweeps on a handful of prompts.
 
-No Gradio here, and no second copy of the methods or the metrics: a comparison is bench.compare's
-`compare_methods` and `compare_report`, a sweep bench.evaluate's `alpha_sweep`, both measured with
-`metrics_with_intervals` (tasks.metrics) and the service's own scorers, on the service's loaded models.
+No Gradio here, and no second copy of the methods or the metrics: a comparison is ipa.evaluation.compare's
+`compare_methods` and `compare_report`, a sweep ipa.evaluation.evaluate's `alpha_sweep`, both measured with
+`metrics_with_intervals` (ipa.tasks.metrics) and the service's own scorers, on the service's loaded models.
 
     >>> report = compare(service, "sentiment", [{"text": "The day was"}], 1, "sentiment", Settings(seed=0))  # doctest: +SKIP
     >>> report["methods"]["best_of_n"]["mean_reward"], report["best_of_n"]                               # doctest: +SKIP
@@ -24,12 +24,12 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from adapters.checks import check_number
-from adapters.tailored_decoding import DecodeError, DecodeRun, TailoredPolicy
+from ipa.errors import check_number
+from ipa.decoding.run import DecodeError, DecodeRun, TailoredPolicy
 from app.service import AdapterEntry, Playground, ServiceError, Settings
-from bench.compare import METHODS, compare_methods, compare_report
-from bench.evaluate import EVAL_DECODE_FLAGS, alpha_sweep, metrics_with_intervals, parse_alphas
-from tasks import get_task
+from ipa.evaluation.compare import METHODS, compare_methods, compare_report
+from ipa.evaluation.evaluate import EVAL_DECODE_FLAGS, alpha_sweep, metrics_with_intervals, parse_alphas
+from ipa.tasks import get_task
 
 INPUT_SOURCES = ("input", "demos")
 """Where a panel's prompts come from: the tab's input as typed, or the task's demo inputs."""
@@ -137,8 +137,8 @@ def _phases(say: Callable[[str], None], cancelled: threading.Event):
 
 def compare(service: Playground, task: str, inputs: list[dict], k: int, adapter: str | None, settings: Settings,
             say: Callable[[str], None] = ignore, cancelled: threading.Event | None = None) -> dict:
-    """The five methods of bench.compare (base, ipa, best_of_n, prompted, prompted_ipa) on these inputs, k samples
-    each, with the tab's adapter and settings: bench.compare's JSON object (`compare_report`), plus `texts`, the k
+    """The five methods of ipa.evaluation.compare (base, ipa, best_of_n, prompted, prompted_ipa) on these inputs, k samples
+    each, with the tab's adapter and settings: ipa.evaluation.compare's JSON object (`compare_report`), plus `texts`, the k
     samples of the first input per method, and `inputs`."""
     definition, k = get_task(task), samples_per_prompt(k)
     policy, entry = _policy(service, adapter, "Compare methods")
@@ -160,9 +160,9 @@ def compare(service: Playground, task: str, inputs: list[dict], k: int, adapter:
 
 def sweep(service: Playground, task: str, inputs: list[dict], k: int, adapter: str | None, settings: Settings,
           alphas: str, say: Callable[[str], None] = ignore, cancelled: threading.Event | None = None) -> dict:
-    """bench.evaluate's alpha sweep on these inputs: the tailored column at each alpha (the same seed at each),
+    """ipa.evaluation.evaluate's alpha sweep on these inputs: the tailored column at each alpha (the same seed at each),
     with reward, KL per token, perplexity, relevance and distinct-2 and their 95 % intervals; the adapter's
-    trained strength (its card's alpha) marked. JSON: bench.evaluate's keys, the points under "alpha_sweep"."""
+    trained strength (its card's alpha) marked. JSON: ipa.evaluation.evaluate's keys, the points under "alpha_sweep"."""
     definition, k = get_task(task), samples_per_prompt(k)
     strengths = page_alphas(alphas)
     policy, entry = _policy(service, adapter, "The alpha sweep")

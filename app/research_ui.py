@@ -19,7 +19,7 @@ from app import research, share_ui, views
 from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
 from app.service import Playground, Settings
 from app.ui import NO_ADAPTER, _as_page_errors, _checked_by_service, _with_parameters
-from tasks import Task
+from ipa.tasks import Task
 
 METHOD_NOTES = {
     "base": "the base model alone",
@@ -30,18 +30,18 @@ METHOD_NOTES = {
 }
 COMPARE_NOTE = (
     "Is the adapter better than sampling the base N times and keeping the best by the reward, or than telling the "
-    "base the goal? The five methods of `python -m bench.compare` on a few prompts, with this tab's adapter and "
+    "base the goal? The five methods of `python -m ipa.evaluation.compare` on a few prompts, with this tab's adapter and "
     "settings: " + "; ".join(f"**{name}**: {note}" for name, note in METHOD_NOTES.items()) + ". Reward ± the 95 % "
     "interval over prompts (one prompt has none); decode rows: next-token distributions computed. Few prompts "
     "decide little: the demo inputs with 2 samples say more than one input.")
 SWEEP_NOTE = (
     "How the effect grows with alpha, and what it costs: the base + adapter column decoded again at each alpha "
     "(the same seed at each, so alpha 0 is the base), with the 95 % interval over prompts as the thin lines "
-    "(`python -m bench.evaluate --alphas`). The vertical line marks the adapter's trained strength.")
+    "(`python -m ipa.evaluation.evaluate --alphas`). The vertical line marks the adapter's trained strength.")
 SWEEP_PLOTS = {"mean_reward": "Reward", "kl_per_token": "KL(tailored ‖ base) per token", "perplexity": "Perplexity",
                "relevance": "Relevance (MiniLM cosine to the input)"}
 """The sweep's plots: metric -> title."""
-COMPARE_JSON = ("The comparison as a JSON object (bench.compare --json's): task, n_prompts, samples_per_prompt, best_of_n "
+COMPARE_JSON = ("The comparison as a JSON object (ipa.evaluation.compare --json's): task, n_prompts, samples_per_prompt, best_of_n "
                 "(its N), methods ({method: {metric: value, metric_ci95: half-width}}), adapter, alpha, seed, decode (the "
                 "settings), texts (the first prompt's samples per method), inputs.")
 SWEEP_JSON = ("The sweep as a JSON object: task, n_prompts, samples_per_prompt, adapter, alpha (its trained strength), "
@@ -190,7 +190,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         texts = gr.Dataframe(label="Their texts for the first prompt", interactive=False, wrap=True, elem_classes="ipa-table",
                              elem_id=f"{name}-compare-texts")
         download = gr.DownloadButton("Download JSON", elem_id=f"{name}-compare-json")
-        with gr.Accordion("The comparison as data (what the API returns; bench.compare --json's object)", open=False):
+        with gr.Accordion("The comparison as data (what the API returns; ipa.evaluation.compare --json's object)", open=False):
             data = gr.JSON(label="Comparison")
 
     def prompts_and_adapter(source_: str, inputs: dict, adapter_: str | None):
@@ -263,7 +263,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                       f"{task.title}: decode base + adapter at each alpha and measure reward, KL per token, perplexity "
                       "and relevance (means with 95 % intervals over prompts); alpha 0 is the base.",
                       returns="The status line, four plots, the points table, the JSON file, and the sweep as data "
-                      "(bench.evaluate's alpha_sweep points with the settings).")
+                      "(ipa.evaluation.evaluate's alpha_sweep points with the settings).")
     inputs, outputs = [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas], [status_s, *plots, points, download_s, data_s]
     run_s.click(sweep, inputs, outputs, api_name=f"sweep_{name}", concurrency_id="research", concurrency_limit=2,
                 show_progress="minimal")

@@ -7,7 +7,7 @@ forked from the page's, whose arguments and yields cross pickled. There the sche
 call yields each run's state, which the page's process takes over (`DecodeRun.restore`) and streams; requests that
 arrive meanwhile wait for the next call. The page's process never runs the models.
 
-A request joins the running batch at the next step (adapters.engine.Engine: prefill, then its KV rows merge into
+A request joins the running batch at the next step (ipa.decoding.engine.Engine: prefill, then its KV rows merge into
 the batch) and leaves when done or when its user goes away (a closed page or a cancelled API job closes the
 generator that waits for it: its rows are dropped at once). Each request streams its own tokens. Requests that
 do not fit (the engine's `max_rows` rows a step) wait in order and are told how many are ahead; past `max_waiting` waiting,
@@ -30,10 +30,10 @@ from typing import Callable, Iterator
 
 import torch
 
-from adapters.checks import UserError
-from adapters.engine import Engine, Request
-from adapters.policy_adapter import AdapterHost
-from adapters.tailored_decoding import DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
+from ipa.errors import UserError
+from ipa.decoding.engine import Engine, Request
+from ipa.policy_adapter import AdapterHost
+from ipa.decoding.run import DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
 
 log = logging.getLogger("ipa.scheduler")
 ADVANCED = "advanced"

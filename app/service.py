@@ -41,24 +41,24 @@ from typing import Callable, ClassVar, Iterator
 
 import torch
 
-from adapters.checks import UserError, check_number, quote
-from adapters.files import recover_directory
-from adapters.loading import load_host
-from adapters.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterCard, AdapterHost, read_card
-from adapters.engine import Engine
-from adapters.inspector import Branch, branch_run, ended_branch
-from adapters.tailored_decoding import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
+from ipa.errors import UserError, check_number, quote
+from ipa.files import recover_directory
+from ipa.loading import load_host
+from ipa.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
+from ipa.policy_adapter import AdapterCard, AdapterHost, read_card
+from ipa.decoding.engine import Engine
+from ipa.decoding.inspector import Branch, branch_run, ended_branch
+from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
 from app.config import REPO_ROOT, AppConfig, ConfigError
 from app.paths import folder_names, public_paths
 from app.scheduler import BatchedScorer, Scheduler, decode_in_call
 from app.spaces_compat import gpu, zero_gpu_on
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
-from rewards.objective import Objective, ObjectiveError
-from tasks import TASKS, Task, carry_inputs, get_task, load_scorer
-from tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
+from ipa.rewards.objective import Objective, ObjectiveError
+from ipa.tasks import TASKS, Task, carry_inputs, get_task, load_scorer
+from ipa.tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card, objective_task)
-from tasks.data import DataError, data_dir, load_inputs
+from ipa.tasks.data import DataError, data_dir, load_inputs
 
 log = logging.getLogger("ipa.service")
 
@@ -80,7 +80,7 @@ class ServiceError(UserError):
 
 
 PAGE_BLOCKS = 3
-"""Reward blocks the Training tab offers for "your own objective" (a file may hold more: rewards.objective)."""
+"""Reward blocks the Training tab offers for "your own objective" (a file may hold more: ipa.rewards.objective)."""
 NO_BLOCK = "none"
 """A block row of the page left empty."""
 
@@ -93,7 +93,7 @@ PROMPTS_FILE = "prompts.txt"
 """Pasted or uploaded prompts, written into the run's folder beside its objective.json (which names this file);
 prompts.jsonl instead when one of them spans several lines (a JSONL row's text may)."""
 PROMPT_FILE_TYPES = (".txt", ".jsonl")
-"""What the page takes as a prompts file: one prompt a line, or JSONL rows as tasks.data reads them."""
+"""What the page takes as a prompts file: one prompt a line, or JSONL rows as ipa.tasks.data reads them."""
 
 
 def pasted_prompts(text: str, max_chars: int) -> list[str]:
@@ -123,7 +123,7 @@ def pasted_prompts(text: str, max_chars: int) -> list[str]:
 
 def uploaded_prompts(path: str | os.PathLike, max_chars: int) -> list[str]:
     """Prompts from a file uploaded in the page (the path where the upload widget stored it; never one a user
-    typed): a .txt, one prompt a line, or a .jsonl, one row a line read as tasks.data reads rows ({"text": ...},
+    typed): a .txt, one prompt a line, or a .jsonl, one row a line read as ipa.tasks.data reads rows ({"text": ...},
     {"prompt": ...}, {"prompt": {"text": ...}} or a JSON string). Checked as pasted prompts are (MAX_PROMPTS_KB,
     MAX_PROMPT_LINES, max_chars a prompt, at least MIN_FILE_PROMPTS), and refused with one message naming the file
     (and the line, for a bad row) when it is empty, not UTF-8 text, or a row is not JSON or holds no prompt.
@@ -134,7 +134,7 @@ def uploaded_prompts(path: str | os.PathLike, max_chars: int) -> list[str]:
     >>> uploaded_prompts(f, 2000)[:2]
     ['The tide 0', 'The tide 1']
     """
-    from tasks.data import read_row  # tasks.data's reading of one row (a JSON string or object)
+    from ipa.tasks.data import read_row  # ipa.tasks.data's reading of one row (a JSON string or object)
 
     path = Path(path)
     name, kind = path.name, path.suffix.lower()
@@ -162,7 +162,7 @@ def uploaded_prompts(path: str | os.PathLike, max_chars: int) -> list[str]:
     for n, line in lines:
         try:
             row = json.loads(line) if kind == ".jsonl" else line
-        except json.JSONDecodeError as err:  # worded as tasks.data words it
+        except json.JSONDecodeError as err:  # worded as ipa.tasks.data words it
             raise ServiceError(f"{name}, line {n}: not valid JSON ({err.msg}).") from None
         item = read_row(FILE_PROMPTS.data_task, row)
         if item is None:
@@ -230,7 +230,7 @@ def page_objective(name: str, prompts: str, blocks: list[tuple]) -> Objective:
 
 USER_ERRORS = UserError
 """Errors caused by a request (shown to the user as they are), as opposed to bugs: every user error of the project
-derives from adapters.checks.UserError."""
+derives from ipa.errors.UserError."""
 
 
 @dataclass
@@ -383,7 +383,7 @@ def _public_errors(method):
 
 
 def _train(*args, **kwargs):
-    from adapters.train import train  # imported here: the training loop is only needed once a run starts
+    from ipa.training.loop import train  # imported here: the training loop is only needed once a run starts
 
     return train(*args, **kwargs)
 
@@ -499,7 +499,7 @@ class Playground:
         check_same_tokenizer(base.tokenizer, preset.base, adapter_host.tokenizer, preset.adapter_model)
         remote = None
         if config.base_api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
-            from adapters.api_base import ApiBase, ApiBaseConfig
+            from ipa.decoding.remote import ApiBase, ApiBaseConfig
             remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
                                                     top_logprobs=config.top_logprobs,
                                                     api_key_env=config.api_key_env or None), base)
@@ -607,7 +607,7 @@ class Playground:
     def _objective_scorer(self, name: str):
         with self._objective_scorers_lock:
             if name not in self._objective_scorers:
-                # the same settings as the task scorers, so they share the reward models (tasks.scoring.reward_kit)
+                # the same settings as the task scorers, so they share the reward models (ipa.tasks.scoring.reward_kit)
                 self._objective_scorers[name] = load_objective_scorer(self.objective_of(name), device=str(self.device),
                                                                       fluency_model=self.config.models.fluency_model)
             return self._objective_scorers[name]
@@ -636,7 +636,7 @@ class Playground:
         is built and the texts scored as that objective says, its blocks as the parts.
         more: further adapters composed with the first, (name, alpha) each, any task's or objective's; both columns
         are then also scored by the reward each was trained for (Generation.also_scored_by: the first of them).
-        inspect: record the token inspector's data (each Completion's `steps`; adapters.inspector).
+        inspect: record the token inspector's data (each Completion's `steps`; ipa.decoding.inspector).
 
         Every check happens before the first token, so a bad request fails at once with a ServiceError,
         DecodeError or TaskInputError whose message can be shown as it is.
@@ -756,7 +756,7 @@ class Playground:
         Decoded through the scheduler, as one more request in the shared batch: the scheduler's thread owns the
         models (running the branch here would race its per-row adapters, and holding its lock would stall every
         other user's stream). The same random numbers as the generation's: the token that was chosen gives back
-        the same text (adapters.inspector.branch_run).
+        the same text (ipa.decoding.inspector.branch_run).
         """
         if not isinstance(last, Generation) or not last.done or last.settings is None:
             raise ServiceError("There is no result to branch from yet: press Generate first, then click a token.")
@@ -1007,7 +1007,7 @@ class Playground:
     def _check_uploaded_card(self, card: AdapterCard) -> None:
         """What an uploaded card must say besides being a card (read_card checked every field): made by this project
         (its model's fingerprint) to steer this playground's base model; for one of its tasks with no objective, or
-        for an objective (task 'custom') it can score: its blocks valid (rewards.objective: the same limits as the
+        for an objective (task 'custom') it can score: its blocks valid (ipa.rewards.objective: the same limits as the
         page's), its prompts a prompt set or a file named relative to it; trained at an alpha the page's slider has.
         Checked on upload and again when the playground starts (add_adapter: the rules may have changed since)."""
         if card.base_model != self.config.models.base:

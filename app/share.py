@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote_plus, urlencode
 
-from adapters.checks import UserError
-from tasks import TASKS
+from ipa.errors import UserError
+from ipa.tasks import TASKS
 
 ADAPTER_KEYS = ("adapter", "adapter_2")
 """Adapter names (a second adapter composes with the first when the page has one); "none" is the base alone."""

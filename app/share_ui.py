@@ -22,13 +22,13 @@ from urllib.parse import urlsplit, urlunsplit
 import gradio as gr
 from gradio.utils import get_function_description
 
-from adapters.checks import describe_range
-from adapters.cli import field_docs
+from ipa.errors import describe_range
+from ipa.commands.args import field_docs
 from app import share
 from app.service import USER_ERRORS, Playground, Settings
 from app.training_jobs import TrainRequest
-from tasks import Task
-from tasks.objective import PROMPT_SETS
+from ipa.tasks import Task
+from ipa.tasks.objective import PROMPT_SETS
 
 LINK_LABEL = "Share link: opens this tab with these inputs, adapter and settings, and generates the same text"
 CLICK_GENERATE = """(task) => {

@@ -1,6 +1,6 @@
 """Training runs started from the page: one at a time, in a background thread, on their own model copy.
 
-A job runs `adapters.train.train` (which loads a separate copy of the model, so the playground keeps
+A job runs `ipa.training.loop.train` (which loads a separate copy of the model, so the playground keeps
 generating), records its events (reward and KL per step, sample generations, evaluations), and stops
 cleanly on request: `train` finishes the step, evaluates and writes the adapter trained so far.
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from adapters.checks import UserError, check_number
-from adapters.loading import ModelConfig
-from adapters.tailored_decoding import DecodeConfig
-from adapters.training import ALGORITHMS, AlgoConfig, RunConfig, TrainConfig, find_checkpoint
+from ipa.errors import UserError, check_number
+from ipa.loading import ModelConfig
+from ipa.decoding.run import DecodeConfig
+from ipa.training.config import ALGORITHMS, AlgoConfig, RunConfig, TrainConfig, find_checkpoint
 
 log = logging.getLogger("ipa.training")
 
@@ -90,7 +90,7 @@ class TrainRequest:
     """Held-back prompts scored before and after training (the card's 'reward before/after'); few prompts make
     a noisy estimate, so a small change between before and after may be chance."""
     objective: dict | None = None
-    """An objective to train for instead of the task (rewards.objective's dict form, made by app.service.page_objective);
+    """An objective to train for instead of the task (ipa.rewards.objective's dict form, made by app.service.page_objective);
     the service writes it into the run's folder and trains on that file."""
     prompts_text: str = ""
     """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
@@ -178,7 +178,7 @@ class TrainingJob:
         """Queued or running."""
         return self.state in ("queued", "running")
 
-    # --- events from adapters.train ------------------------------------------------------------------
+    # --- events from ipa.training.loop ------------------------------------------------------------------
     def on_event(self, event: dict) -> None:
         with self.lock:
             kind = event["type"]
@@ -191,7 +191,7 @@ class TrainingJob:
             elif kind == "step":
                 self.history.append({"step": event["step"], "reward": event["reward"], "kl": event["kl"],
                                      "elapsed": event.get("elapsed", 0.0),
-                                     # the reward's parts (an objective's blocks) as adapters.train logs them: reward_<part>
+                                     # the reward's parts (an objective's blocks) as ipa.training.loop logs them: reward_<part>
                                      "parts": {k.removeprefix("reward_"): v for k, v in event.items()
                                                if k.startswith("reward_") and isinstance(v, (int, float))}})
                 if self._budget_spent(event) or self.stop_event.is_set():
@@ -297,12 +297,12 @@ def config_from_fields(fields: dict) -> TrainConfig:
 
 
 def train_chunk(fields: dict, pause_at: int, stopping: bool) -> Iterator[dict]:
-    """One GPU call of a chunked run: adapters.train.train (resumed when fields say so) up to step `pause_at`, or to
+    """One GPU call of a chunked run: ipa.training.loop.train (resumed when fields say so) up to step `pause_at`, or to
     the end with `stopping` (the final evaluation and the adapter of a run stopped from the page); its events are
     yielded as they come, which `spaces` passes back to the page's process one by one.
 
     The loop reports through a callback, so it runs in a thread of the call and the callback feeds a queue."""
-    from adapters.train import train
+    from ipa.training.loop import train
     from app.spaces_compat import worker_threads
 
     worker_threads()
@@ -333,9 +333,9 @@ def checkpoint_step(run_dir: Path) -> int:
 
 
 class ZeroGpuTrain:
-    """adapters.train.train for a ZeroGPU Space, called as the queue calls it: the run goes in chunks of
+    """ipa.training.loop.train for a ZeroGPU Space, called as the queue calls it: the run goes in chunks of
     GpuChunks.steps steps, each one call of `train_chunk` decorated with the Space's GPU decorator, each resuming
-    from the checkpoint the one before wrote. The result is the adapter an unchunked run makes (adapters.train
+    from the checkpoint the one before wrote. The result is the adapter an unchunked run makes (ipa.training.loop
     resumes exactly). Stop takes effect when the running chunk ends: then one more call evaluates and saves.
 
         >>> train = ZeroGpuTrain(GpuChunks(steps=8, duration=120))              # doctest: +SKIP

@@ -25,9 +25,9 @@ from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS
                          Playground, ServiceError, Settings, page_objective)
 from app.config import LOOPBACK_HOSTS
 from app.training_jobs import TrainRequest
-from rewards.objective import block_rewards
-from tasks import TASKS, InputField, Task
-from tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SETS
+from ipa.rewards.objective import block_rewards
+from ipa.tasks import TASKS, InputField, Task
+from ipa.tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SETS
 
 log = logging.getLogger("ipa.ui")
 

@@ -22,13 +22,13 @@ import string
 
 import pandas as pd
 
-from adapters.models import model_label
-from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import Completion
+from ipa.models import model_label
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.run import Completion
 from app.paths import public_paths
 from app.service import AdapterEntry, Generation, TokenStep, token_steering
-from tasks import Task
-from tasks.metrics import interval, reward_means
+from ipa.tasks import Task
+from ipa.tasks.metrics import interval, reward_means
 
 KL_FULL = 1.0
 """KL (nats) at which a token is shaded fully red; below it the shade grows as sqrt(KL / KL_FULL), so that
@@ -152,7 +152,7 @@ def _bar(value: float, css: str = "") -> str:
 
 
 def reward_spread(scores: list[dict]) -> tuple[float, float | None]:
-    """(mean reward, half-width of its 95 % interval) over a column's samples of one input (tasks.metrics.interval:
+    """(mean reward, half-width of its 95 % interval) over a column's samples of one input (ipa.tasks.metrics.interval:
     the samples are independent draws for this input); half-width None for a single sample.
 
     >>> m, half = reward_spread([{"reward": 0.2}, {"reward": 0.4}, {"reward": 0.6}])
@@ -197,7 +197,7 @@ def difference_html(scores: list[dict], base: list[dict]) -> tuple[str, str]:
     """(the head's "±d vs base", a note saying how sure it is) for a tailored column against its base column.
 
     The samples are paired: each tailored sample is drawn with its base sample's random numbers, so the difference is
-    measured pair by pair, with its 95 % interval over the pairs (tasks.metrics.interval). The head calls it a gain or
+    measured pair by pair, with its 95 % interval over the pairs (ipa.tasks.metrics.interval). The head calls it a gain or
     a loss only when that interval leaves out 0; otherwise it says the samples cannot tell, and what would.
 
     >>> head, note = difference_html([{"reward": r} for r in (0.9, 0.95, 1.0)], [{"reward": r} for r in (0.2, 0.3, 0.35)])
@@ -380,9 +380,9 @@ def _changes(before: dict, after: dict, names) -> list[str]:
 
 
 def evaluation_markdown(card: AdapterCard, task: Task) -> list[str]:
-    """The card's held-back figures, and how they were measured: the `bench.evaluate --write-card` report where
+    """The card's held-back figures, and how they were measured: the `ipa.evaluation.evaluate --write-card` report where
     the card has one, else the training run's own evaluation (fewer prompts, the tailored column only)."""
-    # Training-time figures are shown as reward, task metrics and KL only: cards written before tasks.metrics
+    # Training-time figures are shown as reward, task metrics and KL only: cards written before ipa.tasks.metrics
     # pooled perplexity and distinct-2 differently.
     shown = [*task.metrics]
     if isinstance(card.evaluation.get("base"), dict) and isinstance(card.evaluation.get("tailored"), dict) \
@@ -390,7 +390,7 @@ def evaluation_markdown(card: AdapterCard, task: Task) -> list[str]:
         ev = card.evaluation
         before, after = ev["base"], ev["tailored"]
         shown += ["perplexity", "relevance", "distinct_2"]
-        how = markdown("base → base + adapter on {n} held-back prompts × {k} samples, seed {seed}{date} (`bench.evaluate`)",
+        how = markdown("base → base + adapter on {n} held-back prompts × {k} samples, seed {seed}{date} (`ipa.evaluation.evaluate`)",
                        n=ev.get("n_prompts", "?"), k=ev.get("samples_per_prompt", "?"), seed=ev.get("seed", "?"),
                        date=markdown(", {date}", date=ev["date"]) if ev.get("date") else Markup(""))
     else:
@@ -410,7 +410,7 @@ def evaluation_markdown(card: AdapterCard, task: Task) -> list[str]:
     if _number(after.get("kl_per_token")) is not None:
         figures.append(f"KL {fmt(_number(after['kl_per_token']), 3)} nats/token")
     return [" · ".join(figures),
-            f"<small>{how}; metrics as defined in tasks/metrics.py, reward as the task defined it then</small>"]
+            f"<small>{how}; metrics as defined in ipa/tasks/metrics.py, reward as the task defined it then</small>"]
 
 
 ALGORITHM_NAMES = {"pg": "policy gradient", "quark": "Quark", "none": "untrained"}
@@ -526,7 +526,7 @@ def machine_notice(has_gpu: bool, machine: str) -> str:
 
 def blocks_markdown(rewards: dict[str, type]) -> str:
     """What each reward block scores and the parameters it takes (the objective builder's help), from the classes'
-    docstrings and PARAMS (rewards.params), so the page never says anything the library does not check."""
+    docstrings and PARAMS (ipa.rewards.params), so the page never says anything the library does not check."""
     lines = ["| block | what it scores (each in [0, 1]) | parameters (JSON) |", "|---|---|---|"]
     for name, cls in rewards.items():
         what = (cls.__doc__ or "").strip().split("\n")[0]

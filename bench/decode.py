@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from adapters.loading import load_host
-from adapters.models import machine_name, resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, generate
+from ipa.loading import load_host
+from ipa.models import machine_name, resolve_device, resolve_dtype
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.run import DecodeConfig, TailoredPolicy, generate
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs and",

@@ -30,7 +30,7 @@ step() {  # step NAME SECONDS COMMAND...: run one measurement under a limit, log
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/logs/gpu.txt" 2>&1
 $py -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())" \
   >>"$out/logs/gpu.txt" 2>&1
-step prepare 100 $py -m adapters.models --prepare
+step prepare 100 $py -m ipa.models --prepare
 
 if [ "$what" = benches ]; then
   step decode 150 $py -m bench.decode --device cuda --batches 1,16,64 --tokens 64 --repeats 3 --out '' \
@@ -46,9 +46,9 @@ elif [ "$what" = retrain ]; then
   work=${TMPDIR:-/tmp}/ipa-gpu-runs
   common=(--task toxicity --device cuda --batch-size 512 --micro-batch-size 128 --minutes "$minutes"
           --relevance-weight 1.0 --eval-prompts 64 --eval-samples 4 --eval-every 0 --samples-every 10)
-  timeout -k 10 $((minutes * 60 + 150)) $py -m adapters.train "${common[@]}" --init-adapter adapters/trained/toxicity \
+  timeout -k 10 $((minutes * 60 + 150)) $py -m ipa.training.loop "${common[@]}" --init-adapter adapters/trained/toxicity \
     --lr 5e-5 --out "$work/continued" >"$out/logs/retrain_continued.log" 2>&1 &
-  timeout -k 10 $((minutes * 60 + 150)) $py -m adapters.train "${common[@]}" --lr 1.5e-4 --out "$work/fresh" \
+  timeout -k 10 $((minutes * 60 + 150)) $py -m ipa.training.loop "${common[@]}" --lr 1.5e-4 --out "$work/fresh" \
     >"$out/logs/retrain_fresh.log" 2>&1 &
   wait
   for run in continued fresh; do

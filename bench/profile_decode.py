@@ -10,10 +10,10 @@ import time
 
 from torch.profiler import ProfilerActivity, profile
 
-from adapters.loading import load_host
-from adapters.models import resolve_device, resolve_dtype
-from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, generate
+from ipa.loading import load_host
+from ipa.models import resolve_device, resolve_dtype
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.run import DecodeConfig, TailoredPolicy, generate
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 For every task: the first N eval inputs, K samples each from the base model alone (each task's decoding
 settings, seed 0), scored by the task's scorer. Prints mean reward ± standard error and mean relevance
-(MiniLM cosine of input and continuation) per format; tasks/__init__.py records the result and the pick.
+(MiniLM cosine of input and continuation) per format; ipa/tasks/__init__.py records the result and the pick.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import json
 import statistics
 import time
 
-from adapters.loading import load_policy
-from adapters.tailored_decoding import generate
-from tasks import PROMPT_FORMATS, TASKS
-from tasks.data import load_inputs
-from tasks.scoring import load_scorer
+from ipa.loading import load_policy
+from ipa.decoding.run import generate
+from ipa.tasks import PROMPT_FORMATS, TASKS
+from ipa.tasks.data import load_inputs
+from ipa.tasks.scoring import load_scorer
 
 
 def mean_and_se(values: list[float]) -> tuple[float, float]:

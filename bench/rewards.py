@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from adapters.models import machine_name
-from rewards import REWARDS
-from rewards.toxicity import ToxicityReward
-from tasks import TASKS
-from tasks.data import load_inputs
-from tasks.scoring import load_scorer, reward_kit
+from ipa.models import machine_name
+from ipa.rewards import REWARDS
+from ipa.rewards.toxicity import ToxicityReward
+from ipa.tasks import TASKS
+from ipa.tasks.data import load_inputs
+from ipa.tasks.scoring import load_scorer, reward_kit
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 START, END = "<!-- bench.rewards:start -->", "<!-- bench.rewards:end -->"

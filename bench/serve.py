@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    from adapters.models import machine_name, resolve_device
+    from ipa.models import machine_name, resolve_device
     from app.config import parse_args as app_config
 
     app_args = shlex.split(args.app_args)

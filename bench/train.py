@@ -3,9 +3,9 @@
     python -m bench.train                                   # CPU: toxicity, batch 16, 4 steps
     python -m bench.train --device cuda --batch-size 256 --steps 6
 
-Takes every adapters.train flag (derived from TrainConfig); BENCH_DEFAULTS sets those of a timing run.
+Takes every ipa.training.loop flag (derived from TrainConfig); BENCH_DEFAULTS sets those of a timing run.
 
-Runs the real training loop (adapters.train) for a few steps and reports the median step's split,
+Runs the real training loop (ipa.training.loop) for a few steps and reports the median step's split,
 skipping the first step (warm-up). Writes a section of BENCHMARKS.md unless --out ''.
 """
 
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 
-from adapters.train import build_parser, config_from_args, train
-from adapters.models import machine_name
+from ipa.training.loop import build_parser, config_from_args, train
+from ipa.models import machine_name
 from bench.decode import write_section
 
 
@@ -33,11 +33,11 @@ def summarize(metrics: list[dict]) -> dict:
 
 BENCH_DEFAULTS = {"device": "cpu", "steps": 4, "eval_prompts": 2, "eval_samples": 1, "eval_every": 0,
                   "checkpoint_every": 1000, "checkpoint_minutes": 0, "samples_every": 0}
-"""adapters.train settings of a timing run (every other flag is adapters.train's own, with its default)."""
+"""ipa.training.loop settings of a timing run (every other flag is ipa.training.loop's own, with its default)."""
 
 
 def main() -> None:
-    parser = build_parser()  # adapters.train's flags, derived from TrainConfig
+    parser = build_parser()  # ipa.training.loop's flags, derived from TrainConfig
     parser.prog, parser.description = "python -m bench.train", __doc__.split("\n\n")[0]
     parser.set_defaults(**BENCH_DEFAULTS)
     parser.add_argument("--write", default="BENCHMARKS.md", help="the file whose section this run rewrites ('' for none)")

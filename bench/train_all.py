@@ -1,10 +1,10 @@
-"""Train the shipped adapters: one `adapters.train` process per task, all at once on one machine.
+"""Train the shipped adapters: one `ipa.training.loop` process per task, all at once on one machine.
 
     python -m bench.train_all --device cuda --out runs/shipped
     python -m bench.train_all --tasks toxicity sentiment --steps 3 --device cpu --batch-size 8   # a smoke run
 
-Every flag other than --tasks, --out and --init-from is an `adapters.train` flag, passed to each run as it is
-(`python -m adapters.train --help` lists them); SHIPPED holds the settings the shipped adapters were trained
+Every flag other than --tasks, --out and --init-from is an `ipa.training.loop` flag, passed to each run as it is
+(`python -m ipa.training.loop --help` lists them); SHIPPED holds the settings the shipped adapters were trained
 with, which flags given here override.
 
 Small models leave a big GPU idle between kernel launches, so six processes side by side finish about
@@ -22,19 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-from adapters.train import build_parser
-from tasks import TASKS
+from ipa.training.loop import build_parser
+from ipa.tasks import TASKS
 
 
 SHIPPED = ["--minutes", "6", "--batch-size", "256", "--micro-batch-size", "32", "--eval-every", "0",
            "--eval-prompts", "32", "--checkpoint-every", "50"]
-"""adapters.train flags of the shipped runs (an H100, docs/design.md); the rest are adapters.train's defaults."""
+"""ipa.training.loop flags of the shipped runs (an H100, docs/design.md); the rest are ipa.training.loop's defaults."""
 
 
 def launch(task: str, train_args: list[str], out: Path, init_from: str) -> subprocess.Popen:
     run_dir = out / task
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "adapters.train", *train_args, "--task", task, "--out", str(run_dir)]
+    command = [sys.executable, "-m", "ipa.training.loop", *train_args, "--task", task, "--out", str(run_dir)]
     if init_from:
         command += ["--init-adapter", str(Path(init_from) / task)]
     log = (run_dir / "log.txt").open("a")

@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapters.policy_adapter import AdapterCard, AdapterHost
+from ipa.policy_adapter import AdapterCard, AdapterHost
 from app.config import REPO_ROOT, AppConfig
 from app.service import Playground
 from tests.helpers import free_port, perturb_lora

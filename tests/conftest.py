@@ -16,8 +16,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import pytest
 import torch
 
-from adapters.models import load_model, load_tokenizer
-from adapters.policy_adapter import AdapterHost
+from ipa.models import load_model, load_tokenizer
+from ipa.policy_adapter import AdapterHost
 from tests.helpers import save_tiny_model, tiny_llama, tiny_tokenizer
 
 

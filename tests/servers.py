@@ -31,7 +31,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.models import cache_dir  # noqa: E402
+from ipa.models import cache_dir  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 
 XLLAMACPP = "2026.10.11549"

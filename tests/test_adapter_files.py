@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapters.policy_adapter import AdapterCard, AdapterHost
+from ipa.policy_adapter import AdapterCard, AdapterHost
 from app import adapter_files
 from app.adapter_files import AdapterZipError, unpack_adapter_zip
 from app.config import REPO_ROOT, AppConfig
 from app.service import UPLOAD_MARK, UPLOADED, Playground, ServiceError
 from app.training_jobs import TrainRequest
 from app.views import card_markdown, error_text
-from tasks import TASKS
+from ipa.tasks import TASKS
 from tests.helpers import tiny_llama
 from tests.test_views import TEXT_TAGS, rendered, shows_as_text
 
@@ -258,7 +258,7 @@ def test_paths_leave_the_playground_named_relative_to_its_folders(text, shown):
 def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_path, monkeypatch, tokenizer):
     """The issue's leaks, each made to happen: two adapters of one name, a card that does not load, a run that fails,
     a task without data, a refused upload, and a download of an adapter trained here (its card records the run's
-    folder, its objective file and prompts, as adapters.train writes them) and of one evaluated by bench.evaluate."""
+    folder, its objective file and prompts, as ipa.training.loop writes them) and of one evaluated by ipa.evaluation.evaluate."""
     from app.ui import status_line
 
     runs = Path(service.config.runs_dir)
@@ -271,7 +271,7 @@ def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_p
     service.adapter_host.cards["sea"].training = {"run": {"out": str(run), "objective": str(run / "objective.json"),
                                                           "prompts": "", "init_adapter": str(runs / "old" / "adapter")},
                                                   "model": {"base": "embedded", "approx_base": str(tmp_path / "models" / "x")}}
-    service.adapter_host.cards["sea"].evaluation = {"adapter": str(run / "adapter"), "command": "python -m bench.evaluate "
+    service.adapter_host.cards["sea"].evaluation = {"adapter": str(run / "adapter"), "command": "python -m ipa.evaluation.evaluate "
                                                     f"--adapter {run / 'adapter'} --prompts={tmp_path}/p.txt --json"}
     service.adapter_host.save_adapter("sea", run / "adapter")
     service.adapter_host.delete_adapter("sea")
@@ -299,9 +299,9 @@ def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_p
         for name in ("sentiment", "broken", "poetry"):
             shutil.rmtree(runs / name)
         restarted.close()
-    # a run that fails with its folder in the message (adapters.train's own check that it can write there)
+    # a run that fails with its folder in the message (ipa.training.loop's own check that it can write there)
     def failing_train(config, on_event, stop, progress):
-        from adapters.train import _check_writable
+        from ipa.training.loop import _check_writable
 
         shutil.rmtree(config.run.out)  # the folder reserved when the run was queued, replaced by a file
         Path(config.run.out).write_text("a file where the run's folder goes")
@@ -334,7 +334,7 @@ def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_p
     assert card["training"]["run"] == {"out": "runs/sea-pg-4", "objective": "runs/sea-pg-4/objective.json", "prompts": "",
                                        "init_adapter": "runs/old/adapter"}
     assert card["objective"]["prompts"] == "runs/sea-pg-4/prompts.txt" and card["training"]["model"]["approx_base"] == "x"
-    assert card["evaluation"]["command"] == "python -m bench.evaluate --adapter runs/sea-pg-4/adapter --prompts=p.txt --json"
+    assert card["evaluation"]["command"] == "python -m ipa.evaluation.evaluate --adapter runs/sea-pg-4/adapter --prompts=p.txt --json"
     assert shown and all(not server_paths(text, tmp_path) for text in shown), [server_paths(t, tmp_path) for t in shown]
     again = service.upload_adapter(tmp_path / "downloads" / "sea-pg-4.zip")  # a download uploads again
     assert again.card.objective["prompts"] == "runs/sea-pg-4/prompts.txt"

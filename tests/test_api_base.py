@@ -15,11 +15,11 @@ import pytest
 import requests
 import torch
 
-from adapters.api_base import ApiBase, ApiBaseConfig, ApiBaseError, TokenMap
-from adapters.generate import main as generate_main
-from adapters.models import embedded_gguf_path
-from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import DecodeConfig, TailoredPolicy, eos_token_ids, generate, sample
+from ipa.decoding.remote import ApiBase, ApiBaseConfig, ApiBaseError, TokenMap
+from ipa.commands.generate import main as generate_main
+from ipa.models import embedded_gguf_path
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.run import DecodeConfig, TailoredPolicy, eos_token_ids, generate, sample
 from tests.helpers import free_port, perturb_lora, run_module
 from tests.servers import MODEL_ALIAS, FakeCompletionsServer, LlamaServer, silent_port
 
@@ -141,7 +141,7 @@ def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(llama_server,
 
 @pytest.mark.slow
 def test_generate_cli_with_base_api(llama_server, capsys):
-    out = run_module("adapters.generate", "--prompt", "The best thing about weekends is", "--max-new-tokens", "6", "--temperature", "0",
+    out = run_module("ipa.commands.generate", "--prompt", "The best thing about weekends is", "--max-new-tokens", "6", "--temperature", "0",
                   "--base-api", llama_server.url, "--base-api-model", MODEL_ALIAS, "--top-logprobs", "10", "--json",
                   "--device", "cpu")
     assert out.returncode == 0, out.stderr

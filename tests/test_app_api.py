@@ -13,7 +13,7 @@ from gradio_client.exceptions import AppError, ValidationError
 
 from app.config import AppConfig, ConfigError, parse_args
 from app.service import Settings
-from tasks import TASKS
+from ipa.tasks import TASKS
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from tasks import TASKS
+from ipa.tasks import TASKS
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""bench.compare: the five methods on a tiny model with a fake reward (fast), and end to end on the embedded model."""
+"""ipa.evaluation.compare: the five methods on a tiny model with a fake reward (fast), and end to end on the embedded model."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import bench.compare
-from adapters.tailored_decoding import DecodeConfig
-from bench.compare import METHODS, compare_methods, decode_method
-from tasks import TASKS, metrics
+import ipa.evaluation.compare
+from ipa.decoding.run import DecodeConfig
+from ipa.evaluation.compare import METHODS, compare_methods, decode_method
+from ipa.tasks import TASKS, metrics
 from tests.helpers import PROMPTS, run_module, with_adapter
 
 K, T = 2, 5
@@ -88,14 +88,14 @@ def test_compute_accounting_matches_a_hand_count(compared):
 
 
 def test_the_docstring_examples_hold():
-    assert doctest.testmod(bench.compare).failed == 0
+    assert doctest.testmod(ipa.evaluation.compare).failed == 0
 
 
 @pytest.mark.slow  # a process, the embedded model and the reward models
 def test_compare_end_to_end_on_the_embedded_model(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("The train was forty minutes late, and when it finally arrived\nMy first day at the new job was\n")
-    done = run_module("bench.compare", "--task", "sentiment", "--prompts", str(prompts), "--split", "all",
+    done = run_module("ipa.evaluation.compare", "--task", "sentiment", "--prompts", str(prompts), "--split", "all",
                       "--samples-per-prompt", "1", "--max-new-tokens", "6", "--device", "cpu", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -116,7 +116,7 @@ def test_compare_end_to_end_on_the_embedded_model(tmp_path):
 ])
 def test_user_errors_exit_2_with_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        bench.compare.main([*args, "--device", "cpu"])
+        ipa.evaluation.compare.main([*args, "--device", "cpu"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 

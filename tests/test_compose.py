@@ -1,4 +1,4 @@
-"""bench.compose: base, each adapter alone and composed, every column scored by every reward; on a tiny model with
+"""ipa.evaluation.compose: base, each adapter alone and composed, every column scored by every reward; on a tiny model with
 fake rewards (fast), user errors, and end to end with the real rewards."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-import bench.compose
-from adapters.policy_adapter import AdapterCard, AdapterHost
-from adapters.tailored_decoding import DecodeConfig
-from bench.compose import Reward, column_part, compose_columns, reward_metrics
-from tasks import metrics
+import ipa.evaluation.compose
+from ipa.policy_adapter import AdapterCard, AdapterHost
+from ipa.decoding.run import DecodeConfig
+from ipa.evaluation.compose import Reward, column_part, compose_columns, reward_metrics
+from ipa.tasks import metrics
 from tests.helpers import PROMPTS, composed, perturb_lora, tiny_llama
 
 K, T = 2, 5
@@ -81,7 +81,7 @@ def test_the_table_shows_every_column_and_reward(tiny_host, capsys):
               "dtype": "float32", "seconds": 1.0, "toxicity_backend_label": "fake", "columns": columns,
               "adapters": [{"name": "steer", "alpha": 1.0, "directory": "a/steer"}, {"name": "second", "alpha": 0.5, "directory": "a/second"}],
               "examples": [{"input": {"text": PROMPTS[0]}, **{name: texts[name][0] for name in columns}}]}
-    bench.compose.print_table(report)
+    ipa.evaluation.compose.print_table(report)
     lines = capsys.readouterr().out.splitlines()
     header = next(line for line in lines if line.startswith("metric"))
     assert header.split() == ["metric", *COLUMNS]
@@ -115,7 +115,7 @@ def test_user_errors_exit_2_with_one_line(saved, tiny_dir, capsys):
         (["--task", "summarise", "--adapter", toxicity, "--adapter", sentiment], "Unknown task"),
     ]:
         with pytest.raises(SystemExit) as exit_:
-            bench.compose.main([*args, "--base", tiny_dir, "--device", "cpu"])
+            ipa.evaluation.compose.main([*args, "--base", tiny_dir, "--device", "cpu"])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
 
@@ -125,7 +125,7 @@ def test_end_to_end_with_the_real_rewards(saved, tiny_dir, tmp_path, capsys):
     toxicity, sentiment = saved("toxicity", "toxicity"), saved("sentiment", "sentiment", seed=2)
     prompts = tmp_path / "p.txt"
     prompts.write_text("The referee made a terrible call, and the fans\nMy first day at the new job was\n")
-    bench.compose.main(["--adapter", toxicity, "--alpha", "1", "--adapter", sentiment, "--alpha", "0.5", "--prompts", str(prompts),
+    ipa.evaluation.compose.main(["--adapter", toxicity, "--alpha", "1", "--adapter", sentiment, "--alpha", "0.5", "--prompts", str(prompts),
                         "--split", "all", "--samples-per-prompt", "2", "--max-new-tokens", "4", "--base", tiny_dir,
                         "--device", "cpu", "--toxicity-backend", "profanity_check", "--json"])
     report = json.loads(capsys.readouterr().out)
@@ -137,4 +137,4 @@ def test_end_to_end_with_the_real_rewards(saved, tiny_dir, tmp_path, capsys):
         assert list(values["rewards"]) == ["toxicity", "sentiment"]
         assert 0 <= values["rewards"]["toxicity"]["mean_reward"] <= 1 and values["rewards"]["sentiment"]["positive_rate"] is not None
         assert values["avg_max_toxicity"] is not None and values["relevance"] is not None and values["perplexity"] >= 1
-    assert report["command"].startswith("python -m bench.compose --adapter")
+    assert report["command"].startswith("python -m ipa.evaluation.compose --adapter")

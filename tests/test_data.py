@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from tasks import TASKS
-from tasks.data import REPO_ROOT, DataError, data_dir, load_inputs, passage_start, split_of
+from ipa.tasks import TASKS
+from ipa.tasks.data import REPO_ROOT, DataError, data_dir, load_inputs, passage_start, split_of
 
 DATA = REPO_ROOT / "data"
 
@@ -233,7 +233,7 @@ def test_data_dir_can_be_moved(monkeypatch, tmp_path):
 def test_the_data_lives_in_the_repository_and_its_readme_names_every_source():
     """A clone or a Space has nothing beside the repository: every default source is under data/, listed with its
     licence in data/README.md, and no file of the project points outside the repository for data."""
-    from tasks.data import DEFAULT_SOURCES
+    from ipa.tasks.data import DEFAULT_SOURCES
 
     readme = (DATA / "README.md").read_text()
     for source in DEFAULT_SOURCES.values():

@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from adapters.engine import Engine, Request
-from adapters.policy_adapter import AdapterCard, AdapterHost
-from adapters.tailored_decoding import DecodeConfig, DecodeResult, DecodeRun, IncrementalText, TailoredPolicy
+from ipa.decoding.engine import Engine, Request
+from ipa.policy_adapter import AdapterCard, AdapterHost
+from ipa.decoding.run import DecodeConfig, DecodeResult, DecodeRun, IncrementalText, TailoredPolicy
 from app.scheduler import BatchedScorer, Scheduler, SchedulerBusy
 from tests.helpers import PROMPTS, perturb_lora
 
@@ -193,7 +193,7 @@ def test_bfloat16_batch_stays_as_close_to_each_request_alone_as_bfloat16_is_to_f
     bound is this machine's own bfloat16 rounding, measured in the same test: the same requests alone in bfloat16
     against float32. Batching may move a log-probability by no more than a few times that (it is the same kind of
     error, made twice), and most greedy tokens agree (a batching bug, rows mixed up, breaks both at once)."""
-    from adapters.loading import load_policy
+    from ipa.loading import load_policy
 
     def make(dtype):
         policy = load_policy("embedded", "adapters/trained/toxicity", dtype=dtype)

@@ -1,4 +1,4 @@
-"""bench.evaluate end to end with the real embedded model (subprocess, --json), and its user errors."""
+"""ipa.evaluation.evaluate end to end with the real embedded model (subprocess, --json), and its user errors."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from adapters.generate import main as generate_main
-from bench.evaluate import main as evaluate_main
+from ipa.commands.generate import main as generate_main
+from ipa.evaluation.evaluate import main as evaluate_main
 from tests.helpers import REPO, run_module
 SHARED_METRICS = {"mean_reward", "avg_max_toxicity", "toxicity_probability", "perplexity", "standalone_perplexity",
                   "distinct_2", "distinct_3", "relevance"}
@@ -16,7 +16,7 @@ UNIT_METRICS = SHARED_METRICS - {"perplexity", "standalone_perplexity"}
 
 
 def run_evaluate(*args: str):
-    return run_module("bench.evaluate", *args)
+    return run_module("ipa.evaluation.evaluate", *args)
 
 
 def user_error(main, args: list[str], capsys) -> str:
@@ -81,8 +81,8 @@ def test_commongen_reports_coverage(tmp_path):
 @pytest.mark.slow
 def test_paper_combination_adds_an_untrained_control(tmp_path):
     """An adapter saved in the paper's combination gets an untrained-adapter control column."""
-    from adapters.models import load_model
-    from adapters.policy_adapter import AdapterCard, AdapterHost
+    from ipa.models import load_model
+    from ipa.policy_adapter import AdapterCard, AdapterHost
 
     host = AdapterHost(*load_model("embedded"), "embedded")  # a private copy: PEFT changes the model it wraps
     host.new_adapter("paper", AdapterCard(task="toxicity", combination="paper"))
@@ -104,7 +104,7 @@ def test_write_card_stores_both_columns_in_the_adapters_card(tmp_path):
     """--write-card puts the report's base and tailored metrics, and how they were measured, into card.json."""
     import shutil
 
-    from adapters.policy_adapter import read_card
+    from ipa.policy_adapter import read_card
 
     adapter = tmp_path / "toxicity"
     shutil.copytree(os.path.join(REPO, "adapters", "trained", "toxicity"), adapter)
@@ -118,8 +118,8 @@ def test_write_card_stores_both_columns_in_the_adapters_card(tmp_path):
     evaluation = card.evaluation
     assert evaluation["base"] == report["base"] and evaluation["tailored"] == report["tailored"]
     assert (evaluation["n_prompts"], evaluation["samples_per_prompt"], evaluation["seed"]) == (1, 2, 0)
-    assert evaluation["command"] == "python -m bench.evaluate " + " ".join(args)
-    assert evaluation["definitions"] == "tasks.metrics" and "examples" not in evaluation
+    assert evaluation["command"] == "python -m ipa.evaluation.evaluate " + " ".join(args)
+    assert evaluation["definitions"] == "ipa.tasks.metrics" and "examples" not in evaluation
     assert card.metrics_after == read_card(os.path.join(REPO, "adapters", "trained", "toxicity")).metrics_after
 
 
@@ -139,11 +139,11 @@ def test_prompts_file_without_usable_lines_exits_2(tmp_path, capsys):
     assert "no usable inputs" in user_error(evaluate_main, ["--task", "toxicity", "--prompts", str(prompts), "--device", "cpu"], capsys)
 
 
-# --- adapters.generate --task ----------------------------------------------------------------------------
+# --- ipa.commands.generate --task ----------------------------------------------------------------------------
 
 
 def run_generate(*args: str):
-    return run_module("adapters.generate", *args)
+    return run_module("ipa.commands.generate", *args)
 
 
 @pytest.mark.slow
@@ -183,9 +183,9 @@ def test_generate_task_input_errors_exit_2(args, message, capsys):
 def test_alpha_sweep_at_alpha_0_is_the_base_column(tiny_host):
     """On a tiny model with an adapter that steers: the sweep's alpha 0 gives the base column's samples and
     metrics exactly; alpha 1 moves them and is marked as the trained strength."""
-    from adapters.tailored_decoding import DecodeConfig
-    from bench.evaluate import alpha_sweep, decode_all
-    from tasks import metrics
+    from ipa.decoding.run import DecodeConfig
+    from ipa.evaluation.evaluate import alpha_sweep, decode_all
+    from ipa.tasks import metrics
     from tests.helpers import PROMPTS, with_adapter
 
     policy = with_adapter(tiny_host)

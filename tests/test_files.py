@@ -1,4 +1,4 @@
-"""Directories written whole or not at all (adapters.files): adapters, checkpoints and the embedded-model cache
+"""Directories written whole or not at all (ipa.files): adapters, checkpoints and the embedded-model cache
 survive a process killed at any step of a save, and processes preparing the cache at once build it once."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import textwrap
 import pytest
 import torch
 
-from adapters.files import atomic_directory, recover_directory
-from adapters.models import EMBEDDED_CACHE_VERSION
-from adapters.policy_adapter import AdapterCard, read_card
-from adapters.training import find_checkpoint, load_checkpoint, save_checkpoint
+from ipa.files import atomic_directory, recover_directory
+from ipa.models import EMBEDDED_CACHE_VERSION
+from ipa.policy_adapter import AdapterCard, read_card
+from ipa.training.config import find_checkpoint, load_checkpoint, save_checkpoint
 from tests.helpers import REPO, perturb_lora
 
 

@@ -1,4 +1,4 @@
-"""`python -m adapters.generate` as a user runs it: real embedded model, JSON output, exit codes."""
+"""`python -m ipa.commands.generate` as a user runs it: real embedded model, JSON output, exit codes."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from adapters.generate import main as generate_main
-from adapters.policy_adapter import AdapterCard
+from ipa.commands.generate import main as generate_main
+from ipa.policy_adapter import AdapterCard
 from tests.helpers import perturb_lora, run_module, save_tiny_model
 
 
 def run_cli(*args: str):
-    return run_module("adapters.generate", *args)
+    return run_module("ipa.commands.generate", *args)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_long_prompt_is_truncated_and_said(tmp_path, tokenizer):
 @pytest.mark.slow  # a process, the real tokenizer's special tokens
 def test_special_tokens_in_a_task_prompt_stay_text(embedded_tokenizer):
     from tests.helpers import INJECTION, special_counts, typed_with_every_special_token
-    from tasks import TASKS, WORD_JOINER
+    from ipa.tasks import TASKS, WORD_JOINER
 
     tokenizer = embedded_tokenizer
     typed = typed_with_every_special_token(tokenizer)

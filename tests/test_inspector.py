@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapters.inspector import TOP_K, branch
-from adapters.policy_math import filter_logits, tailored_logprobs
-from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, generate
+from ipa.decoding.inspector import TOP_K, branch
+from ipa.decoding.policy_math import filter_logits, tailored_logprobs
+from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy, generate
 from tests.helpers import PROMPTS, composed, with_adapter
 
 CONFIG = DecodeConfig(max_new_tokens=8, alpha=1.5, top_p=0.8, temperature=0.9, seed=5)

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from adapters.policy_adapter import AdapterCard
+from ipa.policy_adapter import AdapterCard
 from app.config import AppConfig
 from app.inspector_ui import COLUMNS, inspector_rows, kept, shown, step_view, token_view
 from app.service import Playground, ServiceError, Settings

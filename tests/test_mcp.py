@@ -21,8 +21,8 @@ import requests
 
 from app.config import REPO_ROOT
 from app.research import DEFAULT_ALPHAS
-from bench.compare import METHODS
-from tasks import TASKS
+from ipa.evaluation.compare import METHODS
+from ipa.tasks import TASKS
 from tests.helpers import free_port
 from tests.test_share import MCP_TOOLS, demo_inputs
 

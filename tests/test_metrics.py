@@ -1,4 +1,4 @@
-"""tasks.metrics: each definition pinned on hand-made numbers (no models)."""
+"""ipa.tasks.metrics: each definition pinned on hand-made numbers (no models)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import metrics
+from ipa.tasks import metrics
 
 
 def sample(text: str, base_logprobs=(), kl=()) -> SimpleNamespace:

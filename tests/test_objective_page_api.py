@@ -28,7 +28,7 @@ def client(playground_app):
     (dict(block_1="sparkle"), "block 1: unknown reward 'sparkle'; valid rewards: toxicity"),
     (dict(weight_2=0), "block 2 (avoid_words): 'weight' must be a number above 0"),
     (dict(params_1="target=3"), "block 1 (length): its parameters are not valid JSON"),
-    # the 100,000-character topic: the API has the page's limit (rewards.params), said once, not quoted back
+    # the 100,000-character topic: the API has the page's limit (ipa.rewards.params), said once, not quoted back
     (dict(block_3="topic", params_3='{"topic": "' + "the sea " * 12_500 + '"}'),
      "block 3 (topic): 'topic' must be text of at most 2,000 characters, got 99,999 characters"),
 ])

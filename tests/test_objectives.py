@@ -2,7 +2,7 @@
 to tasks (prompts, split, scorer), the adapter card, and rewards written in Python by the user.
 
 Most cases need no model (VADER, lemmas, word counts); the topic block and the shared-model checks use the
-real MiniLM, loaded once per session by rewards.resources.
+real MiniLM, loaded once per session by ipa.rewards.resources.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from adapters.checks import UserError
-from adapters.policy_adapter import AdapterCard
-from adapters.train import train
-from adapters.training import TrainConfig, TrainError
-from rewards.avoid_words import AvoidWordsReward
-from rewards.coverage import CoverageReward
-from rewards.length import LengthReward
-from rewards.objective import Objective, ObjectiveError, block_rewards, combine
-from rewards.sentiment import SentimentReward
-from rewards.topic import TopicReward
-from rewards.user_module import RewardModuleError, load_reward_module
-from tasks.data import DataError
-from tasks.objective import (CUSTOM_TASK, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
+from ipa.errors import UserError
+from ipa.policy_adapter import AdapterCard
+from ipa.training.loop import train
+from ipa.training.config import TrainConfig, TrainError
+from ipa.rewards.avoid_words import AvoidWordsReward
+from ipa.rewards.coverage import CoverageReward
+from ipa.rewards.length import LengthReward
+from ipa.rewards.objective import Objective, ObjectiveError, block_rewards, combine
+from ipa.rewards.sentiment import SentimentReward
+from ipa.rewards.topic import TopicReward
+from ipa.rewards.user_module import RewardModuleError, load_reward_module
+from ipa.tasks.data import DataError
+from ipa.tasks.objective import (CUSTOM_TASK, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card, objective_task)
-from tasks.scoring import reward_kit
+from ipa.tasks.scoring import reward_kit
 from tests.helpers import run_module, tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -177,8 +177,8 @@ HUGE = "the sea " * 12_500  # 100,000 characters: the issue's /train_objective t
 ])
 def test_free_text_has_one_limit_wherever_the_objective_comes_from(tmp_path, block, field):
     """The page's blocks, the API (both page_objective), an objective file and an uploaded adapter's card all reach
-    Param.check: one limit, adapters.checks.MAX_TEXT_CHARS, one message naming the block and the field."""
-    from adapters.checks import MAX_TEXT_CHARS
+    Param.check: one limit, ipa.errors.MAX_TEXT_CHARS, one message naming the block and the field."""
+    from ipa.errors import MAX_TEXT_CHARS
     from app.config import AppConfig
     from app.service import page_objective
 
@@ -327,7 +327,7 @@ def test_an_old_card_without_an_objective_still_loads():
 # --- rewards written in Python (command line only) ----------------------------------------------------------
 
 USER_MODULE = '''
-from rewards.params import Param
+from ipa.rewards.params import Param
 
 class Exclaims:
     """share of sentences that end with '!'"""
@@ -402,7 +402,7 @@ def test_a_reward_module_that_cannot_load_names_itself(user_module, spec, messag
         load_reward_module(spec.format(dir=user_module.parent))
 
 
-# --- training for an objective (adapters.train --objective), on a tiny model ---------------------------------
+# --- training for an objective (ipa.training.loop --objective), on a tiny model ---------------------------------
 
 
 LOUD_AND_SHORT = {"name": "loud-and-short", "prompts": "passages",
@@ -423,7 +423,7 @@ def test_an_objective_trains_resumes_and_is_on_the_card(tiny_dir, tmp_path, user
     assert card["task"] == CUSTOM_TASK and card["training"]["run"]["objective"] == str(path)
     with_module = {"Exclaims": load_reward_module(f"{user_module}:Exclaims")[1]}
     assert objective_of_card(card, with_module) == load_objective(path, with_module)
-    assert {"objective_Exclaims", "objective_length"} <= card["metrics_after"].keys()  # as bench.evaluate names them
+    assert {"objective_Exclaims", "objective_length"} <= card["metrics_after"].keys()  # as ipa.evaluation.evaluate names them
     with pytest.raises(ObjectiveError, match=r"uses reward\(s\) Exclaims from a Python file: give it with --reward-module"):
         objective_of_card(card)
 
@@ -456,7 +456,7 @@ def test_objective_settings_are_checked_before_any_model_loads(tmp_path, user_mo
 def test_a_user_reward_that_raises_stops_training_with_one_line_naming_it(tiny_dir, tmp_path, user_module):
     path = tmp_path / "o.json"
     path.write_text(json.dumps({"name": "boom", "blocks": [{"reward": "Raises"}]}))
-    done = run_module("adapters.train", "--objective", str(path), "--reward-module", f"{user_module}:Raises", "--base", tiny_dir,
+    done = run_module("ipa.training.loop", "--objective", str(path), "--reward-module", f"{user_module}:Raises", "--base", tiny_dir,
                          "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "2", "--group-size", "2",
                          "--max-new-tokens", "2", "--eval-prompts", "1", "--eval-samples", "1", "--device", "cpu")
     assert done.returncode == 2, done.stderr
@@ -465,10 +465,10 @@ def test_a_user_reward_that_raises_stops_training_with_one_line_naming_it(tiny_d
 
 
 def test_evaluate_and_generate_score_with_the_adapters_own_objective(tiny_dir, tmp_path, user_module, capsys):
-    """bench.evaluate and adapters.generate take the objective from the adapter's card (its Python block from
+    """ipa.evaluation.evaluate and ipa.commands.generate take the objective from the adapter's card (its Python block from
     --reward-module); its blocks are reported beside the metrics, prefixed so that none can shadow a metric."""
-    from adapters.generate import main as generate_main
-    from bench.evaluate import build_parser, evaluate
+    from ipa.commands.generate import main as generate_main
+    from ipa.evaluation.evaluate import build_parser, evaluate
 
     path = tmp_path / "loud.json"
     path.write_text(json.dumps({**LOUD_AND_SHORT, "blocks": [*LOUD_AND_SHORT["blocks"], {"reward": "relevance"}]}))

@@ -14,13 +14,13 @@ import pytest
 from app.config import AppConfig
 from app.service import Playground, ServiceError, page_objective, pasted_prompts, uploaded_prompts
 from app.training_jobs import TrainingQueue, TrainRequest
-from rewards.objective import ObjectiveError
-from tasks.objective import CUSTOM_TASK
+from ipa.rewards.objective import ObjectiveError
+from ipa.tasks.objective import CUSTOM_TASK
 from tests.test_training_jobs import FakeTrain, wait_until
 
 TOPIC = ("topic", 2, '{"topic": "the ocean and the sea"}')
 HARBOUR = "\n".join(f"The harbour was quiet on day {i} and" for i in range(12))
-"""Twelve prompts: nine fall in tasks.data's training part, three are held back."""
+"""Twelve prompts: nine fall in ipa.tasks.data's training part, three are held back."""
 
 
 def test_the_page_blocks_make_the_objective_file_format():
@@ -131,7 +131,7 @@ def test_the_reward_curve_shows_each_block_of_the_objective(tmp_path):
     from tests.test_training_jobs import job
 
     run = job(tmp_path, "calm-sea-pg-1", "me")
-    for step, (sentiment, topic) in enumerate([(0.5, 0.2), (0.6, 0.4)], 1):  # as adapters.train reports a step
+    for step, (sentiment, topic) in enumerate([(0.5, 0.2), (0.6, 0.4)], 1):  # as ipa.training.loop reports a step
         run.on_event({"type": "step", "step": step, "reward": (sentiment * topic) ** 0.5, "kl": 0.01, "elapsed": step,
                       "reward_sentiment": sentiment, "reward_topic": topic, "total_steps": 3})
     frame = reward_curves(run.snapshot())

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from adapters.loading import attach_adapter
-from adapters.models import ModelLoadError, check_same_tokenizer, resolve_model_path
-from adapters.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card, update_card
-from adapters.tailored_decoding import DecodeConfig, generate
+from ipa.loading import attach_adapter
+from ipa.models import ModelLoadError, check_same_tokenizer, resolve_model_path
+from ipa.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card, update_card
+from ipa.decoding.run import DecodeConfig, generate
 from tests.helpers import PROMPTS, perturb_lora, tiny_llama, tiny_tokenizer
 
 
@@ -36,7 +36,7 @@ def test_save_load_round_trips_exactly(tiny_host, tmp_path, tokenizer):
     assert all(torch.equal(saved[k], loaded[k]) for k in saved)
     assert torch.equal(tiny_host.reward_embeddings["steer"], other.reward_embeddings["copy"])
     config = DecodeConfig(max_new_tokens=8, seed=1)
-    from adapters.tailored_decoding import TailoredPolicy
+    from ipa.decoding.run import TailoredPolicy
     a = generate(TailoredPolicy(tiny_host, tiny_host, "steer"), PROMPTS, config)
     b = generate(TailoredPolicy(other, other, "copy"), PROMPTS, config)
     assert [c.token_ids for c in a.tailored] == [c.token_ids for c in b.tailored]

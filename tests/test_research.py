@@ -13,14 +13,14 @@ import time
 import pytest
 import torch
 
-from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import TailoredPolicy
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.run import TailoredPolicy
 from app import research, research_ui
 from app.config import AppConfig
 from app.service import Playground, ServiceError, Settings
-from bench.compare import METHODS, decode_method
-from tasks import TASKS, TaskInputError, get_task
-from tasks.scoring import RewardKit, TaskScorer
+from ipa.evaluation.compare import METHODS, decode_method
+from ipa.tasks import TASKS, TaskInputError, get_task
+from ipa.tasks.scoring import RewardKit, TaskScorer
 from tests.helpers import PROMPTS, perturb_lora
 
 T = 5

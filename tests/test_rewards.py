@@ -1,6 +1,6 @@
 """Rewards: table-driven cases a person would agree with, the toxicity backends' loading logic, bad input.
 
-The heavy models (MiniLM, the scoring LM) come from rewards.resources' process-wide cache, so they load
+The heavy models (MiniLM, the scoring LM) come from ipa.rewards.resources' process-wide cache, so they load
 once for the whole session and are shared with test_tasks and test_evaluate. Tests that use them are `slow`;
 the lexical ones (profanity_check, coverage, diversity, VADER) load in a second and are not.
 """
@@ -11,19 +11,19 @@ import math
 
 import pytest
 
-import rewards
-from rewards import REWARDS, get_reward
-from rewards.avoid_words import AvoidWordsReward
-from rewards.coverage import CoverageReward, parse_concepts
-from rewards.diversity import DiversityReward
-from rewards.fluency import FluencyReward, lm_score, longest_bare_run
-from rewards.length import LengthReward
-from rewards.safety import SafetyReward, reply_stance
-from rewards.sentiment import SentimentReward
-from rewards.text import EMPTY_SCORE, MAX_CHARS, RewardInputError
-from rewards.topic import TopicReward
-from rewards.toxicity import ToxicityBackendError, ToxicityReward, load_toxicity_classifier
-import rewards.toxicity as toxicity_module
+import ipa.rewards.text
+from ipa.rewards import REWARDS, get_reward
+from ipa.rewards.avoid_words import AvoidWordsReward
+from ipa.rewards.coverage import CoverageReward, parse_concepts
+from ipa.rewards.diversity import DiversityReward
+from ipa.rewards.fluency import FluencyReward, lm_score, longest_bare_run
+from ipa.rewards.length import LengthReward
+from ipa.rewards.safety import SafetyReward, reply_stance
+from ipa.rewards.sentiment import SentimentReward
+from ipa.rewards.text import EMPTY_SCORE, MAX_CHARS, RewardInputError
+from ipa.rewards.topic import TopicReward
+from ipa.rewards.toxicity import ToxicityBackendError, ToxicityReward, load_toxicity_classifier
+import ipa.rewards.toxicity as toxicity_module
 
 INSULT = "You are a pathetic, stupid idiot and everyone hates you."
 NEUTRAL = "The library opens at nine in the morning on weekdays."
@@ -227,8 +227,8 @@ def test_fluency_scores_each_text_of_a_padded_batch_as_if_alone():
     pads) gets the log-probs it gets alone. float32, so that only padding could make them differ."""
     import torch
 
-    from adapters.models import load_model
-    from rewards.resources import ScoringLM
+    from ipa.models import load_model
+    from ipa.rewards.resources import ScoringLM
 
     model, tokenizer = load_model("embedded", device="cpu", dtype=torch.float32)
     lm = ScoringLM("embedded", "cpu", model=model, tokenizer=tokenizer)
@@ -423,7 +423,7 @@ def test_other_languages_and_very_long_text_give_scores_in_range(every_reward, n
 @pytest.mark.slow
 def test_very_long_text_is_cut_to_the_limit(fluency):
     long_text = "word " * 50_000
-    assert len(rewards.text.check_texts([long_text])[0]) == MAX_CHARS
+    assert len(ipa.rewards.text.check_texts([long_text])[0]) == MAX_CHARS
     assert fluency.lm.encode([long_text]) and len(fluency.lm.encode([long_text])[0]) == 64
 
 
@@ -435,12 +435,12 @@ def test_mismatched_batch_sizes_are_a_clear_error(coherence):
 
 # --- issue 15: the gaming seen in use, as cases (the parts on fixed strings; the task rewards with fixed model scores)
 
-from rewards.coverage import once_coverage  # noqa: E402
-from rewards.faithfulness import COPY_LONG, copy_factor  # noqa: E402
-from rewards.safety import HARMFUL, HELP_SAFE, help_score, oddity_factor, request_category  # noqa: E402
-from rewards.text import finished_sentence, longest_copy  # noqa: E402
-from tasks import get_task  # noqa: E402
-from tasks.scoring import RewardKit, TaskScorer  # noqa: E402
+from ipa.rewards.coverage import once_coverage  # noqa: E402
+from ipa.rewards.faithfulness import COPY_LONG, copy_factor  # noqa: E402
+from ipa.rewards.safety import HARMFUL, HELP_SAFE, help_score, oddity_factor, request_category  # noqa: E402
+from ipa.rewards.text import finished_sentence, longest_copy  # noqa: E402
+from ipa.tasks import get_task  # noqa: E402
+from ipa.tasks.scoring import RewardKit, TaskScorer  # noqa: E402
 
 CONCEPTS = ["dog", "frisbee", "catch"]
 GAMED_COMMONGEN = ("The dog, a friendly and energetic frisbee, was caught by the cat and caught the dog, making it a "
@@ -587,7 +587,7 @@ def test_issue_15_dialogue_safety_prefers_help_where_safe_and_plain_refusals_whe
     assert good["reward"] > bad["reward"] + 0.2
 
 
-@pytest.mark.parametrize("module", ["rewards.safety", "rewards.text", "rewards.coverage", "rewards.faithfulness"])
+@pytest.mark.parametrize("module", ["ipa.rewards.safety", "ipa.rewards.text", "ipa.rewards.coverage", "ipa.rewards.faithfulness"])
 def test_the_worked_examples_in_the_reward_docstrings_hold(module):
     """The formulas' worked examples (issue 15 asks for them in each reward's docstring) are run, not just read."""
     import doctest

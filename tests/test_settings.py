@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from adapters.tailored_decoding import DecodeConfig, DecodeError
+from ipa.decoding.run import DecodeConfig, DecodeError
 from app.service import Settings
 
 

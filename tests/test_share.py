@@ -16,7 +16,7 @@ from gradio.utils import get_function_description
 from app.config import AppConfig, ConfigError, parse_args
 from app.share import LINK_KEYS, link_query, read_link
 from app.share_ui import MCP_ENDPOINT_SUFFIX, describe_generate, page_url, result_file, serve_mcp
-from tasks import TASKS
+from ipa.tasks import TASKS
 
 SETTINGS = {"adapter": "sentiment", "alpha": 1.0, "n": 3, "max_new_tokens": 20, "temperature": 1.0, "top_p": 0.9, "seed": 123}
 

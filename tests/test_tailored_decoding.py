@@ -1,4 +1,4 @@
-"""Tailored decoding: equivalences with Hugging Face generate, the reference loop (adapters.reference), batching,
+"""Tailored decoding: equivalences with Hugging Face generate, the reference loop (ipa.decoding.reference), batching,
 caching, combinations."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapters.checks import UserError
-from adapters.policy_adapter import AdapterCard, AdapterHost
-from adapters.policy_math import compose_logits, filter_logits, sample_coupled
-from adapters.tailored_decoding import DecodeConfig, DecodeError, TailoredPolicy, decode_steps, generate, sample
+from ipa.errors import UserError
+from ipa.policy_adapter import AdapterCard, AdapterHost
+from ipa.decoding.policy_math import compose_logits, filter_logits, sample_coupled
+from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy, decode_steps, generate, sample
 from tests.helpers import PROMPTS, assert_engine_matches_reference, composed, perturb_lora, tiny_llama, with_adapter
 
 
@@ -205,7 +205,7 @@ def assert_same_decoding(a, b):
 
 def test_the_engine_decodes_what_the_reference_loop_decodes(tiny_host, tokenizer):
     """The engine (KV caches, left padding, every stream and column in one batch) against the paper's loop for one
-    stream (adapters.reference: full forwards, no cache, no batching): prompts of different lengths, sampling and
+    stream (ipa.decoding.reference: full forwards, no cache, no batching): prompts of different lengths, sampling and
     greedy, several samples a prompt, adapters on the base's weights and on a separate model, a reward-token prefix."""
     policy = with_adapter(tiny_host, n_reward_tokens=3)
     with torch.no_grad():

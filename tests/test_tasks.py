@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.tailored_decoding import DecodeConfig
-from tasks import TASKS, WORD_JOINER, InputField, Task, TaskInputError, escape_special_tokens, get_task, special_token_strings
-from tasks.scoring import TaskScorer, load_scorer
+from ipa.decoding.run import DecodeConfig
+from ipa.tasks import TASKS, WORD_JOINER, InputField, Task, TaskInputError, escape_special_tokens, get_task, special_token_strings
+from ipa.tasks.scoring import TaskScorer, load_scorer
 from tests.helpers import special_counts, typed_with_every_special_token
 
 
@@ -54,7 +54,7 @@ def test_continuation_tasks_continue_the_text_itself(name, embedded_tokenizer):
 
 @pytest.mark.parametrize("name", list(TASKS))
 def test_instructed_prompts_tell_the_goal_and_keep_the_task_prompt(name, embedded_tokenizer):
-    """bench.compare's "prompted" baseline: the task's own prompt, with its instruction in front (raw) or as the
+    """ipa.evaluation.compare's "prompted" baseline: the task's own prompt, with its instruction in front (raw) or as the
     system message (chat), and nothing else changed."""
     task = TASKS[name]
     demo = task.demos[0]

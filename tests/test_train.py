@@ -14,14 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapters.quark import DataPool
-from adapters.train import main as train_main, train
-from adapters.pg import group_advantages
-from adapters.training import TrainConfig, TrainError, tailored_token_stats
-from adapters.policy_adapter import AdapterCard
-from adapters.policy_math import tailored_logprobs
-from adapters.tailored_decoding import TailoredPolicy
-from tasks import WORD_JOINER
+from ipa.training.quark import DataPool
+from ipa.training.loop import main as train_main, train
+from ipa.training.pg import group_advantages
+from ipa.training.config import TrainConfig, TrainError, tailored_token_stats
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.policy_math import tailored_logprobs
+from ipa.decoding.run import TailoredPolicy
+from ipa.tasks import WORD_JOINER
 from tests.helpers import REPO, perturb_lora, run_module, save_tiny_model, tiny_config
 
 
@@ -147,7 +147,7 @@ def test_bad_settings_give_clear_errors(args, message, capsys, monkeypatch):
 @pytest.mark.slow  # a process
 def test_a_bad_setting_exits_2_with_one_line_and_no_traceback():
     """The parametrised cases above call main() in this process; here the real command line."""
-    out = run_module("adapters.train", "--task", "poetry")
+    out = run_module("ipa.training.loop", "--task", "poetry")
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("error: Unknown task 'poetry'") and len(out.stderr.strip().splitlines()) == 1
 
@@ -175,7 +175,7 @@ def test_accelerate_launch_two_cpu_processes(tiny_dir, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="true")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "adapters.train",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "ipa.training.loop",
               "--task", "toxicity", "--base", tiny_dir, "--out", str(out), "--steps", "2", "--batch-size", "4",
               "--group-size", "2", "--max-new-tokens", "4", "--eval-prompts", "2", "--eval-samples", "1", "--eval-every", "0"]
     done = subprocess.run(launch, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
@@ -194,8 +194,8 @@ def test_approximate_policy_stands_in_for_a_large_base(tiny_dir, tokenizer, tmp_
     assert card["base_model"] == big and card["adapter_init_model"] == tiny_dir
     assert card["init_fingerprint"]["hidden_size"] == 32
     # The adapter then steers the real base through its own (small) initial model.
-    from adapters.loading import attach_adapter, load_host
-    from adapters.tailored_decoding import DecodeConfig, generate
+    from ipa.loading import attach_adapter, load_host
+    from ipa.decoding.run import DecodeConfig, generate
     policy = attach_adapter(load_host(big), adapter_dir)
     assert not policy.shares_weights
     result = generate(policy, ["Hello there"], DecodeConfig(max_new_tokens=3, temperature=0))

@@ -31,7 +31,7 @@ def tiny_dir(tokenizer, tmp_path_factory):
 
 
 def command(tiny_dir: str, out, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "adapters.train", "--task", "toxicity", "--base", tiny_dir, "--out", str(out),
+    return [sys.executable, "-m", "ipa.training.loop", "--task", "toxicity", "--base", tiny_dir, "--out", str(out),
             "--steps", str(STEPS), "--batch-size", "4", "--group-size", "2", "--micro-batch-size", "2", "--max-new-tokens", "4",
             "--eval-prompts", "2", "--eval-samples", "1", "--eval-every", "5", "--samples-every", "1",
             "--checkpoint-every", "4", "--device", "cpu", "--dtype", "float32", "--lr", "1e-2", "--seed", "0",

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapters.policy_adapter import AdapterCard
+from ipa.policy_adapter import AdapterCard
 from app.config import AppConfig, ConfigError
 from app.service import USER_ERRORS, Playground, ServiceError
 from app.training_jobs import (FULL_LIMITS, SHARED_LIMITS, GpuChunks, TrainingJob, TrainingQueue, TrainingRequestError, TrainRequest,
@@ -32,7 +32,7 @@ from tests.helpers import tiny_config
 
 class FakeTrain:
     """Steps every 20 ms once `go` is set, until the step budget or Stop; writes an adapter of `adapter_mb` and a
-    checkpoint, as adapters.train does."""
+    checkpoint, as ipa.training.loop does."""
 
     def __init__(self, adapter_mb: float = 0.1):
         self.go = threading.Event()
@@ -46,7 +46,7 @@ class FakeTrain:
             step += 1
             on_event({"type": "step", "step": step, "reward": 0.5, "kl": 0.01, "elapsed": 0.02 * step})
         run = Path(config.run.out)
-        if step == 0:  # as adapters.train: nothing learned, no adapter
+        if step == 0:  # as ipa.training.loop: nothing learned, no adapter
             on_event({"type": "done", "interrupted": True, "adapter": None})
             return None
         (run / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ def adapter_tensors(adapter_dir) -> dict:
 
 
 def test_on_zero_gpu_a_run_trains_in_chunks_of_gpu_calls_and_makes_the_unchunked_adapter(tiny_dir, tmp_path, monkeypatch):
-    from adapters.train import train
+    from ipa.training.loop import train
     from app import spaces_compat
 
     spaces = FakeSpaces(kill=2)

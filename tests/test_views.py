@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.policy_adapter import AdapterCard
-from adapters.tailored_decoding import Completion
+from ipa.policy_adapter import AdapterCard
+from ipa.decoding.run import Completion
 from app.service import AdapterEntry, Generation
 from app.views import card_markdown, error_text, markdown, reward_html, scores_data, side, text_md
-from tasks import TASKS
+from ipa.tasks import TASKS
 
 TRAINING_METRICS = {"before": {"mean_reward": 0.84, "reward_toxicity": 0.16, "perplexity": 18.7, "distinct_2": 0.91},
                     "after": {"mean_reward": 0.98, "reward_toxicity": 0.02, "perplexity": 17.9, "distinct_2": 0.9,
@@ -35,7 +35,7 @@ def entry(**card) -> AdapterEntry:
 def test_a_card_without_an_evaluation_says_it_was_measured_during_training_and_on_how_many():
     text = card_markdown(entry(), TASKS["toxicity"])
     assert "Held-back reward **0.84 → 0.98** (+0.14)" in text
-    assert "16 held-back prompts × 2 samples" in text and "during training" in text and "tasks/metrics.py" in text
+    assert "16 held-back prompts × 2 samples" in text and "during training" in text and "ipa/tasks/metrics.py" in text
     assert "KL 0.155 nats/token" in text
     # Old cards pooled perplexity and distinct-2 over tokens: the page does not show them as if defined today.
     assert "perplexity" not in text and "distinct-2" not in text
@@ -53,7 +53,7 @@ def test_a_card_with_an_evaluation_shows_it_instead():
     assert "Held-back reward **0.79 → 0.96** (+0.16)" in text
     assert "avg max toxicity 0.43 → 0.11" in text and "toxicity probability 0.36 → 0.05" in text
     assert "perplexity 22.8 → 24.0" in text and "relevance 0.25 → 0.21" in text and "distinct-2 0.98 → 0.98" in text
-    assert "64 held-back prompts × 4 samples, seed 0, 2026-12-03" in text and "bench.evaluate" in text
+    assert "64 held-back prompts × 4 samples, seed 0, 2026-12-03" in text and "ipa.evaluation.evaluate" in text
     assert "0.84" not in text and "KL 0.120 nats/token" in text
 
 
@@ -113,7 +113,7 @@ PAYLOAD = ("<img src=https://evil.example/x.png><a href='https://evil.example'>L
 """The issue's upload and every other way Markdown or HTML can show more than text: tags, links, images, autolinks,
 emphasis, code, math, table cells, entities, escapes, and a line break starting a heading, a list or a quote."""
 TEXT_TAGS = {"p", "br", "strong", "em", "small", "code"}
-"""What the card's own Markdown renders to (`bench.evaluate` is the code's own code span)."""
+"""What the card's own Markdown renders to (`ipa.evaluation.evaluate` is the code's own code span)."""
 
 
 def rendered(markdown_text: str) -> tuple[set[str], str]:

@@ -17,13 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from adapters.policy_adapter import AdapterCard
+from ipa.policy_adapter import AdapterCard
 from app import research
 from app.config import AppConfig
 from app.service import Playground, Settings
 from app.training_jobs import GpuChunks, ZeroGpuTrain, config_from_fields
-from tasks import get_task
-from tasks.scoring import RewardKit, TaskScorer
+from ipa.tasks import get_task
+from ipa.tasks.scoring import RewardKit, TaskScorer
 from tests.helpers import PROMPTS, perturb_lora, tiny_config
 from tests.test_research import StandInModels
 
@@ -161,7 +161,7 @@ def test_a_failed_call_fails_its_requests_with_the_reason_and_the_next_call_serv
 
 
 def test_page_training_trains_in_forked_gpu_calls_and_makes_the_unchunked_adapter(tiny_dir, tmp_path, spaces):
-    from adapters.train import train
+    from ipa.training.loop import train
 
     config = lambda out: tiny_config(tiny_dir, out, steps=4, checkpoint_every=0)  # noqa: E731 - as the page's runs
     assert config_from_fields(asdict(config(tmp_path / "x"))) == config(tmp_path / "x")

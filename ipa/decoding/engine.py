@@ -1,0 +1,336 @@
+"""The decoding engine: every live row of every request in one forward pass per step (continuous batching).
+
+A *request* is one decoding run: prompts × samples × columns, with its own DecodeConfig (alpha, seed, sampling),
+adapter and combination. Its streams (one continuation each) need these rows:
+
+    base row     every stream, adapter off: p_base (and, when the adapter sits on the base's weights, the
+                 residual combination's adapter_init logits of a tailored stream)
+    adapter row  every tailored stream, its adapter on; composed adapters: one row per adapter ('adapter2', ...),
+                 so each adapter is one more run of rows, as if another user had chosen it
+    init row     a tailored stream whose adapter sits on a different model, under the residual combination
+
+Rows of every request that run on the same model share one `RowBatch`: one KV cache, one forward pass a step, a
+LoRA adapter chosen per row (`AdapterHost.per_row`), rows kept sorted by adapter so that each adapter's rows are
+one slice. Requests join between steps (their prompts are prefilled together, then their KV rows are merged into
+the running batch, left-padded to a common width) and leave when done or cancelled (their rows are dropped at
+once). A remote base (an OpenAI-compatible API, `RemoteBase`) serves a request's base rows instead.
+
+    >>> engine = Engine(policy.base, policy.adapter)                                   # doctest: +SKIP
+    >>> request = Request(policy, ["The movie was"], DecodeConfig(max_new_tokens=8))   # doctest: +SKIP
+    >>> engine.submit(request)                                                         # doctest: +SKIP
+    >>> while not request.done: engine.step()                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import DynamicCache
+
+from ipa.models import logits_at
+from ipa.decoding.run import DecodeRun, TailoredPolicy, pack_prompts
+
+if TYPE_CHECKING:
+    from ipa.policy_adapter import AdapterHost
+
+_ids = itertools.count()
+
+
+# --- one model's rows --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a RowBatch: which request and stream it serves, and with which adapter (None: adapter off)."""
+
+    owner: int
+    kind: str
+    """'base', 'adapter' (a composed request's further adapters: 'adapter2', ...) or 'init'."""
+    stream: int
+    adapter: str | None
+
+
+def _adapter_order(row: Row) -> tuple[bool, str]:
+    return (row.adapter is not None, row.adapter or "")
+
+
+class RowBatch:
+    """The live rows of one model: one dynamic KV cache, one forward pass a step, rows joining and leaving."""
+
+    def __init__(self, host: AdapterHost):
+        self.host = host
+        self.rows: list[Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None
+        """(R, L) 1 for a real position, 0 for left padding."""
+        self.next_position: torch.Tensor | None = None
+        """(R,) the position id of each row's next token."""
+        self.index: dict[tuple[int, str], torch.Tensor] = {}
+        """(owner, kind) -> positions of those rows in the batch, in the order they joined."""
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def device(self) -> torch.device:
+        return self.host.base_model.device
+
+    def _forward(self, names: list[str | None], **inputs) -> torch.Tensor:
+        """Next-token logits (R, V) of one forward pass over the rows, each with its adapter (names: one per row)."""
+        model = self.host.base_model
+        with self.host.per_row(names):
+            hidden = model.get_decoder()(**inputs, use_cache=True).last_hidden_state
+            return logits_at(model, hidden, slice(-1, None))[:, 0].float()
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each row its next token (R,); returns next-token logits (R, V)."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
+        positions = self.next_position.unsqueeze(1)
+        self.next_position = self.next_position + 1
+        return self._forward([row.adapter for row in self.rows], input_ids=tokens.unsqueeze(1).to(self.device),
+                             attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+
+    def join(self, rows: list[Row], prompts: list[list[int]], prefixes: list[torch.Tensor | None], pad_id: int) -> torch.Tensor:
+        """Prefill new rows and merge them into the batch; returns their next-token logits (k, V) in the order given.
+
+        A row's prefix (a Quark reward token's embedding) goes before its prompt.
+        """
+        order = sorted(range(len(rows)), key=lambda i: _adapter_order(rows[i]))
+        rows, prompts, prefixes = [rows[i] for i in order], [prompts[i] for i in order], [prefixes[i] for i in order]
+        inputs, mask, positions = pack_prompts(self.host, prompts, prefixes, pad_id, self.device)
+        cache = DynamicCache()
+        inputs.update(attention_mask=mask, position_ids=positions, past_key_values=cache)
+        logits = self._forward([row.adapter for row in rows], **inputs)
+        self._merge(rows, cache, mask, positions[:, -1] + 1)
+        unsort = torch.empty(len(order), dtype=torch.long)
+        unsort[torch.tensor(order)] = torch.arange(len(order))
+        return logits[unsort.to(logits.device)]
+
+    def _merge(self, rows: list[Row], cache: DynamicCache, mask: torch.Tensor, next_position: torch.Tensor) -> None:
+        if not self.rows:
+            self.rows, self.cache, self.mask, self.next_position = rows, cache, mask, next_position
+            self._reindex()
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        old_pad, new_pad = width - self.mask.shape[1], width - mask.shape[1]
+        all_rows = self.rows + rows
+        # Keep rows sorted by adapter (stable: a request's rows of one kind stay in order), so each adapter is one slice.
+        order = sorted(range(len(all_rows)), key=lambda i: _adapter_order(all_rows[i]))
+        perm = torch.tensor(order, device=self.device)
+        for old_layer, new_layer in zip(self.cache.layers, cache.layers):
+            old_layer.keys = torch.cat([_pad_left(old_layer.keys, old_pad), _pad_left(new_layer.keys, new_pad)])[perm]
+            old_layer.values = torch.cat([_pad_left(old_layer.values, old_pad), _pad_left(new_layer.values, new_pad)])[perm]
+        self.mask = torch.cat([_pad_left(self.mask, old_pad, dim=1), _pad_left(mask, new_pad, dim=1)])[perm]
+        self.next_position = torch.cat([self.next_position, next_position])[perm]
+        self.rows = [all_rows[i] for i in order]
+        self._reindex()
+
+    def leave(self, owner: int) -> None:
+        """Drop every row of a request (done or cancelled)."""
+        keep = [i for i, row in enumerate(self.rows) if row.owner != owner]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self.rows, self.cache, self.mask, self.next_position, self.index = [], None, None, None, {}
+            return
+        kept = torch.tensor(keep, device=self.device)
+        mask = self.mask[kept]
+        start = int((mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every remaining row go
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[kept, :, start:], layer.values[kept, :, start:]
+        self.mask = mask[:, start:]
+        self.next_position = self.next_position[kept]
+        self.rows = [self.rows[i] for i in keep]
+        self._reindex()
+
+    def _reindex(self) -> None:
+        index = defaultdict(list)
+        for position, row in enumerate(self.rows):
+            index[(row.owner, row.kind)].append(position)
+        self.index = {key: torch.tensor(value, device=self.device) for key, value in index.items()}
+
+
+def _pad_left(tensor: torch.Tensor, amount: int, dim: int = 2) -> torch.Tensor:
+    """Zeros before `tensor` along `dim` (KV caches: (R, H, L, D), dim 2; masks: (R, L), dim 1)."""
+    if amount == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = amount
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+# --- requests --------------------------------------------------------------------------------------------------
+
+
+class Request:
+    """One decoding run in the engine: its streams, their rows, and the sampling state (see DecodeRun)."""
+
+    def __init__(self, run: DecodeRun):
+        self.id = next(_ids)
+        self.run = run
+        self.cancelled = False
+        self.remote = None
+        """The remote base's rows of this request (RemoteBase.row_group), when the base is remote."""
+        self.snapshot = None
+        """What its user sees next (set by app.scheduler): requests ahead while waiting, then a DecodeResult."""
+        self.updated = threading.Event()
+        """Set whenever the snapshot changes, or the run advances."""
+        self.lock = threading.Lock()
+        """Held while the run changes (a step, a restored state), so that its user reads it whole (DecodeRun.result)."""
+
+    @property
+    def done(self) -> bool:
+        return self.run.done or self.cancelled
+
+    def cancel(self) -> None:
+        """Stop decoding; the engine drops the rows at its next step."""
+        self.cancelled = True
+
+    def rows(self) -> list[tuple[str, Row, list[int], torch.Tensor | None]]:
+        """(model, row, prompt ids, prefix) for every row the request needs; model is 'base' or 'adapter'."""
+        run, policy = self.run, self.run.policy
+        out = []
+        if policy.remote_base is None:
+            out += [("base", Row(self.id, "base", s, None), run.stream_prompts[s], None) for s in range(run.n_streams)]
+        if run.use_adapter:
+            for kind, name, _ in run.terms:
+                prefix = policy.adapter.reward_token_embedding(name)
+                out += [("adapter", Row(self.id, kind, s, name), run.stream_prompts[s], prefix) for s in run.steered]
+            if run.needs_init_rows:
+                out += [("adapter", Row(self.id, "init", s, None), run.stream_prompts[s], None) for s in run.steered]
+        return out
+
+
+class Engine:
+    """Decodes every submitted request together, one step at a time; requests join and leave between steps.
+
+    `base` is the model of every request's base rows (or the host lending tokenizer and EOS ids to a remote base);
+    `adapter` the model the adapters sit on (the base itself by default). Every request must use these hosts.
+    `max_rows` bounds the rows per forward pass (0: no bound); requests that do not fit wait, in order.
+    """
+
+    def __init__(self, base: AdapterHost, adapter: AdapterHost | None = None, max_rows: int = 0):
+        self.base = base
+        self.adapter = adapter if adapter is not None else base
+        self.batches = {"base": RowBatch(base)}
+        self.batches["adapter"] = self.batches["base"] if self.adapter is base else RowBatch(self.adapter)
+        self.max_rows = max_rows
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+
+    @classmethod
+    def for_policy(cls, policy: TailoredPolicy, max_rows: int = 0) -> "Engine":
+        return cls(policy.base, policy.adapter, max_rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(len(b) for b in {id(b): b for b in self.batches.values()}.values())
+
+    def submit(self, request: Request) -> None:
+        policy = request.run.policy
+        if policy.base is not self.base or (policy.adapter is not None and policy.adapter is not self.adapter):
+            raise ValueError("This engine serves other models than the request's policy.")
+        self.waiting.append(request)
+
+    def position(self, request: Request) -> int:
+        """How many requests wait ahead of this one (0: it runs next or already runs)."""
+        return self.waiting.index(request) if request in self.waiting else 0
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    @torch.inference_mode()
+    def step(self) -> list[Request]:
+        """One decoding step of every running request (after admitting those that fit); returns the requests that
+        advanced. Finished and cancelled requests leave."""
+        self._drop([r for r in self.running if r.done])
+        self.waiting = [r for r in self.waiting if not r.cancelled]
+        logits = defaultdict(dict)  # request id -> kind -> (rows, V)
+        # Rows already running: one forward pass per model with each row's last token.
+        for model, batch in self._distinct_batches():
+            if not batch.rows:
+                continue
+            tokens = torch.zeros(len(batch), dtype=torch.long)
+            for request in self.running:
+                for kind in request.run.row_kinds:
+                    positions = batch.index.get((request.id, kind))
+                    if positions is not None:
+                        tokens[positions.cpu()] = request.run.next_tokens[request.run.streams_of(kind)]
+            out = batch.step(tokens)
+            for request in self.running:
+                for kind in request.run.row_kinds:
+                    positions = batch.index.get((request.id, kind))
+                    if positions is not None:
+                        logits[request.id][kind] = out[positions]
+        for request in self.running:
+            if request.remote is not None:
+                logits[request.id]["base"] = request.remote.step(request.run.next_tokens.to(self.base.base_model.device))
+        # New requests: prefilled together, then merged into the running batch.
+        joining = self.admit()
+        if joining:
+            pad_id = self.base.tokenizer.pad_token_id
+            for model, batch in self._distinct_batches():
+                needs = [(request, row, prompt, prefix) for request in joining
+                         for (m, row, prompt, prefix) in request.rows() if self.batches[m] is batch]
+                if not needs:
+                    continue
+                out = batch.join([n[1] for n in needs], [n[2] for n in needs], [n[3] for n in needs], pad_id)
+                for request in joining:
+                    for kind in request.run.row_kinds:
+                        picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]
+                        if picks:
+                            logits[request.id][kind] = out[torch.tensor(picks, device=out.device)]
+            for request in joining:
+                if request.run.policy.remote_base is not None:
+                    request.remote = request.run.policy.remote_base.row_group(list(range(request.run.n_streams)))
+                    logits[request.id]["base"] = request.remote.prefill(request.run.stream_prompts, pad_id,
+                                                                        self.base.base_model.device)
+            self.running += joining
+        advanced = []
+        for request in self.running:
+            if request.id in logits:
+                with request.lock:
+                    request.run.advance(logits[request.id])
+                advanced.append(request)
+        self._drop([r for r in self.running if r.done])
+        return advanced
+
+    def _distinct_batches(self):
+        seen = set()
+        for model, batch in self.batches.items():
+            if id(batch) not in seen:
+                seen.add(id(batch))
+                yield model, batch
+
+    def admit(self) -> list[Request]:
+        """Take the waiting requests that fit beside the running rows (max_rows), first come first served; the caller
+        decodes them (step() prefills them into the running batch; a ZeroGPU call decodes them in its own process)."""
+        joining, rows = [], self.rows
+        while self.waiting:
+            need = len(self.waiting[0].rows())
+            if self.max_rows and rows + need > self.max_rows and (rows or joining):
+                break  # first come, first served: nothing overtakes the request at the head of the queue
+            request = self.waiting.pop(0)
+            joining.append(request)
+            rows += need
+        return joining
+
+    def cancel(self, request: Request) -> None:
+        """Stop a request now, from the thread that steps the engine: it leaves the queue, or its rows leave the batch."""
+        request.cancel()
+        if request in self.waiting:
+            self.waiting.remove(request)
+        self._drop([request])
+
+    def _drop(self, requests: list[Request]) -> None:
+        for request in requests:
+            for _, batch in self._distinct_batches():
+                batch.leave(request.id)
+            if request in self.running:
+                self.running.remove(request)
