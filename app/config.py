@@ -200,7 +200,7 @@ def _from_environment(env: dict) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ipa.commands.args import add_dataclass_args
+    from ipa.args import add_dataclass_args
 
     parser = argparse.ArgumentParser(
         prog="python app.py",

@@ -28,8 +28,8 @@ import gradio as gr
 import pandas as pd
 
 from ipa.errors import check_number
-from ipa.decoding.inspector import TOP_K, StepView, TokenProbs
-from app import ui, views
+from ipa.decoding.inspection import TOP_K, StepView, TokenProbs
+from app import views, widgets
 from app.service import USER_ERRORS, Branched, Generation, Playground, ServiceError, TokenStep
 from ipa.tasks import Task
 
@@ -200,8 +200,8 @@ class Inspector:
 
 
 def _answered(answer: Callable, what: str):
-    """`answer()`, its errors turned into the page's messages by the page's one wrapper (app.ui._as_page_errors)."""
-    return next(ui._as_page_errors(lambda: iter([answer()]), what))
+    """`answer()`, its errors turned into the page's messages by the page's one wrapper (app.widgets.as_page_errors)."""
+    return next(widgets.as_page_errors(lambda: iter([answer()]), what))
 
 
 def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText) -> Inspector:
@@ -211,17 +211,17 @@ def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText)
     with gr.Accordion("Token inspector: click a token above", open=True, elem_id=f"{task.name}-inspector"):
         with gr.Row():
             # sent as they are: the service answers a bad column, sample or step with one message
-            column = ui._checked_by_service(gr.Radio(list(COLUMNS), value="tailored", label="Column",
+            column = widgets.checked_by_service(gr.Radio(list(COLUMNS), value="tailored", label="Column",
                                                      elem_id=f"{task.name}-inspect-column"))
-            sample = ui._checked_by_service(gr.Number(1, precision=0, minimum=1, label="Sample",
+            sample = widgets.checked_by_service(gr.Number(1, precision=0, minimum=1, label="Sample",
                                                       elem_id=f"{task.name}-inspect-sample"))
-            step = ui._checked_by_service(gr.Number(0, precision=0, minimum=0, label="Step (0 = the first new token)",
+            step = widgets.checked_by_service(gr.Number(0, precision=0, minimum=0, label="Step (0 = the first new token)",
                                                     elem_id=f"{task.name}-inspect-step"))
         summary = gr.Markdown(elem_id=f"{task.name}-inspect-summary")
         table = gr.Dataframe(label=f"The {TOP_K} likeliest tokens at this step", interactive=False, wrap=True,
                              elem_id=f"{task.name}-inspect-table")
         with gr.Row():
-            alternative = ui._checked_by_service(gr.Dropdown([], label="Alternative token", allow_custom_value=True,
+            alternative = widgets.checked_by_service(gr.Dropdown([], label="Alternative token", allow_custom_value=True,
                                                              elem_id=f"{task.name}-inspect-token"))
             branch_button = gr.Button("Branch from here", elem_id=f"{task.name}-branch")
         branched = gr.HTML(elem_id=f"{task.name}-branched")

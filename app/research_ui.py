@@ -18,7 +18,7 @@ import pandas as pd
 from app import research, share_ui, views
 from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
 from app.service import Playground, Settings
-from app.ui import NO_ADAPTER, _as_page_errors, _checked_by_service, _with_parameters
+from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, with_parameters
 from ipa.tasks import Task
 
 METHOD_NOTES = {
@@ -161,9 +161,9 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
 
     def panel_inputs(prefix: str):
         with gr.Row():
-            source = _checked_by_service(gr.Radio(_source_choices(task), value="input", label="Prompts",
+            source = checked_by_service(gr.Radio(_source_choices(task), value="input", label="Prompts",
                                                   elem_id=f"{name}-{prefix}-prompts"))
-            k = _checked_by_service(gr.Slider(*Settings.LIMITS["n"][:2], value=1, step=1, label="Samples per prompt",
+            k = checked_by_service(gr.Slider(*Settings.LIMITS["n"][:2], value=1, step=1, label="Samples per prompt",
                                               elem_id=f"{name}-{prefix}-samples"))
         return source, k
 
@@ -177,7 +177,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                     yield (f"⏳ {views.e(item)}", *[gr.skip()] * (n_outputs - 1))
                 else:
                     yield done(item)
-        return _as_page_errors(updates, what)
+        return as_page_errors(updates, what)
 
     with gr.Accordion("Compare methods: IPA against best-of-N and prompting", open=False, elem_id=f"{name}-compare"):
         gr.Markdown(COMPARE_NOTE + f" <small>({limit}: prompts × samples × 5 methods)</small>")
@@ -211,7 +211,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
                             5, "Comparison")
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", *decode, "prompts", "samples_per_prompt"]
-    share_ui.document(_with_parameters(compare, names), research_docs(task),
+    share_ui.document(with_parameters(compare, names), research_docs(task),
                       f"{task.title}: compare five ways of spending the model on a few prompts (base; ipa, base + adapter; "
                       "best_of_n, the best by the reward of N base samples at IPA's decoding compute; prompted, the base "
                       "told the goal; prompted_ipa), with the task's reward and metrics and their 95 % intervals.",
@@ -259,7 +259,7 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         yield from streamed(work, done, 8, "Alpha sweep")
 
     names = [f.name for f in task.fields] + ["adapter", *decode, "prompts", "samples_per_prompt", "alphas"]
-    share_ui.document(_with_parameters(sweep, names), research_docs(task),
+    share_ui.document(with_parameters(sweep, names), research_docs(task),
                       f"{task.title}: decode base + adapter at each alpha and measure reward, KL per token, perplexity "
                       "and relevance (means with 95 % intervals over prompts); alpha 0 is the base.",
                       returns="The status line, four plots, the points table, the JSON file, and the sweep as data "

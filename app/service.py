@@ -55,7 +55,8 @@ from app.scheduler import BatchedScorer, Scheduler, decode_in_call
 from app.spaces_compat import gpu, zero_gpu_on
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from ipa.rewards.objective import Objective, ObjectiveError
-from ipa.tasks import TASKS, Task, carry_inputs, get_task, load_scorer
+from ipa.tasks import TASKS, Task, carry_inputs, get_task
+from ipa.tasks.scoring import load_scorer
 from ipa.tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
                              objective_of_card, objective_task)
 from ipa.tasks.data import DataError, data_dir, load_inputs
@@ -262,7 +263,7 @@ class Settings(DecodeConfig):
     @classmethod
     def for_task(cls, task: str, **overrides) -> "Settings":
         """The task's default decoding settings, with overrides."""
-        return cls(**{**dataclasses.asdict(get_task(task).decode_config()), **overrides})
+        return cls(**{**get_task(task).decode, **overrides})
 
 
 @dataclass
@@ -460,18 +461,23 @@ class Playground:
                                       Path(config.runs_dir), config.runs_disk_mb, config.max_waiting_runs)
         self.remote_base = None
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
-        gpu_call = None
-        if zero_gpu:
-            @gpu(duration=GPU_CALL_SECONDS)
-            def gpu_call(specs):
-                yield from decode_in_call(base, adapter_host, config.max_rows, specs)
-        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting, gpu_call)
+        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting,
+                                   self._gpu_calls(config.max_rows) if zero_gpu else None)
         self.score = BatchedScorer(scorers)
         self._objective_scorers: dict[str, Callable] = {}
         """Adapter name -> the scorer of its objective (adapters trained for an objective), loaded on first use."""
         self._objective_scorers_lock = threading.Lock()
         self._names_lock = threading.Lock()
         """Held while a run folder is reserved (_reserve_run_folder)."""
+
+    def _gpu_calls(self, max_rows: int):
+        """ZeroGPU: the scheduler's GPU call, decode_in_call on this playground's models inside spaces.GPU."""
+        base, adapter_host = self.base, self.adapter_host
+
+        @gpu(duration=GPU_CALL_SECONDS)
+        def gpu_call(specs):
+            yield from decode_in_call(base, adapter_host, max_rows, specs)
+        return gpu_call
 
     # --- start-up ------------------------------------------------------------------------------------
     @classmethod
@@ -825,7 +831,7 @@ class Playground:
                 text = rows[0][definition.primary_field]
             except USER_ERRORS:  # its prompts are gone: the demo stays
                 pass
-        tokens = int(decode.get("max_new_tokens") or definition.decode_config().max_new_tokens)
+        tokens = int(decode.get("max_new_tokens") or DecodeConfig.for_task(definition).max_new_tokens)
         return {"text": ", ".join(text) if isinstance(text, (list, tuple)) else text, "alpha": entry.card.alpha,
                 "max_new_tokens": min(tokens, Settings.LIMITS["max_new_tokens"][1]), "n": Settings.LIMITS["n"][1]}
 

@@ -23,7 +23,7 @@ import gradio as gr
 from gradio.utils import get_function_description
 
 from ipa.errors import describe_range
-from ipa.commands.args import field_docs
+from ipa.args import field_docs
 from app import share
 from app.service import USER_ERRORS, Playground, Settings
 from app.training_jobs import TrainRequest

@@ -13,17 +13,18 @@ answering JSON (app/share_ui.py: mcp_tool, serve_mcp).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import logging
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 
 from app import adapter_files, inspector_ui, share_ui, views
+from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, local_browser, user_error, with_parameters
 from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, SHIPPED, USER_ERRORS,
                          Playground, ServiceError, Settings, page_objective)
-from app.config import LOOPBACK_HOSTS
+from app.research_ui import research_panels
 from app.training_jobs import TrainRequest
 from ipa.rewards.objective import block_rewards
 from ipa.tasks import TASKS, InputField, Task
@@ -31,7 +32,6 @@ from ipa.tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SET
 
 log = logging.getLogger("ipa.ui")
 
-NO_ADAPTER = "none"
 """The dropdown value for 'no adapter' (the right column is then the base)."""
 TAB_LABELS = {"toxicity": "Detoxify", "commongen": "CommonGen", "open_ended": "Open-ended", "dialogue_safety": "Dialogue safety",
               "knowledge_dialogue": "Knowledge dialogue", "sentiment": "Sentiment"}
@@ -110,57 +110,6 @@ def queue_options(concurrency: int, queue_size: int) -> dict:
     return {"default_concurrency_limit": concurrency, "max_size": queue_size}
 
 
-def _with_parameters(fn, names: list[str]):
-    """Give a handler that takes *values a signature with these names, so the API lists named parameters
-    (gradio_client: predict(text=..., adapter=..., alpha=...)) instead of param_0, param_1, ..."""
-    fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
-    return fn
-
-
-def _checked_by_service(component):
-    """A settings widget whose value reaches the service as sent: Settings checks it once, with a message that names
-    the field and the page's range, where Gradio would round 2.7 samples to 3 or answer None with a generic error."""
-    component.preprocess = lambda payload: payload
-    return component
-
-
-def _as_page_errors(updates, what: str):
-    """Stream `updates()` to the page; a user error becomes one pop-up, a bug a logged traceback and a one-line
-    pop-up (the app keeps serving)."""
-    try:
-        yield from updates()
-    except USER_ERRORS as err:
-        raise _user_error(err) from None
-    except gr.Error:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise _crash(err, what) from None
-
-
-def _user_error(err: Exception) -> gr.Error:
-    log.info("user error: %s", err)  # one line: the request was wrong, not the code
-    # print_exception=False: Gradio would print a traceback for the user's mistake; the line above is the log.
-    return gr.Error(views.error_text(err), title="Please check your input", print_exception=False)
-
-
-def _local_browser(request: gr.Request | None) -> bool:
-    """Whether a request comes from a browser on this machine: a loopback client, addressed by a loopback name,
-    not passed on by a proxy (a --share link's tunnel connects from this machine, but with its own Host header)."""
-    if request is None or request.client is None:
-        return False
-    headers = {k.lower(): v for k, v in dict(request.headers or {}).items()}
-    host_name = headers.get("host", "").rsplit(":", 1)[0].strip("[]")
-    proxied = any(h in headers for h in ("x-forwarded-for", "forwarded", "x-real-ip"))
-    return request.client.host in LOOPBACK_HOSTS and host_name in LOOPBACK_HOSTS and not proxied
-
-
-def _crash(err: Exception, what: str) -> gr.Error:
-    # A bug in one request must leave the app serving others: log it, tell the user in one line.
-    log.exception("%s failed", what)  # the traceback, once (Gradio's own print is switched off)
-    return gr.Error(f"{what} failed unexpectedly ({type(err).__name__}: {views.error_text(err)}). The playground is "
-                    "still running; try again or change the input.", print_exception=False)
-
-
 # --- a task tab ---------------------------------------------------------------------------------------------
 
 
@@ -227,23 +176,23 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
             card = gr.Markdown(views.card_markdown(entry, task))
             with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
                 limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
-                alpha = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
+                alpha = checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
                                   label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha"))
                 # composed adapters: any adapter of any task or objective, scored by its own reward too
                 adapter_2 = gr.Dropdown(second_adapter_choices(service), value=NO_ADAPTER,
                                         label="Second adapter (composed with the first)", allow_custom_value=True,
                                         elem_id=f"{task.name}-adapter-2")
-                alpha_2 = _checked_by_service(gr.Slider(*limits["alpha"][:2], value=0.5, step=0.1,
+                alpha_2 = checked_by_service(gr.Slider(*limits["alpha"][:2], value=0.5, step=0.1,
                                                         label="Alpha of the second adapter", elem_id=f"{task.name}-alpha-2"))
-                n = _checked_by_service(gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column",
+                n = checked_by_service(gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column",
                                                   elem_id=f"{task.name}-n"))
-                max_new = _checked_by_service(gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1,
+                max_new = checked_by_service(gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1,
                                                         label="Max new tokens", elem_id=f"{task.name}-max-new-tokens"))
-                temperature = _checked_by_service(gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
+                temperature = checked_by_service(gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
                                                             label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature"))
-                top_p = _checked_by_service(gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p",
+                top_p = checked_by_service(gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p",
                                                       elem_id=f"{task.name}-top-p"))
-                seed = _checked_by_service(gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
+                seed = checked_by_service(gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
                                  elem_id=f"{task.name}-seed"))
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
     with gr.Row(equal_height=False, elem_classes="ipa-columns", elem_id=f"{task.name}-outputs"):
@@ -261,8 +210,6 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     with gr.Accordion("The result as data (what the API returns)", open=False):
         data = gr.JSON(label="Result")
     share = share_ui.share_panel(task)
-    from app.research_ui import research_panels  # here, not at the top: it builds on this module's helpers
-
     research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
                                                      "top_p": top_p, "seed": seed})
 
@@ -295,7 +242,7 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
                 entry = service.adapters.get(update.adapter) if update.adapter else None
                 yield *views.generation_outputs(update, task, entry), inspector_ui.kept(update)
 
-        yield from _as_page_errors(updates, "Generation")
+        yield from as_page_errors(updates, "Generation")
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed",
                                              "adapter_2", "alpha_2"]
@@ -310,7 +257,7 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs",
                                           [f"{task.name}-{f.name}" for f in task.fields]))
     outputs = [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data, inspector.state]
-    generate = share_ui.describe_generate(_with_parameters(generate, names), task)
+    generate = share_ui.describe_generate(with_parameters(generate, names), task)
     generated = button.click(generate, inputs, outputs, api_name=f"generate_{task.name}", concurrency_id="generate",
                              show_progress="minimal", validator=missing_inputs)
     share_ui.mcp_tool(f"generate_{task.name}", share_ui.data_output(generate, outputs, data), generate,
@@ -424,7 +371,7 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
         try:
             objective = page_objective(name, prompts, rows).to_dict()
         except USER_ERRORS as err:
-            raise _user_error(err) from None
+            raise user_error(err) from None
         return train_request(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
                              objective=objective, prompts_text=prompt_lines or "", prompts_file=prompts_file or "")
 
@@ -432,9 +379,9 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
         """The run queued (its first snapshot). owner: the page session that may stop it; None for an MCP call,
         which has no session (nobody stops its run: it ends with its budget)."""
         try:
-            return service.start_training(train, owner=owner, local=_local_browser(request))
+            return service.start_training(train, owner=owner, local=local_browser(request))
         except USER_ERRORS as err:
-            raise _user_error(err) from None
+            raise user_error(err) from None
 
     def shown(snapshot: dict) -> str:
         when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
@@ -461,7 +408,7 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
         try:
             snapshot = service.stop_training(owner=request.session_hash if request else None)
         except USER_ERRORS as err:
-            raise _user_error(err) from None
+            raise user_error(err) from None
         return views.training_status_html(snapshot)
 
     def poll(state: dict, request: gr.Request):
@@ -565,22 +512,22 @@ def adapters_tab(service: Playground, menus: AdapterMenus) -> None:
         try:
             return str(service.adapter_zip(name, Path(tempfile.mkdtemp(prefix="ipa-zip-"))))
         except USER_ERRORS as err:
-            raise _user_error(err) from None
+            raise user_error(err) from None
 
     def delete_adapter(name: str, request: gr.Request):
         try:
-            service.delete_adapter(name, local=_local_browser(request))
+            service.delete_adapter(name, local=local_browser(request))
         except USER_ERRORS as err:
-            raise _user_error(err) from None
+            raise user_error(err) from None
         return refreshed(f"Deleted “{views.e(name)}”.")
 
     def upload_adapter(path: str | None, request: gr.Request):
         if not path:
-            raise _user_error(ServiceError("Choose an adapter zip to upload."))
+            raise user_error(ServiceError("Choose an adapter zip to upload."))
         try:
-            entry = service.upload_adapter(path, local=_local_browser(request))
+            entry = service.upload_adapter(path, local=local_browser(request))
         except USER_ERRORS as err:
-            raise _user_error(err) from None
+            raise user_error(err) from None
         where = ("the *Try your adapters* tab, scored with its own objective" if entry.card.objective
                  else "that task's adapter list and the *Try your adapters* tab")
         return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in {where} now.",
@@ -638,13 +585,13 @@ def try_tab(service: Playground) -> gr.Dropdown:
     def try_adapter(adapter: str, text: str, alpha: float, n: int, max_new_tokens: int, seed: int):
         def updates():
             definition = service.adapter_task(adapter)
-            settings = Settings(**{**dataclasses.asdict(definition.decode_config()), "alpha": alpha, "n": n,
+            settings = Settings(**{**dataclasses.asdict(Settings.for_task(definition.name)), "alpha": alpha, "n": n,
                                    "max_new_tokens": max_new_tokens, "seed": seed})
             for update in service.try_adapter(adapter, text, settings):
                 out = views.generation_outputs(update, definition, service.adapters.get(adapter))
                 yield out[0], out[1], out[2], out[3], out[6], out[7]
 
-        yield from _as_page_errors(updates, "Generation")
+        yield from as_page_errors(updates, "Generation")
 
     share_ui.document(try_adapter, {**share_ui.generation_docs(), "adapter": "Any adapter's name, a task's or an objective's.",
                                     "text": "Your text: to continue, or your message."},

@@ -24,7 +24,8 @@ import torch
 from ipa.loading import load_host
 from ipa.models import machine_name, resolve_device, resolve_dtype
 from ipa.policy_adapter import AdapterCard
-from ipa.decoding.run import DecodeConfig, TailoredPolicy, generate
+from ipa.decoding.run import DecodeConfig, TailoredPolicy
+from ipa.decoding.engine import generate
 
 PROMPTS = [
     "The old lighthouse keeper climbed the stairs and",

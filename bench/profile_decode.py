@@ -13,7 +13,8 @@ from torch.profiler import ProfilerActivity, profile
 from ipa.loading import load_host
 from ipa.models import resolve_device, resolve_dtype
 from ipa.policy_adapter import AdapterCard
-from ipa.decoding.run import DecodeConfig, TailoredPolicy, generate
+from ipa.decoding.run import DecodeConfig, TailoredPolicy
+from ipa.decoding.engine import generate
 
 
 def main() -> None:

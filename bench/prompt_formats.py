@@ -16,7 +16,8 @@ import statistics
 import time
 
 from ipa.loading import load_policy
-from ipa.decoding.run import generate
+from ipa.decoding.run import DecodeConfig
+from ipa.decoding.engine import generate
 from ipa.tasks import PROMPT_FORMATS, TASKS
 from ipa.tasks.data import load_inputs
 from ipa.tasks.scoring import load_scorer
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 inputs = load_inputs(name, None, "eval", args.n_inputs)
                 prompts = [task.build_prompt(x, policy.tokenizer, prompt_format) for x in inputs]
-                config = task.decode_config(seed=0)
+                config = DecodeConfig.for_task(task, seed=0)
                 result = generate(policy, prompts, config, n=args.samples, columns=("base",))
                 texts = [c.text for c in result.base]
                 per_sample = [x for x in inputs for _ in range(args.samples)]

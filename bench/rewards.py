@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from ipa.decoding.run import DecodeConfig
 from ipa.models import machine_name
 from ipa.rewards import REWARDS
 from ipa.rewards.toxicity import ToxicityReward
@@ -96,16 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     # longer passages, for the fluency reward alone and for each task's whole scorer.
     long_texts = workload(args.n, words=60)[1]
     at_length = {length: kit.fluency.lm.truncate(long_texts, length)
-                 for length in sorted({task.decode_config().max_new_tokens for task in TASKS.values()})}
+                 for length in sorted({DecodeConfig.for_task(task).max_new_tokens for task in TASKS.values()})}
     for length, texts in at_length.items():
-        users = ", ".join(name for name, task in TASKS.items() if task.decode_config().max_new_tokens == length and "fluency" in task.reward)
+        users = ", ".join(name for name, task in TASKS.items() if DecodeConfig.for_task(task).max_new_tokens == length and "fluency" in task.reward)
         seconds = time_call(lambda: kit.fluency(prompts, texts), args.repeats)
         rows.append((f"reward: fluency, continuations of {length} tokens" + (f" ({users})" if users else ""), seconds))
         print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)
     for name, task in TASKS.items():
         scorer = load_scorer(name, device=args.device)
         inputs = [dict(task.demos[i % len(task.demos)]) for i in range(args.n)]
-        length = task.decode_config().max_new_tokens
+        length = DecodeConfig.for_task(task).max_new_tokens
         seconds = time_call(lambda: scorer(inputs, at_length[length]), args.repeats)
         rows.append((f"task scorer: {name}, continuations of {length} tokens", seconds))
         print(f"{rows[-1][0]:40} {seconds:6.3f} s", flush=True)

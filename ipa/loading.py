@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ipa.models import EMBEDDED, ModelLoadError, check_same_tokenizer, load_model, resolve_device, resolve_dtype
-from ipa.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card
-from ipa.decoding.run import TailoredPolicy
+from ipa.decoding.run import DecodeError, TailoredPolicy
+from ipa.errors import check_number
+from ipa.models import EMBEDDED, check_same_tokenizer, load_model, resolve_device, resolve_dtype
+from ipa.policy_adapter import MAX_ALPHA, AdapterCard, AdapterError, AdapterHost, read_card
 
 
 @dataclass
@@ -122,3 +123,15 @@ def load_policy(base_name: str = EMBEDDED, adapter_dir: str | os.PathLike | None
     if adapter_dir is None:
         return TailoredPolicy(base)
     return compose(attach_adapter(base, adapter_dir), more_adapters)
+
+
+def adapter_alphas(args, cards) -> list[float]:
+    """Each --adapter's alpha: the i-th --alpha, else the adapter card's (1 without an adapter)."""
+    adapters, alphas = args.adapter or [], args.alpha or []
+    if len(alphas) > max(len(adapters), 1) or (len(adapters) > 1 and alphas and len(alphas) != len(adapters)):
+        raise DecodeError(f"Give one --alpha per --adapter, in the same order, or none (each adapter's trained alpha): "
+                          f"got {len(adapters)} --adapter and {len(alphas)} --alpha.")
+    chosen = alphas or [card.alpha for card in cards] or [1.0]
+    for alpha in chosen[1:]:
+        check_number(alpha, "alpha", 0, MAX_ALPHA, error=DecodeError)
+    return chosen

@@ -41,7 +41,6 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ipa.errors import MAX_TEXT_CHARS, UserError, check_name, check_number, check_text, quote
-from ipa.decoding.policy_math import COMBINATIONS
 from ipa.files import atomic_directory, recover_directory
 
 CARD_FILE = "card.json"
@@ -49,6 +48,8 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 REWARD_TOKENS_FILE = "reward_tokens.safetensors"
 FORMAT_VERSION = 1
+COMBINATIONS = ("residual", "paper")
+"""How an adapter's logits join the base's (ipa.decoding.policy_math.compose_logits)."""
 ALGORITHMS = ("pg", "quark")
 """The training algorithms (ipa.training.config); a card says 'none' for an adapter never trained."""
 MAX_ALPHA = 10.0

@@ -172,7 +172,8 @@ def assert_engine_matches_reference(policy: TailoredPolicy, prompts: list[str], 
     import torch
 
     from ipa.decoding.reference import reference_decode
-    from ipa.decoding.run import encode_prompts, generate
+    from ipa.decoding.run import encode_prompts
+    from ipa.decoding.engine import generate
 
     result = generate(policy, prompts, config, n=n, columns=columns)
     ids, _ = encode_prompts(policy.tokenizer, prompts, 10**6)

@@ -19,7 +19,8 @@ from ipa.decoding.remote import ApiBase, ApiBaseConfig, ApiBaseError, TokenMap
 from ipa.commands.generate import main as generate_main
 from ipa.models import embedded_gguf_path
 from ipa.policy_adapter import AdapterCard
-from ipa.decoding.run import DecodeConfig, TailoredPolicy, eos_token_ids, generate, sample
+from ipa.decoding.run import DecodeConfig, TailoredPolicy, eos_token_ids
+from ipa.decoding.engine import generate, sample
 from tests.helpers import free_port, perturb_lora, run_module
 from tests.servers import MODEL_ALIAS, FakeCompletionsServer, LlamaServer, silent_port
 

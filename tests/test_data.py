@@ -4,7 +4,6 @@ deterministic train/eval split, and clear errors."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest

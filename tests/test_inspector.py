@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ipa.decoding.inspector import TOP_K, branch
+from ipa.decoding.inspection import TOP_K
+from ipa.decoding.inspector import branch
 from ipa.decoding.policy_math import filter_logits, tailored_logprobs
-from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy, generate
+from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy
+from ipa.decoding.engine import generate
 from tests.helpers import PROMPTS, composed, with_adapter
 
 CONFIG = DecodeConfig(max_new_tokens=8, alpha=1.5, top_p=0.8, temperature=0.9, seed=5)

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from ipa.loading import attach_adapter
 from ipa.models import ModelLoadError, check_same_tokenizer, resolve_model_path
 from ipa.policy_adapter import AdapterCard, AdapterError, AdapterHost, read_card, update_card
-from ipa.decoding.run import DecodeConfig, generate
+from ipa.decoding.run import DecodeConfig
+from ipa.decoding.engine import generate
 from tests.helpers import PROMPTS, perturb_lora, tiny_llama, tiny_tokenizer
 
 

@@ -14,7 +14,8 @@ import pytest
 import ipa.rewards.text
 from ipa.rewards import REWARDS, get_reward
 from ipa.rewards.avoid_words import AvoidWordsReward
-from ipa.rewards.coverage import CoverageReward, parse_concepts
+from ipa.rewards.coverage import CoverageReward
+from ipa.rewards.text import parse_concepts
 from ipa.rewards.diversity import DiversityReward
 from ipa.rewards.fluency import FluencyReward, lm_score, longest_bare_run
 from ipa.rewards.length import LengthReward

@@ -9,7 +9,8 @@ import torch
 from ipa.errors import UserError
 from ipa.policy_adapter import AdapterCard, AdapterHost
 from ipa.decoding.policy_math import compose_logits, filter_logits, sample_coupled
-from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy, decode_steps, generate, sample
+from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy
+from ipa.decoding.engine import decode_steps, generate, sample
 from tests.helpers import PROMPTS, assert_engine_matches_reference, composed, perturb_lora, tiny_llama, with_adapter
 
 

@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 import torch
@@ -195,7 +193,8 @@ def test_approximate_policy_stands_in_for_a_large_base(tiny_dir, tokenizer, tmp_
     assert card["init_fingerprint"]["hidden_size"] == 32
     # The adapter then steers the real base through its own (small) initial model.
     from ipa.loading import attach_adapter, load_host
-    from ipa.decoding.run import DecodeConfig, generate
+    from ipa.decoding.run import DecodeConfig
+    from ipa.decoding.engine import generate
     policy = attach_adapter(load_host(big), adapter_dir)
     assert not policy.shares_weights
     result = generate(policy, ["Hello there"], DecodeConfig(max_new_tokens=3, temperature=0))

@@ -26,7 +26,7 @@ from app.config import AppConfig, ConfigError
 from app.service import USER_ERRORS, Playground, ServiceError
 from app.training_jobs import (FULL_LIMITS, SHARED_LIMITS, GpuChunks, TrainingJob, TrainingQueue, TrainingRequestError, TrainRequest,
                                ZeroGpuTrain, config_from_fields, training_limits)
-from app.ui import _local_browser
+from app.widgets import local_browser as _local_browser
 from tests.helpers import tiny_config
 
 

@@ -5,7 +5,6 @@ calls decode is what the page decodes without ZeroGPU, token for token."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import sys

@@ -34,9 +34,10 @@ import sys
 
 from ipa.decoding.remote import add_api_args, api_config_from_args, cost_line, with_api_base
 from ipa.errors import UserError, check_number
-from ipa.commands.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
-from ipa.loading import ModelConfig, check_composable
-from ipa.decoding.run import MAX_ALPHA, DecodeConfig, DecodeError, generate
+from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
+from ipa.loading import ModelConfig, adapter_alphas, check_composable
+from ipa.decoding.run import DecodeConfig, DecodeError
+from ipa.decoding.engine import generate
 from ipa.tasks.objective import scoring_target
 
 
@@ -64,24 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def adapter_alphas(args, cards) -> list[float]:
-    """Each --adapter's alpha: the i-th --alpha, else the adapter card's (1 without an adapter)."""
-    adapters, alphas = args.adapter or [], args.alpha or []
-    if len(alphas) > max(len(adapters), 1) or (len(adapters) > 1 and alphas and len(alphas) != len(adapters)):
-        raise DecodeError(f"Give one --alpha per --adapter, in the same order, or none (each adapter's trained alpha): "
-                          f"got {len(adapters)} --adapter and {len(alphas)} --alpha.")
-    chosen = alphas or [card.alpha for card in cards] or [1.0]
-    for alpha in chosen[1:]:
-        check_number(alpha, "alpha", 0, MAX_ALPHA, error=DecodeError)
-    return chosen
-
-
 def decode_config_from_args(args, task, alpha: float) -> DecodeConfig:
     """The flags given, over the task's decoding defaults (or DecodeConfig's); `alpha` is the first adapter's."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(DecodeConfig)
              if f.name != "alpha" and getattr(args, f.name) is not None}
     given["alpha"] = alpha
-    return task.decode_config(**given) if task else DecodeConfig(**given)
+    return DecodeConfig.for_task(task, **given) if task else DecodeConfig(**given)
 
 
 def score_task(target, inputs: dict, result, device: str, toxicity_backend: str) -> dict:

@@ -27,13 +27,13 @@ import itertools
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from transformers import DynamicCache
 
 from ipa.models import logits_at
-from ipa.decoding.run import DecodeRun, TailoredPolicy, pack_prompts
+from ipa.decoding.run import DecodeConfig, DecodeResult, DecodeRun, SampleBatch, TailoredPolicy, pack_prompts
 
 if TYPE_CHECKING:
     from ipa.policy_adapter import AdapterHost
@@ -334,3 +334,67 @@ class Engine:
                 batch.leave(request.id)
             if request in self.running:
                 self.running.remove(request)
+
+
+# --- one run alone -----------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def decode_steps(
+    policy: TailoredPolicy,
+    prompts: list[str] | list[list[int]],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("base", "tailored"),
+    inspect: bool = False,
+) -> Iterator[DecodeRun]:
+    """The decoding loop of one run alone, through an engine of its own. Yields the run after every generated token.
+
+    prompts: strings (tokenised without special tokens) or lists of token ids.
+    columns: which policies to decode: ('base',), ('tailored',) or both, side by side.
+    inspect: record the token inspector's data (Completion.steps).
+    """
+    yield from run_steps(DecodeRun(policy, prompts, config, n, columns, inspect=inspect))
+
+
+@torch.inference_mode()
+def run_steps(run: DecodeRun) -> Iterator[DecodeRun]:
+    """decode_steps for a run already made (with its own random numbers, for instance)."""
+    engine = Engine.for_policy(run.policy)
+    engine.submit(Request(run))
+    while not run.done:
+        engine.step()
+        yield run
+
+
+def generate(
+    policy: TailoredPolicy,
+    prompts: list[str],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("base", "tailored"),
+    inspect: bool = False,
+) -> DecodeResult:
+    """Decode to the end and return every continuation (side by side by default); inspect=True fills each
+    Completion's `steps` for the token inspector (ipa.decoding.inspector)."""
+    run = None
+    for run in decode_steps(policy, prompts, config, n, columns, inspect):
+        pass
+    return run.result(final=True)
+
+
+def sample(
+    policy: TailoredPolicy,
+    prompts: list[str] | list[list[int]],
+    config: DecodeConfig = DecodeConfig(),
+    n: int = 1,
+    columns: tuple[str, ...] = ("tailored",),
+    stop: threading.Event | None = None,
+) -> SampleBatch | None:
+    """Decode to the end and return token tensors (for training); None if `stop` was set meanwhile (checked
+    every token, so that a training run stops within a decoding step)."""
+    run = None
+    for run in decode_steps(policy, prompts, config, n, columns):
+        if stop is not None and stop.is_set():
+            return None
+    return run.batch()

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-COMBINATIONS = ("residual", "paper")
+from ipa.policy_adapter import COMBINATIONS
 
 
 def compose_logits(

@@ -444,14 +444,14 @@ API_FLAGS_EXCLUDED = ("max_retries", "backoff", "concurrency")
 def add_api_args(parser) -> None:
     """--base-api URL --base-api-model NAME [--top-logprobs K] [--api-key-env VAR] [--base-api-timeout S],
     derived from ApiBaseConfig; without --base-api the base is local."""
-    from ipa.commands.args import add_dataclass_args
+    from ipa.args import add_dataclass_args
 
     add_dataclass_args(parser, ApiBaseConfig, exclude=API_FLAGS_EXCLUDED, defaults={"url": None})
 
 
 def api_config_from_args(args) -> ApiBaseConfig | None:
     """The ApiBaseConfig the flags ask for, or None without --base-api."""
-    from ipa.commands.args import dataclass_from_args
+    from ipa.args import dataclass_from_args
 
     if not getattr(args, "url", None):
         return None

@@ -14,15 +14,16 @@ distribution. Several adapters compose (`TailoredPolicy.more_adapters`): their t
 from __future__ import annotations
 
 import random
-import threading
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator, Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
 from ipa.errors import UserError, check_number
 from ipa.policy_adapter import MAX_ALPHA, AdapterHost
-from ipa.decoding.policy_math import COMBINATIONS, kl_divergence, next_tokens, tailored_logprobs
+from ipa.decoding.inspection import Inspection
+from ipa.decoding.policy_math import kl_divergence, next_tokens, tailored_logprobs
+from ipa.policy_adapter import COMBINATIONS
 
 class DecodeError(UserError):
     """Bad decoding input (empty prompt, alpha out of range, ...); the message says what to change."""
@@ -67,6 +68,17 @@ class DecodeConfig:
             raise DecodeError(f"min_new_tokens must be at most max_new_tokens ({self.max_new_tokens}), got {self.min_new_tokens}.")
         if not isinstance(self.stop_at_eos, bool):
             raise DecodeError(f"stop_at_eos must be true or false, got {self.stop_at_eos!r}.")
+
+    @classmethod
+    def for_task(cls, task, **overrides) -> "DecodeConfig":
+        """A task's decoding defaults (ipa.tasks.Task.decode), with overrides: the one way every CLI, benchmark,
+        training run and the page gets them.
+
+        >>> from ipa.tasks import TASKS
+        >>> DecodeConfig.for_task(TASKS["sentiment"], seed=3).max_new_tokens
+        20
+        """
+        return cls(**{**task.decode, **overrides})
 
     @property
     def greedy(self) -> bool:
@@ -364,8 +376,6 @@ class DecodeRun:
         self.uniforms = uniforms
         self.inspection = None
         if inspect:
-            from ipa.decoding.inspector import Inspection
-
             self.inspection = Inspection(self)
         self.eos = eos_token_ids(policy.base)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
@@ -477,66 +487,3 @@ class DecodeRun:
             )
             (base if column == "base" else tailored).append(item)
         return DecodeResult(base, tailored, list(self.warnings), self.seed, self.steps, done=final)
-
-
-@torch.inference_mode()
-def decode_steps(
-    policy: TailoredPolicy,
-    prompts: list[str] | list[list[int]],
-    config: DecodeConfig = DecodeConfig(),
-    n: int = 1,
-    columns: tuple[str, ...] = ("base", "tailored"),
-    inspect: bool = False,
-) -> Iterator[DecodeRun]:
-    """The decoding loop of one run alone, through an engine of its own. Yields the run after every generated token.
-
-    prompts: strings (tokenised without special tokens) or lists of token ids.
-    columns: which policies to decode: ('base',), ('tailored',) or both, side by side.
-    inspect: record the token inspector's data (Completion.steps).
-    """
-    yield from run_steps(DecodeRun(policy, prompts, config, n, columns, inspect=inspect))
-
-
-@torch.inference_mode()
-def run_steps(run: DecodeRun) -> Iterator[DecodeRun]:
-    """decode_steps for a run already made (with its own random numbers, for instance)."""
-    from ipa.decoding.engine import Engine, Request
-
-    engine = Engine.for_policy(run.policy)
-    engine.submit(Request(run))
-    while not run.done:
-        engine.step()
-        yield run
-
-
-def generate(
-    policy: TailoredPolicy,
-    prompts: list[str],
-    config: DecodeConfig = DecodeConfig(),
-    n: int = 1,
-    columns: tuple[str, ...] = ("base", "tailored"),
-    inspect: bool = False,
-) -> DecodeResult:
-    """Decode to the end and return every continuation (side by side by default); inspect=True fills each
-    Completion's `steps` for the token inspector (ipa.decoding.inspector)."""
-    run = None
-    for run in decode_steps(policy, prompts, config, n, columns, inspect):
-        pass
-    return run.result(final=True)
-
-
-def sample(
-    policy: TailoredPolicy,
-    prompts: list[str] | list[list[int]],
-    config: DecodeConfig = DecodeConfig(),
-    n: int = 1,
-    columns: tuple[str, ...] = ("tailored",),
-    stop: threading.Event | None = None,
-) -> SampleBatch | None:
-    """Decode to the end and return token tensors (for training); None if `stop` was set meanwhile (checked
-    every token, so that a training run stops within a decoding step)."""
-    run = None
-    for run in decode_steps(policy, prompts, config, n, columns):
-        if stop is not None and stop.is_set():
-            return None
-    return run.batch()

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ipa.errors import UserError, check_number
-from ipa.commands.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
+from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from ipa.loading import ModelConfig
 from ipa.policy_adapter import AdapterError, read_card
-from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy, run_steps
+from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy
+from ipa.decoding.engine import run_steps
 from ipa.evaluation.evaluate import EVAL_DECODE_FLAGS, EvalConfig, _format, metrics_with_intervals
 from ipa.tasks import Task, get_task
 from ipa.tasks.data import load_inputs
@@ -193,7 +194,7 @@ def compare(args: argparse.Namespace, log=lambda message: None) -> dict:
     card = read_card(what.adapter or REPO / adapter)
     inputs = load_inputs(task.name, what.prompts or None, what.split, what.limit or None)
     given = {name: getattr(args, name) for name in EVAL_DECODE_FLAGS if getattr(args, name, None) is not None}
-    config = task.decode_config(**{"alpha": card.alpha, "seed": 0, **given})
+    config = DecodeConfig.for_task(task, **{"alpha": card.alpha, "seed": 0, **given})
     policy = dataclass_from_args(ModelConfig, args).load_policy(what.adapter or REPO / adapter)
     device = policy.base.base_model.device
     scorer = load_scorer(task.name, device=str(device), toxicity_backend=what.toxicity_backend)

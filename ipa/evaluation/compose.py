@@ -34,11 +34,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ipa.commands.args import add_dataclass_args, dataclass_from_args
-from ipa.commands.generate import adapter_alphas
-from ipa.loading import ModelConfig, check_composable
+from ipa.args import add_dataclass_args, dataclass_from_args
+from ipa.loading import ModelConfig, adapter_alphas, check_composable
 from ipa.policy_adapter import AdapterError
-from ipa.decoding.run import Completion, DecodeConfig, DecodeRun, TailoredPolicy, run_steps
+from ipa.decoding.run import Completion, DecodeConfig, DecodeRun, TailoredPolicy
+from ipa.decoding.engine import run_steps
 from ipa.evaluation.compare import decode_method, print_examples, run_report
 from ipa.evaluation.evaluate import EVAL_DECODE_FLAGS, EvalConfig, _format, metrics_with_intervals
 from ipa.tasks import carry_inputs, metrics
@@ -158,7 +158,7 @@ def compose(args: argparse.Namespace, log=lambda message: None) -> dict:
     task = target.task
     inputs = target.inputs(what.split, what.limit or None)
     given = {name: getattr(args, name) for name in EVAL_DECODE_FLAGS if getattr(args, name, None) is not None}
-    config = task.decode_config(**{"seed": 0, **given, "alpha": alphas[0]})
+    config = DecodeConfig.for_task(task, **{"seed": 0, **given, "alpha": alphas[0]})
     targets = {target.name: target}
     for card in cards:
         other = scoring_target(None, None, "", card)

@@ -49,10 +49,11 @@ from typing import Callable, Iterable
 
 from ipa.decoding.remote import add_api_args, api_config_from_args, cost_line, with_api_base
 from ipa.errors import UserError, check_number
-from ipa.commands.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
+from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from ipa.loading import ModelConfig
 from ipa.policy_adapter import AdapterCard, AdapterError, read_card, update_card
-from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy, run_steps
+from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy
+from ipa.decoding.engine import run_steps
 from ipa.tasks import metrics
 from ipa.tasks.objective import ObjectiveScorer, scoring_target
 from ipa.tasks.scoring import TaskScorer
@@ -120,7 +121,7 @@ def parse_alphas(text: str, limits: tuple = DecodeConfig.LIMITS["alpha"], name: 
 
 
 EVAL_DECODE_FLAGS = ("max_new_tokens", "temperature", "top_p", "alpha", "seed")
-"""Decoding settings an evaluation may change; the rest are the task's (ipa.tasks.Task.decode_config)."""
+"""Decoding settings an evaluation may change; the rest are the task's (ipa.tasks.Task.decode, ipa.decoding.run.DecodeConfig.for_task)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,7 +222,7 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
     given = {name: getattr(args, name) for name in EVAL_DECODE_FLAGS if getattr(args, name, None) is not None}
     given.setdefault("alpha", card.alpha if card else 1.0)
     given.setdefault("seed", 0)
-    config = task.decode_config(**given)
+    config = DecodeConfig.for_task(task, **given)
     api_config = api_config_from_args(args)  # bad API flags fail before any model loads
     models = dataclass_from_args(ModelConfig, args)
     policy = models.load_policy(what.adapter or None)

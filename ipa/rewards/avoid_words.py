@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from ipa.rewards.coverage import concepts_covered, parse_concepts
+from ipa.rewards.coverage import concepts_covered
+from ipa.rewards.text import parse_concepts
 from ipa.rewards.params import Param
 from ipa.rewards.text import EMPTY_SCORE, check_texts, is_empty
 

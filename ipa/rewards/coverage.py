@@ -6,31 +6,10 @@
 
 from __future__ import annotations
 
-import re
 
 from ipa.rewards.params import Param
-from ipa.rewards.text import EMPTY_SCORE, RewardInputError, check_context, check_texts, is_empty, lemma_set, lemmas, words
-
-
-def parse_concepts(concepts) -> list[str]:
-    """Concepts from a list, or from one string separated by spaces, commas, '#' or '|'; CommonGen's
-    POS tags ('dog_N') are dropped; lower-cased, order kept, duplicates removed.
-
-    >>> parse_concepts("dog, frisbee catch")
-    ['dog', 'frisbee', 'catch']
-    >>> parse_concepts("field_N#look_V#stand_V")
-    ['field', 'look', 'stand']
-    """
-    if isinstance(concepts, str):
-        items = re.split(r"[\s,;#|]+", concepts)
-    elif isinstance(concepts, (list, tuple)):
-        if not all(isinstance(c, str) for c in concepts):
-            raise TypeError("Concepts must be strings.")
-        items = [part for c in concepts for part in re.split(r"[\s,;#|]+", c)]
-    else:
-        raise TypeError(f"Concepts must be a string or a list of strings, got {type(concepts).__name__}.")
-    cleaned = [re.sub(r"_[A-Z]+$", "", item).strip().lower() for item in items]
-    return list(dict.fromkeys(c for c in cleaned if c))
+from ipa.rewards.text import (EMPTY_SCORE, RewardInputError, check_context, check_texts, is_empty, lemma_set, lemmas,
+                              parse_concepts, words)
 
 
 def concepts_covered(concepts: list[str], text: str) -> list[bool]:

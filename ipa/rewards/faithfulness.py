@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipa.rewards.text import (EmbeddingReward, EMPTY_SCORE, check_context, check_texts, clip01, content_words, is_empty, lemma_set,
+from ipa.rewards.resources import EmbeddingReward
+from ipa.rewards.text import (EMPTY_SCORE, check_context, check_texts, clip01, content_words, is_empty, lemma_set,
                           lemmas, longest_copy)
 
 

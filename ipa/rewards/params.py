@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from ipa.errors import UserError, check_text, quote
+from ipa.rewards.text import parse_concepts
 
 REQUIRED = object()
 """The default of a parameter the user must give."""
@@ -66,8 +67,6 @@ class Param:
 
     def check(self, block: str, value):
         """The value, cleaned; ParamError when it is not valid."""
-        from ipa.rewards.coverage import parse_concepts
-
         if self.kind == "text":
             if not isinstance(value, str) or not value.strip():
                 raise ParamError(f"{block}: '{self.name}' must be non-empty text ({self.help}), got {quote(value)}.")

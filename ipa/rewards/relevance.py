@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from ipa.rewards.text import EmbeddingReward, EMPTY_SCORE, check_pairs, clip01, is_empty
+from ipa.rewards.resources import EmbeddingReward
+from ipa.rewards.text import EMPTY_SCORE, check_pairs, clip01, is_empty
 
 FULL_RELEVANCE_COSINE = 0.5
 """MiniLM cosine at which a reply counts as fully on topic: a reply that answers a question in its own

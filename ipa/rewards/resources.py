@@ -173,9 +173,11 @@ def scoring_lm(name: str = "embedded", device: str = "cpu") -> ScoringLM:
     return ScoringLM(name, device)
 
 
-@functools.cache
-def toxicity_classifier(backend: str = "auto", checkpoint: str | None = None, device: str = "cpu"):
-    """The shared toxicity classifier for a backend ('auto' resolves once per process)."""
-    from ipa.rewards.toxicity import load_toxicity_classifier
+class EmbeddingReward:
+    """Base of the rewards that compare texts by sentence embeddings (coherence, relevance, faithfulness): each
+    uses the one MiniLM embedder of its device (sentence_embedder), or the one it is given."""
 
-    return load_toxicity_classifier(backend, checkpoint, device)
+    def __init__(self, device: str = "cpu", embedder=None):
+        if embedder is None:
+            embedder = sentence_embedder(str(device))
+        self.embedder = embedder

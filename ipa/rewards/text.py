@@ -179,13 +179,22 @@ def longest_copy(text: str, source: str) -> int:
     return best
 
 
-class EmbeddingReward:
-    """Base of the rewards that compare texts by sentence embeddings (coherence, relevance, faithfulness): each
-    uses the one MiniLM embedder of its device (ipa.rewards.resources.sentence_embedder), or the one it is given."""
+def parse_concepts(concepts) -> list[str]:
+    """Concepts from a list, or from one string separated by spaces, commas, '#' or '|'; CommonGen's
+    POS tags ('dog_N') are dropped; lower-cased, order kept, duplicates removed.
 
-    def __init__(self, device: str = "cpu", embedder=None):
-        if embedder is None:
-            from ipa.rewards.resources import sentence_embedder
-
-            embedder = sentence_embedder(str(device))
-        self.embedder = embedder
+    >>> parse_concepts("dog, frisbee catch")
+    ['dog', 'frisbee', 'catch']
+    >>> parse_concepts("field_N#look_V#stand_V")
+    ['field', 'look', 'stand']
+    """
+    if isinstance(concepts, str):
+        items = re.split(r"[\s,;#|]+", concepts)
+    elif isinstance(concepts, (list, tuple)):
+        if not all(isinstance(c, str) for c in concepts):
+            raise TypeError("Concepts must be strings.")
+        items = [part for c in concepts for part in re.split(r"[\s,;#|]+", c)]
+    else:
+        raise TypeError(f"Concepts must be a string or a list of strings, got {type(concepts).__name__}.")
+    cleaned = [re.sub(r"_[A-Z]+$", "", item).strip().lower() for item in items]
+    return list(dict.fromkeys(c for c in cleaned if c))

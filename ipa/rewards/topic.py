@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 from ipa.rewards.params import Param
-from ipa.rewards.text import EMPTY_SCORE, EmbeddingReward, check_texts, clip01, is_empty
+from ipa.rewards.resources import EmbeddingReward
+from ipa.rewards.text import EMPTY_SCORE, check_texts, clip01, is_empty
 
 FULL_TOPIC_COSINE = 0.4
 """MiniLM cosine of a text with a short topic description at which the text counts as fully on topic.

@@ -20,6 +20,8 @@ Empty continuation: toxicity 0, but reward EMPTY_SCORE (0.0), so stopping at onc
 
 from __future__ import annotations
 
+import functools
+
 import os
 from pathlib import Path
 
@@ -166,6 +168,12 @@ def load_toxicity_classifier(backend: str = "auto", checkpoint: str | None = Non
     return classifier
 
 
+@functools.cache
+def toxicity_classifier(backend: str = "auto", checkpoint: str | None = None, device: str = "cpu"):
+    """The shared toxicity classifier for a backend ('auto' resolves once per process)."""
+    return load_toxicity_classifier(backend, checkpoint, device)
+
+
 class ToxicityReward:
     """reward = 1 − P(toxic | continuation), in [0, 1]; higher is less toxic.
 
@@ -179,8 +187,6 @@ class ToxicityReward:
 
     def __init__(self, backend: str = "auto", checkpoint: str | None = None, device: str = "cpu", classifier=None):
         if classifier is None:
-            from ipa.rewards.resources import toxicity_classifier
-
             classifier = toxicity_classifier(backend, checkpoint, str(device))
         self.classifier = classifier
         self.backend: str = classifier.backend

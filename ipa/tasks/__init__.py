@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ipa.errors import UserError
-from ipa.rewards.coverage import parse_concepts
+from ipa.rewards.text import parse_concepts
 
 PROMPT_FORMATS = ("raw", "chat")
 MIN_CONCEPTS, MAX_CONCEPTS = 3, 5
@@ -195,16 +195,6 @@ class Task:
         """
         return next(f.name for f in self.fields if f.name != "knowledge")
 
-    def decode_config(self, **overrides):
-        """The task's decoding defaults as an ipa.decoding.run.DecodeConfig, with overrides (the one way
-        every CLI, benchmark, training run and the page gets them).
-
-        >>> TASKS["sentiment"].decode_config(seed=3).max_new_tokens
-        20
-        """
-        from ipa.decoding.run import DecodeConfig
-
-        return DecodeConfig(**{**self.decode, **overrides})
 
 
 WORD_JOINER = "\u2060"
@@ -472,17 +462,3 @@ def carry_inputs(inputs: dict, source: Task, target: Task) -> dict:
         main = inputs.get(source.primary_field)
         given[target.primary_field] = ", ".join(main) if isinstance(main, (list, tuple)) else main
     return target.normalize(given)
-
-
-def load_scorer(task_name: str, device: str = "cpu", toxicity_backend: str = "auto", **kwargs):
-    """A ready TaskScorer (see ipa.tasks.scoring.load_scorer); heavy models are shared across scorers."""
-    from ipa.tasks.scoring import load_scorer as _load
-
-    return _load(task_name, device=device, toxicity_backend=toxicity_backend, **kwargs)
-
-
-def load_inputs(task_name: str, path: str | None = None, split: str = "train", limit: int | None = None) -> list[dict]:
-    """Task inputs from a data set (see ipa.tasks.data.load_inputs)."""
-    from ipa.tasks.data import load_inputs as _load
-
-    return _load(task_name, path, split, limit)

@@ -54,7 +54,8 @@ import inspect
 
 from ipa.rewards import REWARDS
 from ipa.rewards.coherence import CoherenceReward
-from ipa.rewards.coverage import CoverageReward, once_coverage, parse_concepts
+from ipa.rewards.coverage import CoverageReward, once_coverage
+from ipa.rewards.text import parse_concepts
 from ipa.rewards.diversity import DiversityReward
 from ipa.rewards.faithfulness import FaithfulnessReward, copy_factor
 from ipa.rewards.fluency import FluencyReward

@@ -186,7 +186,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    """One training run, one dataclass per concern; the command line is derived from them (ipa.commands.args), and
+    """One training run, one dataclass per concern; the command line is derived from them (ipa.args), and
     config.json and the card's `training` hold exactly these values."""
 
     run: RunConfig = field(default_factory=RunConfig)
@@ -227,7 +227,7 @@ def training_decode(task, algo: str, **overrides) -> DecodeConfig:
     from ipa.tasks import TaskInputError, get_task
 
     try:
-        defaults = (get_task(task) if isinstance(task, str) else task).decode_config()
+        defaults = DecodeConfig.for_task(get_task(task) if isinstance(task, str) else task)
     except TaskInputError as err:
         raise TrainError(str(err)) from None
     if algo == "quark":

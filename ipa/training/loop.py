@@ -32,13 +32,14 @@ import torch
 from tqdm import tqdm
 
 from ipa.errors import UserError
-from ipa.commands.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
+from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from ipa.loading import ModelConfig, load_host
 from ipa.models import check_same_tokenizer, machine_name
 from ipa.training.pg import group_advantages, pg_token_loss
 from ipa.policy_adapter import AdapterCard
 from ipa.training.quark import DataPool, pool_batch, quark_token_loss
-from ipa.decoding.run import DecodeConfig, TailoredPolicy, generate, sample
+from ipa.decoding.run import DecodeConfig, TailoredPolicy
+from ipa.decoding.engine import generate, sample
 from ipa.training.config import (
     AlgoConfig,
     RunConfig,
@@ -209,7 +210,7 @@ def evaluate(run: Run, label: str) -> dict:
     comparable."""
     task, policy, decode, target = run.task, run.policy, run.config.decode, run.config.run.target
     prompts = [task.build_prompt(x, policy.tokenizer) for x in run.eval_inputs]
-    settings = task.decode_config(max_new_tokens=decode.max_new_tokens, alpha=decode.alpha, seed=EVAL_SEED)
+    settings = DecodeConfig.for_task(task, max_new_tokens=decode.max_new_tokens, alpha=decode.alpha, seed=EVAL_SEED)
     result = generate(policy, prompts, settings, n=run.config.run.eval_samples, columns=("tailored",))
     texts = [c.text for c in result.tailored]
     inputs = [run.eval_inputs[c.prompt_index] for c in result.tailored]
