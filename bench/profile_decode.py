@@ -17,12 +17,12 @@ from ipa.decoding.run import DecodeConfig, TailoredPolicy
 from ipa.decoding.engine import generate
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--rows", type=int, default=25)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = resolve_device(args.device)
     host = load_host("embedded", device, resolve_dtype("auto", device))
     host.new_adapter("profile", AdapterCard())

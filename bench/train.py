@@ -36,12 +36,12 @@ BENCH_DEFAULTS = {"device": "cpu", "steps": 4, "eval_prompts": 2, "eval_samples"
 """ipa.training.loop settings of a timing run (every other flag is ipa.training.loop's own, with its default)."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = build_parser()  # ipa.training.loop's flags, derived from TrainConfig
     parser.prog, parser.description = "python -m bench.train", __doc__.split("\n\n")[0]
     parser.set_defaults(**BENCH_DEFAULTS)
     parser.add_argument("--write", default="BENCHMARKS.md", help="the file whose section this run rewrites ('' for none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as run_dir:
         args.out = run_dir
         config = config_from_args(args)

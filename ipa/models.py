@@ -238,11 +238,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """`ipa prepare`: build the embedded model's cache now (the first use would, taking about 20 s)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Prepare the embedded model cache (de-quantise the GGUF once).")
-    parser.add_argument("--prepare", action="store_true", help="build the safetensors cache of the embedded model")
-    args = parser.parse_args()
-    if args.prepare:
-        print(f"Embedded model ready at {embedded_model_dir()}")
+    parser = argparse.ArgumentParser(prog="ipa prepare", description="Prepare the embedded model cache (de-quantise the "
+                                     "GGUF once), so that the first start of the app or a command takes a second.")
+    parser.add_argument("--prepare", action="store_true", help="(the default; kept for `python -m ipa.models --prepare`)")
+    parser.parse_args(argv)
+    print(f"Embedded model ready at {embedded_model_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -42,7 +42,7 @@ from ipa.tasks.objective import scoring_target
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ipa.commands.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ipa generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompt", required=True, help="the text to continue (with --task: the task's main input)")
     parser.add_argument("--task", default=None, help="build the prompt, decode and score as this task (toxicity, commongen, ...)")
     parser.add_argument("--objective", default=None, help="score (and build the prompt) with this objective's JSON file "

@@ -173,7 +173,7 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ipa.evaluation.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ipa compare", description=__doc__.split("\n\n")[0])
     add_dataclass_args(parser, EvalConfig, exclude=("write_card", "alphas"))
     add_dataclass_args(parser, CompareConfig)
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -133,7 +133,7 @@ def column_part(values: dict) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ipa.evaluation.compose", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ipa compose", description=__doc__.split("\n\n")[0])
     parser.add_argument("--adapter", action="append", default=None,
                         help="a saved adapter directory; give it at least twice (the adapters to compose)")
     parser.add_argument("--alpha", action="append", type=float, default=None,

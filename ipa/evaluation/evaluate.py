@@ -125,7 +125,7 @@ EVAL_DECODE_FLAGS = ("max_new_tokens", "temperature", "top_p", "alpha", "seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ipa.evaluation.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ipa evaluate", description=__doc__.split("\n\n")[0])
     add_dataclass_args(parser, EvalConfig)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     add_dataclass_args(parser, ModelConfig, exclude=ModelConfig.TRAINING_ONLY)

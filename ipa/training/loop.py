@@ -477,7 +477,7 @@ DECODE_FLAGS_EXCLUDED = ("seed", "stop_at_eos", "min_new_tokens", "top_k")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ipa.training.loop", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ipa train", description=__doc__.split("\n\n")[0])
     add_dataclass_args(parser, TrainConfig, exclude=("decode",))
     decode_fields = [f.name for f in dataclasses.fields(DecodeConfig) if f.name not in DECODE_FLAGS_EXCLUDED]
     # None = not given: the task's decoding default (Quark: top-p 0.6).
