@@ -112,6 +112,9 @@ class Scheduler:
         self.lock = threading.RLock()
         """Held while the engine steps (take it to change the shared model, e.g. to load an adapter)."""
         self.step_count = 0
+        self.active = 0
+        """Requests decoding now (written by the decoding thread after each step; users read it, never the engine's
+        own lists, which that thread changes)."""
         self.busy_seconds = 0.0
         """Time spent in decoding steps (to tell how busy the engine is under load)."""
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -182,6 +185,7 @@ class Scheduler:
     def _call(self, requests: list[Request]) -> None:
         """Decode these requests in one GPU call, streaming each step's state to their users."""
         started = time.perf_counter()
+        self.active = len(requests)
         try:
             for states in self.gpu_call([RunSpec.of(request.run) for request in requests]):
                 for request, state in zip(requests, states):
@@ -226,6 +230,7 @@ class Scheduler:
             self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows)
             return
         self.step_count += 1
+        self.active = len(self.engine.running)
         self.busy_seconds += time.perf_counter() - started
         for request in advanced:
             request.snapshot = ADVANCED

@@ -679,7 +679,7 @@ class Playground:
             if result.done:
                 break
             # Every page update costs the server a little: with many users each gets fewer (all text still arrives).
-            if time.monotonic() - shown >= STREAM_INTERVAL * len(self.scheduler.engine.running):
+            if time.monotonic() - shown >= STREAM_INTERVAL * max(1, self.scheduler.active):
                 shown = time.monotonic()
                 yield update
 

@@ -137,4 +137,4 @@ def test_end_to_end_with_the_real_rewards(saved, tiny_dir, tmp_path, capsys):
         assert list(values["rewards"]) == ["toxicity", "sentiment"]
         assert 0 <= values["rewards"]["toxicity"]["mean_reward"] <= 1 and values["rewards"]["sentiment"]["positive_rate"] is not None
         assert values["avg_max_toxicity"] is not None and values["relevance"] is not None and values["perplexity"] >= 1
-    assert report["command"].startswith("python -m ipa.evaluation.compose --adapter")
+    assert report["command"].startswith("ipa compose --adapter")

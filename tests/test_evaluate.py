@@ -118,7 +118,7 @@ def test_write_card_stores_both_columns_in_the_adapters_card(tmp_path):
     evaluation = card.evaluation
     assert evaluation["base"] == report["base"] and evaluation["tailored"] == report["tailored"]
     assert (evaluation["n_prompts"], evaluation["samples_per_prompt"], evaluation["seed"]) == (1, 2, 0)
-    assert evaluation["command"] == "python -m ipa.evaluation.evaluate " + " ".join(args)
+    assert evaluation["command"] == "ipa evaluate " + " ".join(args)
     assert evaluation["definitions"] == "ipa.tasks.metrics" and "examples" not in evaluation
     assert card.metrics_after == read_card(os.path.join(REPO, "adapters", "trained", "toxicity")).metrics_after
 

@@ -102,7 +102,8 @@ def test_it_streams_from_inside_the_call(services):
     _, zero, main_forwards = services
     updates = list(zero.generate("sentiment", INPUTS[0], settings(max_new_tokens=12, n=1), "sentiment"))
     lengths = [len(u.tailored[0].token_ids) for u in updates if u.tailored]
-    assert len(set(lengths)) > 2 and lengths[-1] == 12  # tokens arrived step by step, not all at the end
+    # Text arrived before the call ended (users read at their own pace, so steps may come several at once).
+    assert min(lengths) < 12 and lengths[-1] == 12
     assert main_forwards == []
 
 

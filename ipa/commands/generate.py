@@ -1,12 +1,12 @@
 """Generate with the base model alone and with base plus a policy adapter, side by side.
 
-    python -m ipa.commands.generate --prompt "The movie was" --adapter adapters/trained/toxicity --n 2
-    python -m ipa.commands.generate --prompt "The movie was" --json
-    python -m ipa.commands.generate --task commongen --prompt "dog frisbee catch" --n 2
-    python -m ipa.commands.generate --prompt "The harbour was quiet" --adapter runs/cheerful-ocean/adapter   # its objective
-    python -m ipa.commands.generate --prompt "The harbour was quiet" --objective objectives/cheerful-ocean.json
-    python -m ipa.commands.generate --prompt "The movie was" --base-api http://127.0.0.1:8000/v1 --base-api-model NAME
-    python -m ipa.commands.generate --prompt "The movie was" --adapter adapters/trained/toxicity --alpha 1 \
+    ipa generate --prompt "The movie was" --adapter adapters/trained/toxicity --n 2
+    ipa generate --prompt "The movie was" --json
+    ipa generate --task commongen --prompt "dog frisbee catch" --n 2
+    ipa generate --prompt "The harbour was quiet" --adapter runs/cheerful-ocean/adapter   # its objective
+    ipa generate --prompt "The harbour was quiet" --objective objectives/cheerful-ocean.json
+    ipa generate --prompt "The movie was" --base-api http://127.0.0.1:8000/v1 --base-api-model NAME
+    ipa generate --prompt "The movie was" --adapter adapters/trained/toxicity --alpha 1 \
         --adapter adapters/trained/sentiment --alpha 0.5
 
 Several --adapter flags compose the adapters (a product of experts: base × adapter_1^alpha_1 × adapter_2^alpha_2);

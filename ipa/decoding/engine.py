@@ -15,10 +15,13 @@ one slice. Requests join between steps (their prompts are prefilled together, th
 the running batch, left-padded to a common width) and leave when done or cancelled (their rows are dropped at
 once). A remote base (an OpenAI-compatible API, `RemoteBase`) serves a request's base rows instead.
 
-    >>> engine = Engine(policy.base, policy.adapter)                                   # doctest: +SKIP
-    >>> request = Request(policy, ["The movie was"], DecodeConfig(max_new_tokens=8))   # doctest: +SKIP
-    >>> engine.submit(request)                                                         # doctest: +SKIP
-    >>> while not request.done: engine.step()                                          # doctest: +SKIP
+    >>> engine = Engine.for_policy(policy)                                                  # doctest: +SKIP
+    >>> request = Request(DecodeRun(policy, ["The movie was"], DecodeConfig(max_new_tokens=8)))  # doctest: +SKIP
+    >>> engine.submit(request)                                                              # doctest: +SKIP
+    >>> while not request.done: engine.step()                                               # doctest: +SKIP
+    >>> request.run.result(final=True).tailored[0].text                                     # doctest: +SKIP
+
+`generate`, `sample` and `decode_steps` at the end of this module decode one run alone through an engine of its own.
 """
 
 from __future__ import annotations
@@ -245,15 +248,44 @@ class Engine:
     def idle(self) -> bool:
         return not self.waiting and not self.running
 
+    @property
+    def pad_id(self) -> int:
+        """The id that pads prompts on the left: the tokenizer's pad token, else its end-of-sequence token (a
+        tokenizer read from a GGUF may have neither set; ipa.models sets one), else 0 (masked out anyway)."""
+        tokenizer = self.base.tokenizer
+        for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
     @torch.inference_mode()
     def step(self) -> list[Request]:
-        """One decoding step of every running request (after admitting those that fit); returns the requests that
-        advanced. Finished and cancelled requests leave."""
+        """One decoding step of every running request, after admitting those that fit; returns the requests that
+        advanced. Four phases:
+
+        1. retire:   finished and cancelled requests leave (their rows are dropped);
+        2. decode:   one forward pass per model over the running rows, each fed its last token (a remote base's
+                     rows ask its server);
+        3. join:     waiting requests that fit are prefilled together and merged into the running batch;
+        4. advance:  each request picks its streams' next tokens from its rows' logits (DecodeRun.advance).
+        """
+        self._retire()
+        logits = self._decode_running()
+        joining = self.admit()
+        self._join(joining, logits)
+        self.running += joining
+        advanced = self._advance(logits)
+        self._retire()
+        return advanced
+
+    def _retire(self) -> None:
         self._drop([r for r in self.running if r.done])
         self.waiting = [r for r in self.waiting if not r.cancelled]
-        logits = defaultdict(dict)  # request id -> kind -> (rows, V)
-        # Rows already running: one forward pass per model with each row's last token.
-        for model, batch in self._distinct_batches():
+
+    def _decode_running(self) -> dict[int, dict[str, torch.Tensor]]:
+        """Phase 2: request id -> row kind -> next-token logits (rows, V) of the rows already running."""
+        logits = defaultdict(dict)
+        for _, batch in self._distinct_batches():
             if not batch.rows:
                 continue
             tokens = torch.zeros(len(batch), dtype=torch.long)
@@ -271,34 +303,38 @@ class Engine:
         for request in self.running:
             if request.remote is not None:
                 logits[request.id]["base"] = request.remote.step(request.run.next_tokens.to(self.base.base_model.device))
-        # New requests: prefilled together, then merged into the running batch.
-        joining = self.admit()
-        if joining:
-            pad_id = self.base.tokenizer.pad_token_id
-            for model, batch in self._distinct_batches():
-                needs = [(request, row, prompt, prefix) for request in joining
-                         for (m, row, prompt, prefix) in request.rows() if self.batches[m] is batch]
-                if not needs:
-                    continue
-                out = batch.join([n[1] for n in needs], [n[2] for n in needs], [n[3] for n in needs], pad_id)
-                for request in joining:
-                    for kind in request.run.row_kinds:
-                        picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]
-                        if picks:
-                            logits[request.id][kind] = out[torch.tensor(picks, device=out.device)]
+        return logits
+
+    def _join(self, joining: list[Request], logits: dict) -> None:
+        """Phase 3: prefill the joining requests' rows together, model by model, and merge them into the batch."""
+        if not joining:
+            return
+        for _, batch in self._distinct_batches():
+            needs = [(request, row, prompt, prefix) for request in joining
+                     for (m, row, prompt, prefix) in request.rows() if self.batches[m] is batch]
+            if not needs:
+                continue
+            out = batch.join([n[1] for n in needs], [n[2] for n in needs], [n[3] for n in needs], self.pad_id)
             for request in joining:
-                if request.run.policy.remote_base is not None:
-                    request.remote = request.run.policy.remote_base.row_group(list(range(request.run.n_streams)))
-                    logits[request.id]["base"] = request.remote.prefill(request.run.stream_prompts, pad_id,
-                                                                        self.base.base_model.device)
-            self.running += joining
+                for kind in request.run.row_kinds:
+                    picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]
+                    if picks:
+                        logits[request.id][kind] = out[torch.tensor(picks, device=out.device)]
+        for request in joining:
+            if request.run.policy.remote_base is not None:
+                request.remote = request.run.policy.remote_base.row_group(list(range(request.run.n_streams)))
+                logits[request.id]["base"] = request.remote.prefill(request.run.stream_prompts, self.pad_id,
+                                                                    self.base.base_model.device)
+
+    def _advance(self, logits: dict) -> list[Request]:
+        """Phase 4: every request with logits this step picks its next tokens (under its lock: its user may be
+        reading it)."""
         advanced = []
         for request in self.running:
             if request.id in logits:
                 with request.lock:
                     request.run.advance(logits[request.id])
                 advanced.append(request)
-        self._drop([r for r in self.running if r.done])
         return advanced
 
     def _distinct_batches(self):
@@ -343,7 +379,7 @@ class Engine:
 def decode_steps(
     policy: TailoredPolicy,
     prompts: list[str] | list[list[int]],
-    config: DecodeConfig = DecodeConfig(),
+    config: DecodeConfig | None = None,
     n: int = 1,
     columns: tuple[str, ...] = ("base", "tailored"),
     inspect: bool = False,
@@ -370,7 +406,7 @@ def run_steps(run: DecodeRun) -> Iterator[DecodeRun]:
 def generate(
     policy: TailoredPolicy,
     prompts: list[str],
-    config: DecodeConfig = DecodeConfig(),
+    config: DecodeConfig | None = None,
     n: int = 1,
     columns: tuple[str, ...] = ("base", "tailored"),
     inspect: bool = False,
@@ -386,7 +422,7 @@ def generate(
 def sample(
     policy: TailoredPolicy,
     prompts: list[str] | list[list[int]],
-    config: DecodeConfig = DecodeConfig(),
+    config: DecodeConfig | None = None,
     n: int = 1,
     columns: tuple[str, ...] = ("tailored",),
     stop: threading.Event | None = None,

@@ -325,9 +325,10 @@ class DecodeRun:
     replays those of the run it branches from).
     """
 
-    def __init__(self, policy: TailoredPolicy, prompts: list[str] | list[list[int]], config: DecodeConfig = DecodeConfig(),
-                 n: int = 1, columns: tuple[str, ...] = ("base", "tailored"), max_new_tokens_cap: int | None = None,
+    def __init__(self, policy: TailoredPolicy, prompts: list[str] | list[list[int]], config: DecodeConfig | None = None,
+                 n: int = 1, columns: tuple[str, ...] = ("base", "tailored"),
                  inspect: bool = False, uniforms: torch.Tensor | None = None):
+        config = config if config is not None else DecodeConfig()  # a fresh one: a default instance would be shared
         if n < 1:
             raise DecodeError(f"n (samples per prompt) must be at least 1, got {n}.")
         if not columns or any(c not in ("base", "tailored") for c in columns):
@@ -378,7 +379,7 @@ class DecodeRun:
         if inspect:
             self.inspection = Inspection(self)
         self.eos = eos_token_ids(policy.base)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos[0] if self.eos else 0)
         S, T = self.n_streams, config.max_new_tokens
         self.completion = torch.full((S, T), self.pad_id, dtype=torch.long)
         self.mask = torch.zeros((S, T), dtype=torch.long)

@@ -1,7 +1,7 @@
 """IPA against its baselines at equal decoding compute (issue 14): five methods on the same prompts.
 
-    python -m ipa.evaluation.compare --task sentiment --limit 16 --samples-per-prompt 2
-    python -m ipa.evaluation.compare --task toxicity --adapter adapters/trained/toxicity --prompts my_prompts.txt --split all --json
+    ipa compare --task sentiment --limit 16 --samples-per-prompt 2
+    ipa compare --task toxicity --adapter adapters/trained/toxicity --prompts my_prompts.txt --split all --json
 
     method        what decodes
     base          the base model alone
@@ -271,7 +271,7 @@ def print_examples(examples: list[dict], columns: list[str], width: int) -> None
             print(f"  {name:{width - 2}} {example[name].strip()[:200]!r}")
 
 
-def run_report(module: str, parser: argparse.ArgumentParser, build, table, argv: list[str] | None) -> int:
+def run_report(command: str, parser: argparse.ArgumentParser, build, table, argv: list[str] | None) -> int:
     """A report command's main: parse, build the report (progress on stderr; a user error is one line and exit 2),
     stamp it with the command and date, print it as JSON (--json) or as a table."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -280,7 +280,7 @@ def run_report(module: str, parser: argparse.ArgumentParser, build, table, argv:
         report = build(args, log=lambda message: print(message, file=sys.stderr, flush=True))
     except UserError as err:
         exit_with_user_error(str(err))
-    report["command"] = f"python -m {module} " + shlex.join(argv)
+    report["command"] = f"{command} " + shlex.join(argv)
     report["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     if args.json:
         print(json.dumps(report, indent=2))
@@ -290,7 +290,7 @@ def run_report(module: str, parser: argparse.ArgumentParser, build, table, argv:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_report("ipa.evaluation.compare", build_parser(), compare, print_table, argv)
+    return run_report("ipa compare", build_parser(), compare, print_table, argv)
 
 
 if __name__ == "__main__":

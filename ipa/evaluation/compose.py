@@ -1,6 +1,6 @@
 """Composed adapters measured: the base, each adapter alone and all of them at once, scored by every adapter's reward.
 
-    python -m ipa.evaluation.compose --task toxicity --adapter adapters/trained/toxicity --alpha 1 \
+    ipa compose --task toxicity --adapter adapters/trained/toxicity --alpha 1 \
         --adapter adapters/trained/sentiment --alpha 1 --limit 16 --samples-per-prompt 2 --device cpu [--json]
 
 Decodes the task's held-back prompts (--split eval; RealToxicityPrompts for toxicity) in these columns: `base`;
@@ -58,7 +58,7 @@ def columns_of(policy: TailoredPolicy, alpha: float) -> dict[str, tuple[Tailored
     """
     if policy.adapter is None or not policy.more_adapters:
         raise AdapterError("ipa.evaluation.compose measures composed adapters: give --adapter at least twice "
-                           "(one adapter: python -m ipa.evaluation.evaluate).")
+                           "(one adapter: ipa evaluate).")
     strengths = [(policy.adapter_name, alpha), *policy.more_adapters]
     if any(name == BASE for name, _ in strengths):
         raise AdapterError(f"An adapter named {BASE!r} would take the base column's name: rename its directory.")
@@ -151,7 +151,7 @@ def compose(args: argparse.Namespace, log=lambda message: None) -> dict:
     directories = args.adapter or []
     if len(directories) < 2:
         raise AdapterError("ipa.evaluation.compose measures composed adapters: give --adapter at least twice "
-                           "(one adapter: python -m ipa.evaluation.evaluate).")
+                           "(one adapter: ipa evaluate).")
     cards = check_composable(directories)  # a missing, corrupt or mismatched adapter fails before any model loads
     alphas = adapter_alphas(args, cards)
     target = scoring_target(what.task or None, None, "", cards[0], what.prompts or None)
@@ -237,7 +237,7 @@ def print_table(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_report("ipa.evaluation.compose", build_parser(), compose, print_table, argv)
+    return run_report("ipa compose", build_parser(), compose, print_table, argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Paper-style evaluation of a policy adapter: K samples per prompt from the base and the tailored policy.
 
-    python -m ipa.evaluation.evaluate --task toxicity --limit 8 --samples-per-prompt 2
-    python -m ipa.evaluation.evaluate --task commongen --adapter adapters/trained/commongen --json
-    python -m ipa.evaluation.evaluate --task dialogue_safety --prompts my_requests.txt --split all
-    python -m ipa.evaluation.evaluate --adapter runs/cheerful-ocean/adapter --limit 24     # scored with its own objective
-    python -m ipa.evaluation.evaluate --objective objectives/cheerful-ocean.json --limit 24
-    python -m ipa.evaluation.evaluate --task sentiment --adapter adapters/trained/sentiment --alphas 0,0.25,0.5,1,1.5,2,3
+    ipa evaluate --task toxicity --limit 8 --samples-per-prompt 2
+    ipa evaluate --task commongen --adapter adapters/trained/commongen --json
+    ipa evaluate --task dialogue_safety --prompts my_requests.txt --split all
+    ipa evaluate --adapter runs/cheerful-ocean/adapter --limit 24     # scored with its own objective
+    ipa evaluate --objective objectives/cheerful-ocean.json --limit 24
+    ipa evaluate --task sentiment --adapter adapters/trained/sentiment --alphas 0,0.25,0.5,1,1.5,2,3
 
 Base and tailored continuations are decoded side by side with the same random numbers (so without an
 adapter, or at alpha 0, the two columns are identical). Metrics, for each column, as ipa.tasks.metrics defines
@@ -15,12 +15,12 @@ them (its docstring has the table of formulas; training's held-back evaluation u
     perplexity (given the prompt: the paper's fluency), standalone_perplexity, distinct_2, distinct_3 (word
     n-grams of a prompt's K samples, averaged over prompts), relevance (MiniLM cosine of input and continuation),
     mean_tokens, kl_per_token, each part of the task's reward (coverage, fluency, safety, ...) and the task's
-    rates (full_coverage, unsafe_rate, refusal_rate, positive_rate).
+    rates (full_coverage, unsafe_rate, refusal_rate, positive_rate); objective_<block> for an objective, each
+    block's score, averaged (prefixed: a block may be named like a metric, as `relevance` is); mean_reward is then
+    the objective's R.
 
 --write-card stores the report's base and tailored columns, with the prompt count, samples per prompt, seed and
 command, in the adapter's card (its `evaluation` field), which the page then shows.
-    objective_<block> for an objective, each block's score, averaged (prefixed: a block may be named like a
-    metric, as `relevance` is); mean_reward is then the objective's R.
 
 The task is --task, or --objective FILE (its prompts, held-back split and blocks; --reward-module FILE.py:Class
 for blocks written in Python), or else the adapter's own: its card's objective, or its card's task.
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.write_card and not args.adapter:
             raise AdapterError("--write-card needs --adapter DIR: the card to write is that adapter's.")
         report = evaluate(args, log=lambda message: print(message, file=sys.stderr, flush=True))
-        report["command"] = "python -m ipa.evaluation.evaluate " + shlex.join(argv)
+        report["command"] = "ipa evaluate " + shlex.join(argv)
         report["date"] = time.strftime("%Y-%m-%d", time.gmtime())
         if args.write_card:
             write_card(report)

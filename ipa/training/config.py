@@ -238,9 +238,10 @@ def training_decode(task, algo: str, **overrides) -> DecodeConfig:
         raise TrainError(str(err)) from None
 
 
-def step_rng(seed: int, step: int, rank: int = 0) -> random.Random:
-    """The random source of one step: derived, not carried, so a resumed run draws the same batch."""
-    return random.Random(f"{seed}/{step}/{rank}")
+def step_rng(seed: int, step: int, rank: int = 0, stream: str = "prompts") -> random.Random:
+    """A random source of one step: derived, not carried, so a resumed run draws the same batch. Each use has its
+    own stream (the prompts drawn, Quark's pool draw, ...), so that two draws of one step are not the same numbers."""
+    return random.Random(f"{seed}/{step}/{rank}" + ("" if stream == "prompts" else f"/{stream}"))
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:

@@ -1,9 +1,9 @@
 """Train a policy adapter with reinforcement learning: the loop and its command line.
 
-    python -m ipa.training.loop --task toxicity --minutes 2
-    python -m ipa.training.loop --task commongen --algo quark --steps 200 --batch-size 256 --device cuda
-    python -m ipa.training.loop --task toxicity --out runs/tox --resume          # after Ctrl-C or a kill
-    python -m ipa.training.loop --objective objectives/cheerful-ocean.json --minutes 3   # your own objective
+    ipa train --task toxicity --minutes 2
+    ipa train --task commongen --algo quark --steps 200 --batch-size 256 --device cuda
+    ipa train --task toxicity --out runs/tox --resume          # after Ctrl-C or a kill
+    ipa train --objective objectives/cheerful-ocean.json --minutes 3   # your own objective
     accelerate launch --num_processes 2 -m ipa.training.loop --task toxicity ...  # data parallel
 
 One step (`rl_step`, in the paper's order): draw prompts, sample from the tailored policy, score, turn
@@ -273,7 +273,7 @@ def rl_step(run: Run, stop: threading.Event) -> dict | None:
     else:
         run.pool.add(batch.prompt_ids, completions, rewards.tolist())
         prompt_ids, completion_ids, mask, reward_tokens = pool_batch(
-            run.pool, algo.batch_size, step_rng(config.run.seed, run.step, run.rank), policy.tokenizer.pad_token_id)
+            run.pool, algo.batch_size, step_rng(config.run.seed, run.step, run.rank, "pool"), policy.tokenizer.pad_token_id)
         advantages = None
     scored = time.perf_counter()
 
