@@ -193,7 +193,8 @@ class TrainingJob:
                                      "elapsed": event.get("elapsed", 0.0),
                                      # the reward's parts (an objective's blocks) as ipa.training.loop logs them: reward_<part>
                                      "parts": {k.removeprefix("reward_"): v for k, v in event.items()
-                                               if k.startswith("reward_") and isinstance(v, (int, float))}})
+                                               if k.startswith("reward_") and k != "reward_std"
+                                               and isinstance(v, (int, float))}})
                 if self._budget_spent(event) or self.stop_event.is_set():
                     self.phase = "Evaluating the trained adapter on held-back prompts ..."
             elif kind == "samples":

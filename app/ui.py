@@ -344,7 +344,7 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
         # None, not an empty frame: Gradio 6.31 keeps the first frame's (empty) list of series for its colours,
         # and would draw the curves that come later without any
         reward_plot = gr.LinePlot(None, x="step", y="value", color="series",
-                                  title="Reward per step: each batch, its moving mean, and the held-back evaluation",
+                                  title="Reward per step (each batch, moving mean, held-back)",
                                   height=260, y_lim=[0, 1])
         kl_plot = gr.LinePlot(views.curve_frame({}, "kl"), x="step", y="kl", title="KL(tailored ‖ base) per token", height=260)
     gr.Markdown("<small>Sample generations show training prompts as they are: for detoxification they come from "

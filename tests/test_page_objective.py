@@ -133,7 +133,7 @@ def test_the_reward_curve_shows_each_block_of_the_objective(tmp_path):
     run = job(tmp_path, "calm-sea-pg-1", "me")
     for step, (sentiment, topic) in enumerate([(0.5, 0.2), (0.6, 0.4)], 1):  # as ipa.training.loop reports a step
         run.on_event({"type": "step", "step": step, "reward": (sentiment * topic) ** 0.5, "kl": 0.01, "elapsed": step,
-                      "reward_sentiment": sentiment, "reward_topic": topic, "total_steps": 3})
+                      "reward_sentiment": sentiment, "reward_topic": topic, "reward_std": 0.1, "total_steps": 3})
     frame = reward_curves(run.snapshot())
     assert frame[frame.step == 2].set_index("series").value.round(2).to_dict() == {"reward": 0.49, "sentiment": 0.6,
                                                                                    "topic": 0.4, "reward, smoothed": 0.4}
