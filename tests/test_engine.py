@@ -50,6 +50,15 @@ def decode(engine: Engine, runs: list[DecodeRun], joins: dict[int, int] | None =
     return requests
 
 
+def submitted(engine: Engine, runs: list[DecodeRun]) -> list[Request]:
+    """The runs' requests, submitted together and through the engine's first step (their prefill)."""
+    requests = [Request(run) for run in runs]
+    for request in requests:
+        engine.submit(request)
+    engine.step()
+    return requests
+
+
 def alone(host: AdapterHost, make_runs) -> list[DecodeRun]:
     runs = make_runs(host)
     for run in runs:
@@ -97,10 +106,7 @@ def test_a_composed_request_batches_with_plain_ones_and_each_gets_what_it_gets_a
     expected = alone(two_adapters, composed_and_plain_runs)
     engine = Engine(two_adapters)
     together = composed_and_plain_runs(two_adapters)
-    requests = [Request(run) for run in together]
-    for request in requests:
-        engine.submit(request)
-    engine.step()
+    requests = submitted(engine, together)
     # One forward pass: 8 + 4 + 2 + 1 base rows, 4 + 2 calm rows, 4 + 1 bright rows; the composed request's rows
     # of each adapter join that adapter's run of rows, as another user's would.
     names = [row.adapter for row in engine.batches["base"].rows]
@@ -116,10 +122,7 @@ def test_cancelled_request_frees_its_rows_and_the_others_go_on(two_adapters):
     expected = alone(two_adapters, mixed_runs)
     engine = Engine(two_adapters)
     runs = mixed_runs(two_adapters)
-    requests = [Request(run) for run in runs]
-    for request in requests:
-        engine.submit(request)
-    engine.step()
+    requests = submitted(engine, runs)
     rows_before = engine.rows
     requests[0].cancel()  # 2 prompts side by side: 4 base rows + 2 adapter rows
     engine.step()
@@ -134,10 +137,7 @@ def test_cancelled_request_frees_its_rows_and_the_others_go_on(two_adapters):
 def test_a_full_batch_makes_requests_wait_in_order(two_adapters):
     engine = Engine(two_adapters, max_rows=7)
     runs = mixed_runs(two_adapters)  # rows: 6, 6, 1, 2
-    requests = [Request(run) for run in runs]
-    for request in requests:
-        engine.submit(request)
-    engine.step()
+    requests = submitted(engine, runs)
     assert [r in engine.running for r in requests] == [True, False, False, False]
     assert engine.position(requests[2]) == 1  # the third waits behind the second, although it would fit
     expected = alone(two_adapters, mixed_runs)

@@ -150,20 +150,6 @@ def test_scorers_share_their_models(scorers):
 
 
 @pytest.mark.slow
-def test_keyword_list_gets_a_low_commongen_reward_and_a_sentence_a_high_one(scorers):
-    """docs/design.md: a coverage-only reward was gamed by keyword lists within minutes."""
-    concepts = {"concepts": "glass hair hold lamp table"}
-    keyword_list, sentence = scorers["commongen"]([concepts] * 2, [
-        "A glass, hair, hold, lamp, table uses all the words in the sentence.",
-        "She held a glass of water under the lamp while brushing her hair at the table.",
-    ])
-    assert keyword_list["coverage"] == 1.0 and sentence["coverage"] == 1.0
-    assert keyword_list["reward"] < 0.3
-    assert sentence["reward"] > 0.5
-    assert sentence["reward"] == pytest.approx(sentence["once_coverage"] * sentence["fluency"])  # finished: factor 1
-
-
-@pytest.mark.slow
 def test_issue_15_commongen_pair_with_the_real_fluency_model(scorers):
     """The page's demo (2026-12-02): the padded, cut-off text scored 0.92 against the base's 0.53; no longer."""
     base, gamed = scorers["commongen"]([{"concepts": "dog, frisbee, catch"}] * 2, [
@@ -247,14 +233,21 @@ def test_scorer_bad_inputs(scorers):
 
 
 @pytest.mark.slow
-def test_a_list_of_happy_words_does_not_game_the_sentiment_reward(scorers):
-    prompt = {"text": "After three weeks of rain, the weekend forecast says"}
-    word_list, sentence = scorers["sentiment"]([prompt] * 2, [
-        "love love love great happy wonderful amazing",
-        "that the sun will be out and everyone is looking forward to a lovely picnic.",
-    ])
-    assert word_list["positivity"] > 0.9 and sentence["positivity"] > 0.7
-    assert sentence["reward"] > word_list["reward"]
+@pytest.mark.parametrize("task, inputs, word_list, sentence, part", [
+    # docs/design.md: a coverage-only reward was gamed by keyword lists within minutes
+    ("commongen", {"concepts": "glass hair hold lamp table"}, "A glass, hair, hold, lamp, table uses all the words in the sentence.",
+     "She held a glass of water under the lamp while brushing her hair at the table.", "coverage"),
+    ("sentiment", {"text": "After three weeks of rain, the weekend forecast says"},
+     "love love love great happy wonderful amazing",
+     "that the sun will be out and everyone is looking forward to a lovely picnic.", "positivity"),
+])
+def test_a_list_of_the_rewarded_words_does_not_game_the_reward_a_sentence_wins(scorers, task, inputs, word_list, sentence, part):
+    listed, written = scorers[task]([inputs] * 2, [word_list, sentence])
+    assert listed[part] > 0.9 and written[part] > 0.7  # the list has what the part looks for ...
+    assert written["reward"] > listed["reward"]  # ... but the sentence wins
+    if task == "commongen":  # the list scores low, the finished sentence high (its factor is 1)
+        assert listed["reward"] < 0.3 and written["reward"] > 0.5
+        assert written["reward"] == pytest.approx(written["once_coverage"] * written["fluency"])
 
 
 # --- user text stays text (issue 12, item 2) -----------------------------------------------------------------
