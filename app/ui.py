@@ -585,7 +585,7 @@ def try_tab(service: Playground) -> gr.Dropdown:
     def try_adapter(adapter: str, text: str, alpha: float, n: int, max_new_tokens: int, seed: int):
         def updates():
             definition = service.adapter_task(adapter)
-            settings = Settings(**{**dataclasses.asdict(Settings.for_task(definition.name)), "alpha": alpha, "n": n,
+            settings = Settings(**{**definition.decode, "alpha": alpha, "n": n,
                                    "max_new_tokens": max_new_tokens, "seed": seed})
             for update in service.try_adapter(adapter, text, settings):
                 out = views.generation_outputs(update, definition, service.adapters.get(adapter))

@@ -121,7 +121,7 @@ def test_recovery_only_acts_when_the_target_is_missing(tmp_path):
 BUILD_TOGETHER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from adapters import models
+    from ipa import models
 
     def fake_writer(directory):  # stands in for the 20-second de-quantisation
         with open(os.environ["BUILD_LOG"], "a") as log:
