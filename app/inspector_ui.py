@@ -8,9 +8,8 @@ under the base, each adapter and the tailored policy, with the KL; pick another 
 In task_tab, under the token view; the Generate handler yields `kept(update)` into the state as its last output.
 
 What the page keeps of the last result (a per-session gr.State, `InspectorState`): the finished Generation without
-its inspector data, plus every sample's steps packed into two small arrays a step (token ids and float32
-probabilities: about 1 kB a step, where the StepView objects take about 20 kB). Unpacked, they are exactly the
-StepViews the engine recorded (float32 values round-trip).
+its inspector data, plus every sample's steps as the engine recorded them (small tensors, about 1.5 kB a step for
+both columns; ipa.decoding.inspection.InspectedSteps makes each StepView when the page opens that step).
 
 API names: inspect_<task> (column, sample, step: the table of one step) and branch_<task> (column, sample, step,
 token_id: both columns regenerated from that step), answered for the session's last Generate.
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +27,7 @@ import gradio as gr
 import pandas as pd
 
 from ipa.errors import check_number
-from ipa.decoding.inspection import TOP_K, StepView, TokenProbs
+from ipa.decoding.inspection import TOP_K, StepView
 from app import views, widgets
 from app.service import USER_ERRORS, Branched, Generation, Playground, ServiceError, TokenStep
 from ipa.tasks import Task
@@ -40,55 +39,19 @@ COLUMNS = ("tailored", "base")
 
 
 @dataclass
-class PackedStep:
-    """One StepView in two arrays: candidate ids (the chosen token, then each top list) and their probabilities under
-    base, tailored, sampled and each adapter (one row each, flattened)."""
-
-    ids: array
-    probs: array
-    kl: float
-    names: tuple[str, ...]
-
-
-def pack_step(step: StepView) -> PackedStep:
-    names = tuple(step.adapters)
-    candidates = [step.chosen, *step.base, *step.tailored, *(t for name in names for t in step.adapters[name])]
-    probs = [[t.base for t in candidates], [t.tailored for t in candidates], [t.sampled for t in candidates]]
-    probs += [[t.adapters[name] for t in candidates] for name in names]
-    return PackedStep(array("q", [t.token_id for t in candidates]), array("f", [p for row in probs for p in row]),
-                      step.kl, names)
-
-
-def unpack_step(packed: PackedStep, t: int, tokenizer) -> StepView:
-    """The StepView `pack_step` packed (t: its step number), texts decoded again as ipa.decoding.inspector does."""
-    ids, n = packed.ids.tolist(), len(packed.ids)
-    rows = [packed.probs[i * n:(i + 1) * n].tolist() for i in range(3 + len(packed.names))]
-
-    def token(c: int) -> TokenProbs:
-        return TokenProbs(ids[c], tokenizer.decode([ids[c]]), base=rows[0][c], tailored=rows[1][c], sampled=rows[2][c],
-                          adapters={name: rows[3 + i][c] for i, name in enumerate(packed.names)})
-
-    def top(block: int) -> list[TokenProbs]:
-        return [token(1 + block * TOP_K + j) for j in range(TOP_K)]
-
-    return StepView(step=t, chosen=token(0), kl=packed.kl, base=top(0), tailored=top(1),
-                    adapters={name: top(2 + i) for i, name in enumerate(packed.names)})
-
-
-@dataclass
 class InspectorState:
     """The session's last finished Generate: the result (completions without their steps) and each sample's steps."""
 
     generation: Generation
-    steps: dict[str, list[list[PackedStep]]]
-    """Column -> sample -> step."""
+    steps: dict[str, list[Sequence[StepView]]]
+    """Column -> sample -> its steps (ipa.decoding.inspection.InspectedSteps: each StepView made when read)."""
 
 
 def kept(update: Generation):
     """What the Generate handler leaves in the session's state: nothing until the last update, then that result."""
     if not update.done:
         return gr.skip()
-    steps = {column: [[pack_step(s) for s in c.steps] for c in getattr(update, column)] for column in COLUMNS}
+    steps = {column: [c.steps for c in getattr(update, column)] for column in COLUMNS}
     without_steps = {column: [dataclasses.replace(c, steps=[]) for c in getattr(update, column)] for column in COLUMNS}
     return InspectorState(dataclasses.replace(update, **without_steps), steps)
 
@@ -99,7 +62,7 @@ def _last(state: InspectorState | None) -> InspectorState:
     return state
 
 
-def chosen_steps(state: InspectorState | None, column: str, sample) -> list[PackedStep]:
+def chosen_steps(state: InspectorState | None, column: str, sample) -> Sequence[StepView]:
     """The packed steps of one sample (1, 2, ...) of a column, checked: one clear message for a bad column or sample."""
     state = _last(state)
     if column not in COLUMNS:
@@ -111,10 +74,10 @@ def chosen_steps(state: InspectorState | None, column: str, sample) -> list[Pack
     return samples[sample - 1]
 
 
-def step_view(state: InspectorState | None, column: str, sample, step, tokenizer) -> StepView:
+def step_view(state: InspectorState | None, column: str, sample, step) -> StepView:
     steps = chosen_steps(state, column, sample)
     step = check_number(step, "step", 0, len(steps) - 1, whole=True, error=ServiceError)
-    return unpack_step(steps[step], step, tokenizer)
+    return steps[step]
 
 
 # --- what the inspector shows ---------------------------------------------------------------------------------
@@ -164,11 +127,11 @@ def alternative_choices(step: StepView) -> list[tuple[str, int]]:
     return choices
 
 
-def token_view(state: InspectorState, column: str, sample: int, tokenizer) -> list[tuple[str, float]]:
+def token_view(state: InspectorState, column: str, sample: int) -> list[tuple[str, float]]:
     """The token view of one sample, shaded by each step's KL (for the base column: what the adapter would move);
     the end-of-text token is left out, as in the Generate view."""
     completion = getattr(state.generation, column)[sample - 1]
-    steps = [unpack_step(p, t, tokenizer) for t, p in enumerate(state.steps[column][sample - 1][:len(completion.tokens)])]
+    steps = state.steps[column][sample - 1][:len(completion.tokens)]
     return views.token_highlights([TokenStep(s.chosen.text, s.kl, s.chosen.base, s.chosen.tailored) for s in steps])
 
 
@@ -206,7 +169,6 @@ def _answered(answer: Callable, what: str):
 
 def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText) -> Inspector:
     """The inspector's widgets under a task tab's token view, and their events (inspect_<task>, branch_<task>)."""
-    tokenizer = service.base.tokenizer
     last = gr.State(None)
     with gr.Accordion("Token inspector: click a token above", open=True, elem_id=f"{task.name}-inspector"):
         with gr.Row():
@@ -229,10 +191,10 @@ def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText)
             branched_data = gr.JSON(label="Branch")
 
     def show(state, column, sample, step):
-        view = step_view(state, column, sample, step, tokenizer)
+        view = step_view(state, column, sample, step)
         choices = alternative_choices(view)
         other = next((value for _, value in choices if value != view.chosen.token_id), view.chosen.token_id)
-        return (token_view(state, column, int(sample), tokenizer), step_summary(view, column, int(sample)),
+        return (token_view(state, column, int(sample)), step_summary(view, column, int(sample)),
                 inspector_rows(view), gr.update(choices=choices, value=other))
 
     def inspect(state: InspectorState | None, column: str, sample: int, step: int):

@@ -103,13 +103,14 @@ def test_the_inspector_rows_are_the_steps_the_engine_recorded(service):
     update = last(service, [("sentiment", 0.5)])
     state = kept(update)
     tokenizer = service.base.tokenizer
-    assert all(c.steps == [] for c in state.generation.base + state.generation.tailored)  # kept packed, once
+    assert all(c.steps == [] for c in state.generation.base + state.generation.tailored)  # the steps kept once
     for column in COLUMNS:
         for sample, completion in enumerate(getattr(update, column), 1):
             assert len(completion.steps) == len(completion.token_ids)
             for t, recorded in enumerate(completion.steps):
-                view = step_view(state, column, sample, t, tokenizer)
-                assert view == recorded  # exactly: float32 probabilities round-trip
+                view = step_view(state, column, sample, t)
+                assert view == recorded
+                assert [x.text for x in view.base] == [tokenizer.decode([x.token_id]) for x in view.base]
                 rows = inspector_rows(view)
                 assert list(rows.columns) == ["#", "base", "p base", "adapter toxicity", "p adapter toxicity",
                                               "adapter sentiment", "p adapter sentiment", "tailored", "p tailored"]
@@ -119,7 +120,7 @@ def test_the_inspector_rows_are_the_steps_the_engine_recorded(service):
                                                                 for x in recorded.adapters["sentiment"]]
                 assert sum(cell.endswith(" ✓") for cell in rows["tailored"]) <= 1
             # the page's token view of this sample: its tokens, EOS left out
-            assert [token for token, _ in token_view(state, column, sample, tokenizer)] == [
+            assert [token for token, _ in token_view(state, column, sample)] == [
                 t.replace("\n", "↵") for t in completion.tokens]
 
 
@@ -163,12 +164,12 @@ def test_bad_inspections_and_branches_are_one_clear_message(service, change, mes
     assert str(caught.value) == message
     if "token_id" not in change:
         with pytest.raises(ServiceError) as caught:
-            step_view(state, args["column"], args["sample"], args["step"], service.base.tokenizer)
+            step_view(state, args["column"], args["sample"], args["step"])
         assert str(caught.value) == message
 
 
 def test_inspecting_or_branching_before_a_result_says_generate_first(service):
-    for ask in (lambda: step_view(None, "tailored", 1, 0, service.base.tokenizer),
+    for ask in (lambda: step_view(None, "tailored", 1, 0),
                 lambda: service.branch(None, "tailored", 1, 0, 5)):
         with pytest.raises(ServiceError, match="press Generate first"):
             ask()

@@ -6,6 +6,7 @@ run's final result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -66,34 +67,65 @@ class Inspection:
 
         base_logprobs (S, V); steered_logprobs (S, V) or None (no adapter at work); choice_logprobs (S, V) with
         EOS banned before min_new_tokens; filtered (S, V) the sampling logits, None when greedy; next_tokens (S,)."""
-        run = self.run
         tailored = steered_logprobs if steered_logprobs is not None else base_logprobs
-        adapters = [torch.log_softmax(logits[kind].float(), dim=-1) for kind, _, _ in run.terms] if self.names else []
+        # Every distribution as log-probabilities (the adapters' and the sampled one's only normalised where read:
+        # at the candidates), so that a step costs a top-k and a gather per distribution, not a softmax.
+        adapters = [logits[kind].float() for kind, _, _ in self.run.terms] if self.names else []
         if filtered is not None:
-            sampled = torch.softmax(filtered.double(), dim=-1).float()
+            sampled = filtered.float()
         else:
-            sampled = torch.zeros_like(choice_logprobs).scatter_(-1, choice_logprobs.argmax(-1, keepdim=True), 1.0)
-        distributions = [base_logprobs.exp(), tailored.exp(), sampled] + [a.exp() for a in adapters]  # each (S, V)
+            sampled = torch.full_like(choice_logprobs, float("-inf")).scatter_(
+                -1, choice_logprobs.argmax(-1, keepdim=True), 0.0)
+        distributions = [base_logprobs, tailored, sampled] + adapters  # each (S, V)
         chosen = next_tokens.to(base_logprobs.device).unsqueeze(-1)
         # Candidates: the chosen token, then the top k of base, tailored and each adapter, in that order.
         tops = [torch.topk(d, TOP_K, dim=-1).indices for i, d in enumerate(distributions) if i != 2]
         ids = torch.cat([chosen] + tops, dim=-1)  # (S, 1 + k·(2 + adapters))
+        normalisers = [torch.zeros(1, device=ids.device)] * 2 + [torch.logsumexp(d, -1, keepdim=True)
+                                                                  for d in distributions[2:]]
         self.records.append({
             "ids": ids.cpu(),
-            "probs": torch.stack([d.gather(-1, ids) for d in distributions]).cpu(),  # (3 + adapters, S, C)
+            "probs": torch.stack([(d.gather(-1, ids) - z).exp() for d, z in zip(distributions, normalisers)]).cpu(),
             "kl": kl_divergence(tailored, base_logprobs).cpu(),
             "active": active.clone(),
         })
 
-    def views(self, stream: int, length: int) -> list[StepView]:
-        """The StepViews of one stream's first `length` steps."""
-        return [self._view(record, t, stream) for t, record in enumerate(self.records[:length])]
+    def views(self, stream: int, length: int) -> InspectedSteps:
+        """One stream's first `length` steps, as StepViews made when read."""
+        return InspectedSteps(self.records[:length], stream, tuple(self.names), self.run.policy.tokenizer, self._texts)
 
-    def _view(self, record: dict, t: int, s: int) -> StepView:
+
+class InspectedSteps(Sequence[StepView]):
+    """One continuation's recorded steps (Completion.steps), each StepView made when it is read: a result carries
+    every step, the page opens a few. Holds the records' small tensors (about 1.5 kB a step for both columns),
+    the tokenizer and the token texts decoded so far."""
+
+    def __init__(self, records: list[dict[str, torch.Tensor]], stream: int, names: tuple[str, ...], tokenizer,
+                 texts: dict[int, str]):
+        self.records, self.stream, self.names, self.tokenizer, self.texts = records, stream, names, tokenizer, texts
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+    def __getitem__(self, t):
+        if isinstance(t, slice):
+            return [self[i] for i in range(*t.indices(len(self)))]
+        t = range(len(self))[t]  # negative steps count from the end; out of range raises IndexError
+        return self._view(self.records[t], t)
+
+    def _view(self, record: dict, t: int) -> StepView:
+        s = self.stream
         ids, probs = record["ids"][s].tolist(), record["probs"][:, s].tolist()
+        unseen = [i for i in dict.fromkeys(ids) if i not in self.texts]
+        self.texts.update(zip(unseen, self.tokenizer.batch_decode([[i] for i in unseen])))
 
         def token(c: int) -> TokenProbs:
-            return TokenProbs(ids[c], self._text(ids[c]), base=probs[0][c], tailored=probs[1][c], sampled=probs[2][c],
+            return TokenProbs(ids[c], self.texts[ids[c]], base=probs[0][c], tailored=probs[1][c], sampled=probs[2][c],
                               adapters={name: probs[3 + i][c] for i, name in enumerate(self.names)})
 
         def top(block: int) -> list[TokenProbs]:
@@ -101,11 +133,6 @@ class Inspection:
 
         return StepView(step=t, chosen=token(0), kl=float(record["kl"][s]), base=top(0), tailored=top(1),
                         adapters={name: top(2 + i) for i, name in enumerate(self.names)})
-
-    def _text(self, token_id: int) -> str:
-        if token_id not in self._texts:
-            self._texts[token_id] = self.run.policy.tokenizer.decode([token_id])
-        return self._texts[token_id]
 
 
 # --- branching -------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ distribution. Several adapters compose (`TailoredPolicy.more_adapters`): their t
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -205,9 +206,9 @@ class Completion:
     """KL(tailored || base) at each step: how far the adapter moved the distribution (0 for the base column)."""
     tokens: list[str] = field(default_factory=list)
     """Each generated token as text (EOS left out)."""
-    steps: list = field(default_factory=list)
-    """With inspect=True: at each step, the most likely tokens under base, adapters and tailored policy
-    (ipa.decoding.inspector.StepView); empty otherwise."""
+    steps: Sequence = field(default_factory=list)
+    """With inspect=True, in the final result: at each step, the most likely tokens under base, adapters and
+    tailored policy (StepViews, made when read: ipa.decoding.inspection.InspectedSteps); empty otherwise."""
 
 
 @dataclass
