@@ -227,7 +227,7 @@ def test_token_id_prompts_ids_in_answers_and_k(tokenizer, tiny_host):
         completions = [p for path, p in server.requests if path.endswith("/completions")]
         assert sorted(p["prompt"] for p in completions[-2:]) == [[50], [50, 60]]  # sent concurrently
         assert all(p["logprobs"] == 20 and p["max_tokens"] == 1 and p["temperature"] == 0 for p in completions)
-        assert api.stats.requests == 2 and api.stats.tokens == 3
+        assert api.stats.requests == 2
 
 
 def test_retries_server_errors_then_succeeds(tokenizer, tiny_host):
