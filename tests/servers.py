@@ -189,7 +189,7 @@ class ModelServer(FakeCompletionsServer):
 
     Answers top-k log-probabilities keyed "token_id:N" for the next token and, when `scoring` is 'prompt_logprobs'
     (vLLM's form: per position {id: {logprob, rank}}, the prompt's own token added with its rank) or 'echo' (the
-    legacy form: text-keyed dicts over the prompt's tokens), at every prompt position. `cap` is the most
+    legacy form: a dict per prompt token, keyed "token_id:N" as vLLM's --return-tokens-as-token-ids writes them), at every prompt position. `cap` is the most
     log-probabilities it gives (a hosted API's 5 or 20); `delay` seconds are slept per request; after `die_after`
     completions it answers HTTP 500; `answer_model` names another model in its answers.
     """
@@ -212,10 +212,10 @@ class ModelServer(FakeCompletionsServer):
             if self.die_after is not None and self.completions > self.die_after:
                 return 500, {"error": {"message": "engine dead"}}
             ids, k = payload["prompt"], payload.get("logprobs") or 0
-            if not isinstance(ids, list):
-                return 400, {"error": {"message": "token ids only"}}
             if k > self.cap or (payload.get("prompt_logprobs") or 0) > self.cap:
                 return 400, {"error": {"message": f"logprobs above the cap of {self.cap}"}}
+            if not isinstance(ids, list):
+                return 400, {"error": {"message": "token ids only"}}
             table = logprobs_of(ids)
             top = table[-1].topk(k)
             choice = {"text": tokenizer.decode([int(top.indices[0])]), "finish_reason": "length",
@@ -237,8 +237,8 @@ class ModelServer(FakeCompletionsServer):
                 for position in range(1, len(ids)):
                     row = table[position - 1]
                     best = row.topk(k)
-                    entry = {tokenizer.decode([int(i)]): float(v) for v, i in zip(best.values, best.indices)}
-                    entry.setdefault(tokenizer.decode([ids[position]]), float(row[ids[position]]))
+                    entry = {f"token_id:{int(i)}": float(v) for v, i in zip(best.values, best.indices)}
+                    entry.setdefault(f"token_id:{ids[position]}", float(row[ids[position]]))
                     rows.append(entry)
                 choice["logprobs"]["top_logprobs"] = rows + choice["logprobs"]["top_logprobs"]
             return 200, {"model": answer_model or payload.get("model"), "choices": [choice]}

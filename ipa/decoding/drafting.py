@@ -118,8 +118,7 @@ class RemoteRounds:
         # The stand-in cut to its own top k, as the server's answers are: where the two models agree, so do q and p.
         standin = local["standin"]
         kth = standin.topk(min(self.remote.top_logprobs, standin.shape[-1]), dim=-1).values[:, -1:]
-        logits = {"base": standin.masked_fill(standin < kth, float("-inf")),
-                  **{kind: value for kind, value in local.items() if kind != "standin"}}
+        logits = self._logits_at(len(self.local) - 1, standin.masked_fill(standin < kth, float("-inf")))
         _, policy_logprobs, _ = run.policy_logprobs(logits)
         positions = torch.tensor([self.frontier[s] + step for s in range(run.n_streams)])
         choice, filtered = sampling_logits(policy_logprobs, config, positions.clamp(max=self.max_new - 1), run.eos)

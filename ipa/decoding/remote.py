@@ -369,6 +369,8 @@ class ApiBase:
             raise ApiBaseError(f"{self._where()} did not score the prompt's last {drafted} positions "
                                f"({self.scoring}): got {str(positions)[:120]}.")
         scored = [self._entries(r, merged=False) for r in rows[len(ids) - drafted:]]
+        if self.scoring == "echo":  # the generated token's entry follows the prompt's
+            choice = {**choice, "logprobs": {**choice["logprobs"], "top_logprobs": positions[len(ids):]}}
         return scored + [self._parse(choice)]
 
     def _choice(self, body, model: str) -> dict:
