@@ -288,6 +288,9 @@ class TokenStep:
     """The base model's probability of the chosen token."""
     tailored_prob: float
     """The tailored policy's probability of the chosen token."""
+    covered: float | None = None
+    """With a black-box base: the probability mass of the tokens its server reported at this step (its top k), on
+    which the step's distributions were computed; None for a local base (all of it)."""
 
 
 @dataclass
@@ -351,9 +354,10 @@ def token_steering(completion: Completion) -> list[TokenStep]:
     """
     import math
 
-    return [TokenStep(token, kl, math.exp(base), math.exp(tailored))
-            for token, kl, base, tailored in zip(completion.tokens, completion.kl, completion.base_logprobs,
-                                                  completion.tailored_logprobs)]
+    covered = completion.base_mass or [None] * len(completion.tokens)
+    return [TokenStep(token, kl, math.exp(base), math.exp(tailored), mass)
+            for token, kl, base, tailored, mass in zip(completion.tokens, completion.kl, completion.base_logprobs,
+                                                        completion.tailored_logprobs, covered)]
 
 
 def public_text(config: AppConfig, text: str, named: Mapping | None = None) -> str:
