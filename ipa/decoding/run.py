@@ -98,6 +98,9 @@ class RemoteBase(Protocol):
     top_logprobs: int
     """k: the log-probabilities the server reports per position."""
 
+    def served_model(self, adapter: str) -> str | None:
+        """The model name under which the server serves this adapter (a LoRA beside the base), or None."""
+
     def score(self, ids: list[int], drafted: int = 0, model: str | None = None):
         """A future of the top-k (ids, log-probabilities) at the last drafted + 1 positions of ids."""
 
