@@ -512,6 +512,7 @@ class Playground:
             from ipa.decoding.remote import ApiBase, ApiBaseConfig
             remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
                                                     top_logprobs=config.top_logprobs, draft_tokens=config.draft_tokens,
+                                                    served_adapters=config.base_api_adapters,
                                                     api_key_env=config.api_key_env or None), base)
         def load_scorers() -> dict:
             scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}
