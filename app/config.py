@@ -113,6 +113,11 @@ class AppConfig:
     """The served model's name (with --base-api)."""
     top_logprobs: int = 20
     """k, the log-probabilities asked of the API per step (with --base-api)."""
+    draft_tokens: int = 4
+    """Tokens drafted locally before one request verifies them (with --base-api; 0: one request per token)."""
+    base_api_adapters: str = ""
+    """Adapters the --base-api server also serves as LoRA models: NAME or NAME=SERVED_NAME, comma-separated (their
+    rows then come from the server: the page in front of a vLLM fleet)."""
     api_key_env: str = ""
     """The environment variable holding the API key (with --base-api); the key itself is never a flag."""
     training: str = "open"

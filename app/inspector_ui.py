@@ -105,15 +105,21 @@ def inspector_rows(step: StepView) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def step_summary(step: StepView, column: str, sample: int) -> str:
-    """One line above the table: the chosen token, its probability under each distribution, the KL."""
+def step_summary(step: StepView, column: str, sample: int, covered: float | None = None) -> str:
+    """One line above the table: the chosen token, its probability under each distribution, the KL (and, with a
+    black-box base, the share of the base's probability its server's top k held at this step: `covered`)."""
     chosen = step.chosen
+    if covered is not None:
+        warn = " ⚠ low: the distributions here stand on few tokens" if covered < views.LOW_COVERAGE else ""
+        chosen_kl = f" · the server's top k held {covered:.0%} of the base's probability{warn}"
+    else:
+        chosen_kl = ""
     adapters = "".join(f" · adapter “{views.e(name)}” {p:.3f}" for name, p in chosen.adapters.items())
     kl = (f"KL(tailored ‖ base) {step.kl:.3f} nats" + (" (what the adapter would have moved: this column samples "
                                                        "from the base)" if column == "base" and chosen.adapters else ""))
     return (f"**Step {step.step}** of the {column} text, sample {sample}: chosen “{views.e(shown(chosen.text))}” · "
             f"base p {chosen.base:.3f} → tailored p {chosen.tailored:.3f}{adapters} · drawn with p {chosen.sampled:.3f} "
-            f"(after temperature and top-p) · {kl}")
+            f"(after temperature and top-p) · {kl}{chosen_kl}")
 
 
 def alternative_choices(step: StepView) -> list[tuple[str, int]]:
@@ -194,7 +200,9 @@ def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText)
         view = step_view(state, column, sample, step)
         choices = alternative_choices(view)
         other = next((value for _, value in choices if value != view.chosen.token_id), view.chosen.token_id)
-        return (token_view(state, column, int(sample)), step_summary(view, column, int(sample)),
+        masses = getattr(state.generation, column)[int(sample) - 1].base_mass
+        covered = masses[view.step] if view.step < len(masses) else None
+        return (token_view(state, column, int(sample)), step_summary(view, column, int(sample), covered),
                 inspector_rows(view), gr.update(choices=choices, value=other))
 
     def inspect(state: InspectorState | None, column: str, sample: int, step: int):

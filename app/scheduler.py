@@ -232,6 +232,10 @@ class Scheduler:
         self.step_count += 1
         self.active = len(self.engine.running)
         self.busy_seconds += time.perf_counter() - started
+        failed, self.engine.failed = self.engine.failed, []
+        for request in failed:  # its remote base failed: its user hears why, the others decode on
+            request.snapshot = request.error
+            request.updated.set()
         for request in advanced:
             request.snapshot = ADVANCED
             request.updated.set()

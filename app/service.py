@@ -288,6 +288,9 @@ class TokenStep:
     """The base model's probability of the chosen token."""
     tailored_prob: float
     """The tailored policy's probability of the chosen token."""
+    covered: float | None = None
+    """With a black-box base: the probability mass of the tokens its server reported at this step (its top k), on
+    which the step's distributions were computed; None for a local base (all of it)."""
 
 
 @dataclass
@@ -351,9 +354,10 @@ def token_steering(completion: Completion) -> list[TokenStep]:
     """
     import math
 
-    return [TokenStep(token, kl, math.exp(base), math.exp(tailored))
-            for token, kl, base, tailored in zip(completion.tokens, completion.kl, completion.base_logprobs,
-                                                  completion.tailored_logprobs)]
+    covered = completion.base_mass or [None] * len(completion.tokens)
+    return [TokenStep(token, kl, math.exp(base), math.exp(tailored), mass)
+            for token, kl, base, tailored, mass in zip(completion.tokens, completion.kl, completion.base_logprobs,
+                                                        completion.tailored_logprobs, covered)]
 
 
 def public_text(config: AppConfig, text: str, named: Mapping | None = None) -> str:
@@ -507,7 +511,8 @@ class Playground:
         if config.base_api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
             from ipa.decoding.remote import ApiBase, ApiBaseConfig
             remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
-                                                    top_logprobs=config.top_logprobs,
+                                                    top_logprobs=config.top_logprobs, draft_tokens=config.draft_tokens,
+                                                    served_adapters=config.base_api_adapters,
                                                     api_key_env=config.api_key_env or None), base)
         def load_scorers() -> dict:
             scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}

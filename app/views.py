@@ -246,10 +246,37 @@ def token_highlights(steps: list[TokenStep]) -> list[tuple[str, float]]:
     return [(s.token.replace("\n", "↵"), round(min(1.0, math.sqrt(max(0.0, s.kl) / KL_FULL)), 3)) for s in steps]
 
 
+LOW_COVERAGE = 0.5
+"""Below this share of the base's probability in the server's top k, a token's distributions are warned about: they
+were computed on the few tokens the server reported (a black-box base, ipa.decoding.remote)."""
+
+
+def coverage_line(steps: list[TokenStep]) -> str:
+    """With a black-box base: how much of the base's probability the server's top k held, per token where low, and a
+    warning when it was low somewhere; '' for a local base."""
+    covered = [s for s in steps if s.covered is not None]
+    if not covered:
+        return ""
+    mean = sum(s.covered for s in covered) / len(covered)
+    low = [s for s in covered if s.covered < LOW_COVERAGE]
+    line = (f"The base is a black box: its server's top-k log-probabilities held {mean:.0%} of its probability per "
+            f"token on average (lowest {min(s.covered for s in covered):.0%}); each token was chosen among those.")
+    if low:
+        listed = ", ".join(f"“{e((s.token.strip() or s.token).replace(chr(10), '↵'))}” {s.covered:.0%}" for s in low[:8])
+        line += (f"  \n⚠ **Low coverage at {len(low)} token{'s' if len(low) != 1 else ''}** ({listed}"
+                 f"{', ...' if len(low) > 8 else ''}): there the tailored distribution was computed on less than "
+                 f"{LOW_COVERAGE:.0%} of the base's probability. Ask the server for more log-probabilities "
+                 "(--top-logprobs, within its cap).")
+    return line
+
+
 def steering_summary(steps: list[TokenStep]) -> str:
-    """One line under the token view: the mean KL and the most steered tokens."""
+    """One line under the token view: the mean KL and the most steered tokens (and, with a black-box base, how much
+    of its probability the server's top k covered)."""
     if not steps:
         return ""
+    coverage = coverage_line(steps)
+    coverage = "  \n" + coverage if coverage else ""
     mean = sum(s.kl for s in steps) / len(steps)
     top = sorted((s for s in steps if s.kl >= 0.05), key=lambda s: -s.kl)[:3]
     line = f"Mean KL {mean:.3f} nats per token."
@@ -259,7 +286,7 @@ def steering_summary(steps: list[TokenStep]) -> str:
     else:
         line += (" No single step moved by 0.05 nats or more; small moves early on can still send the sampled text "
                  "down a different path.")
-    return line
+    return line + coverage
 
 
 def notice_markdown(update: Generation, entry: AdapterEntry | None) -> str:

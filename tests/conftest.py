@@ -1,7 +1,7 @@
 """Shared fixtures: tiny models built in code (fast), the real embedded model (loaded once), the served app; markers.
 
 Markers (pytest.ini): `slow` tests load real models (the embedded LM, MiniLM, the scoring LM), serve the app, drive a
-browser, start the llama.cpp server or another Python process (a command line as a user runs it), or compile with
+browser, start the llama.cpp or vLLM server or another Python process (a command line as a user runs it), or compile with
 torch.compile; `make test-fast` runs the others. `gpu` tests need CUDA and are skipped, saying so, where there is none.
 """
 
@@ -75,6 +75,17 @@ def playground_app(tmp_path_factory, request):
 
     with serve_playground(tmp_path_factory.mktemp("playground"), lambda: request.getfixturevalue("embedded_host")) as app:
         yield app
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """vLLM's OpenAI server on the embedded model's float copy (tests/servers.py), started once for every test that
+    needs it: it takes 2-2.5 minutes to start on 2 busy cores (its first use installs it: about 2 minutes, 3.5 GB)."""
+    from tests.servers import VllmServer
+
+    server = VllmServer(tmp_path_factory.mktemp("vllm") / "server.log").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

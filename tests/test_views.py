@@ -168,3 +168,19 @@ def test_markdown_shows_any_value_as_text_and_numbers_by_their_format(value):
     assert shows_as_text(out, str(value)) and rendered(out)[0] <= {"p", "strong"}
     assert text_md(value) in out
     assert markdown("{x:.2f} and {y:g}", x=0.125, y=2.0) == "0.12 and 2"
+
+
+def test_a_black_box_base_shows_its_covered_mass_and_warns_when_low():
+    """Issue 27, item 3: each token's covered mass (the server's top k) under the token view, a warning naming the
+    tokens where it was below LOW_COVERAGE; nothing for a local base."""
+    from app.service import TokenStep
+    from app.views import LOW_COVERAGE, steering_summary
+
+    local = [TokenStep(" a", 0.1, 0.2, 0.3), TokenStep(" b", 0.2, 0.2, 0.3)]
+    assert "black box" not in steering_summary(local)
+    high = [TokenStep(" a", 0.1, 0.2, 0.3, 0.95), TokenStep(" b", 0.2, 0.2, 0.3, 0.85)]
+    text = steering_summary(high)
+    assert "held 90% of its probability per token on average (lowest 85%)" in text and "Low coverage" not in text
+    low = high + [TokenStep(" rare", 0.3, 0.01, 0.02, LOW_COVERAGE - 0.1)]
+    text = steering_summary(low)
+    assert "Low coverage at 1 token" in text and "“rare” 40%" in text and "--top-logprobs" in text

@@ -29,19 +29,25 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import torch
 from transformers import DynamicCache
 
+from ipa.errors import UserError
 from ipa.models import logits_at
+from ipa.decoding.drafting import RemoteRounds
 from ipa.decoding.run import DecodeConfig, DecodeResult, DecodeRun, SampleBatch, TailoredPolicy, pack_prompts
 
 if TYPE_CHECKING:
     from ipa.policy_adapter import AdapterHost
 
 _ids = itertools.count()
+REMOTE_WAIT = 0.05
+"""Seconds a step waits for a remote answer when no row has other work (then it returns, and the caller, the
+scheduler, reads its inbox before the next step: a new request waits no longer than this to join)."""
 
 
 # --- one model's rows --------------------------------------------------------------------------------------------
@@ -90,13 +96,29 @@ class RowBatch:
             hidden = model.get_decoder()(**inputs, use_cache=True).last_hidden_state
             return logits_at(model, hidden, slice(-1, None))[:, 0].float()
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Feed each row its next token (R,); returns next-token logits (R, V)."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self), 1))], dim=1)
+    def step(self, tokens: torch.Tensor, hold: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed each row its next token (R,); returns next-token logits (R, V).
+
+        hold (R,) marks rows that wait (a request whose remote answer is not in): each is fed its token (a pad) with
+        attention mask 0 and its position unchanged, so that its KV cache and positions stay as they were; its
+        logits are not meaningful."""
+        live = torch.ones(len(self), dtype=torch.long) if hold is None else (~hold).long()
+        live = live.to(self.mask.device)
+        self.mask = torch.cat([self.mask, live[:, None]], dim=1)
         positions = self.next_position.unsqueeze(1)
-        self.next_position = self.next_position + 1
+        self.next_position = self.next_position + live.to(self.next_position.device)
         return self._forward([row.adapter for row in self.rows], input_ids=tokens.unsqueeze(1).to(self.device),
                              attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+
+    def rewind(self, positions: torch.Tensor, counts: torch.Tensor) -> None:
+        """Forget the last counts[i] tokens fed to row positions[i] (drafted tokens a remote base rejected): their
+        KV entries are masked out for good and the row's next position moves back over them."""
+        for row, count in zip(positions.tolist(), counts.tolist()):
+            if count <= 0:
+                continue
+            fed = self.mask[row].nonzero().flatten()
+            self.mask[row, fed[-count:]] = 0
+            self.next_position[row] -= count
 
     def join(self, rows: list[Row], prompts: list[list[int]], prefixes: list[torch.Tensor | None], pad_id: int) -> torch.Tensor:
         """Prefill new rows and merge them into the batch; returns their next-token logits (k, V) in the order given.
@@ -177,8 +199,11 @@ class Request:
         self.id = next(_ids)
         self.run = run
         self.cancelled = False
-        self.remote = None
-        """The remote base's rows of this request (RemoteBase.row_group), when the base is remote."""
+        self.error: Exception | None = None
+        """What failed this request alone (its remote base's ApiBaseError); the engine drops it at once."""
+        remote = run.policy.remote_base
+        self.remote = RemoteRounds(run, remote) if remote is not None else None
+        """The request's rounds on a remote base (ipa.decoding.drafting), when the base is remote."""
         self.snapshot = None
         """What its user sees next (set by app.scheduler): requests ahead while waiting, then a DecodeResult."""
         self.updated = threading.Event()
@@ -188,25 +213,36 @@ class Request:
 
     @property
     def done(self) -> bool:
-        return self.run.done or self.cancelled
+        return self.run.done or self.cancelled or self.error is not None
 
     def cancel(self) -> None:
         """Stop decoding; the engine drops the rows at its next step."""
         self.cancelled = True
 
-    def rows(self) -> list[tuple[str, Row, list[int], torch.Tensor | None]]:
-        """(model, row, prompt ids, prefix) for every row the request needs; model is 'base' or 'adapter'."""
-        run, policy = self.run, self.run.policy
-        out = []
-        if policy.remote_base is None:
-            out += [("base", Row(self.id, "base", s, None), run.stream_prompts[s], None) for s in range(run.n_streams)]
+    @property
+    def kinds(self) -> list[tuple[str, str, list[int], str | None]]:
+        """(model, kind, streams, adapter) of each kind of row the request needs; model is 'base' or 'adapter'."""
+        if self.remote is not None:
+            return self.remote.row_kinds
+        run = self.run
+        out = [("base", "base", list(range(run.n_streams)), None)]
         if run.use_adapter:
-            for kind, name, _ in run.terms:
-                prefix = policy.adapter.reward_token_embedding(name)
-                out += [("adapter", Row(self.id, kind, s, name), run.stream_prompts[s], prefix) for s in run.steered]
+            out += [("adapter", kind, list(run.steered), name) for kind, name, _ in run.terms]
             if run.needs_init_rows:
-                out += [("adapter", Row(self.id, "init", s, None), run.stream_prompts[s], None) for s in run.steered]
+                out.append(("adapter", "init", list(run.steered), None))
         return out
+
+    def rows(self) -> list[tuple[str, Row, list[int], torch.Tensor | None]]:
+        """(model, row, prompt ids, prefix) for every row the request needs."""
+        run, adapter = self.run, self.run.policy.adapter
+        return [(model, Row(self.id, kind, s, name), run.stream_prompts[s],
+                 adapter.reward_token_embedding(name) if name is not None else None)
+                for model, kind, streams, name in self.kinds for s in streams]
+
+    @property
+    def held(self) -> bool:
+        """Its rows wait for its remote base's answer (fed masked pads meanwhile)."""
+        return self.remote is not None and self.remote.held
 
 
 class Engine:
@@ -225,6 +261,8 @@ class Engine:
         self.max_rows = max_rows
         self.waiting: list[Request] = []
         self.running: list[Request] = []
+        self.failed: list[Request] = []
+        """Requests that failed alone (request.error) since the caller last emptied this list."""
 
     @classmethod
     def for_policy(cls, policy: TailoredPolicy, max_rows: int = 0) -> "Engine":
@@ -267,9 +305,16 @@ class Engine:
         2. decode:   one forward pass per model over the running rows, each fed its last token (a remote base's
                      rows ask its server);
         3. join:     waiting requests that fit are prefilled together and merged into the running batch;
-        4. advance:  each request picks its streams' next tokens from its rows' logits (DecodeRun.advance).
+        4. advance:  each request picks its streams' next tokens from its rows' logits (DecodeRun.advance); a request
+                     on a remote base takes the tokens its server's answers verified, when they are in
+                     (ipa.decoding.drafting), and sends its next request.
+
+        A request on a remote base never holds up the step: its requests run on a thread pool, and while an answer is
+        out its rows wait (RowBatch.step's hold). Only when every running request waits for an answer (and none can
+        join) does the step wait, for the first answer or REMOTE_WAIT seconds.
         """
         self._retire()
+        self._wait_for_remote()
         logits = self._decode_running()
         joining = self.admit()
         self._join(joining, logits)
@@ -282,27 +327,47 @@ class Engine:
         self._drop([r for r in self.running if r.done])
         self.waiting = [r for r in self.waiting if not r.cancelled]
 
+    def _wait_for_remote(self) -> None:
+        """Block (REMOTE_WAIT seconds at most) only when no row has work: every running request waits for its
+        remote answer and no waiting request fits."""
+        if any(not r.held and (r.remote is None or r.remote.row_kinds) for r in self.running):
+            return
+        if self.waiting and (not self.max_rows or not self.rows or self.rows + len(self.waiting[0].rows()) <= self.max_rows):
+            return
+        pending = [f for r in self.running if r.remote is not None for f in r.remote.pending()]
+        if pending:
+            wait(pending, timeout=REMOTE_WAIT, return_when=FIRST_COMPLETED)
+
     def _decode_running(self) -> dict[int, dict[str, torch.Tensor]]:
-        """Phase 2: request id -> row kind -> next-token logits (rows, V) of the rows already running."""
+        """Phase 2: request id -> row kind -> next-token logits (rows, V) of the rows already running (held rows:
+        none; a batch whose rows all wait takes no step)."""
         logits = defaultdict(dict)
         for _, batch in self._distinct_batches():
             if not batch.rows:
                 continue
-            tokens = torch.zeros(len(batch), dtype=torch.long)
+            tokens = torch.full((len(batch),), self.pad_id, dtype=torch.long)
+            hold = torch.zeros(len(batch), dtype=torch.bool)
             for request in self.running:
-                for kind in request.run.row_kinds:
+                for _, kind, streams, _ in request.kinds:
                     positions = batch.index.get((request.id, kind))
-                    if positions is not None:
-                        tokens[positions.cpu()] = request.run.next_tokens[request.run.streams_of(kind)]
-            out = batch.step(tokens)
+                    if positions is None:
+                        continue
+                    if request.held:
+                        hold[positions.cpu()] = True
+                    elif request.remote is not None:
+                        tokens[positions.cpu()] = request.remote.feed(kind)
+                    else:
+                        tokens[positions.cpu()] = request.run.next_tokens[streams].cpu()
+            if bool(hold.all()):
+                continue
+            out = batch.step(tokens, hold if bool(hold.any()) else None)
             for request in self.running:
-                for kind in request.run.row_kinds:
+                if request.held:
+                    continue
+                for _, kind, _, _ in request.kinds:
                     positions = batch.index.get((request.id, kind))
                     if positions is not None:
                         logits[request.id][kind] = out[positions]
-        for request in self.running:
-            if request.remote is not None:
-                logits[request.id]["base"] = request.remote.step(request.run.next_tokens.to(self.base.base_model.device))
         return logits
 
     def _join(self, joining: list[Request], logits: dict) -> None:
@@ -316,26 +381,50 @@ class Engine:
                 continue
             out = batch.join([n[1] for n in needs], [n[2] for n in needs], [n[3] for n in needs], self.pad_id)
             for request in joining:
-                for kind in request.run.row_kinds:
+                for _, kind, _, _ in request.kinds:
                     picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]
                     if picks:
                         logits[request.id][kind] = out[torch.tensor(picks, device=out.device)]
         for request in joining:
-            if request.run.policy.remote_base is not None:
-                request.remote = request.run.policy.remote_base.row_group(list(range(request.run.n_streams)))
-                logits[request.id]["base"] = request.remote.prefill(request.run.stream_prompts, self.pad_id,
-                                                                    self.base.base_model.device)
+            if request.remote is not None and request.remote.row_kinds:  # the prefill is its first local step
+                request.remote.local_step(logits.pop(request.id))
 
     def _advance(self, logits: dict) -> list[Request]:
-        """Phase 4: every request with logits this step picks its next tokens (under its lock: its user may be
-        reading it)."""
+        """Phase 4: every request with logits this step picks its next tokens, a request on a remote base those its
+        answers verified (under its lock: its user may be reading it). A remote request's error fails it alone."""
         advanced = []
         for request in self.running:
+            if request.remote is None:
+                if request.id in logits:
+                    with request.lock:
+                        request.run.advance(logits[request.id])
+                    advanced.append(request)
+                continue
             if request.id in logits:
+                request.remote.local_step(logits[request.id])
+            try:
+                commits, rewind = request.remote.poll()
+            except UserError as err:
+                request.error = err
+                self.failed.append(request)
+                continue
+            if rewind is not None:
+                self._rewind(request, rewind)
+            if commits:
                 with request.lock:
-                    request.run.advance(logits[request.id])
+                    for step_logits, forced, mass in commits:
+                        request.run.advance(step_logits, forced, mass)
                 advanced.append(request)
         return advanced
+
+    def _rewind(self, request: Request, counts: torch.Tensor) -> None:
+        """Mask the KV entries of each stream's rejected drafts in every row of that stream."""
+        if not bool((counts > 0).any()):
+            return
+        for model, kind, streams, _ in request.kinds:
+            positions = self.batches[model].index.get((request.id, kind))
+            if positions is not None:
+                self.batches[model].rewind(positions.cpu(), counts[streams])
 
     def _distinct_batches(self):
         seen = set()
@@ -397,10 +486,14 @@ def decode_steps(
 def run_steps(run: DecodeRun) -> Iterator[DecodeRun]:
     """decode_steps for a run already made (with its own random numbers, for instance)."""
     engine = Engine.for_policy(run.policy)
-    engine.submit(Request(run))
+    request = Request(run)
+    engine.submit(request)
     while not run.done:
-        engine.step()
-        yield run
+        advanced = engine.step()
+        if request.error is not None:
+            raise request.error
+        if advanced:
+            yield run
 
 
 def generate(

@@ -121,19 +121,75 @@ class Sampling(Protocol):
     min_new_tokens: int
 
 
-def next_tokens(logprobs: torch.Tensor, config: Sampling, step: int, eos_ids: list[int],
+def sampling_logits(logprobs: torch.Tensor, config: Sampling, step: int | torch.Tensor,
+                    eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a row's next token is drawn from at decoding step `step` (an int, or one per row (B,)): the
+    log-probabilities chosen from (B, V: EOS banned before config.min_new_tokens) and the sampling logits after
+    temperature, top-k and top-p (B, V; None when greedy, temperature 0)."""
+    choice = logprobs
+    banned = torch.as_tensor(step, device=logprobs.device) < config.min_new_tokens  # () or (B,)
+    if eos_ids and bool(banned.any()):
+        eos = torch.zeros(logprobs.shape[-1], dtype=torch.bool, device=logprobs.device)
+        eos[eos_ids] = True
+        choice = logprobs.masked_fill(eos & banned.reshape(-1, 1), float("-inf"))
+    if config.temperature == 0:
+        return choice, None
+    return choice, filter_logits(choice, config.temperature, config.top_k, config.top_p)
+
+
+def next_tokens(logprobs: torch.Tensor, config: Sampling, step: int | torch.Tensor, eos_ids: list[int],
                 uniforms: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Each row's next token from its policy's log-probabilities at decoding step `step` (0: the first new token).
     (B, V), uniforms (B,) -> tokens (B,), the log-probabilities chosen from (B, V: EOS banned before
     config.min_new_tokens), the sampling logits (B, V; None when greedy, temperature 0)."""
-    choice = logprobs
-    if step < config.min_new_tokens and eos_ids:
-        choice = logprobs.clone()
-        choice[:, eos_ids] = float("-inf")
-    if config.temperature == 0:
+    choice, filtered = sampling_logits(logprobs, config, step, eos_ids)
+    if filtered is None:
         return choice.argmax(dim=-1), choice, None
-    filtered = filter_logits(choice, config.temperature, config.top_k, config.top_p)
     return sample_coupled(filtered, uniforms.to(filtered.device)), choice, filtered
+
+
+def verify_drafts(draft: torch.Tensor, target: torch.Tensor, drafted: torch.Tensor, accept_u: torch.Tensor,
+                  residual_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The speculative-sampling rule (Leviathan et al. 2023; Chen et al. 2023): a token drawn from the draft
+    distribution q is kept with probability min(1, p(x) / q(x)), else replaced by a draw from the residual
+    max(0, p − q) renormalised; the kept or redrawn token is then distributed exactly as p, whatever q was.
+    draft, target: the sampling logits of q and p (B, V; filter_logits' output, -inf where removed); drafted (B,)
+    tokens drawn from q; accept_u, residual_u (B,) uniforms. -> accepted (B,) bool, each row's token (B,): the
+    drafted one where accepted, the residual's draw elsewhere.
+
+    >>> p = torch.log(torch.tensor([[0.5, 0.5, 0.0]])); q = torch.log(torch.tensor([[0.0, 0.25, 0.75]]))
+    >>> verify_drafts(q, p, torch.tensor([2]), torch.tensor([0.3]), torch.tensor([0.1]))  # p(2) = 0: redrawn from p−q
+    (tensor([False]), tensor([0]))
+    """
+    p = torch.softmax(target.double(), dim=-1)
+    q = torch.softmax(draft.double(), dim=-1)
+    p_x = p.gather(-1, drafted[:, None]).squeeze(-1)
+    q_x = q.gather(-1, drafted[:, None]).squeeze(-1)
+    accepted = accept_u.double() * q_x < p_x  # u < p/q without dividing; q_x > 0 for a token drawn from q
+    residual = (p - q).clamp(min=0)
+    empty = residual.sum(-1) <= 0  # p == q on every token: nothing is ever rejected; draw from p to stay finite
+    residual[empty] = p[empty]
+    redrawn = sample_coupled(torch.log(residual), residual_u)
+    return accepted, torch.where(accepted, drafted, redrawn)
+
+
+def topk_union(rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Top-k log-probabilities of several models (each (B, V), -inf outside what its server reported) on the
+    union of their tokens: a token one list lacks gets that list's lowest reported log-probability there (an
+    upper bound on its true value, the least a token outside the list can be credited without excluding it);
+    tokens in no list stay -inf. This is how a base's and its served adapters' top-k lists are combined.
+
+    >>> a = torch.tensor([[-0.1, -2.5, float("-inf")]]); b = torch.tensor([[-1.0, float("-inf"), -0.5]])
+    >>> [r.tolist() for r in topk_union([a, b])]
+    [[[-0.10000000149011612, -2.5, -2.5]], [[-1.0, -1.0, -0.5]]]
+    """
+    known = [torch.isfinite(row) for row in rows]
+    union = torch.stack(known).any(0)
+    out = []
+    for row, finite in zip(rows, known):
+        floor = torch.where(finite, row, torch.full_like(row, float("inf"))).amin(-1, keepdim=True)
+        out.append(torch.where(finite, row, torch.where(union, floor.expand_as(row), row)))
+    return out
 
 
 def kl_divergence(p_logprobs: torch.Tensor, q_logprobs: torch.Tensor) -> torch.Tensor:

