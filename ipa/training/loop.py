@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from ipa.errors import UserError
 from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
-from ipa.loading import ModelConfig, load_host
-from ipa.models import check_same_tokenizer, machine_name
+from ipa.loading import ModelConfig, initial_model_name, load_host, pair
+from ipa.models import machine_name
 from ipa.training.pg import group_advantages, pg_token_loss
 from ipa.policy_adapter import AdapterCard
 from ipa.training.quark import DataPool, pool_batch, quark_token_loss
@@ -115,9 +115,9 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
     models, algo, name = config.model, config.algo, config.run.adapter_name
     train_base = models.approx_base or models.base
     base = load_host(train_base, device, dtype)
-    init = models.adapter_init or train_base
+    init = initial_model_name(models.adapter_init, train_base)
     adapter = base if init == train_base else load_host(init, device, dtype)
-    check_same_tokenizer(base.tokenizer, train_base, adapter.tokenizer, init)
+    pair(base, adapter)
     objective = config.run.target.objective
     card = AdapterCard(task=config.run.task, objective=objective.to_dict() if objective else {},
                        base_model=models.base, combination=algo.combination,
