@@ -147,7 +147,7 @@ def quality(args) -> dict:
                    "tailored_full": decode_all(full.policy, prompts, config, k, 8, ("tailored",), log)["tailored"],
                    "tailored_light": decode_all(light.policy, prompts, config, k, 8, ("tailored",), log)["tailored"]}
         alone = decode_all(adapter_alone(light.policy), prompts, config, k, 8, ("tailored",), log)["tailored"]
-        columns["light_alone"] = against_base(light.policy, alone, prompts)
+        columns["light_alone"] = against_base(light.policy, alone, [p for p in prompts for _ in range(k)])
         scorer = target.scorer(str(full.device))
         report = {"steps": {"light": light.step, "full": full.step},
                   "train_seconds": {"light": round(light.elapsed, 1), "full": round(full.elapsed, 1)},

@@ -176,3 +176,33 @@ def test_a_same_size_residual_adapter_at_alpha_1_is_the_tuned_model(embedded_hos
             assert torch.allclose(tailored_logprobs(base, [tuned], base, [alpha]), path, atol=1e-4)
     finally:
         host.delete_adapter("identity")
+
+
+def test_compare_decodes_the_light_adapter_alone_and_measures_it_against_the_base(cache, six_layers):
+    """adapter_alone with a light adapter: the small tuned model without the base; its log-probabilities and KL are
+    the base's view of its tokens (against_base), not its own."""
+    from ipa.evaluation.compare import against_base, compare_methods
+    from ipa.tasks import TASKS, metrics
+
+    policy = light_policy(six_layers)
+    inputs = [{"text": p} for p in PROMPTS]
+    config = DecodeConfig(max_new_tokens=5, stop_at_eos=False, seed=0)
+    reward = lambda xs, texts: [t.count("e") / max(len(t), 1) for t in texts]  # noqa: E731
+    measure = lambda cs: metrics.column_metrics("sentiment", inputs, cs, [{"reward": r, "positivity": r} for r in reward(None, [c.text for c in cs])], 2)  # noqa: E731
+    methods, texts = compare_methods(policy, TASKS["sentiment"], inputs, config, 2, 3, reward, measure)
+    assert "same_texts_as_ipa" not in methods["adapter_alone"] and texts["adapter_alone"] != texts["ipa"]
+    assert methods["adapter_alone"]["kl_per_token"] > 0
+    # the base's log-probability of the light model's own tokens, recomputed by hand for one sample
+    run = DecodeRun(TailoredPolicy(policy.adapter, policy.adapter, "steer"), PROMPTS[:1], config, columns=("tailored",))
+    engine = Engine.for_policy(run.policy)
+    engine.submit(Request(run))
+    while not run.done:
+        engine.step()
+    sample = run.result(final=True).tailored[0]
+    measured = against_base(policy, [sample], PROMPTS[:1])[0]
+    ids = policy.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"] + sample.token_ids
+    with torch.no_grad():
+        logprobs = torch.log_softmax(policy.base.base_model(torch.tensor([ids])).logits[0].float(), -1)
+    start = len(ids) - len(sample.token_ids)
+    expected = [float(logprobs[start - 1 + t, token]) for t, token in enumerate(sample.token_ids)]
+    assert measured.base_logprobs == pytest.approx(expected, abs=1e-4)

@@ -95,7 +95,7 @@ def test_best_of_n_keeps_the_highest_reward_sample_and_compute_is_counted(servic
     assert compared["texts"]["best_of_n"] == [drawn[i] for i in best]
 
     methods, P, k = compared["methods"], len(INPUTS), 2
-    rows = {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2}
+    rows = {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2, "adapter_alone": 2}
     samples = {name: P * k * (n if name == "best_of_n" else 1) for name in METHODS}
     for name in METHODS:
         assert methods[name]["rows_per_step"] == rows[name], name

@@ -128,12 +128,12 @@ def adapter_alone(policy: TailoredPolicy) -> TailoredPolicy:
 @torch.inference_mode()
 def against_base(policy: TailoredPolicy, completions: list[Completion], prompts: list[str]) -> list[Completion]:
     """adapter_alone's completions measured against the base, as every other method is: each token's log-probability
-    under the base (base_logprobs, behind perplexity) and KL(adapter alone ‖ base) at each step (kl). prompts: by
-    prompt_index."""
+    under the base (base_logprobs, behind perplexity) and KL(adapter alone ‖ base) at each step (kl). prompts: each
+    completion's prompt."""
     base, host, name = policy.base, policy.adapter, policy.adapter_name
     out = []
-    for c in completions:
-        prompt = base.tokenizer(prompts[c.prompt_index], add_special_tokens=False)["input_ids"]
+    for c, text in zip(completions, prompts, strict=True):
+        prompt = base.tokenizer(text, add_special_tokens=False)["input_ids"]
         ids = torch.tensor([prompt + c.token_ids], device=base.base_model.device)
         positions = slice(len(prompt) - 1, ids.shape[1] - 1)
         with base.base_only() as model:
@@ -204,7 +204,8 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
     alone_drive = alone_drive or (drive if policy.adapter is policy.base else run_steps)
     alone = decode_method(adapter_alone(policy), plain, dataclasses.replace(config, alpha=1.0), k, "tailored", batch_size,
                           alone_drive)
-    runs["adapter_alone"] = dataclasses.replace(alone, completions=against_base(policy, alone.completions, plain))
+    each = [prompt for prompt in plain for _ in range(k)]  # completions are k per prompt, prompt by prompt
+    runs["adapter_alone"] = dataclasses.replace(alone, completions=against_base(policy, alone.completions, each))
     methods = {}
     for name in METHODS:
         run = runs[name]
