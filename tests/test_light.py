@@ -206,3 +206,25 @@ def test_compare_decodes_the_light_adapter_alone_and_measures_it_against_the_bas
     start = len(ids) - len(sample.token_ids)
     expected = [float(logprobs[start - 1 + t, token]) for t, token in enumerate(sample.token_ids)]
     assert measured.base_logprobs == pytest.approx(expected, abs=1e-4)
+
+
+def test_light_rows_alone_in_the_fused_batch_give_the_light_models_own_logits(cache, six_layers):
+    """Without base rows (a remote base serves them) a fused batch runs the light rows alone, its base-only layers
+    kept in step with no rows; a base row joining later fills them. Each step's logits are the light model's own
+    (a RowBatch of the light model alone)."""
+    from ipa.decoding.engine import Row, RowBatch
+
+    policy = light_policy(six_layers)
+    fused, alone = RowBatch(policy.base, policy.adapter, [0, 1, 2, 3]), RowBatch(policy.adapter)
+    rows = [Row(1, "adapter", 0, "steer", light=True), Row(1, "init", 0, None, light=True)]
+    prompt = policy.tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        assert torch.allclose(fused.join(rows, [prompt] * 2, [None] * 2, 2),
+                              alone.join([Row(1, "adapter", 0, "steer"), Row(1, "init", 0, None)], [prompt] * 2, [None] * 2, 2),
+                              atol=1e-4)
+        assert [layer.keys.shape[0] for layer in fused.cache.layers] == [2, 2, 2, 2, 0, 0]
+        tokens = torch.tensor([5, 6])
+        assert torch.allclose(fused.step(tokens), alone.step(tokens), atol=1e-4)
+        fused.join([Row(2, "base", 0, None)], [prompt[:3]], [None], 2)
+        assert [layer.keys.shape[0] for layer in fused.cache.layers] == [3, 3, 3, 3, 1, 1]
+        assert torch.allclose(fused.step(torch.tensor([7, 5, 6]))[1:], alone.step(tokens), atol=1e-4)

@@ -46,6 +46,8 @@ def fused_forward(base: AdapterHost, light: AdapterHost, layers: list[int], n_fu
             "position_embeddings": (cos[:n_full], sin[:n_full]), "position_ids": position_ids[:n_full]}
     every = {"attention_mask": mask, "position_embeddings": (cos, sin), "position_ids": position_ids}
     light_at = {i: j for j, i in enumerate(layers)}
+    config = base.base_model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     top, bottom = hidden[:n_full], hidden[n_full:]  # the base's rows, the light rows
     with base.base_only(), light.per_row(names):
         for i, layer in enumerate(decoder.layers):
@@ -54,6 +56,9 @@ def fused_forward(base: AdapterHost, light: AdapterHost, layers: list[int], n_fu
                 both = light_decoder.layers[j](torch.cat([top, bottom]), past_key_values=cache if i == j else
                                                _LayerCache(cache, i), use_cache=True, **every)
                 top, bottom = both[:n_full], both[n_full:]
-            else:
+            elif n_full:
                 top = layer(top, past_key_values=cache, use_cache=True, **full)
+            else:  # no base rows (a remote base serves them): the layer's cache keeps in step, with no rows
+                empty = hidden.new_zeros((0, config.num_key_value_heads, hidden.shape[1], head_dim))
+                cache.update(empty, empty, i)
         return decoder.norm(torch.cat([top, bottom]))
