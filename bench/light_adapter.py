@@ -14,14 +14,16 @@ ipa.models.light_model_dir); the full-size one LoRA on the base itself. Prints o
                                    what the fusion saves); decode_speedup: light / full at batch 1 (and _16)
     train                          training samples/s for each (rl_step, a batch of 16 × the task's tokens);
                                    train_speedup: light / full
-    quality                        after the same budget of training steps' seconds (--minutes each, the two runs'
-                                   steps taken in turn so that both see the same load on a shared machine), on
-                                   held-back prompts: base, tailored_light, tailored_full, and light_alone (the small
+    quality                        after the same training budget (--minutes of this machine's cores each: CPU time,
+                                   the two runs' steps taken in turn), on held-back prompts: base, tailored_light,
+                                   tailored_full, and light_alone (the small
                                    tuned model decoded without the base; its perplexity and KL measured against the
                                    base): mean reward, the task's metrics, perplexity, relevance
 
 Speed figures are medians of --repeats timed runs taken in turn (light, full, light, ...), so that their ratios hold on
-a machine whose speed changes from minute to minute. Every adapter in the speed part has random LoRA weights (B ≠ 0:
+a machine whose speed changes from minute to minute. The training budget is counted in CPU time (the process's, over
+its steps), M minutes being M × 60 s × torch's threads: on the idle 2-core machine what M minutes of wall time give,
+and the same work when the other engineers' jobs take half the machine (wall time would then give half the steps). Every adapter in the speed part has random LoRA weights (B ≠ 0:
 the work of a trained one).
 """
 
@@ -128,15 +130,18 @@ def train_speed(args, steps: int) -> dict:
 
 
 def quality(args) -> dict:
-    """Train both adapters for the same seconds of steps, in turn, then evaluate on held-back prompts."""
+    """Train both adapters for the same CPU time of steps, in turn, then evaluate on held-back prompts."""
     stop = threading.Event()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {name: setup(_config(args, init, f"{tmp}/{name}", args.minutes)) for name, init in (("light", LIGHT), ("full", ""))}
-        budget = args.minutes * 60
-        while any(run.elapsed < budget for run in runs.values()):
-            for run in runs.values():
-                if run.elapsed < budget:
+        runs = {name: setup(_config(args, init, f"{tmp}/{name}", 0)) for name, init in (("light", LIGHT), ("full", ""))}
+        budget, used = args.minutes * 60 * torch.get_num_threads(), {name: 0.0 for name in runs}
+        while any(spent < budget for spent in used.values()):
+            for name, run in runs.items():
+                if used[name] < budget:
+                    start = time.process_time()
                     rl_step(run, stop)
+                    used[name] += time.process_time() - start
+                    print(f"{name} step {run.step}: {used[name]:.0f} of {budget:.0f} CPU s", file=sys.stderr, flush=True)
         full, light = runs["full"], runs["light"]
         target = full.config.run.target
         inputs = target.inputs("eval", limit=args.limit)
@@ -150,7 +155,8 @@ def quality(args) -> dict:
         columns["light_alone"] = against_base(light.policy, alone, [p for p in prompts for _ in range(k)])
         scorer = target.scorer(str(full.device))
         report = {"steps": {"light": light.step, "full": full.step},
-                  "train_seconds": {"light": round(light.elapsed, 1), "full": round(full.elapsed, 1)},
+                  "cpu_seconds": {name: round(spent, 1) for name, spent in used.items()}, "budget_cpu_seconds": budget,
+                  "wall_seconds": {"light": round(light.elapsed, 1), "full": round(full.elapsed, 1)},
                   "n_prompts": len(inputs), "samples_per_prompt": k}
         for name, completions in columns.items():
             metrics = column_metrics(target.card_task, scorer, inputs, completions, k)
@@ -168,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.light_adapter", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="sentiment")
     parser.add_argument("--objective", default="", help="an objective's JSON file instead of --task")
-    parser.add_argument("--minutes", type=float, default=3.0, help="training seconds of each adapter, in minutes "
-                        "(0: speed only)")
+    parser.add_argument("--minutes", type=float, default=3.0, help="each adapter's training budget: minutes of this "
+                        "machine's cores, counted in CPU time (0: speed only)")
     parser.add_argument("--lr", type=float, default=1e-3, help="the classroom objective's (docs/objectives.md)")
     parser.add_argument("--relevance-weight", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=24, help="held-back prompts")
