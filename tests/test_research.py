@@ -132,7 +132,7 @@ def test_bad_alphas_are_one_clear_message(service, alphas, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"k": 3}, "3 prompts × 3 samples × 5 methods = 45 samples; this playground decodes at most 40"),
+    ({"k": 3}, "3 prompts × 3 samples × 6 methods = 54 samples; this playground decodes at most 40"),
     ({"k": 5}, "samples_per_prompt must be a whole number from 1 to 4, got 5"),
     ({"adapter": None}, "Compare methods needs an adapter"),
     ({"adapter": "nope"}, "There is no adapter named 'nope'"),
