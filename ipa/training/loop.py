@@ -441,7 +441,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
         run.policy.adapter.save_adapter(run.name, adapter_dir)
     emit({"type": "eval", **metrics_after})
     emit({"type": "done", "adapter": str(adapter_dir), "step": run.step, "interrupted": interrupted,
-          "metrics_before": run.metrics_before, "metrics_after": metrics_after})
+          "metrics_before": run.metrics_before, "metrics_after": metrics_after, "models": run.policy.sizes})
     return adapter_dir
 
 
@@ -517,7 +517,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        on_event = (lambda event: print(json.dumps(event), flush=True)) if args.json_events else None
+        done = {}
+
+        def on_event(event: dict) -> None:
+            if event["type"] == "done":
+                done.update(event)
+            if args.json_events:
+                print(json.dumps(event), flush=True)
         adapter_dir = train(config_from_args(args), on_event=on_event, stop=stop, accelerator=_accelerator_if_launched(),
                             progress=not args.json_events)
     except UserError as err:
@@ -526,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped before the first step: no adapter written", file=sys.stderr)
         return 1
     if not args.json_events:  # the "done" event said it
-        print(f"adapter written to {adapter_dir}")
+        print(f"adapter written to {adapter_dir} ({done['models']})")
     return 0
 
 
