@@ -101,9 +101,9 @@ class AppConfig:
     """Requests that may wait for room in the running batch; beyond it a request is told the playground is busy."""
     queue_size: int = 256
     """Requests that may wait in Gradio's queue (for a free worker); beyond it users are told the playground is busy."""
-    research_samples: int = 60
+    research_samples: int = 72
     """The most samples one click of the page's Compare methods or Alpha sweep may ask for: prompts × samples per
-    prompt × methods (5), or × alphas (the 6 demo inputs × 2 samples × 5 methods fit; best-of-N draws N a sample)."""
+    prompt × methods (6), or × alphas (the 6 demo inputs × 2 samples × 6 methods fit; best-of-N draws N a sample)."""
     warm_up: bool = True
     """Load every reward model at start, so that the first request is not slow."""
     base_api: str = ""

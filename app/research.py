@@ -25,6 +25,7 @@ import time
 from typing import Callable, Iterator
 
 from ipa.errors import check_number
+from ipa.decoding.engine import Engine, Request
 from ipa.decoding.run import DecodeError, DecodeRun, TailoredPolicy
 from app.service import AdapterEntry, Playground, ServiceError, Settings
 from ipa.evaluation.compare import METHODS, compare_methods, compare_report
@@ -135,9 +136,27 @@ def _phases(say: Callable[[str], None], cancelled: threading.Event):
     return log, lambda: state["phase"]
 
 
+def locked_drive(service: Playground) -> Callable[[DecodeRun], Iterator[DecodeRun]] | None:
+    """How compare decodes the adapter's model alone where the adapters sit on another model than the base (the
+    online preset): in an engine of its own, each step under the scheduler's lock, so that it never runs the adapter
+    host's LoRA layers while a step of the page's engine does. None where they sit on the base: the page's engine
+    serves that policy too (compare_methods' default)."""
+    if service.adapter_host is service.base:
+        return None
+
+    def drive(run: DecodeRun) -> Iterator[DecodeRun]:
+        engine = Engine.for_policy(run.policy)
+        engine.submit(Request(run))
+        while not run.done:
+            with service.scheduler.lock:
+                engine.step()
+            yield run
+    return drive
+
+
 def compare(service: Playground, task: str, inputs: list[dict], k: int, adapter: str | None, settings: Settings,
             say: Callable[[str], None] = ignore, cancelled: threading.Event | None = None) -> dict:
-    """The five methods of ipa.evaluation.compare (base, ipa, best_of_n, prompted, prompted_ipa) on these inputs, k samples
+    """The six methods of ipa.evaluation.compare (base, ipa, best_of_n, prompted, prompted_ipa, adapter_alone) on these inputs, k samples
     each, with the tab's adapter and settings: ipa.evaluation.compare's JSON object (`compare_report`), plus `texts`, the k
     samples of the first input per method, and `inputs`."""
     definition, k = get_task(task), samples_per_prompt(k)
@@ -152,7 +171,7 @@ def compare(service: Playground, task: str, inputs: list[dict], k: int, adapter:
         policy, definition, inputs, settings, k, batch_size=len(inputs),
         reward=lambda xs, ts: [s["reward"] for s in service.score(task, xs, ts)],
         measure=lambda completions: metrics_with_intervals(task, scorer, inputs, completions, k),
-        log=log, warm_up=False, drive=scheduler_drive(service, say, cancelled, phase))
+        log=log, warm_up=False, drive=scheduler_drive(service, say, cancelled, phase), alone_drive=locked_drive(service))
     report = compare_report(definition, inputs, k, settings, entry.name, methods, texts, scorer, policy,
                             time.time() - start, examples=len(inputs))
     return {**report, "texts": {name: texts[name][:k] for name in METHODS}, "inputs": inputs}

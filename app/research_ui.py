@@ -27,10 +27,12 @@ METHOD_NOTES = {
     "best_of_n": "N base samples for each one kept, the best by the task's reward; N spends IPA's decoding compute",
     "prompted": "the base, told the task's goal in its prompt",
     "prompted_ipa": "both: the told prompt, decoded with the adapter",
+    "adapter_alone": "the adapter's own model without the base: the fine-tuned model (with LoRA on the base itself, "
+                     "ipa at alpha 1 is exactly this model)",
 }
 COMPARE_NOTE = (
     "Is the adapter better than sampling the base N times and keeping the best by the reward, or than telling the "
-    "base the goal? The five methods of `python -m ipa.evaluation.compare` on a few prompts, with this tab's adapter and "
+    "base the goal, or than the fine-tuned model alone? The six methods of `python -m ipa.evaluation.compare` on a few prompts, with this tab's adapter and "
     "settings: " + "; ".join(f"**{name}**: {note}" for name, note in METHOD_NOTES.items()) + ". Reward ± the 95 % "
     "interval over prompts (one prompt has none); decode rows: next-token distributions computed. Few prompts "
     "decide little: the demo inputs with 2 samples say more than one input.")
@@ -212,9 +214,9 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
 
     names = [f.name for f in task.fields] + ["adapter", "alpha", *decode, "prompts", "samples_per_prompt"]
     share_ui.document(with_parameters(compare, names), research_docs(task),
-                      f"{task.title}: compare five ways of spending the model on a few prompts (base; ipa, base + adapter; "
+                      f"{task.title}: compare six ways of spending the model on a few prompts (base; ipa, base + adapter; "
                       "best_of_n, the best by the reward of N base samples at IPA's decoding compute; prompted, the base "
-                      "told the goal; prompted_ipa), with the task's reward and metrics and their 95 % intervals.",
+                      "told the goal; prompted_ipa; adapter_alone, the fine-tuned model without the base), with the task's reward and metrics and their 95 % intervals.",
                       returns="The status line, the table, the first prompt's texts, the JSON file, and the comparison "
                       "as data: {task, n_prompts, samples_per_prompt, best_of_n, methods: {name: {metric: value}}}.")
     inputs, outputs = [*fields, adapter, settings["alpha"], *[settings[d] for d in decode], source, k], [status, table, texts, download, data]

@@ -43,12 +43,12 @@ import torch
 
 from ipa.errors import UserError, check_number, quote
 from ipa.files import recover_directory
-from ipa.loading import load_host
-from ipa.models import ModelLoadError, check_same_tokenizer, machine_name, model_label, resolve_device, resolve_dtype
+from ipa.loading import load_host, pair
+from ipa.models import ModelLoadError, machine_name, model_label, resolve_device, resolve_dtype
 from ipa.policy_adapter import AdapterCard, AdapterHost, read_card
 from ipa.decoding.engine import Engine
 from ipa.decoding.inspector import Branch, branch_run, ended_branch
-from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy
+from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy, model_sizes
 from app.config import REPO_ROOT, AppConfig, ConfigError
 from app.paths import folder_names, public_paths
 from app.scheduler import BatchedScorer, Scheduler, decode_in_call
@@ -275,6 +275,8 @@ class AdapterEntry:
     source: str
     """'shipped' (adapters_dir), 'trained here' or 'uploaded' (both in runs_dir)."""
     directory: Path
+    sizes: str = ""
+    """The models' sizes (Playground.sizes): 'LoRA on the 135M base itself'."""
 
 
 @dataclass
@@ -453,6 +455,8 @@ class Playground:
         chunks of them (app.training_jobs.ZeroGpuTrain); this process holds the models on the CPU and never runs them."""
         self.base = base
         self.adapter_host = adapter_host
+        self.sizes = model_sizes(base, adapter_host)
+        """What the page says of the models' sizes wherever it names an adapter: 'LoRA on the 135M base itself'."""
         self.scorers = scorers
         self.device = device
         self.adapters: dict[str, AdapterEntry] = {}
@@ -506,7 +510,7 @@ class Playground:
                     "Offline, start with --preset embedded."
                 ) from None
             raise
-        check_same_tokenizer(base.tokenizer, preset.base, adapter_host.tokenizer, preset.adapter_model)
+        pair(base, adapter_host)
         remote = None
         if config.base_api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
             from ipa.decoding.remote import ApiBase, ApiBaseConfig
@@ -558,7 +562,7 @@ class Playground:
             self._check_uploaded_card(card)
         with self.scheduler.lock:  # not while a decoding step runs on the model
             self.adapter_host.load_adapter(name, directory)
-        entry = AdapterEntry(name, card, source, Path(directory))
+        entry = AdapterEntry(name, card, source, Path(directory), self.sizes)
         self.adapters[name] = entry
         self.adapters_version += 1
         return entry

@@ -81,6 +81,18 @@ change; **alpha** sets how hard the adapter pulls. Each tab continues the same i
 and with base + adapter ({views.side("right")}), and scores both with the reward the adapter was trained for."""
 
 
+def alpha_info(service: Playground) -> str:
+    """What alpha does with this page's adapters. On the base's own weights, under the residual combination,
+    log_softmax(base) + alpha · (tuned − base) is at alpha 1 the LoRA-tuned model's own log-softmax (README, "The
+    method in one screen"): the slider is then a knob between the base and the fine-tuned model."""
+    if service.adapter_host is service.base:
+        return (f"The adapters here are {service.sizes}: at alpha 1 the right column samples exactly the "
+                "RL-fine-tuned model, and other alphas p_base^(1 − alpha) · p_tuned^alpha. A light adapter "
+                "(ipa train --adapter-init light) is a smaller model that steers the base instead.")
+    return (f"The adapters here are {service.sizes}: alpha weighs what the adapter learned against the base, "
+            "p_base · (p_adapter / p_adapter's initial model)^alpha.")
+
+
 def launch_options(mcp: bool = False) -> dict:
     """What Gradio 6 takes at launch() rather than in Blocks(): the theme, the page's CSS, and whether the page's
     actions are also served as MCP tools (--mcp)."""
@@ -177,7 +189,8 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
             with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
                 limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
                 alpha = checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
-                                  label="Alpha: adapter strength (0 = base only)", elem_id=f"{task.name}-alpha"))
+                                  label="Alpha: adapter strength (0 = base only)", info=alpha_info(service),
+                                  elem_id=f"{task.name}-alpha"))
                 # composed adapters: any adapter of any task or objective, scored by its own reward too
                 adapter_2 = gr.Dropdown(second_adapter_choices(service), value=NO_ADAPTER,
                                         label="Second adapter (composed with the first)", allow_custom_value=True,

@@ -457,8 +457,9 @@ def card_markdown(entry: AdapterEntry | None, task: Task) -> str:
     if card.machine:
         head += markdown(" on {machine}", machine=card.machine)
     lines = [head, *evaluation_markdown(card, task)]
-    lines.append(markdown("Trained at alpha {alpha:g} with the {combination} combination, for {model}{stopped}",
+    lines.append(markdown("Trained at alpha {alpha:g} with the {combination} combination, for {model}{sizes}{stopped}",
                           alpha=card.alpha, combination=card.combination, model=model_label(card.base_model),
+                          sizes=f" ({entry.sizes})" if entry.sizes else "",
                           stopped=Markup(" · stopped early" if card.training.get("interrupted") else "")))
     return "  \n".join(lines)
 

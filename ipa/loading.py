@@ -14,7 +14,7 @@ import torch
 
 from ipa.decoding.run import DecodeError, TailoredPolicy
 from ipa.errors import check_number
-from ipa.models import EMBEDDED, check_same_tokenizer, load_model, resolve_device, resolve_dtype
+from ipa.models import EMBEDDED, LIGHT, check_same_tokenizer, light_name, load_model, resolve_device, resolve_dtype
 from ipa.policy_adapter import MAX_ALPHA, AdapterCard, AdapterError, AdapterHost, read_card
 
 
@@ -30,7 +30,8 @@ class ModelConfig:
     """auto (bfloat16 where the hardware runs it fast: a GPU, a CPU with AVX512-BF16 or AMX; else float32),
     float32 or bfloat16."""
     adapter_init: str = ""
-    """Training: the adapter's initial model (default: the base itself)."""
+    """Training: the adapter's initial model (default: the base itself; 'light': the base's first 4 layers with its
+    final norm and output layer, a third of its size, cut once and cached; or any model with the base's tokenizer)."""
     approx_base: str = ""
     """Training: a smaller model with the base's tokenizer that stands in for the base."""
 
@@ -55,6 +56,20 @@ def load_host(name: str = EMBEDDED, device: torch.device | str = "cpu", dtype: t
     return AdapterHost(model, tokenizer, name)
 
 
+def pair(base: AdapterHost, adapter_host: AdapterHost) -> None:
+    """Check that an adapter's initial model can steer this base, with one clear message naming both: it shares the
+    base's tokenizer, and a light model was cut from this very base (AdapterHost.light_layers)."""
+    check_same_tokenizer(base.tokenizer, base.model_name, adapter_host.tokenizer, adapter_host.model_name)
+    adapter_host.light_layers(base)
+
+
+def initial_model_name(adapter_init: str, base: str) -> str:
+    """The adapter's initial model: `adapter_init`, the base when it is empty, the base's light cut for 'light'."""
+    if adapter_init == LIGHT:
+        return light_name(base)
+    return adapter_init or base
+
+
 def attach_adapter(base: AdapterHost, adapter_dir: str | os.PathLike, name: str | None = None,
                    adapter_host: AdapterHost | None = None) -> TailoredPolicy:
     """Load an adapter for `base` and return the tailored policy.
@@ -69,7 +84,7 @@ def attach_adapter(base: AdapterHost, adapter_dir: str | os.PathLike, name: str 
             adapter_host = base
         else:
             adapter_host = load_host(card.adapter_init_model, base.base_model.device, base.base_model.dtype)
-    check_same_tokenizer(base.tokenizer, base.model_name, adapter_host.tokenizer, adapter_host.model_name)
+    pair(base, adapter_host)
     if name not in adapter_host.cards:
         adapter_host.load_adapter(name, adapter_dir)
     return TailoredPolicy(base, adapter_host, name, card.combination)

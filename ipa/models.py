@@ -10,6 +10,7 @@ safetensors under the user cache directory, so later loads take about a second.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -89,12 +90,10 @@ def _write_embedded_model(directory: Path) -> None:
     (directory / "source.json").write_text(json.dumps({"gguf": str(gguf), "package": EMBEDDED_PACKAGE}))
 
 
-def embedded_model_dir() -> Path:
-    """The cached safetensors copy of the embedded model, built on first use.
-
-    Built under a file lock, so that processes starting together (two test runs, the app and a training run)
-    build it once: the others wait, then find it built. Written whole or not at all (ipa.files)."""
-    target = cache_dir() / "models" / EMBEDDED_CACHE_VERSION
+def _built_once(target: Path, write) -> Path:
+    """`target`, written by write(tmp folder) on first use: under a file lock, so that processes starting together
+    (two test runs, the app and a training run) build it once: the others wait, then find it built. Written whole or
+    not at all (ipa.files)."""
     if not (target / "config.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(sibling(target, "lock")):
@@ -103,8 +102,150 @@ def embedded_model_dir() -> Path:
                 for stale in [*target.parent.glob(f".{target.name}.tmp*"), *target.parent.glob(f"{target.name}.tmp*")]:
                     shutil.rmtree(stale, ignore_errors=True)
                 with atomic_directory(target) as tmp:
-                    _write_embedded_model(tmp)
+                    write(tmp)
     return target
+
+
+def embedded_model_dir() -> Path:
+    """The cached safetensors copy of the embedded model, built on first use (_built_once)."""
+    return _built_once(cache_dir() / "models" / EMBEDDED_CACHE_VERSION, _write_embedded_model)
+
+
+# --- light models: the first layers of a base, as an adapter's initial model -----------------------------------
+
+LIGHT = "light"
+"""`--adapter-init light`: the light cut of the base (light_name)."""
+LIGHT_PREFIX = "light:"
+LIGHT_LAYERS = 4
+"""A light model keeps its source's first 4 layers, its final norm and its output layer: of the embedded model's
+135M parameters (30 layers of 3.5M, and 28M in the tied embedding), 42M, under the third that issue 26 allows. Other
+cuts of 4 layers (0-2 and 29, 0-1 and 28-29, 0 and 27-29) are as unusable standing alone (perplexity 1e6 to 1e11 on
+Wikipedia passages, the whole model 20: BENCHMARKS.md, "A light adapter"); the first layers let the engine run a
+light row in the base's own forward pass, dropping out after layer 4 (ipa.decoding.fused)."""
+LIGHT_VERSION = "v1"
+
+
+def light_name(source: str) -> str:
+    """The model name of the light cut of `source`: 'light:embedded'."""
+    return LIGHT_PREFIX + source
+
+
+def light_source(name: str) -> str | None:
+    """The model a light model's name says it is cut from ('light:embedded' -> 'embedded'), None for other names."""
+    return name[len(LIGHT_PREFIX):] if name.startswith(LIGHT_PREFIX) else None
+
+
+def _source_key(source: str, path: str) -> str:
+    """What names a source's light cache: the embedded model's cache version, else its folder and weight files'
+    sizes and times (a model saved again gets a new cut)."""
+    if source == EMBEDDED:
+        return EMBEDDED_CACHE_VERSION
+    if not os.path.isdir(path):
+        return hashlib.sha256(path.encode()).hexdigest()[:16]  # a hub id: its revision is the hub's cache's business
+    stamp = [os.path.realpath(path)] + [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+                                        for f in sorted(Path(path).iterdir()) if f.suffix in (".safetensors", ".bin")]
+    return hashlib.sha256("|".join(stamp).encode()).hexdigest()[:16]
+
+
+def light_model_dir(source: str) -> Path:
+    """The cached light cut of `source` (LIGHT_LAYERS first layers, final norm, output layer), built on first use
+    like the embedded model's cache: deterministic (the same weights, copied), fingerprinted (its config's
+    `ipa_light`: source, layers, a digest of the weights kept), under a file lock, written whole."""
+    if light_source(source) is not None:
+        raise ModelLoadError(f"{source} is already a light model: a light model is cut from a full one.")
+    path = resolve_model_path(source)
+    target = cache_dir() / "models" / f"light{LIGHT_LAYERS}-{LIGHT_VERSION}-{_source_key(source, path)}"
+    return _built_once(target, lambda tmp: _write_light_model(tmp, source, path))
+
+
+def _write_light_model(directory: Path, source: str, path: str) -> None:
+    print(f"Preparing the light model once (the first {LIGHT_LAYERS} layers of {model_label(source)}) ...", flush=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except OSError as err:
+        raise ModelLoadError(f"Could not load {source!r} to cut a light model from it: {err}") from None
+    config = model.config
+    if config.num_hidden_layers <= LIGHT_LAYERS:
+        raise ModelLoadError(f"{model_label(source)} has {config.num_hidden_layers} layers: a light model keeps "
+                             f"{LIGHT_LAYERS}, so it would be no lighter.")
+    full_params = parameter_count(model)
+    model.get_decoder().layers = model.get_decoder().layers[:LIGHT_LAYERS]
+    if getattr(config, "layer_types", None):
+        config.layer_types = config.layer_types[:LIGHT_LAYERS]
+    config.ipa_light = {"source": source, "layers": list(range(LIGHT_LAYERS)), "source_layers": config.num_hidden_layers,
+                        "source_parameters": full_params, "digest": weights_digest(model)}
+    config.num_hidden_layers = LIGHT_LAYERS
+    model.save_pretrained(directory, safe_serialization=True)
+    load_tokenizer(source).save_pretrained(directory)
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short SHA-256 of a model's parameters (names, shapes, float32 bytes): what a light model records of the
+    weights it copied."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(param.shape)}".encode())
+        digest.update(param.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def light_info(model: PreTrainedModel) -> dict | None:
+    """A light model's record of what it was cut from (source, layers, source_layers, source_parameters, digest);
+    None for any other model."""
+    info = getattr(model.config, "ipa_light", None)
+    return info if isinstance(info, dict) else None
+
+
+def light_layers(base: PreTrainedModel, base_name: str, light: PreTrainedModel, light_name_: str) -> list[int] | None:
+    """The base's layers that a light model runs (its layer j is the base's layer list[j]), after checking that the
+    light model was cut from this very base: its embedding, each of its layers, final norm and output layer equal
+    the base's. None when `light` is not a light model. A ModelLoadError naming both models otherwise: a light
+    model steers the base it was cut from (the engine runs its rows inside the base's forward pass)."""
+    info = light_info(light)
+    if info is None:
+        return None
+    layers = list(info["layers"])
+    base_decoder, light_decoder = base.get_decoder(), light.get_decoder()
+    pairs = [(base.get_input_embeddings(), light.get_input_embeddings()), (base_decoder.norm, light_decoder.norm),
+             (base.get_output_embeddings(), light.get_output_embeddings())]
+    if len(base_decoder.layers) > max(layers):
+        pairs += [(base_decoder.layers[i], light_decoder.layers[j]) for j, i in enumerate(layers)]
+    same = len(base_decoder.layers) > max(layers) and all(_same_weights(a, b) for a, b in pairs)
+    if not same:
+        raise ModelLoadError(
+            f"The adapter's initial model {model_label(light_name_)!r} is a light model cut from "
+            f"{model_label(info['source'])!r} ({info['source_layers']} layers, {parameter_label(info['source_parameters'])} "
+            f"parameters), but the base {model_label(base_name)!r} ({len(base_decoder.layers)} layers, "
+            f"{parameter_label(parameter_count(base))} parameters) is not that model: a light model only steers the "
+            "model it was cut from. Train with --adapter-init light to cut one from this base, or pick the base it "
+            "was cut from.")
+    return layers
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    mine = dict(a.named_parameters())
+    theirs = {name.replace(".base_layer.", "."): p for name, p in b.named_parameters() if "lora_" not in name}
+    return mine.keys() == theirs.keys() and all(
+        p.shape == theirs[n].shape and torch.equal(p.detach(), theirs[n].detach().to(p.device, p.dtype))
+        for n, p in mine.items())
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters of a model, a tied embedding counted once (LoRA weights left out)."""
+    seen, total = set(), 0
+    for name, param in model.named_parameters():
+        if "lora_" in name or id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+    return total
+
+
+def parameter_label(count: int) -> str:
+    """'42M', '1.7B', '0.1M': a parameter count as the page and the cards say it."""
+    if count >= 1e9:
+        return f"{count / 1e9:.1f}B"
+    return f"{count / 1e6:.0f}M" if count >= 1e6 else f"{count / 1e6:.2f}M"
 
 
 def resolve_model_path(name: str) -> str:
@@ -113,6 +254,8 @@ def resolve_model_path(name: str) -> str:
         raise ModelLoadError("No model named: use 'embedded', a local directory or a Hugging Face model id.")
     if name == EMBEDDED:
         return str(embedded_model_dir())
+    if light_source(name) is not None:
+        return str(light_model_dir(light_source(name)))
     if os.path.isdir(name):
         if not os.path.isfile(os.path.join(name, "config.json")):
             raise ModelLoadError(f"{name} is a directory but holds no config.json: it is not a saved model.")
@@ -156,6 +299,8 @@ def load_model(
 
 def model_label(name: str) -> str:
     """A human-readable name for cards and the UI."""
+    if light_source(name) is not None:
+        return f"the first {LIGHT_LAYERS} layers of {model_label(light_source(name))}"
     return EMBEDDED_NAME if name == EMBEDDED else name
 
 

@@ -42,6 +42,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ipa.errors import MAX_TEXT_CHARS, UserError, check_name, check_number, check_text, quote
 from ipa.files import atomic_directory, recover_directory
+from ipa.models import light_info, light_layers, parameter_count, parameter_label
 
 CARD_FILE = "card.json"
 CONFIG_FILE = "adapter_config.json"
@@ -208,14 +209,20 @@ def _check_json(value, where: str, depth: int = 0) -> None:
 
 
 def model_fingerprint(model: PreTrainedModel) -> dict:
-    """Shape facts that an adapter's LoRA weights depend on."""
+    """Shape facts that an adapter's LoRA weights depend on; for a light model (ipa.models.light_info) also the
+    digest of the weights it was cut with, so that an adapter trained on the light cut of one model does not load
+    on the light cut of another of the same shape."""
     config = model.config
-    return {
+    fingerprint = {
         "model_type": config.model_type,
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
         "vocab_size": config.vocab_size,
     }
+    light = light_info(model)
+    if light is not None:
+        fingerprint.update(light_of_layers=light["source_layers"], light_digest=light["digest"])
+    return fingerprint
 
 
 def lora_config(r: int = 8, lora_alpha: int = 16) -> LoraConfig:
@@ -241,6 +248,7 @@ class AdapterHost:
         self._lora_layers: list[BaseTunerLayer] = []
         self._per_row_plan: tuple = (None, [])
         """(runs, [(LoRA layer, its per-row forward)]) of the last per_row call, reused while the runs stay the same."""
+        self._light_layers: dict[int, list[int] | None] = {}
 
     # --- the model to call ---------------------------------------------------------------------
     @property
@@ -259,6 +267,19 @@ class AdapterHost:
     @property
     def adapter_names(self) -> list[str]:
         return list(self.cards)
+
+    @functools.cached_property
+    def size_label(self) -> str:
+        """The model's parameter count as the page says it: '42M' (LoRA weights left out)."""
+        return parameter_label(parameter_count(self.base_model))
+
+    def light_layers(self, base: "AdapterHost") -> list[int] | None:
+        """When this host's model is a light cut of `base`'s (ipa.models.light_layers), the base's layers it runs;
+        None for any other model. Checked once per base (comparing the weights takes about 0.1 s); a ModelLoadError
+        naming both models when it is a light model cut from another."""
+        if id(base) not in self._light_layers:
+            self._light_layers[id(base)] = light_layers(base.base_model, base.model_name, self.base_model, self.model_name)
+        return self._light_layers[id(base)]
 
     @contextlib.contextmanager
     def base_only(self):

@@ -1,4 +1,4 @@
-"""ipa.evaluation.compare: the five methods on a tiny model with a fake reward (fast), and end to end on the embedded model."""
+"""ipa.evaluation.compare: the six methods on a tiny model with a fake reward (fast), and end to end on the embedded model."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_compute_accounting_matches_a_hand_count(compared):
     plain, told = prompt_tokens(False), prompt_tokens(True)
     # method: (rows a token, samples decoded, prompt tokens of one sample per prompt)
     hand = {"base": (1, P * K, plain), "ipa": (2, P * K, plain), "best_of_n": (1, P * K * 2, plain),
-            "prompted": (1, P * K, told), "prompted_ipa": (2, P * K, told)}
+            "prompted": (1, P * K, told), "prompted_ipa": (2, P * K, told), "adapter_alone": (2, P * K, plain)}
     for name, (rows, samples, prompt) in hand.items():
         got = methods[name]
         assert got["rows_per_step"] == rows, name
@@ -85,6 +85,15 @@ def test_compute_accounting_matches_a_hand_count(compared):
         assert got["prefill_rows"] == rows * (samples // P) * prompt, name
     assert methods["best_of_n"]["decode_rows"] == methods["ipa"]["decode_rows"]  # equal compute, by construction
     assert methods["best_of_n"]["decode_rows_vs_ipa"] == 1.0 and methods["base"]["decode_rows_vs_ipa"] == 0.5
+
+
+def test_the_adapter_alone_is_ipa_at_alpha_1_when_the_adapter_sits_on_the_base(compared):
+    """The identity made explicit: LoRA on the base, residual, alpha 1: the tuned model alone writes ipa's texts, and
+    its KL from the base (measured afterwards, against_base) is ipa's."""
+    _, _, _, methods, texts = compared
+    assert texts["adapter_alone"] == texts["ipa"] and methods["adapter_alone"]["same_texts_as_ipa"] == 1.0
+    assert methods["adapter_alone"]["kl_per_token"] == pytest.approx(methods["ipa"]["kl_per_token"], rel=1e-3)
+    assert methods["adapter_alone"]["perplexity"] == pytest.approx(methods["ipa"]["perplexity"], rel=1e-3)
 
 
 def test_the_docstring_examples_hold():
@@ -105,7 +114,8 @@ def test_compare_end_to_end_on_the_embedded_model(tmp_path):
         assert 0 <= values["mean_reward"] <= 1 and 0 <= values["relevance"] <= 1 and values["perplexity"] >= 1
         assert values["positive_rate"] is not None and values["seconds"] > 0
     rows = {name: values["rows_per_step"] for name, values in report["methods"].items()}
-    assert rows == {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2}
+    assert rows == {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2, "adapter_alone": 2}
+    assert report["methods"]["adapter_alone"]["same_texts_as_ipa"] > 0.5  # bfloat16: a few may part ways
     assert report["methods"]["best_of_n"]["samples_decoded"] == 4 and report["instruction"] == TASKS["sentiment"].instruction
 
 

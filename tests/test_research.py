@@ -95,7 +95,7 @@ def test_best_of_n_keeps_the_highest_reward_sample_and_compute_is_counted(servic
     assert compared["texts"]["best_of_n"] == [drawn[i] for i in best]
 
     methods, P, k = compared["methods"], len(INPUTS), 2
-    rows = {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2}
+    rows = {"base": 1, "ipa": 2, "best_of_n": 1, "prompted": 1, "prompted_ipa": 2, "adapter_alone": 2}
     samples = {name: P * k * (n if name == "best_of_n" else 1) for name in METHODS}
     for name in METHODS:
         assert methods[name]["rows_per_step"] == rows[name], name
@@ -132,7 +132,7 @@ def test_bad_alphas_are_one_clear_message(service, alphas, message):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"k": 3}, "3 prompts × 3 samples × 5 methods = 45 samples; this playground decodes at most 40"),
+    ({"k": 3}, "3 prompts × 3 samples × 6 methods = 54 samples; this playground decodes at most 40"),
     ({"k": 5}, "samples_per_prompt must be a whole number from 1 to 4, got 5"),
     ({"adapter": None}, "Compare methods needs an adapter"),
     ({"adapter": "nope"}, "There is no adapter named 'nope'"),

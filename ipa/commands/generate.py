@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             "adapter": adapters[0] if adapters else None,
             "alpha": config.alpha,
             "adapters": [{"adapter": a, "alpha": alpha} for a, alpha in zip(adapters, [config.alpha] + alphas[1:])],
+            "models": policy.sizes,
             "seed": result.seed,
             "base": [c.text for c in result.base],
             "tailored": [c.text for c in result.tailored],
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         }, indent=2))
         return 0
     steering = " + ".join(f"adapter {a} (alpha {alpha:g})" for a, alpha in zip(adapters, [config.alpha] + alphas[1:]))
-    label = f"base + {steering}" if adapters else "tailored (no adapter: same as base)"
+    label = f"base + {steering}: {policy.sizes}" if adapters else "tailored (no adapter: same as base)"
     print(f"prompt: {args.prompt}\n")
     for title, key, completions in (("base", "base_rewards", result.base), (label, "tailored_rewards", result.tailored)):
         print(f"== {title} ==")

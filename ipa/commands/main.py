@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     module = COMMANDS[command][0]
     if command == "bench":
         if not rest or rest[0].startswith("-"):
-            print("usage: ipa bench NAME [flags]  (NAME: decode, serve, train, rewards, train_all, prompt_formats, "
+            print("usage: ipa bench NAME [flags]  (NAME: decode, serve, train, rewards, train_all, light_adapter, prompt_formats, "
                   "profile_decode)", file=sys.stderr)
             return 2
         command = f"bench {rest[0]}"

@@ -9,6 +9,10 @@ adapter and combination. Its streams (one continuation each) need these rows:
                  so each adapter is one more run of rows, as if another user had chosen it
     init row     a tailored stream whose adapter sits on a different model, under the residual combination
 
+A light adapter's model is the base's first layers (ipa.models.light_model_dir): its adapter and init rows then join
+the base's RowBatch and drop out after its last layer (ipa.decoding.fused), one forward pass a step for both models;
+an adapter on any other model gets a RowBatch of its own, stepped after the base's.
+
 Rows of every request that run on the same model share one `RowBatch`: one KV cache, one forward pass a step, a
 LoRA adapter chosen per row (`AdapterHost.per_row`), rows kept sorted by adapter so that each adapter's rows are
 one slice. Requests join between steps (their prompts are prefilled together, then their KV rows are merged into
@@ -30,7 +34,7 @@ import itertools
 import threading
 from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterator
 
 import torch
@@ -39,6 +43,7 @@ from transformers import DynamicCache
 from ipa.errors import UserError
 from ipa.models import logits_at
 from ipa.decoding.drafting import RemoteRounds
+from ipa.decoding.fused import fused_forward
 from ipa.decoding.run import DecodeConfig, DecodeResult, DecodeRun, SampleBatch, TailoredPolicy, pack_prompts
 
 if TYPE_CHECKING:
@@ -62,17 +67,24 @@ class Row:
     """'base', 'adapter' (a composed request's further adapters: 'adapter2', ...) or 'init'."""
     stream: int
     adapter: str | None
+    light: bool = False
+    """A row of the light model that runs inside the base's forward pass (ipa.decoding.fused)."""
 
 
-def _adapter_order(row: Row) -> tuple[bool, str]:
-    return (row.adapter is not None, row.adapter or "")
+def _adapter_order(row: Row) -> tuple[bool, bool, str]:
+    return (row.light, row.adapter is not None, row.adapter or "")
 
 
 class RowBatch:
-    """The live rows of one model: one dynamic KV cache, one forward pass a step, rows joining and leaving."""
+    """The live rows of one model: one dynamic KV cache, one forward pass a step, rows joining and leaving.
 
-    def __init__(self, host: AdapterHost):
+    With `light` (a host whose model is a light cut of `host`'s, running the base's layers `layers`), the light
+    model's rows join this batch too, after the base's, and skip the layers it lacks (ipa.decoding.fused): each
+    layer's KV cache then holds all rows, or the base's only."""
+
+    def __init__(self, host: AdapterHost, light: AdapterHost | None = None, layers: list[int] | None = None):
         self.host = host
+        self.light, self.light_layers = light, set(layers or ())
         self.rows: list[Row] = []
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None
@@ -89,12 +101,21 @@ class RowBatch:
     def device(self) -> torch.device:
         return self.host.base_model.device
 
-    def _forward(self, names: list[str | None], **inputs) -> torch.Tensor:
-        """Next-token logits (R, V) of one forward pass over the rows, each with its adapter (names: one per row)."""
-        model = self.host.base_model
+    def _forward(self, rows: list[Row], **inputs) -> torch.Tensor:
+        """Next-token logits (R, V) of one forward pass over the rows, each with its adapter."""
+        model, names = self.host.base_model, [row.adapter for row in rows]
+        if self.light is not None:
+            n_full = sum(not row.light for row in rows)
+            hidden = fused_forward(self.host, self.light, sorted(self.light_layers), n_full, names,
+                                   inputs.pop("past_key_values"), **inputs)
+            return logits_at(model, hidden, slice(-1, None))[:, 0].float()
         with self.host.per_row(names):
             hidden = model.get_decoder()(**inputs, use_cache=True).last_hidden_state
             return logits_at(model, hidden, slice(-1, None))[:, 0].float()
+
+    def _every_row(self, layer: int) -> bool:
+        """Whether layer `layer`'s KV cache holds every row (else the base's rows only, the first ones)."""
+        return self.light is None or layer in self.light_layers
 
     def step(self, tokens: torch.Tensor, hold: torch.Tensor | None = None) -> torch.Tensor:
         """Feed each row its next token (R,); returns next-token logits (R, V).
@@ -107,7 +128,7 @@ class RowBatch:
         self.mask = torch.cat([self.mask, live[:, None]], dim=1)
         positions = self.next_position.unsqueeze(1)
         self.next_position = self.next_position + live.to(self.next_position.device)
-        return self._forward([row.adapter for row in self.rows], input_ids=tokens.unsqueeze(1).to(self.device),
+        return self._forward(self.rows, input_ids=tokens.unsqueeze(1).to(self.device),
                              attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
 
     def rewind(self, positions: torch.Tensor, counts: torch.Tensor) -> None:
@@ -130,7 +151,7 @@ class RowBatch:
         inputs, mask, positions = pack_prompts(self.host, prompts, prefixes, pad_id, self.device)
         cache = DynamicCache()
         inputs.update(attention_mask=mask, position_ids=positions, past_key_values=cache)
-        logits = self._forward([row.adapter for row in rows], **inputs)
+        logits = self._forward(rows, **inputs)
         self._merge(rows, cache, mask, positions[:, -1] + 1)
         unsort = torch.empty(len(order), dtype=torch.long)
         unsort[torch.tensor(order)] = torch.arange(len(order))
@@ -144,12 +165,18 @@ class RowBatch:
         width = max(self.mask.shape[1], mask.shape[1])
         old_pad, new_pad = width - self.mask.shape[1], width - mask.shape[1]
         all_rows = self.rows + rows
-        # Keep rows sorted by adapter (stable: a request's rows of one kind stay in order), so each adapter is one slice.
+        # Keep rows sorted by adapter (stable: a request's rows of one kind stay in order), so each adapter is one slice;
+        # light rows last.
         order = sorted(range(len(all_rows)), key=lambda i: _adapter_order(all_rows[i]))
         perm = torch.tensor(order, device=self.device)
-        for old_layer, new_layer in zip(self.cache.layers, cache.layers):
-            old_layer.keys = torch.cat([_pad_left(old_layer.keys, old_pad), _pad_left(new_layer.keys, new_pad)])[perm]
-            old_layer.values = torch.cat([_pad_left(old_layer.values, old_pad), _pad_left(new_layer.values, new_pad)])[perm]
+        # A layer that holds the base's rows only: old and new rows of the base are each a prefix of their batch.
+        old_full = sum(not row.light for row in self.rows)
+        perm_full = torch.tensor([i if i < len(self.rows) else old_full + i - len(self.rows)
+                                  for i in order if not all_rows[i].light], dtype=torch.long, device=self.device)
+        for i, (old_layer, new_layer) in enumerate(zip(self.cache.layers, cache.layers, strict=True)):
+            p = perm if self._every_row(i) else perm_full
+            old_layer.keys = torch.cat([_pad_left(old_layer.keys, old_pad), _pad_left(new_layer.keys, new_pad)])[p]
+            old_layer.values = torch.cat([_pad_left(old_layer.values, old_pad), _pad_left(new_layer.values, new_pad)])[p]
         self.mask = torch.cat([_pad_left(self.mask, old_pad, dim=1), _pad_left(mask, new_pad, dim=1)])[perm]
         self.next_position = torch.cat([self.next_position, next_position])[perm]
         self.rows = [all_rows[i] for i in order]
@@ -164,10 +191,13 @@ class RowBatch:
             self.rows, self.cache, self.mask, self.next_position, self.index = [], None, None, None, {}
             return
         kept = torch.tensor(keep, device=self.device)
+        # the base's rows are the first ones: their positions are also their places in a layer that holds them only
+        kept_full = torch.tensor([i for i in keep if not self.rows[i].light], dtype=torch.long, device=self.device)
         mask = self.mask[kept]
         start = int((mask.sum(0) > 0).nonzero()[0])  # columns that are padding in every remaining row go
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[kept, :, start:], layer.values[kept, :, start:]
+        for i, layer in enumerate(self.cache.layers):
+            k = kept if self._every_row(i) else kept_full
+            layer.keys, layer.values = layer.keys[k, :, start:], layer.values[k, :, start:]
         self.mask = mask[:, start:]
         self.next_position = self.next_position[kept]
         self.rows = [self.rows[i] for i in keep]
@@ -256,8 +286,12 @@ class Engine:
     def __init__(self, base: AdapterHost, adapter: AdapterHost | None = None, max_rows: int = 0):
         self.base = base
         self.adapter = adapter if adapter is not None else base
-        self.batches = {"base": RowBatch(base)}
-        self.batches["adapter"] = self.batches["base"] if self.adapter is base else RowBatch(self.adapter)
+        layers = None if self.adapter is base else self.adapter.light_layers(base)
+        if self.adapter is base or layers is not None:  # one forward pass a step for both models' rows
+            self.batches = {"base": RowBatch(base, self.adapter if layers else None, layers)}
+            self.batches["adapter"] = self.batches["base"]
+        else:
+            self.batches = {"base": RowBatch(base), "adapter": RowBatch(self.adapter)}
         self.max_rows = max_rows
         self.waiting: list[Request] = []
         self.running: list[Request] = []
@@ -375,11 +409,13 @@ class Engine:
         if not joining:
             return
         for _, batch in self._distinct_batches():
-            needs = [(request, row, prompt, prefix) for request in joining
+            needs = [(request, row, prompt, prefix, m) for request in joining
                      for (m, row, prompt, prefix) in request.rows() if self.batches[m] is batch]
             if not needs:
                 continue
-            out = batch.join([n[1] for n in needs], [n[2] for n in needs], [n[3] for n in needs], self.pad_id)
+            rows = [replace(row, light=True) if m == "adapter" and batch.light is not None else row
+                    for _, row, _, _, m in needs]
+            out = batch.join(rows, [n[2] for n in needs], [n[3] for n in needs], self.pad_id)
             for request in joining:
                 for _, kind, _, _ in request.kinds:
                     picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]

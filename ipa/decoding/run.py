@@ -153,9 +153,24 @@ class TailoredPolicy:
         return self.base.tokenizer
 
     @property
+    def sizes(self) -> str:
+        """The two models' sizes (model_sizes)."""
+        return model_sizes(self.base, self.adapter)
+
+    @property
     def shares_weights(self) -> bool:
         """Base and adapter rows can share one forward pass."""
         return self.adapter is self.base and self.remote_base is None
+
+
+def model_sizes(base: AdapterHost, adapter: AdapterHost | None) -> str:
+    """The sizes of a base and its adapter's model, as said wherever the adapter is named: 'a 42M-parameter adapter
+    steering a 135M base'; for an adapter on the base's own weights, 'LoRA on the 135M base itself'."""
+    if adapter is None:
+        return f"the {base.size_label} base alone"
+    if adapter is base:
+        return f"LoRA on the {base.size_label} base itself"
+    return f"a {adapter.size_label}-parameter adapter steering a {base.size_label} base"
 
 
 # --- packing prompts for a forward pass ----------------------------------------------------------

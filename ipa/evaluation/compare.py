@@ -1,4 +1,5 @@
-"""IPA against its baselines at equal decoding compute (issue 14): five methods on the same prompts.
+"""IPA against its baselines at equal decoding compute (issue 14) and against fine-tuning (issue 26): six methods on the
+same prompts.
 
     ipa compare --task sentiment --limit 16 --samples-per-prompt 2
     ipa compare --task toxicity --adapter adapters/trained/toxicity --prompts my_prompts.txt --split all --json
@@ -9,13 +10,22 @@
     best_of_n     N samples of the base for every sample kept, the best of each N by the task's reward
     prompted      the base, told the task's goal (ipa.tasks.Task.instruction) in its prompt
     prompted_ipa  both: the told prompt, decoded with the adapter
+    adapter_alone the adapter's own model decoded alone, without the base: the fine-tuned model. For a light adapter
+                  (ipa.models.light_model_dir) the small tuned model the paper compares against; for an adapter on
+                  the base's own weights under the residual combination it is the LoRA-tuned base, and the identity
+                  log_softmax(base) + 1 · (tuned − base) = log_softmax(tuned) makes ipa at alpha 1 that very model:
+                  the report's "identity" says so, with the share of samples the two methods wrote alike
 
 Compute. At every decoding step a stream needs one next-token distribution from each of its rows: one row for the
 base, and for the tailored policy the base's plus one per adapter (plus the adapter's initial model's where that is
 another model). The shipped adapters sit on the base, so IPA costs 2 rows a token. N is IPA's decode rows over the
 base method's, rounded: N base samples then cost what one IPA sample costs, lengths included (2 where the adapter
-keeps the base's lengths; more where IPA writes longer texts than the base, as on commongen). The same model runs
-every row, so rows cost alike (an adapter row's LoRA matrices add about 2 %: 2.4M parameters to 135M). Each method
+keeps the base's lengths; more where IPA writes longer texts than the base, as on commongen). Where the adapter sits on the
+base, the same model runs every row, so rows cost alike (an adapter row's LoRA matrices add about 2 %: 2.4M
+parameters to 135M); a light adapter's rows run its first layers only (`adapter_model` names the adapter's model and
+its size). adapter_alone decodes the adapter's model as both rows of a residual policy on itself (its initial
+model's row, and the adapter's): its perplexity and KL per token are measured against the base afterwards
+(`against_base`), as for every other method. Each method
 reports `rows_per_step`, `decode_rows` (Σ rows × generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told
 prompt is longer), `samples_decoded` and `seconds` (decoding; best_of_n also the reward calls that choose, reported
 as `select_seconds`). The metrics' own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
@@ -39,9 +49,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import torch
+
 from ipa.errors import UserError, check_number
 from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
 from ipa.loading import ModelConfig
+from ipa.models import logits_at, model_label
 from ipa.policy_adapter import AdapterError, read_card
 from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeRun, TailoredPolicy
 from ipa.decoding.engine import run_steps
@@ -50,7 +63,7 @@ from ipa.tasks import Task, get_task
 from ipa.tasks.data import load_inputs
 from ipa.tasks.scoring import load_scorer
 
-METHODS = ("base", "ipa", "best_of_n", "prompted", "prompted_ipa")
+METHODS = ("base", "ipa", "best_of_n", "prompted", "prompted_ipa", "adapter_alone")
 SHIPPED = "adapters/trained"
 """The shipped adapters, one folder a task, in the repository: --adapter's default."""
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +119,39 @@ def decode_method(policy: TailoredPolicy, prompts: list[str], config: DecodeConf
     return Decoded(completions, rows, decode_rows, prefill_rows, time.perf_counter() - start, len(completions))
 
 
+def adapter_alone(policy: TailoredPolicy) -> TailoredPolicy:
+    """The adapter's own model alone, as a policy: its initial model as the base of a residual policy, so that at
+    alpha 1 the tailored column samples log_softmax(init) + (adapter − init), the adapter model's own distribution."""
+    return TailoredPolicy(policy.adapter, policy.adapter, policy.adapter_name, "residual")
+
+
+@torch.inference_mode()
+def against_base(policy: TailoredPolicy, completions: list[Completion], prompts: list[str]) -> list[Completion]:
+    """adapter_alone's completions measured against the base, as every other method is: each token's log-probability
+    under the base (base_logprobs, behind perplexity) and KL(adapter alone ‖ base) at each step (kl). prompts: each
+    completion's prompt."""
+    base, host, name = policy.base, policy.adapter, policy.adapter_name
+    out = []
+    for c, text in zip(completions, prompts, strict=True):
+        prompt = base.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + c.token_ids], device=base.base_model.device)
+        positions = slice(len(prompt) - 1, ids.shape[1] - 1)
+        with base.base_only() as model:
+            base_lp = torch.log_softmax(logits_at(model, model.get_decoder()(input_ids=ids).last_hidden_state,
+                                                  positions).float(), -1)[0]
+        prefix = host.reward_token_embedding(name)
+        with host.only(name) as model:
+            embeds = model.get_input_embeddings()(ids.to(host.base_model.device))
+            if prefix is not None:
+                embeds = torch.cat([prefix.to(embeds.dtype).view(1, 1, -1), embeds], dim=1)
+            hidden = model.get_decoder()(inputs_embeds=embeds).last_hidden_state[:, int(prefix is not None):]
+            alone_lp = torch.log_softmax(logits_at(model, hidden, positions).float(), -1)[0].to(base_lp.device)
+        chosen = torch.tensor(c.token_ids, device=base_lp.device).unsqueeze(-1)
+        kl = (alone_lp.exp() * (alone_lp - base_lp)).nan_to_num(0.0).sum(-1)
+        out.append(dataclasses.replace(c, base_logprobs=base_lp.gather(-1, chosen).squeeze(-1).tolist(), kl=kl.tolist()))
+    return out
+
+
 def best_of_n(rewards: list[float], k: int, n: int) -> list[int]:
     """Indices of the kept samples: each prompt's k·n rewards (prompt by prompt) cut into k groups of n, the highest of
     each group kept (the first of equals).
@@ -121,13 +167,15 @@ def best_of_n(rewards: list[float], k: int, n: int) -> list[int]:
 def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], config: DecodeConfig, k: int, batch_size: int,
                     reward: Callable[[list[dict], list[str]], list[float]], measure: Callable[[list[Completion]], dict],
                     n: int = 0, log=lambda message: None, warm_up: bool = True,
-                    drive: Callable[[DecodeRun], Iterable] = run_steps) -> tuple[dict[str, dict], dict[str, list[str]]]:
+                    drive: Callable[[DecodeRun], Iterable] = run_steps,
+                    alone_drive: Callable[[DecodeRun], Iterable] | None = None) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """Every method's metrics and compute, {method: {metric: value}} in METHODS' order, and its texts (k per input).
 
     reward(inputs, texts) -> the task's reward per sample (best_of_n's choice); measure(completions) -> the metrics
     of a column of k samples per input; n: best_of_n's N (0: IPA's decode rows / the base's, rounded, at least 1);
     warm_up: decode and score once, untimed, first (a server whose models are warm passes False); drive: how each
-    run is decoded (decode_method)."""
+    run is decoded (decode_method); alone_drive: how adapter_alone's runs are (default: drive where the adapter sits on
+    the base, whose engine then serves them too, else each alone: its base is the adapter's model)."""
     if policy.adapter is None:
         raise AdapterError("ipa.evaluation.compare needs an adapter: ipa and prompted_ipa decode with it.")
     plain = [task.build_prompt(x, policy.tokenizer) for x in inputs]
@@ -152,6 +200,12 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
     for name, column in (("prompted", "base"), ("prompted_ipa", "tailored")):
         log(f"{name}: {len(told)} prompts × {k}")
         runs[name] = decode_method(policy, told, config, k, column, batch_size, drive)
+    log(f"adapter_alone: {len(plain)} prompts × {k}")
+    alone_drive = alone_drive or (drive if policy.adapter is policy.base else run_steps)
+    alone = decode_method(adapter_alone(policy), plain, dataclasses.replace(config, alpha=1.0), k, "tailored", batch_size,
+                          alone_drive)
+    each = [prompt for prompt in plain for _ in range(k)]  # completions are k per prompt, prompt by prompt
+    runs["adapter_alone"] = dataclasses.replace(alone, completions=against_base(policy, alone.completions, each))
     methods = {}
     for name in METHODS:
         run = runs[name]
@@ -166,6 +220,9 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
             "samples_decoded": run.samples_decoded,
         }
     methods["best_of_n"].update(n=n, select_seconds=round(select_seconds, 2))
+    if policy.shares_weights and policy.combination == "residual":  # the identity: ipa at alpha 1 is the tuned model
+        same = [a.token_ids == b.token_ids for a, b in zip(runs["ipa"].completions, runs["adapter_alone"].completions)]
+        methods["adapter_alone"]["same_texts_as_ipa"] = sum(same) / len(same) if config.alpha == 1 else None
     return methods, {name: [c.text for c in run.completions] for name, run in runs.items()}
 
 
@@ -222,6 +279,7 @@ def compare_report(task: Task, inputs: list[dict], k: int, config: DecodeConfig,
         "best_of_n": methods["best_of_n"]["n"],
         "methods": methods,
         "adapter": adapter,
+        "adapter_model": f"{model_label(policy.adapter.model_name)}: {policy.sizes}",
         "alpha": config.alpha,
         "instruction": task.instruction,
         "seed": config.seed,
@@ -241,15 +299,19 @@ TABLE = ("mean_reward", "perplexity", "standalone_perplexity", "relevance", "dis
 """The table's metrics, each with its 95 % half-width where it has one; the task's own metrics follow."""
 COMPUTE = ("mean_tokens", "decode_rows", "prefill_rows", "samples_decoded", "seconds")
 """The table's last rows."""
-LEFT_OUT = ("distinct_3", "rows_per_step", "decode_rows_vs_ipa", "n", "select_seconds")
+LEFT_OUT = ("distinct_3", "rows_per_step", "decode_rows_vs_ipa", "n", "select_seconds", "same_texts_as_ipa")
 """In the JSON, not in the table."""
 
 
 def print_table(report: dict) -> None:
     methods = report["methods"]
     print(f"task {report['task']}: {report['n_prompts']} prompts × {report['samples_per_prompt']} samples, adapter "
-          f"{report['adapter']} (alpha {report['alpha']:g}), best_of_n N = {report['best_of_n']}, seed {report['seed']}, "
+          f"{report['adapter']} ({report['adapter_model']}; alpha {report['alpha']:g}), best_of_n N = {report['best_of_n']}, seed {report['seed']}, "
           f"{report['seconds']} s\ninstruction (prompted): {report['instruction']!r}\ntoxicity: {report['toxicity_backend_label']}\n")
+    same = methods.get("adapter_alone", {}).get("same_texts_as_ipa")
+    if same is not None:
+        print(f"identity: the adapter sits on the base (residual), so ipa at alpha 1 samples the LoRA-tuned model itself "
+              f"(adapter_alone): {100 * same:.0f} % of the samples are the same text\n")
     print(f"{'metric':22}" + "".join(f"{name:>18}" for name in methods))
     own = [m for m in methods["base"] if m not in (*TABLE, *COMPUTE, *LEFT_OUT) and not m.endswith("_ci95")]
     for metric in (*TABLE, *own, *COMPUTE):

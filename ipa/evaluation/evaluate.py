@@ -249,6 +249,7 @@ def evaluate(args: argparse.Namespace, log=lambda message: None) -> dict:
         "toxicity_backend_label": scorer.toxicity_backend_label,
         "prompt_format": task.prompt_format,
         "adapter": what.adapter or None,
+        "models": policy.sizes,
         "combination": card.combination if card else None,
         "alpha": config.alpha,
         "seed": config.seed,
@@ -287,7 +288,7 @@ def print_table(report: dict) -> None:
     backend = report["toxicity_backend_label"]
     what = f"objective {report['objective']['name']}" if report.get("objective") else f"task {report['task']}"
     print(f"{what}: {report['n_prompts']} prompts × {report['samples_per_prompt']} samples, "
-          f"adapter {report['adapter'] or 'none'} (alpha {report['alpha']:g}), seed {report['seed']}, "
+          f"adapter {report['adapter'] or 'none'} ({report['models']}; alpha {report['alpha']:g}), seed {report['seed']}, "
           f"{report['seconds']} s\ntoxicity: {backend}\n")
     if report.get("base_api"):
         print(cost_line(report["base_api"]) + "\n")

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from ipa.errors import UserError
 from ipa.args import add_dataclass_args, dataclass_from_args, exit_with_user_error
-from ipa.loading import ModelConfig, load_host
-from ipa.models import check_same_tokenizer, machine_name
+from ipa.loading import ModelConfig, initial_model_name, load_host, pair
+from ipa.models import machine_name
 from ipa.training.pg import group_advantages, pg_token_loss
 from ipa.policy_adapter import AdapterCard
 from ipa.training.quark import DataPool, pool_batch, quark_token_loss
@@ -115,9 +115,9 @@ def build_policy(config: TrainConfig, device: torch.device, dtype: torch.dtype) 
     models, algo, name = config.model, config.algo, config.run.adapter_name
     train_base = models.approx_base or models.base
     base = load_host(train_base, device, dtype)
-    init = models.adapter_init or train_base
+    init = initial_model_name(models.adapter_init, train_base)
     adapter = base if init == train_base else load_host(init, device, dtype)
-    check_same_tokenizer(base.tokenizer, train_base, adapter.tokenizer, init)
+    pair(base, adapter)
     objective = config.run.target.objective
     card = AdapterCard(task=config.run.task, objective=objective.to_dict() if objective else {},
                        base_model=models.base, combination=algo.combination,
@@ -441,7 +441,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None,
         run.policy.adapter.save_adapter(run.name, adapter_dir)
     emit({"type": "eval", **metrics_after})
     emit({"type": "done", "adapter": str(adapter_dir), "step": run.step, "interrupted": interrupted,
-          "metrics_before": run.metrics_before, "metrics_after": metrics_after})
+          "metrics_before": run.metrics_before, "metrics_after": metrics_after, "models": run.policy.sizes})
     return adapter_dir
 
 
@@ -517,7 +517,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        on_event = (lambda event: print(json.dumps(event), flush=True)) if args.json_events else None
+        done = {}
+
+        def on_event(event: dict) -> None:
+            if event["type"] == "done":
+                done.update(event)
+            if args.json_events:
+                print(json.dumps(event), flush=True)
         adapter_dir = train(config_from_args(args), on_event=on_event, stop=stop, accelerator=_accelerator_if_launched(),
                             progress=not args.json_events)
     except UserError as err:
@@ -526,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped before the first step: no adapter written", file=sys.stderr)
         return 1
     if not args.json_events:  # the "done" event said it
-        print(f"adapter written to {adapter_dir}")
+        print(f"adapter written to {adapter_dir} ({done['models']})")
     return 0
 
 
