@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import importlib.util
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ from ipa.rewards.preference import PREFERENCES_ENV, check_model_name, list_model
 from ipa.rewards.objective import ObjectiveError
 from ipa.tasks.metrics import win_rate
 from ipa.tasks.objective import MIN_FILE_PROMPTS
-from app.config import AppConfig
+from app.config import AppConfig, ConfigError
 from app.service import SHIPPED, Playground, Settings
 from app.training_jobs import TrainRequest
 
@@ -96,6 +97,17 @@ def resolve_sign_in(config: AppConfig) -> str:
     if os.environ.get("SPACE_ID") and os.environ.get("OAUTH_CLIENT_ID"):
         return "hf"
     return "code" if config.class_code else "anonymous"
+
+
+def check_hf_sign_in() -> None:
+    """Hugging Face sign-in needs a Space with OAuth (hf_oauth: true in its README) and Gradio's oauth extra: off a Space
+    Gradio would fall back to the machine's own Hugging Face login for everyone, and without authlib it cannot start."""
+    if not os.environ.get("SPACE_ID"):
+        raise ConfigError("--sign-in hf works on a Hugging Face Space with hf_oauth: true in its README; here, use "
+                          "--sign-in code with --class-code, or anonymous.")
+    if importlib.util.find_spec("authlib") is None:
+        raise ConfigError('Hugging Face sign-in needs Gradio\'s oauth extra: pip install "gradio[mcp,oauth]==6.31.0" '
+                          "(it is in requirements.txt).")
 
 
 def side_name(adapter: str | None) -> str:
@@ -147,6 +159,8 @@ class Classroom:
         # Page runs (ipa.training in this process) find the class's models by name: the block reads this folder.
         os.environ[PREFERENCES_ENV] = str(self.models_dir)
         self.sign_in = resolve_sign_in(config)
+        if self.sign_in == "hf":
+            check_hf_sign_in()
         self._salt = secrets.token_bytes(16)
         self._teacher = self._digest(config.teacher_secret) if config.teacher_secret else None
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()

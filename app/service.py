@@ -55,6 +55,7 @@ from app.scheduler import BatchedScorer, Scheduler, decode_in_call
 from app.spaces_compat import gpu, zero_gpu_on
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from ipa.rewards.objective import Objective, ObjectiveError
+from ipa.rewards.preference import PreferenceModel
 from ipa.tasks import TASKS, Task, carry_inputs, get_task
 from ipa.tasks.scoring import load_scorer
 from ipa.tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
@@ -944,6 +945,9 @@ class Playground:
             if objective.prompts and objective.prompts not in PROMPT_SETS:
                 raise ServiceError(f"An objective trained from the page takes one of the prompt sets {', '.join(PROMPT_SETS)}, "
                                    f"not {objective.prompts!r}.")
+            for block in objective.blocks:  # a class preference that was never learned fails now, not in the run
+                if block.reward == "preference":
+                    PreferenceModel.load(block.params["model"])
         else:
             get_task(request.task)
         pasted = pasted_prompts(request.prompts_text, self.config.max_input_chars) if request.prompts_text.strip() else None

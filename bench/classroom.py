@@ -184,7 +184,14 @@ class Student:
         self.rng = random.Random(seed * 1000 + index)
         self.token = ""
         self.client = None
-        self.connect()
+        for attempt in range(30):  # thirty browsers opening the page at once on a busy machine: some time out
+            try:
+                self.connect()
+                return
+            except Exception as err:  # noqa: BLE001 - again, a little later
+                say(f"{self.name}: joining failed ({type(err).__name__}), again in {2 + attempt} s")
+                time.sleep(2 + attempt)
+        raise RuntimeError(f"{self.name} could not join")
 
     def connect(self) -> None:
         from gradio_client import Client
@@ -265,6 +272,7 @@ def class_phase(app: App, args, students: list) -> dict:
                     with lock:
                         generate_latencies.append(time.perf_counter() - started)
         except Exception as err:  # noqa: BLE001 - reported in the result
+            say(f"student {i + 1} stopped: {type(err).__name__}: {err}"[:300])
             with lock:
                 errors.append(f"student {i + 1}: {type(err).__name__}: {err}"[:300])
 

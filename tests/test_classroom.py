@@ -15,7 +15,7 @@ import pytest
 
 from app import views
 from app.classroom import REASON_CHARS, TEACHER_TRIES, ClassError, Classroom, resolve_sign_in
-from app.config import AppConfig
+from app.config import AppConfig, ConfigError
 from tests.test_preferences import BagOfWords
 
 SECRET = "correct horse battery staple"
@@ -104,7 +104,19 @@ def test_anonymous_ids_are_kept_by_the_browser_and_stored_only_when_shown_a_pair
     room.close()
 
 
-def test_hugging_face_sign_in_needs_the_pages_sign_in(tmp_path):
+def test_hugging_face_sign_in_needs_a_space_with_oauth_then_the_pages_sign_in(tmp_path, monkeypatch):
+    import importlib.util
+
+    import app.classroom
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    with pytest.raises(ConfigError, match="works on a Hugging Face Space with hf_oauth: true"):
+        classroom(tmp_path, sign_in="hf")  # elsewhere Gradio would sign everyone in as the machine's own account
+    monkeypatch.setenv("SPACE_ID", "teacher/ipa")
+    if importlib.util.find_spec("authlib") is None:
+        with pytest.raises(ConfigError, match=r"needs Gradio's oauth extra"):
+            classroom(tmp_path, sign_in="hf")
+        monkeypatch.setattr(app.classroom.importlib.util, "find_spec", lambda name, *rest: object())
     room = classroom(tmp_path, sign_in="hf")
     with pytest.raises(ClassError, match="Sign in with Hugging Face first"):
         room.show_pair("s1", "sentiment", {"text": "On Saturday we"}, "sentiment")
