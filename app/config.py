@@ -6,7 +6,8 @@
 
 Flags win over environment variables, which win over the defaults: --port / IPA_PORT / GRADIO_SERVER_PORT,
 --host / IPA_HOST / GRADIO_SERVER_NAME, --share / IPA_SHARE, --mcp / IPA_MCP / GRADIO_MCP_SERVER, --preset / IPA_PRESET,
---device / IPA_DEVICE, --adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING.
+--device / IPA_DEVICE, --adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING; class mode:
+--sign-in / IPA_SIGN_IN, --class-code / IPA_CLASS_CODE, --teacher-secret / IPA_TEACHER_SECRET, --class-dir / IPA_CLASS_DIR.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ipa.errors import MAX_TEXT_CHARS, UserError
@@ -23,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 TRAINING_ACCESS = ("open", "local", "off")
+SIGN_IN = ("auto", "hf", "code", "anonymous")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -132,6 +134,23 @@ class AppConfig:
     """Training runs that may wait, in order, for the one running (one a browser session): a class of 30 may all
     queue a run; each is told its place."""
 
+    sign_in: str = "auto"
+    """Who is who in class mode (votes, runs and limits belong to a person): hf (sign in with Hugging Face, on a Space
+    whose README says hf_oauth: true), code (the class code and a display name), anonymous (an id kept in the
+    browser), or auto: hf on a Space with OAuth, code when --class-code is given, else anonymous."""
+    class_code: str = field(default="", repr=False)
+    """The code students give with their display name to join the class (sign-in 'code')."""
+    teacher_secret: str = field(default="", repr=False)
+    """The secret that makes a browser the teacher's (the teacher's view: each student's votes, the export, a new class).
+    Prefer $IPA_TEACHER_SECRET to the flag, which others on the machine can read in its process list. It is left out of
+    the config's printed form, compared as a salted hash (app.classroom), never shown and never logged. Without one, a
+    browser on this machine is the teacher's."""
+    class_dir: str = ""
+    """Where class mode keeps its vote database (votes.sqlite: SQLite, WAL) and the preference models learned from the
+    votes (preferences/); default: a folder 'classroom' beside --runs-dir (runs/classroom)."""
+    min_votes: int = 30
+    """Decisive votes (A or B) the class must cast before a preference reward is learned from them."""
+
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ConfigError(f"Unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}.")
@@ -153,12 +172,23 @@ class AppConfig:
                               "first when they outgrow --runs-disk-mb, and the shipped adapters never are.")
         if self.mcp and importlib.util.find_spec("mcp") is None:
             raise ConfigError('--mcp needs the mcp package: pip install "gradio[mcp]==6.31.0" (it is in requirements.txt).')
+        if self.sign_in not in SIGN_IN:
+            raise ConfigError(f"--sign-in must be one of {', '.join(SIGN_IN)}, got {self.sign_in!r}.")
+        if self.sign_in == "code" and not self.class_code:
+            raise ConfigError("--sign-in code needs a class code: --class-code CODE (or $IPA_CLASS_CODE).")
+        if self.min_votes < 2:
+            raise ConfigError(f"--min-votes must be at least 2, got {self.min_votes}.")
         if self.base_api and not self.base_api_model:
             raise ConfigError("--base-api needs --base-api-model: the name the server knows the model by.")
 
     @property
     def models(self) -> Preset:
         return PRESETS[self.preset]
+
+    @property
+    def classroom_dir(self) -> Path:
+        """class_dir, or the 'classroom' folder beside runs_dir."""
+        return Path(self.class_dir) if self.class_dir else Path(self.runs_dir).parent / "classroom"
 
     @property
     def shared(self) -> bool:
@@ -180,6 +210,10 @@ ENVIRONMENT = {
     "base_api": ("IPA_BASE_API",),
     "base_api_model": ("IPA_BASE_API_MODEL",),
     "training": ("IPA_TRAINING",),
+    "sign_in": ("IPA_SIGN_IN",),
+    "class_code": ("IPA_CLASS_CODE",),
+    "teacher_secret": ("IPA_TEACHER_SECRET",),
+    "class_dir": ("IPA_CLASS_DIR",),
 }
 TRUE_WORDS = ("1", "true", "yes", "on")
 

@@ -55,6 +55,7 @@ from app.scheduler import BatchedScorer, Scheduler, decode_in_call
 from app.spaces_compat import gpu, zero_gpu_on
 from app.training_jobs import TrainingJob, TrainingLimits, TrainingQueue, TrainRequest, ZeroGpuTrain, training_limits
 from ipa.rewards.objective import Objective, ObjectiveError
+from ipa.rewards.preference import PreferenceModel
 from ipa.tasks import TASKS, Task, carry_inputs, get_task
 from ipa.tasks.scoring import load_scorer
 from ipa.tasks.objective import (CUSTOM_TASK, FILE_PROMPTS, MIN_FILE_PROMPTS, PROMPT_SETS, load_objective, load_objective_scorer, objective_inputs,
@@ -347,6 +348,21 @@ class Branched:
     also_scored_by: str | None = None
 
 
+@dataclass
+class Continuations:
+    """One continuation of one input from each side of a comparison (Playground.continuations), in the sides' order."""
+
+    task: str
+    reward: str
+    """What scored them: the task's name, or 'objective NAME'."""
+    inputs: dict
+    """The inputs as checked."""
+    texts: list[str]
+    scores: list[dict]
+    alphas: list[float]
+    """The strength each side decoded at (0 for the base)."""
+
+
 def token_steering(completion: Completion) -> list[TokenStep]:
     """Per-token steering of a tailored completion (EOS left out).
 
@@ -477,6 +493,8 @@ class Playground:
         self._objective_scorers_lock = threading.Lock()
         self._names_lock = threading.Lock()
         """Held while a run folder is reserved (_reserve_run_folder)."""
+        self.on_close: list[Callable[[], None]] = []
+        """What closes with the service (the class's vote database, app.classroom)."""
 
     def _gpu_calls(self, max_rows: int):
         """ZeroGPU: the scheduler's GPU call, decode_in_call on this playground's models inside spaces.GPU."""
@@ -823,6 +841,47 @@ class Playground:
                                "try it in that task's tab.")
         return self.generate(entry.card.task, {definition.primary_field: text}, settings, entry.name)
 
+    def continuations(self, task: str, inputs: dict, sides: list[tuple[str | None, float | None]],
+                      settings: Settings | None = None) -> Continuations:
+        """One continuation of the same input from each side, scored: what a blind vote compares (app.classroom).
+
+        sides: (adapter name, alpha) each; None for the base alone; alpha None for the adapter card's. Unlike
+        generate's columns, which share their random numbers (so that at alpha 0 they are the same text), each side is
+        its own run with its own seed: a vote compares two draws, not two views of one. The runs decode together,
+        in the scheduler's shared batch. task: a task of the tabs, or CUSTOM_TASK with the first adapter trained for an
+        objective; the texts are scored as generate scores them (the task's reward, or that adapter's objective)."""
+        named = [self.adapter(name) for name, _ in sides if name]
+        entry = named[0] if named else None
+        if task == CUSTOM_TASK:
+            if entry is None or entry.card.task != CUSTOM_TASK:
+                raise ServiceError(f"Task {CUSTOM_TASK!r} scores with an adapter's own objective: the first side must be "
+                                   "an adapter trained for an objective.")
+            definition = self.adapter_task(entry.name)
+        else:
+            definition = get_task(task)
+        inputs = self.check_inputs(definition, inputs)
+        base = settings or Settings(**{**definition.decode, "n": 1})
+        prompt = definition.build_prompt(inputs, self.base.tokenizer)
+        runs = []
+        for name, alpha in sides:
+            side = self.adapter(name) if name else None
+            alpha = side.card.alpha if side is not None and alpha is None else (alpha or 0.0)
+            config = dataclasses.replace(base, alpha=alpha, seed=None, n=1)  # a seed of its own
+            steered, policy = self._policy(side, alpha, [])
+            run = DecodeRun(policy, [prompt], config, n=1, columns=("tailored",) if steered else ("base",))
+            runs.append((steered, alpha, self.scheduler.submit(run)))  # queued at once: the runs decode together
+        texts, alphas = [], []
+        for steered, alpha, updates in runs:
+            final = None
+            for update in updates:
+                if isinstance(update, DecodeResult) and update.done:
+                    final = update
+            texts.append((final.tailored if steered else final.base)[0].text)
+            alphas.append(alpha if steered else 0.0)
+        scores = self._score_task(task, entry, inputs, texts)
+        label = f"objective {self.objective_of(entry.name).name}" if task == CUSTOM_TASK else task
+        return Continuations(task, label, inputs, texts, scores, alphas)
+
     def trial_defaults(self, name: str) -> dict:
         """What "Try your adapters" starts from for an adapter, so that the effect its run measured can show: a text
         like those it was scored on (one of its objective's held-back prompts; a task's first demo, which is not
@@ -895,6 +954,9 @@ class Playground:
             if objective.prompts and objective.prompts not in PROMPT_SETS:
                 raise ServiceError(f"An objective trained from the page takes one of the prompt sets {', '.join(PROMPT_SETS)}, "
                                    f"not {objective.prompts!r}.")
+            for block in objective.blocks:  # a class preference that was never learned fails now, not in the run
+                if block.reward == "preference":
+                    PreferenceModel.load(block.params["model"])
         else:
             get_task(request.task)
         pasted = pasted_prompts(request.prompts_text, self.config.max_input_chars) if request.prompts_text.strip() else None
@@ -1056,3 +1118,5 @@ class Playground:
         """Stop the decoding thread and the training queue, and wait for a running job (tests and shutdown)."""
         self.scheduler.close()
         self.training.close(timeout)
+        for close in self.on_close:
+            close()

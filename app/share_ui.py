@@ -188,12 +188,18 @@ def generation_docs() -> dict[str, str]:
                     "result's seed says which was used); the same seed and settings give the same text."}
 
 
+def _injected(annotation) -> bool:
+    """Whether Gradio fills the parameter in itself (the request, the Hugging Face profile): no API parameter."""
+    return annotation in (gr.Request, "gr.Request") or "OAuthProfile" in str(annotation)
+
+
 def document(fn: Callable, docs: Mapping[str, str], description: str | None = None, returns: str = "") -> Callable:
     """Write the docstring that the API page and MCP clients read (Gradio parses "Parameters:" and "Returns:"): the
     description (else the function's own first paragraph), one line per parameter from `docs`, what it returns.
-    A gr.Request is not a parameter; a parameter without a line is a mistake, raised here while the page is built."""
+    A gr.Request or gr.OAuthProfile is not a parameter; a parameter without a line is a mistake, raised here while the
+    page is built."""
     params = [p.name for p in inspect.signature(fn).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.annotation not in (gr.Request, "gr.Request")]
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and not _injected(p.annotation)]
     missing = [name for name in params if name not in docs]
     if missing:
         raise ValueError(f"{fn.__name__}: no description for the parameters {', '.join(missing)}")

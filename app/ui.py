@@ -20,7 +20,8 @@ from typing import Callable
 
 import gradio as gr
 
-from app import adapter_files, inspector_ui, share_ui, views
+from app import adapter_files, class_ui, inspector_ui, share_ui, views
+from app.classroom import Classroom
 from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, local_browser, user_error, with_parameters
 from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, SHIPPED, USER_ERRORS,
                          Playground, ServiceError, Settings, page_objective)
@@ -164,10 +165,11 @@ def _example_rows(task: Task) -> list[list[str]]:
 
 
 def task_tab(service: Playground, task: Task, shares: dict | None = None,
-             menus: AdapterMenus | None = None) -> None:
+             menus: AdapterMenus | None = None, classroom: Classroom | None = None) -> None:
     """The widgets of one task and its Generate event; its adapter dropdowns go into `menus` (the training and
     adapters tabs refresh them).
-    `shares` receives the tab's share panel (link and JSON under the result), which page links restore."""
+    `shares` receives the tab's share panel (link and JSON under the result), which page links restore; with a
+    classroom, the tab gets its blind vote panel (app/class_ui.py)."""
     default = service.default_adapter(task.name)
     entry = service.adapters.get(default) if default else None
     settings = Settings.for_task(task.name)
@@ -223,6 +225,8 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     with gr.Accordion("The result as data (what the API returns)", open=False):
         data = gr.JSON(label="Result")
     share = share_ui.share_panel(task)
+    if classroom is not None:
+        class_ui.task_vote_panel(classroom, task, fields, adapter, alpha)
     research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
                                                      "top_p": top_p, "seed": seed})
 
@@ -288,9 +292,15 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
 # --- the training tab -------------------------------------------------------------------------------------------
 
 
-def training_tab(service: Playground, menus: AdapterMenus) -> None:
+def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom | None = None) -> None:
     """The training tab. Its poll (menus.poll) is wired by build_ui to a timer outside the tabs (a Timer inside a tab
-    ticks only once the tab is opened); its ticks also refresh every adapter menu of the page."""
+    ticks only once the tab is opened); its ticks also refresh every adapter menu of the page. A run belongs to the
+    person the session joined the class as (classroom.owner), else to the session."""
+
+    def owner(request: gr.Request | None) -> str | None:
+        session = request.session_hash if request else None
+        return classroom.owner(session) if classroom is not None and session else session
+
     d = service.training_defaults()
     limits = service.training_limits
     if service.config.training != "open":
@@ -389,12 +399,15 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
                              objective=objective, prompts_text=prompt_lines or "", prompts_file=prompts_file or "")
 
     def started(train: TrainRequest, owner: str | None, request: gr.Request | None) -> dict:
-        """The run queued (its first snapshot). owner: the page session that may stop it; None for an MCP call,
-        which has no session (nobody stops its run: it ends with its budget)."""
+        """The run queued (its first snapshot). owner: the person (or page session) that may stop it; None for an MCP
+        call, which has no session (nobody stops its run: it ends with its budget)."""
         try:
-            return service.start_training(train, owner=owner, local=local_browser(request))
+            snapshot = service.start_training(train, owner=owner, local=local_browser(request))
         except USER_ERRORS as err:
             raise user_error(err) from None
+        if classroom is not None and owner is not None and request is not None:
+            classroom.record_run(request.session_hash, snapshot["adapter"])
+        return snapshot
 
     def shown(snapshot: dict) -> str:
         when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
@@ -404,7 +417,7 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
     def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
                   group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request):
         train = train_request(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts)
-        return shown(started(train, request.session_hash if request else None, request))
+        return shown(started(train, owner(request), request))
 
     def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
                             weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
@@ -415,18 +428,18 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
         train = objective_request(name, prompts, block_1, weight_1, params_1, block_2, weight_2, params_2, block_3, weight_3,
                                   params_3, task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens,
                                   eval_prompts, prompt_lines, prompts_file)
-        return shown(started(train, request.session_hash if request else None, request))
+        return shown(started(train, owner(request), request))
 
     def stop_run(request: gr.Request):
         try:
-            snapshot = service.stop_training(owner=request.session_hash if request else None)
+            snapshot = service.stop_training(owner=owner(request))
         except USER_ERRORS as err:
             raise user_error(err) from None
         return views.training_status_html(snapshot)
 
     def poll(state: dict, request: gr.Request):
         # Runs every 1.5 s in every open page: send only what changed.
-        snapshot = service.training_status(owner=request.session_hash if request else None)
+        snapshot = service.training_status(owner=owner(request))
         state = dict(state)
         status_key = (snapshot["state"], snapshot["phase"], snapshot.get("step"), int(snapshot.get("wall_seconds", 0)))
         history_key = len(snapshot["history"]) + (1000000 if snapshot["state"] != "running" else 0)
@@ -465,7 +478,7 @@ def training_tab(service: Playground, menus: AdapterMenus) -> None:
     def train_status(request: gr.Request) -> dict:
         """This session's latest training run (else the running one): state, phase, position in the queue, step,
         progress, reward/KL history, samples, errors."""
-        return service.training_status(owner=request.session_hash if request else None)
+        return service.training_status(owner=owner(request))
 
     def adapters(task: str) -> list[str]:
         """The names of the adapters available for a task (shipped and trained here)."""
@@ -569,9 +582,10 @@ def try_choices(service: Playground) -> list[tuple[str, str]]:
     return [(f"{e.name} ({e.source}; {trained_for(e.card)})", e.name) for e in list(service.adapters.values())]
 
 
-def try_tab(service: Playground) -> gr.Dropdown:
+def try_tab(service: Playground, classroom: Classroom | None = None, menus: AdapterMenus | None = None) -> gr.Dropdown:
     """Any adapter (shipped, trained here, uploaded; a task's or an objective's) on a text of one's own: base and
-    tailored side by side, scored with what the adapter was trained for."""
+    tailored side by side, scored with what the adapter was trained for; with a classroom, a blind vote of it against
+    the base or another adapter."""
     gr.Markdown("Pick any adapter, type a text: the base model and base + adapter continue it side by side, both "
                 "scored as the adapter was trained: its task's reward, or its own objective block by block.")
     with gr.Row():
@@ -630,6 +644,12 @@ def try_tab(service: Playground) -> gr.Dropdown:
     share_ui.mcp_tool("try_adapter", share_ui.data_output(try_adapter, outputs, data), try_adapter,
                       {"adapter": str, "text": text, "alpha": alpha, "n": n, "max_new_tokens": max_new, "seed": seed},
                       share_ui.RESULT_JSON, concurrency_id="generate")
+    if classroom is not None:
+        opponent = gr.Dropdown(class_ui.opponent_choices(service), value="base", label="… against (blind vote)",
+                               allow_custom_value=True, elem_id="try-opponent")
+        class_ui.try_vote_panel(classroom, service, chosen, text, alpha, opponent)
+        if menus is not None:
+            menus.any_adapter.append((opponent, class_ui.opponent_choices))
     return chosen
 
 
@@ -647,23 +667,29 @@ def status_line(service: Playground) -> str:
     return line
 
 
-def build_ui(service: Playground) -> gr.Blocks:
-    """The whole page for a loaded service."""
+def build_ui(service: Playground, classroom: Classroom | None = None) -> gr.Blocks:
+    """The whole page for a loaded service; class mode on the service's classroom (app/classroom.py: made here, its
+    vote database in the config's class folder, when none is given)."""
+    classroom = classroom or Classroom(service.config, service)
     with gr.Blocks(title="IPA Playground", analytics_enabled=False) as demo:
         gr.Markdown(HEADER, elem_id="header")
         gr.Markdown(status_line(service), elem_id="status-line")
         timer = gr.Timer(1.5)
+        browser = class_ui.browser_state(classroom)
         menus, shares = AdapterMenus(), {}
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a phone the tabs wrap onto more rows: every one in sight
             for name, task in TASKS.items():
                 with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
-                    task_tab(service, task, shares, menus)
+                    task_tab(service, task, shares, menus, classroom)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
-                training_tab(service, menus)
+                training_tab(service, menus, classroom)
             with gr.Tab("Try your adapters", id="try", elem_id="tab-try"):
-                menus.any_adapter.append((try_tab(service), try_choices))
+                menus.any_adapter.append((try_tab(service, classroom, menus), try_choices))
             with gr.Tab("Your adapters", id="adapters", elem_id="tab-adapters"):
                 adapters_tab(service, menus)
+            with gr.Tab("Class", id="class", elem_id="tab-class"):
+                class_ui.class_tab(classroom, service, demo, browser)
+        class_ui.class_api(classroom, service)
         poll, seen, outputs = menus.poll
         timer.tick(poll, seen, [*outputs, *menus.components], show_progress="hidden", queue=False,
                    api_visibility="private")

@@ -560,7 +560,8 @@ def blocks_markdown(rewards: dict[str, type]) -> str:
         what = (cls.__doc__ or "").strip().split("\n")[0]
         params = getattr(cls, "PARAMS", ())
         example = "{" + ", ".join(f'"{p.name}": ' + ('"the ocean and the sea"' if p.kind == "text" else '"sea, waves"'
-                                                      if p.kind == "words" else "20" if p.kind == "number" else f'"{p.choices[0]}"')
+                                                      if p.kind == "words" else "20" if p.kind == "number" else
+                                                      '"class-1-food"' if p.kind == "name" else f'"{p.choices[0]}"')
                                   for p in params if p.required) + "}"
         shown = "; ".join(p.describe() for p in params) or "none"
         if any(p.required for p in params):
@@ -568,3 +569,109 @@ def blocks_markdown(rewards: dict[str, type]) -> str:
         cells = [name, what, shown]  # the project's own text, not a user's: only the table's bars need escaping
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
+
+
+# --- class mode: blind votes, what the class thinks, the teacher's view ----------------------------------------------
+
+
+def _rate(rate, low, high) -> Markup:
+    """'0.75 (0.60-0.86)': a share with its 95 % interval; '–' without one (the code's own text: a table keeps it)."""
+    return Markup("–" if rate is None else f"{rate:.2f} ({low:.2f}-{high:.2f})")
+
+
+def _side(side: str) -> Markup:
+    """'base' or 'adapter NAME' with the name in bold (escaped)."""
+    if side.startswith("adapter "):
+        return markdown("adapter **{name}**", name=side.removeprefix("adapter "))
+    return markdown("**{side}**", side=side)
+
+
+VOTE_WORDS = {"A": "A is better", "B": "B is better", "same": "about the same"}
+
+
+def reveal_markdown(reveal: dict) -> str:
+    """What the page says once a vote is stored: saved, which text was which, each one's reward, and whether the reward
+    agrees with the vote."""
+    verdict = reveal["reward_choice"]
+    agreement = ("" if reveal["agrees"] is None else
+                 " The reward **agrees** with you." if reveal["agrees"] else " The reward **disagrees**: it prefers the other text.")
+    return markdown("**Saved** (your vote: {vote}). **A** was {a} (reward {ra:.2f}); **B** was {b} (reward {rb:.2f}); "
+                    "reward: {reward}, whose verdict is {verdict}.{agreement}",
+                    vote=VOTE_WORDS[reveal["choice"]], a=_side(reveal["A"]["side"]), ra=reveal["A"]["reward"],
+                    b=_side(reveal["B"]["side"]), rb=reveal["B"]["reward"], reward=reveal["reward"],
+                    verdict=Markup(VOTE_WORDS[verdict]), agreement=Markup(agreement))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table: the header is the code's, every cell escaped (text_md also escapes '|')."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(c if isinstance(c, Markup) else text_md(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def agreement_markdown(rows: list[dict]) -> str:
+    """The class against the reward, one row per comparison: the class's win rate of the first side, the reward's on
+    the same pairs, and how often the two agree, each with its 95 % interval."""
+    if not rows:
+        return "No votes yet: open *Which is better?* under any tab's result and vote."
+    table = _table(["reward", "comparison", "votes", "class: win rate (95 %)", "reward: win rate (95 %)",
+                    "class and reward agree (95 %)"],
+                   [[r["reward"], markdown("{a} vs {b}", a=_side(r["subject"]), b=_side(r["opponent"])),
+                     Markup(f"{r['votes']} ({r['class_wins']}-{r['class_losses']}, {r['class_ties']} same)"),
+                     _rate(r["class_win_rate"], r["class_low"], r["class_high"]),
+                     _rate(r["reward_win_rate"], r["reward_low"], r["reward_high"]),
+                     Markup(f"{_rate(r['agreement'], r['agreement_low'], r['agreement_high'])} of {r['compared']}")]
+                    for r in rows])
+    return Markup(table + "\n\n<small>Win rate: the share of decisive votes (A or B) for the first side; \"about the same\" "
+                  "and reward ties are left out. Where the reward likes an adapter the class does not, the reward is being "
+                  "gamed (or measures something the class does not care about).</small>")
+
+
+def leaderboard_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "No adapter has been voted on against the base yet."
+    return _table(["#", "adapter", "source", "trained by", "scored by", "votes", "class win rate vs base (95 %)"],
+                  [[str(i), r["adapter"], r["source"], r["owner"] or "–", r["reward"], f"{r['decisive']} of {r['votes']}",
+                    _rate(r["win_rate"], r["low"], r["high"])] for i, r in enumerate(rows, 1)])
+
+
+def models_markdown(models: list[dict]) -> str:
+    if not models:
+        return "No preference model has been learned yet."
+    return _table(["model", "class", "votes (decisive)", "held-out agreement with the votes (95 %)", "learned"],
+                  [[m["name"], m["class"] or "–", Markup(f"{m['votes']} ({m['decisive']})"),
+                    _rate(m["agreement"], m["agreement_low"], m["agreement_high"]), m["created"] or ""] for m in models])
+
+
+def learned_markdown(summary: dict) -> str:
+    """The preference model just learned: its held-out agreement, said plainly, before anyone trains on it."""
+    coin = summary["agreement_low"] is not None and summary["agreement_low"] <= 0.5
+    return markdown("Learned **{name}** from {votes} votes ({decisive} decisive) in {seconds:.1f} s. On votes it was not "
+                    "fitted on, it picks the text the class picked **{rate}** of the time (95 % interval {low:.2f}-{high:.2f})."
+                    "{warning}", name=summary["name"], votes=summary["votes"], decisive=summary["decisive"],
+                    seconds=summary["seconds"], rate=f"{summary['agreement']:.2f}", low=summary["agreement_low"],
+                    high=summary["agreement_high"],
+                    warning=Markup(" **That is no better than a coin**: collect more votes before training on it." if coin
+                                   else " Train an adapter on it below, then vote on the new adapter against the base."))
+
+
+def students_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "Nobody has joined this class yet."
+    return _table(["student", "signed in with", "pairs shown", "votes cast", "joined"],
+                  [[r["student"], r["sign_in"], str(r["pairs"]), str(r["votes"]), r["joined"]] for r in rows])
+
+
+def recent_votes_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "No votes yet."
+    return _table(["time", "student", "scored by", "vote", "chose", "reason"],
+                  [[r["time"], r["student"], r["reward"], VOTE_WORDS[r["choice"]], r["chose"], r["reason"] or "–"] for r in rows])
+
+
+def runs_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "No runs or adapters of this class yet."
+    return _table(["run / adapter", "owner", "state", "trained for", "reward before", "after"],
+                  [[r["run"], r["owner"] or "–", r["state"], r["for"], fmt(r["reward_before"]), fmt(r["reward_after"])]
+                   for r in rows])

@@ -59,6 +59,19 @@ def time_call(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _preference_block(kit):
+    """A class preference block on a model with random weights (what it costs does not depend on what it learned)."""
+    import tempfile
+
+    import torch
+
+    from ipa.rewards.preference import PreferenceModel, PreferenceReward
+
+    folder = tempfile.mkdtemp(prefix="bench-preferences-")
+    PreferenceModel("bench", torch.randn(384, generator=torch.Generator().manual_seed(0)), 0.0).save(folder)
+    return PreferenceReward("bench", embedder=kit.relevance.embedder, folder=folder)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=64)
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         "topic": (kit.block("topic", {"topic": "history and politics"}), {}),
         "avoid_words": (kit.block("avoid_words", {"words": "war, king, city"}), {}),
         "length": (kit.block("length", {"target": 25}), {}),
+        "preference": (_preference_block(kit), {}),
     }
     assert set(rewards) == set(REWARDS)
     if kit.toxicity.backend != "profanity_check":

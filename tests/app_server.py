@@ -41,17 +41,18 @@ def stand_in_adapters(root: Path, host: AdapterHost) -> Path:
 
 
 @contextlib.contextmanager
-def serve_playground(root: Path, get_host):
+def serve_playground(root: Path, get_host, **settings):
     """Start the playground as app.py does (queue with limits, theme, CSS) and stop it afterwards.
 
-    get_host: returns an AdapterHost to make the stand-in adapter with (called only when one is needed)."""
+    get_host: returns an AdapterHost to make the stand-in adapter with (called only when one is needed).
+    settings: more AppConfig fields (class mode's sign-in, code and teacher's secret)."""
     from app.ui import build_ui, launch_options, queue_options
 
     adapters_dir = SHIPPED_DIR if (SHIPPED_DIR / "toxicity" / "card.json").is_file() else stand_in_adapters(root, get_host())
     # float32: the API tests check that requests decoded together give exactly what each gives alone, which holds
     # in float32 (bfloat16 rounds differently with the batch's shape; tests/test_engine.py bounds that instead).
     config = AppConfig(adapters_dir=str(adapters_dir), runs_dir=str(root / "runs"), device="cpu", dtype="float32",
-                       port=free_port(), warm_up=True)
+                       port=free_port(), warm_up=True, **settings)
     service = Playground.load(config)
     demo = build_ui(service)
     demo.queue(**queue_options(config.concurrency, config.queue_size))

@@ -14,6 +14,7 @@ LAYERS = [
     ["ipa.models"],
     ["ipa.rewards"],
     ["ipa.tasks"],
+    ["ipa.preferences"],
     ["ipa.policy_adapter"],
     ["ipa.decoding"],
     ["ipa.loading"],

@@ -51,6 +51,18 @@ def relevance():
 
 
 @pytest.fixture(scope="module")
+def preference(coherence, tmp_path_factory):
+    """A preference model with random weights (what a class's votes would fit), on the shared MiniLM."""
+    import torch
+
+    from ipa.rewards.preference import PreferenceModel, PreferenceReward
+
+    folder = tmp_path_factory.mktemp("preferences")
+    PreferenceModel("random-class", torch.randn(384, generator=torch.Generator().manual_seed(0)), 0.0).save(folder)
+    return PreferenceReward("random-class", embedder=coherence.embedder, folder=folder)
+
+
+@pytest.fixture(scope="module")
 def faithfulness():
     return get_reward("faithfulness")
 
@@ -369,7 +381,7 @@ def test_upbeat_is_more_positive_than_gloomy(upbeat, gloomy):
 # --- bad input, shared by every reward -----------------------------------------------------------------
 
 
-NEURAL = {"fluency", "coherence", "relevance", "faithfulness", "safety", "topic"}  # a language model or MiniLM inside
+NEURAL = {"fluency", "coherence", "relevance", "faithfulness", "safety", "topic", "preference"}  # a language model or MiniLM inside
 EVERY_REWARD = [pytest.param(name, marks=pytest.mark.slow) if name in NEURAL else name for name in REWARDS]
 
 
@@ -392,6 +404,7 @@ def every_reward(request, lexical_toxicity):
         "topic": (lambda: TopicReward("dogs and parks", embedder=request.getfixturevalue("coherence").embedder), {}),
         "avoid_words": (lambda: AvoidWordsReward("cat"), {}),
         "length": (lambda: LengthReward(10), {}),
+        "preference": (lambda: request.getfixturevalue("preference"), {}),
     }
     assert set(rewards) == set(REWARDS)
     return lambda name: (rewards[name][0](), rewards[name][1])

@@ -21,6 +21,7 @@ from ipa.rewards.diversity import DiversityReward
 from ipa.rewards.faithfulness import FaithfulnessReward
 from ipa.rewards.fluency import FluencyReward
 from ipa.rewards.length import LengthReward
+from ipa.rewards.preference import PreferenceReward
 from ipa.rewards.relevance import RelevanceReward
 from ipa.rewards.safety import SafetyReward
 from ipa.rewards.sentiment import SentimentReward
@@ -41,6 +42,7 @@ REWARDS = {
     "topic": TopicReward,
     "avoid_words": AvoidWordsReward,
     "length": LengthReward,
+    "preference": PreferenceReward,
 }
 
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ipa.errors import UserError, check_text, quote
+from ipa.errors import NAME, NAME_RULE, UserError, check_text, quote
 from ipa.rewards.text import parse_concepts
 
 REQUIRED = object()
 """The default of a parameter the user must give."""
-KINDS = ("text", "words", "number", "choice")
+KINDS = ("text", "words", "number", "choice", "name")
 
 
 class ParamError(UserError):
@@ -40,7 +40,9 @@ class Param:
     """The key beside "reward" in the objective file."""
     kind: str
     """'text' (a non-empty string), 'words' (a list of words, or one string separated by spaces or commas),
-    'number' (between low and high) or 'choice' (one of choices)."""
+    'number' (between low and high), 'choice' (one of choices) or 'name' (ipa.errors.NAME: something the reward looks
+    up by name in its own folder, such as a fitted preference model; never a path, so an objective from the page or an
+    uploaded card cannot make a reward read a file of its choosing)."""
     help: str
     """What it means, for error messages and the page."""
     default: object = REQUIRED
@@ -85,6 +87,10 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not self.low <= value <= self.high:
                 raise ParamError(f"{block}: '{self.name}' must be a number from {self.low:g} to {self.high:g}, got {quote(value)}.")
+            return value
+        if self.kind == "name":
+            if not isinstance(value, str) or not NAME.fullmatch(value):
+                raise ParamError(f"{block}: '{self.name}' must be {NAME_RULE} ({self.help}), got {quote(value)}.")
             return value
         if value not in self.choices:
             raise ParamError(f"{block}: '{self.name}' must be one of {', '.join(map(str, self.choices))}, got {quote(value)}.")

@@ -28,6 +28,9 @@ prompt i // K (the order `generate(..., n=K)` returns). `column_metrics` turns a
       helpful_rate_<cat>     dialogue_safety: ipa.rewards.safety.help_score >= 0.9 (an answer, not a    samples
                              refusal; to self-harm, support and a pointer to help), by category
 
+`win_rate` is a share of pairwise wins (a class's votes, a reward's verdicts on the same pairs) with its 95 % Wilson
+interval, ties left out.
+
 `column_intervals` adds the 95 % half-widths over prompts of perplexity, distinct-2, KL per token and relevance
 (<metric>_ci95), for the comparisons and sweeps that plot them with their intervals.
 
@@ -107,6 +110,36 @@ def interval(per_prompt: Sequence[float | None], confidence: float = CONFIDENCE)
     from scipy.stats import t  # scipy comes with scikit-learn; imported here so that importing metrics stays light
 
     return statistics.fmean(kept), float(t.ppf((1 + confidence) / 2, len(kept) - 1)) * statistics.stdev(kept) / math.sqrt(len(kept))
+
+
+def win_rate(wins: int, losses: int, confidence: float = CONFIDENCE) -> tuple[float | None, float | None, float | None]:
+    """(rate, low, high): the share of wins among wins and losses (ties left out, as "about the same" votes say
+    nothing about which text is better) with its Wilson score interval,
+
+        (p + z²/2n ± z · √(p(1 − p)/n + z²/4n²)) / (1 + z²/n),   p = wins / n,  n = wins + losses,
+
+    z the normal quantile of (1 + confidence) / 2. Wilson's, not p ± z·√(p(1 − p)/n): a class casts tens of votes,
+    and at 9 wins of 10 the plain interval runs past 1 (and at 10 of 10 has no width at all). None, None, None
+    without a win or a loss.
+
+    >>> rate, low, high = win_rate(30, 10)
+    >>> rate, round(low, 3), round(high, 3)
+    (0.75, 0.598, 0.858)
+    >>> win_rate(0, 0)
+    (None, None, None)
+    """
+    if min(wins, losses) < 0:
+        raise ValueError(f"win_rate needs counts of at least 0, got {wins} wins and {losses} losses.")
+    n = wins + losses
+    if n == 0:
+        return None, None, None
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)
 
 
 # --- rewards ------------------------------------------------------------------------------------------------
