@@ -89,7 +89,7 @@ def test_compute_accounting_matches_a_hand_count(compared):
 
 def test_the_adapter_alone_is_ipa_at_alpha_1_when_the_adapter_sits_on_the_base(compared):
     """The identity made explicit: LoRA on the base, residual, alpha 1: the tuned model alone writes ipa's texts, and
-    its KL from the base (measured afterwards, against_base) is ipa's."""
+    its KL from the base (the alone run's initial-model rows are the base's) is ipa's."""
     _, _, _, methods, texts = compared
     assert texts["adapter_alone"] == texts["ipa"] and methods["adapter_alone"]["same_texts_as_ipa"] == 1.0
     assert methods["adapter_alone"]["kl_per_token"] == pytest.approx(methods["ipa"]["kl_per_token"], rel=1e-3)

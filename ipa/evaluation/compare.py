@@ -24,8 +24,9 @@ keeps the base's lengths; more where IPA writes longer texts than the base, as o
 base, the same model runs every row, so rows cost alike (an adapter row's LoRA matrices add about 2 %: 2.4M
 parameters to 135M); a light adapter's rows run its first layers only (`adapter_model` names the adapter's model and
 its size). adapter_alone decodes the adapter's model as both rows of a residual policy on itself (its initial
-model's row, and the adapter's): its perplexity and KL per token are measured against the base afterwards
-(`against_base`), as for every other method. Each method
+model's row, and the adapter's): its perplexity and KL per token are measured against the base, as for every other
+method (on the base, that model is the base, so the run measures them; a light adapter's texts are scored by the base
+afterwards, `against_base`). Each method
 reports `rows_per_step`, `decode_rows` (Σ rows × generated tokens), `prefill_rows` (Σ rows × prompt tokens: the told
 prompt is longer), `samples_decoded` and `seconds` (decoding; best_of_n also the reward calls that choose, reported
 as `select_seconds`). The metrics' own scoring is not counted. Seconds on a shared CPU are noisy; rows are exact.
@@ -129,7 +130,8 @@ def adapter_alone(policy: TailoredPolicy) -> TailoredPolicy:
 def against_base(policy: TailoredPolicy, completions: list[Completion], prompts: list[str]) -> list[Completion]:
     """adapter_alone's completions measured against the base, as every other method is: each token's log-probability
     under the base (base_logprobs, behind perplexity) and KL(adapter alone ‖ base) at each step (kl). prompts: each
-    completion's prompt."""
+    completion's prompt. Needed where the adapter sits on another model (a light one); on the base, the alone run's
+    base rows are the base's own and its completions carry these numbers already."""
     base, host, name = policy.base, policy.adapter, policy.adapter_name
     out = []
     for c, text in zip(completions, prompts, strict=True):
@@ -204,8 +206,10 @@ def compare_methods(policy: TailoredPolicy, task: Task, inputs: list[dict], conf
     alone_drive = alone_drive or (drive if policy.adapter is policy.base else run_steps)
     alone = decode_method(adapter_alone(policy), plain, dataclasses.replace(config, alpha=1.0), k, "tailored", batch_size,
                           alone_drive)
-    each = [prompt for prompt in plain for _ in range(k)]  # completions are k per prompt, prompt by prompt
-    runs["adapter_alone"] = dataclasses.replace(alone, completions=against_base(policy, alone.completions, each))
+    if policy.adapter is not policy.base:  # on the base, the alone run's base rows are the base: measured already
+        each = [prompt for prompt in plain for _ in range(k)]  # completions are k per prompt, prompt by prompt
+        alone = dataclasses.replace(alone, completions=against_base(policy, alone.completions, each))
+    runs["adapter_alone"] = alone
     methods = {}
     for name in METHODS:
         run = runs[name]
