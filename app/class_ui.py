@@ -21,7 +21,7 @@ import gradio as gr
 
 from app import share_ui, views
 from app.classroom import HONEST_BLOCKS, REASON_CHARS, Classroom, ClassError
-from app.service import CUSTOM_TASK, USER_ERRORS, Playground
+from app.service import USER_ERRORS, Playground
 from app.widgets import NO_ADAPTER, local_browser, user_error
 from ipa.tasks import InputField, Task
 
@@ -126,7 +126,8 @@ def try_vote_panel(classroom: Classroom, service: Playground, chosen, text, alph
     """The panel of "Try your adapters": the chosen adapter against the base or another adapter ("vote on the new adapter
     against the old one")."""
     def make_pair(session, name, typed, strength, other):
-        return classroom.show_pair(session, *_try_sides(service, name, typed), None if other in (None, "", "base") else other,
+        task, inputs, adapter = service.try_inputs(name, typed, "vote in that task's tab.")
+        return classroom.show_pair(session, task, inputs, adapter, None if other in (None, "", "base") else other,
                                    alpha=strength)
 
     def missing(name, typed, *rest):
@@ -135,19 +136,6 @@ def try_vote_panel(classroom: Classroom, service: Playground, chosen, text, alph
     vote_panel(classroom, "try", "The adapter chosen above against the one chosen here (the base, or another adapter: "
                "the old one against the new), one continuation each of your text, in random order and unlabelled.",
                make_pair, [chosen, text, alpha, opponent], missing)
-
-
-def _try_sides(service: Playground, name: str, text: str) -> tuple[str, dict, str]:
-    """(task, inputs, adapter) of a pair in "Try your adapters": the adapter's task (or 'custom' for an objective's),
-    the text in its main field."""
-    entry = service.adapter(name)
-    definition = service.adapter_task(entry.name)
-    others = [f.label.lower() for f in definition.fields if f.name != definition.primary_field]
-    if others:
-        raise ClassError(f"The adapter {entry.name!r} is for {definition.title}, which also needs a {', '.join(others)}: "
-                         "vote in that task's tab.")
-    task = CUSTOM_TASK if entry.card.task == CUSTOM_TASK else entry.card.task
-    return task, {definition.primary_field: text}, entry.name
 
 
 def opponent_choices(service: Playground) -> list[tuple[str, str]]:
@@ -347,7 +335,7 @@ def class_api(classroom: Classroom, service: Playground) -> None:
         """Two continuations of the text, the adapter's and the opponent's (the base, or another adapter at its card's
         strength), in random order: {pair, A, B}."""
         def make():
-            task, inputs, name = _try_sides(service, adapter, text)
+            task, inputs, name = service.try_inputs(adapter, text, "vote in that task's tab.")
             return classroom.show_pair(_person(classroom, request, profile), task, inputs, name,
                                        None if opponent in (None, "", "base") else opponent, alpha=alpha)
         return _checked(make)

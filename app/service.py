@@ -675,13 +675,8 @@ class Playground:
         DecodeError or TaskInputError whose message can be shown as it is.
         """
         entry = self.adapter(adapter) if adapter else None
-        if task == CUSTOM_TASK:
-            if entry is None or entry.card.task != CUSTOM_TASK:
-                raise ServiceError(f"Task {CUSTOM_TASK!r} scores with an adapter's own objective: pick an adapter trained "
-                                   "for an objective (the Try your adapters tab lists them).")
-            definition = self.adapter_task(entry.name)
-        else:
-            definition = get_task(task)
+        definition = self._definition(task, entry, "pick an adapter trained for an objective (the Try your adapters "
+                                                   "tab lists them).")
         inputs = self.check_inputs(definition, inputs)
         if not isinstance(settings, Settings):
             raise ServiceError(f"settings must be app.service.Settings, got {type(settings).__name__}.")
@@ -833,13 +828,28 @@ class Playground:
         """Base | base + adapter on one text (the "Try your adapters" tab), scored as the adapter was trained: by its
         task's reward, or by its own objective (block by block). The text fills the task's main field (the text to
         continue, the concepts, the user's message); knowledge_dialogue's passage needs its own tab."""
+        task, inputs, name = self.try_inputs(adapter, text, "try it in that task's tab.")
+        return self.generate(task, inputs, settings, name)
+
+    def try_inputs(self, adapter: str, text: str, elsewhere: str) -> tuple[str, dict, str]:
+        """(task, inputs, adapter name) of one text for an adapter, as "Try your adapters" uses it: the adapter's task
+        ('custom' for an objective's), the text in its main field. elsewhere: the message's advice for a task with
+        more fields."""
         entry = self.adapter(adapter)
         definition = self.adapter_task(entry.name)
         others = [f.label.lower() for f in definition.fields if f.name != definition.primary_field]
         if others:
             raise ServiceError(f"The adapter {entry.name!r} is for {definition.title}, which also needs a {', '.join(others)}: "
-                               "try it in that task's tab.")
-        return self.generate(entry.card.task, {definition.primary_field: text}, settings, entry.name)
+                               f"{elsewhere}")
+        return entry.card.task, {definition.primary_field: text}, entry.name
+
+    def _definition(self, task: str, entry: AdapterEntry | None, advice: str) -> Task:
+        """The task a request is scored by: a tab's, or for CUSTOM_TASK the objective of the adapter `entry`."""
+        if task != CUSTOM_TASK:
+            return get_task(task)
+        if entry is None or entry.card.task != CUSTOM_TASK:
+            raise ServiceError(f"Task {CUSTOM_TASK!r} scores with an adapter's own objective: {advice}")
+        return self.adapter_task(entry.name)
 
     def continuations(self, task: str, inputs: dict, sides: list[tuple[str | None, float | None]],
                       settings: Settings | None = None) -> Continuations:
@@ -852,13 +862,7 @@ class Playground:
         objective; the texts are scored as generate scores them (the task's reward, or that adapter's objective)."""
         named = [self.adapter(name) for name, _ in sides if name]
         entry = named[0] if named else None
-        if task == CUSTOM_TASK:
-            if entry is None or entry.card.task != CUSTOM_TASK:
-                raise ServiceError(f"Task {CUSTOM_TASK!r} scores with an adapter's own objective: the first side must be "
-                                   "an adapter trained for an objective.")
-            definition = self.adapter_task(entry.name)
-        else:
-            definition = get_task(task)
+        definition = self._definition(task, entry, "the first side must be an adapter trained for an objective.")
         inputs = self.check_inputs(definition, inputs)
         base = settings or Settings(**{**definition.decode, "n": 1})
         prompt = definition.build_prompt(inputs, self.base.tokenizer)

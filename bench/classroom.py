@@ -51,6 +51,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 from bench.decode import write_section
 from bench.serve import StartupError, free_port, percentile, stop_app, tail
@@ -221,6 +222,15 @@ class Student:
         raise RuntimeError(f"{self.name}: the app did not come back")
 
 
+def every_student(student: Callable[[int], None], n: int) -> None:
+    """student(i) for i < n, each in its own thread, all at once; returns when all are done."""
+    threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def class_phase(app: App, args, students: list) -> dict:
     """Phase 3: the class votes (and some generate); the app killed once half the votes are acknowledged."""
     from gradio_client.exceptions import AppError
@@ -277,11 +287,7 @@ def class_phase(app: App, args, students: list) -> dict:
                 errors.append(f"student {i + 1}: {type(err).__name__}: {err}"[:300])
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(args.students)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    every_student(student, args.students)
     wins = sum(1 for c, s in class_votes if s == "adapter sentiment")
     losses = sum(1 for c, s in class_votes if s == "base")
     return {"seconds": time.perf_counter() - started, "sent": sent, "generate": generate_latencies, "held_out": held_out,
@@ -311,11 +317,7 @@ def judge_phase(app: App, args, students: list, adapter: str, prompts: list[str]
                 errors.append(f"judge {i + 1}: {type(err).__name__}: {err}"[:300])
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=student, args=(i,), daemon=True) for i in range(args.students)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    every_student(student, args.students)
     return {"seconds": time.perf_counter() - started, "votes": votes, "pairs": pairs, "errors": errors}
 
 
