@@ -72,12 +72,12 @@ def vote_panel(classroom: Classroom, prefix: str, about: str, make_pair: Callabl
         gr.Markdown(about)
         show = gr.Button("Show two texts", elem_id=f"{prefix}-vote-show")
         with gr.Row(equal_height=False, elem_classes="ipa-columns"):
-            text_a = gr.Textbox(label="A", lines=4, interactive=False, elem_id=f"{prefix}-vote-a")
-            text_b = gr.Textbox(label="B", lines=4, interactive=False, elem_id=f"{prefix}-vote-b")
+            text_a = gr.Textbox(label="A", lines=4, interactive=False, elem_id=f"{prefix}-vote-text-a")
+            text_b = gr.Textbox(label="B", lines=4, interactive=False, elem_id=f"{prefix}-vote-text-b")
         reason = gr.Textbox(label=f"Why? (optional, up to {REASON_CHARS} characters)", max_lines=2, max_length=REASON_CHARS,
                             elem_id=f"{prefix}-vote-reason")
         with gr.Row():
-            buttons = [gr.Button(label, elem_id=f"{prefix}-vote-{choice.lower()}") for label, choice in CHOICE_BUTTONS]
+            buttons = [gr.Button(label, elem_id=f"{prefix}-vote-choose-{choice.lower()}") for label, choice in CHOICE_BUTTONS]
         result = gr.Markdown(elem_id=f"{prefix}-vote-result")
         pair = gr.State("")
 

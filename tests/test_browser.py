@@ -82,9 +82,10 @@ def test_on_a_phone_every_tab_is_reachable_and_the_notes_say_top_and_bottom(page
         phone.goto(playground_app.url)
         expect(phone.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
         # The tabs wrap onto more rows instead of hiding some behind a "..." menu: each one is a visible button.
-        for tab in [*TASKS, "train", "try", "adapters"]:
+        for tab in [*TASKS, "train", "try", "adapters", "class"]:
             phone.locator(f"#tab-{tab}-button").click()
-            opened = {"train": "#train-start", "adapters": "#adapters-download"}.get(tab, f"#{tab}-generate")
+            opened = {"train": "#train-start", "adapters": "#adapters-download", "class": "#class-refresh"}.get(
+                tab, f"#{tab}-generate")
             expect(phone.locator(opened)).to_be_visible()
         phone.locator("#tab-toxicity-button").click()
         # The columns stack, and the words follow: the base is on top, base + adapter at the bottom.
@@ -98,6 +99,32 @@ def test_on_a_phone_every_tab_is_reachable_and_the_notes_say_top_and_bottom(page
     # On a wide screen the same words say left and right.
     expect(page.locator("#header .ipa-wide").first).to_have_text("left")
     expect(page.locator("#header .ipa-narrow").first).to_be_hidden()
+
+
+def test_on_a_phone_a_student_votes_blind_and_then_sees_which_was_which(page, playground_app):
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844})  # a session of its own
+    try:
+        phone.goto(playground_app.url)
+        expect(phone.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+        ids = phone.evaluate("() => [...document.querySelectorAll('[id]')].map(e => e.id).filter(Boolean)")
+        assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})  # every element id once
+        phone.locator("#tab-open_ended-button").click()
+        phone.locator("#open_ended-text textarea").fill("The old lighthouse at the end of the pier")
+        phone.locator("#open_ended-vote").get_by_text("Which is better? Vote blind").click()
+        phone.click("#open_ended-vote-show")
+        texts = [phone.locator(f"#open_ended-vote-text-{side} textarea") for side in "ab"]
+        for text in texts:
+            expect(text).not_to_have_value("", timeout=180_000)
+        shown = [text.input_value() for text in texts]
+        phone.locator("#open_ended-vote-reason textarea").fill("<b>B</b> reads better")
+        phone.click("#open_ended-vote-choose-b")
+        result = phone.locator("#open_ended-vote-result")
+        expect(result).to_contain_text("Saved", timeout=60_000)
+        expect(result).to_contain_text("base")  # revealed only now: which text the base wrote, with the rewards
+        expect(result).to_contain_text("adapter open_ended")
+        assert [text.input_value() for text in texts] == shown  # the texts voted on stay in view
+    finally:
+        phone.close()
 
 
 def test_your_own_objective_trains_in_the_page_and_is_tried_beside_the_base(page, playground_app):
