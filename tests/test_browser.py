@@ -265,12 +265,13 @@ def test_on_a_laptop_generate_is_in_view_the_tabs_fit_one_row_and_an_empty_box_g
         rows = {round(tab.bounding_box()["y"]) for tab in laptop.locator("button[role=tab]").all()}
         assert len(rows) == 1, rows  # "Your adapters" no longer alone on a second row
         # The empty box gets a hint beside it; the outputs get no error badges and nothing ran. (A click in the
-        # page's first moments, before its scripts have wired the button, does nothing: click until it answers.)
+        # page's first moments, before its scripts have wired the button, does nothing: click until it answers,
+        # waiting longer each time: on a loaded machine the server's check can take tens of seconds.)
         hint = laptop.locator("#toxicity-text").get_by_text("The text to continue is missing")
-        for _ in range(6):
+        for wait in (5_000, 10_000, 20_000, 40_000, 60_000):
             laptop.locator("#toxicity-generate").click()
             try:
-                hint.wait_for(timeout=10_000)
+                hint.wait_for(timeout=wait)
                 break
             except PlaywrightTimeout:
                 continue
