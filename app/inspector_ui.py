@@ -9,7 +9,9 @@ In task_tab, under the token view; the Generate handler yields `kept(update)` in
 
 What the page keeps of the last result (a per-session gr.State, `InspectorState`): the finished Generation without
 its inspector data, plus every sample's steps as the engine recorded them (small tensors, about 1.5 kB a step for
-both columns; ipa.decoding.inspection.InspectedSteps makes each StepView when the page opens that step).
+both columns; ipa.decoding.inspection.InspectedSteps makes each StepView when the page opens that step). A base
+sample's steps get the adapters' view when one of its tokens is first opened (Playground.base_steps replays it,
+about as long as one Generate alone), and keep it.
 
 API names: inspect_<task> (column, sample, step: the table of one step) and branch_<task> (column, sample, step,
 token_id: both columns regenerated from that step), answered for the session's last Generate.
@@ -74,8 +76,12 @@ def chosen_steps(state: InspectorState | None, column: str, sample) -> Sequence[
     return samples[sample - 1]
 
 
-def step_view(state: InspectorState | None, column: str, sample, step) -> StepView:
+def step_view(state: InspectorState | None, column: str, sample, step, service: Playground | None = None) -> StepView:
+    """One step of one sample, checked. A base sample's steps lack the adapters' view until replayed: with `service`
+    they are replayed once (Playground.base_steps) and kept in the state for the next step opened."""
     steps = chosen_steps(state, column, sample)
+    if service is not None and getattr(steps, "partial", False):
+        steps = state.steps[column][int(sample) - 1] = service.base_steps(state.generation, int(sample))
     step = check_number(step, "step", 0, len(steps) - 1, whole=True, error=ServiceError)
     return steps[step]
 
@@ -197,7 +203,7 @@ def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText)
             branched_data = gr.JSON(label="Branch")
 
     def show(state, column, sample, step):
-        view = step_view(state, column, sample, step)
+        view = step_view(state, column, sample, step, service)
         choices = alternative_choices(view)
         other = next((value for _, value in choices if value != view.chosen.token_id), view.chosen.token_id)
         masses = getattr(state.generation, column)[int(sample) - 1].base_mass

@@ -58,6 +58,7 @@ class RunSpec:
     columns: tuple[str, ...]
     inspect: bool
     uniforms: torch.Tensor | None
+    replay: list[list[int]] | None = None
 
     @classmethod
     def of(cls, run: DecodeRun) -> "RunSpec":
@@ -66,13 +67,13 @@ class RunSpec:
             raise ValueError("A run on a remote base is decoded where it is asked for, not in a GPU call.")
         return cls(policy.adapter_name, policy.combination, policy.more_adapters, run.prompt_ids,
                    dataclasses.replace(run.config, seed=run.seed), run.n, run.columns, run.inspection is not None,
-                   run.uniforms)
+                   run.uniforms, run.replay)
 
     def run(self, base: AdapterHost, adapter_host: AdapterHost) -> DecodeRun:
         policy = TailoredPolicy(base, adapter_host if self.adapter else None, self.adapter, self.combination,
                                 more_adapters=self.more)
         return DecodeRun(policy, self.prompt_ids, self.config, self.n, self.columns, inspect=self.inspect,
-                         uniforms=self.uniforms)
+                         uniforms=self.uniforms, replay=self.replay)
 
 
 def decode_in_call(base: AdapterHost, adapter_host: AdapterHost, max_rows: int, specs: list[RunSpec]) -> Iterator[list]:

@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Callable, ClassVar, Iterator
 
 import torch
@@ -47,6 +47,7 @@ from ipa.loading import load_host, pair
 from ipa.models import ModelLoadError, machine_name, model_label, resolve_device, resolve_dtype
 from ipa.policy_adapter import AdapterCard, AdapterHost, read_card
 from ipa.decoding.engine import Engine
+from ipa.decoding.inspection import StepView
 from ipa.decoding.inspector import Branch, branch_run, ended_branch
 from ipa.decoding.run import Completion, DecodeConfig, DecodeError, DecodeResult, DecodeRun, TailoredPolicy, model_sizes
 from app.config import REPO_ROOT, AppConfig, ConfigError
@@ -796,11 +797,8 @@ class Playground:
         step = check_number(step, "step", 0, len(completion.token_ids) - 1, whole=True, error=ServiceError)
         vocabulary = len(self.base.tokenizer)
         token_id = check_number(token_id, "token_id", 0, vocabulary - 1, whole=True, error=ServiceError)
-        entry = self.adapter(last.adapter) if last.adapter else None
-        definition = self.adapter_task(entry.name) if last.task == CUSTOM_TASK else get_task(last.task)
-        steered, policy = self._policy(entry, last.alpha, last.more)
+        entry, definition, steered, policy, prompt = self._made_of(last)
         result = DecodeResult(last.base, last.tailored if steered else [], seed=last.seed, done=True)
-        prompt = definition.build_prompt(last.inputs, self.base.tokenizer)
         prefix, run = branch_run(policy, prompt, result, column if steered else "base", sample - 1, step, token_id,
                                  last.settings)
         if run is None:
@@ -823,6 +821,31 @@ class Playground:
                         token=self.base.tokenizer.decode([token_id]), chosen_id=completion.token_ids[step],
                         texts=texts, scores=per_column(scores), scores_2=per_column(scores_2),
                         also_scored_by=second[0] if second else None)
+
+    def _made_of(self, last: Generation) -> tuple[AdapterEntry | None, Task, bool, TailoredPolicy, str]:
+        """What a finished generation was decoded with: (adapter entry, task, steered, policy, prompt)."""
+        entry = self.adapter(last.adapter) if last.adapter else None
+        definition = self.adapter_task(entry.name) if last.task == CUSTOM_TASK else get_task(last.task)
+        steered, policy = self._policy(entry, last.alpha, last.more)
+        return entry, definition, steered, policy, definition.build_prompt(last.inputs, self.base.tokenizer)
+
+    def base_steps(self, last: Generation, sample: int) -> Sequence[StepView]:
+        """The token inspector's steps of base sample `sample` (1, 2, ...) of a finished generation, whole: a base
+        sample is decoded without adapter rows, so what the adapters and the tailored policy make of its text is
+        found when asked, by replaying its tokens with the adapters beside them (DecodeRun.replaying), through the
+        scheduler as one more request in the shared batch."""
+        if not isinstance(last, Generation) or not last.done or last.settings is None:
+            raise ServiceError("There is no result to inspect yet: press Generate first, then click a token.")
+        sample = check_number(sample, "sample", 1, len(last.base), whole=True, error=ServiceError)
+        _, _, steered, policy, prompt = self._made_of(last)
+        if not steered:  # no adapter at work: the base's steps are whole already
+            raise ServiceError("No adapter steered this result: its base steps have nothing to replay.")
+        run = DecodeRun.replaying(policy, [prompt], last.settings, [last.base[sample - 1].token_ids])
+        final = None
+        for update in self.scheduler.submit(run):
+            if isinstance(update, DecodeResult) and update.done:
+                final = update
+        return final.base[0].steps
 
     def try_adapter(self, adapter: str, text: str, settings: Settings) -> Iterator[Generation]:
         """Base | base + adapter on one text (the "Try your adapters" tab), scored as the adapter was trained: by its

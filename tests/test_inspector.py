@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from ipa.decoding.inspection import TOP_K
 from ipa.decoding.inspector import branch
 from ipa.decoding.policy_math import filter_logits, tailored_logprobs
-from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy
-from ipa.decoding.engine import generate
+from ipa.decoding.run import DecodeConfig, DecodeError, DecodeRun, TailoredPolicy
+from ipa.decoding.engine import Request, generate, run_steps
 from tests.helpers import PROMPTS, composed, with_adapter
 
 CONFIG = DecodeConfig(max_new_tokens=8, alpha=1.5, top_p=0.8, temperature=0.9, seed=5)
@@ -35,6 +37,31 @@ def test_inspecting_changes_nothing_in_the_decoding(tiny_host):
         assert a.token_ids == b.token_ids
         assert a.tailored_logprobs == pytest.approx(b.tailored_logprobs, abs=1e-5) and a.kl == pytest.approx(b.kl, abs=1e-5)
         assert a.steps == [] and len(b.steps) == len(b.token_ids)
+
+
+def test_the_base_column_is_inspected_without_adapter_rows_then_replayed_with_them(tiny_host):
+    policy = with_adapter(tiny_host)
+    run = DecodeRun(policy, PROMPTS, CONFIG, n=2, inspect=True)
+    assert [streams for _, kind, streams, _ in Request(run).kinds if kind != "base"] == [run.tailored]
+    for run in run_steps(run):
+        pass
+    result = run.result(final=True)
+    assert all(c.steps.partial for c in result.base) and not any(c.steps.partial for c in result.tailored)
+    replay = run.base_replay()
+    assert replay.steered == list(range(replay.n_streams)) == list(range(len(result.base)))
+    for replay in run_steps(replay):
+        pass
+    for original, again in zip(result.base, replay.result(final=True).base, strict=True):
+        assert again.token_ids == original.token_ids and again.text == original.text
+        assert again.base_logprobs == pytest.approx(original.base_logprobs, abs=1e-5)
+        for part, whole in zip(original.steps, again.steps, strict=True):
+            assert part.tailored == [] and part.adapters == {} and math.isnan(part.kl) and math.isnan(part.chosen.tailored)
+            assert [x.token_id for x in part.base] == [x.token_id for x in whole.base]
+            assert len(whole.tailored) == len(whole.adapters["steer"]) == TOP_K and whole.kl >= 0
+    with pytest.raises(DecodeError, match="replay needs one token list a stream"):
+        DecodeRun(policy, PROMPTS, CONFIG, columns=("base",), inspect=True, replay=[[1]])
+    with pytest.raises(DecodeError, match="Only the base column"):
+        run.base_replay(run.tailored)
 
 
 @pytest.mark.parametrize("column", ["tailored", "base"])

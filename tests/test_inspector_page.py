@@ -107,8 +107,23 @@ def test_the_inspector_rows_are_the_steps_the_engine_recorded(service):
     for column in COLUMNS:
         for sample, completion in enumerate(getattr(update, column), 1):
             assert len(completion.steps) == len(completion.token_ids)
-            for t, recorded in enumerate(completion.steps):
-                view = step_view(state, column, sample, t)
+            # a base sample was decoded without adapter rows: its steps list the base's tokens only, until the page
+            # opens one of them and the service replays the sample with the adapters beside it (once)
+            assert completion.steps.partial == (column == "base")
+            steps_before = service.scheduler.step_count
+            first = step_view(state, column, sample, 0, service)
+            replayed = service.scheduler.step_count - steps_before
+            assert replayed == (len(completion.token_ids) if column == "base" else 0)
+            whole = state.steps[column][sample - 1]
+            assert not whole.partial and len(whole) == len(completion.steps) and first == whole[0]
+            for part, full in zip(completion.steps, whole, strict=True):
+                assert part.chosen.token_id == full.chosen.token_id
+                assert [x.token_id for x in part.base] == [x.token_id for x in full.base]
+                assert [x.base for x in part.base] == pytest.approx([x.base for x in full.base], abs=1e-5)
+                if column == "base":
+                    assert part.tailored == [] and part.adapters == {} and len(full.tailored) == len(full.base)
+            for t, recorded in enumerate(whole):
+                view = step_view(state, column, sample, t, service)
                 assert view == recorded
                 assert [x.text for x in view.base] == [tokenizer.decode([x.token_id]) for x in view.base]
                 rows = inspector_rows(view)
@@ -119,6 +134,7 @@ def test_the_inspector_rows_are_the_steps_the_engine_recorded(service):
                 assert rows["p adapter sentiment"].tolist() == [round(x.adapters["sentiment"], 4)
                                                                 for x in recorded.adapters["sentiment"]]
                 assert sum(cell.endswith(" ✓") for cell in rows["tailored"]) <= 1
+            assert service.scheduler.step_count - steps_before == replayed  # replayed once, then kept
             # the page's token view of this sample: its tokens, EOS left out
             assert [token for token, _ in token_view(state, column, sample)] == [
                 t.replace("\n", "↵") for t in completion.tokens]

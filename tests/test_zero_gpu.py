@@ -131,6 +131,8 @@ def test_branching_and_the_research_panels_run_in_gpu_calls(services, spaces):
     plain, zero, main_forwards = services
     generated = {s: last(s.generate("sentiment", INPUTS[0], settings(), "sentiment", inspect=True)) for s in (plain, zero)}
     assert generated[zero].tailored[0].steps == generated[plain].tailored[0].steps  # the inspector's data crossed too
+    replayed = {s: s.base_steps(generated[s], 1) for s in (plain, zero)}  # a base sample's adapter view: replayed
+    assert replayed[zero] == replayed[plain] and replayed[zero][0].adapters["sentiment"]
     token = generated[plain].tailored[0].steps[2].tailored[1].token_id
     branched = {s: s.branch(generated[s], "tailored", 1, 2, token) for s in (plain, zero)}
     assert branched[zero].texts == branched[plain].texts
@@ -141,6 +143,7 @@ def test_branching_and_the_research_panels_run_in_gpu_calls(services, spaces):
     main_forwards.clear()
     calls = spaces.CALLS["n"]
     zero.branch(generated[zero], "tailored", 1, 2, token)
+    zero.base_steps(generated[zero], 1)
     research.compare(zero, "sentiment", INPUTS[:1], 1, "sentiment", settings())
     assert spaces.CALLS["n"] > calls and main_forwards == []
 

@@ -541,11 +541,19 @@ def generate(
     inspect: bool = False,
 ) -> DecodeResult:
     """Decode to the end and return every continuation (side by side by default); inspect=True fills each
-    Completion's `steps` for the token inspector (ipa.decoding.inspector)."""
+    Completion's `steps` for the token inspector (ipa.decoding.inspector), the base column's replayed with the
+    adapters beside it (DecodeRun.base_replay), so that both columns' steps are whole."""
     run = None
     for run in decode_steps(policy, prompts, config, n, columns, inspect):
         pass
-    return run.result(final=True)
+    result = run.result(final=True)
+    if any(getattr(c.steps, "partial", False) for c in result.base):
+        replay = run.base_replay()
+        for replay in run_steps(replay):
+            pass
+        for completion, replayed in zip(result.base, replay.result(final=True).base, strict=True):
+            completion.steps = replayed.steps
+    return result
 
 
 def sample(

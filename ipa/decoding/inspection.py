@@ -60,39 +60,56 @@ class Inspection:
         self.records: list[dict[str, torch.Tensor]] = []
         self._texts: dict[int, str] = {}
 
-    def record(self, t: int, logits: dict[str, torch.Tensor], base_logprobs: torch.Tensor,
+    def record(self, t: int, logits: dict[str, torch.Tensor], base_logprobs: torch.Tensor, policy_logprobs: torch.Tensor,
                steered_logprobs: torch.Tensor | None, choice_logprobs: torch.Tensor, filtered: torch.Tensor | None,
                next_tokens: torch.Tensor, active: torch.Tensor) -> None:
         """One step's distributions (S streams, V tokens), from DecodeRun.advance.
 
-        base_logprobs (S, V); steered_logprobs (S, V) or None (no adapter at work); choice_logprobs (S, V) with
-        EOS banned before min_new_tokens; filtered (S, V) the sampling logits, None when greedy; next_tokens (S,)."""
-        tailored = steered_logprobs if steered_logprobs is not None else base_logprobs
+        base_logprobs (S, V); policy_logprobs (S, V) each stream's own policy; steered_logprobs (A, V) the tailored
+        policy of the A streams with adapter rows (DecodeRun.steered), or None (no adapter at work); choice_logprobs
+        (S, V) with EOS banned before min_new_tokens; filtered (S, V) the sampling logits, None when greedy;
+        next_tokens (S,). The adapters' rows, like steered_logprobs, cover the steered streams only: the others'
+        adapter probabilities are recorded as NaN (InspectedSteps.partial)."""
+        S = base_logprobs.shape[0]
+        steered = self.run.steered_idx.to(base_logprobs.device)
+        every = steered_logprobs is None or len(steered) == S
+        tailored = steered_logprobs if steered_logprobs is not None and every else policy_logprobs
         # Every distribution as log-probabilities (the adapters' and the sampled one's only normalised where read:
         # at the candidates), so that a step costs a top-k and a gather per distribution, not a softmax.
-        adapters = [logits[kind].float() for kind, _, _ in self.run.terms] if self.names else []
+        adapters = [logits[kind].float() for kind, _, _ in self.run.terms] if self.names else []  # each (A, V)
         if filtered is not None:
             sampled = filtered.float()
         else:
             sampled = torch.full_like(choice_logprobs, float("-inf")).scatter_(
                 -1, choice_logprobs.argmax(-1, keepdim=True), 0.0)
-        distributions = [base_logprobs, tailored, sampled] + adapters  # each (S, V)
         chosen = next_tokens.to(base_logprobs.device).unsqueeze(-1)
+
+        def every_stream(ids: torch.Tensor) -> torch.Tensor:  # (A, k) -> (S, k): an unsteered stream lists its chosen token
+            if every:
+                return ids
+            return chosen.expand(-1, ids.shape[1]).clone().index_copy_(0, steered, ids)
+
         # Candidates: the chosen token, then the top k of base, tailored and each adapter, in that order.
-        tops = [torch.topk(d, TOP_K, dim=-1).indices for i, d in enumerate(distributions) if i != 2]
+        tops = [torch.topk(d, TOP_K, dim=-1).indices for d in (base_logprobs, tailored)]
+        tops += [every_stream(torch.topk(a, TOP_K, dim=-1).indices) for a in adapters]
         ids = torch.cat([chosen] + tops, dim=-1)  # (S, 1 + k·(2 + adapters))
-        normalisers = [torch.zeros(1, device=ids.device)] * 2 + [torch.logsumexp(d, -1, keepdim=True)
-                                                                  for d in distributions[2:]]
+        probs = [base_logprobs.gather(-1, ids).exp(), tailored.gather(-1, ids).exp(),
+                 (sampled.gather(-1, ids) - torch.logsumexp(sampled, -1, keepdim=True)).exp()]
+        for a in adapters:
+            p = (a.gather(-1, ids[steered]) - torch.logsumexp(a, -1, keepdim=True)).exp()
+            probs.append(p if every else torch.full(ids.shape, float("nan"), device=ids.device).index_copy_(0, steered, p))
         self.records.append({
             "ids": ids.cpu(),
-            "probs": torch.stack([(d.gather(-1, ids) - z).exp() for d, z in zip(distributions, normalisers)]).cpu(),
+            "probs": torch.stack(probs).cpu(),
             "kl": kl_divergence(tailored, base_logprobs).cpu(),
             "active": active.clone(),
         })
 
     def views(self, stream: int, length: int) -> InspectedSteps:
         """One stream's first `length` steps, as StepViews made when read."""
-        return InspectedSteps(self.records[:length], stream, tuple(self.names), self.run.policy.tokenizer, self._texts)
+        partial = bool(self.names) and stream not in self.run.steered
+        return InspectedSteps(self.records[:length], stream, tuple(self.names), self.run.policy.tokenizer, self._texts,
+                              partial)
 
 
 class InspectedSteps(Sequence[StepView]):
@@ -101,8 +118,11 @@ class InspectedSteps(Sequence[StepView]):
     the tokenizer and the token texts decoded so far."""
 
     def __init__(self, records: list[dict[str, torch.Tensor]], stream: int, names: tuple[str, ...], tokenizer,
-                 texts: dict[int, str]):
+                 texts: dict[int, str], partial: bool = False):
         self.records, self.stream, self.names, self.tokenizer, self.texts = records, stream, names, tokenizer, texts
+        self.partial = partial
+        """A base-column stream decoded without adapter rows: its views list the base's tokens only (no tailored
+        list, no adapters, NaN for the tailored probability and the KL) until replayed (DecodeRun.base_replay)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -124,15 +144,19 @@ class InspectedSteps(Sequence[StepView]):
         unseen = [i for i in dict.fromkeys(ids) if i not in self.texts]
         self.texts.update(zip(unseen, self.tokenizer.batch_decode([[i] for i in unseen])))
 
+        names = () if self.partial else self.names
+
         def token(c: int) -> TokenProbs:
-            return TokenProbs(ids[c], self.texts[ids[c]], base=probs[0][c], tailored=probs[1][c], sampled=probs[2][c],
-                              adapters={name: probs[3 + i][c] for i, name in enumerate(self.names)})
+            return TokenProbs(ids[c], self.texts[ids[c]], base=probs[0][c],
+                              tailored=float("nan") if self.partial else probs[1][c], sampled=probs[2][c],
+                              adapters={name: probs[3 + i][c] for i, name in enumerate(names)})
 
         def top(block: int) -> list[TokenProbs]:
             return [token(1 + block * TOP_K + j) for j in range(TOP_K)]
 
-        return StepView(step=t, chosen=token(0), kl=float(record["kl"][s]), base=top(0), tailored=top(1),
-                        adapters={name: top(2 + i) for i, name in enumerate(self.names)})
+        return StepView(step=t, chosen=token(0), kl=float("nan") if self.partial else float(record["kl"][s]),
+                        base=top(0), tailored=[] if self.partial else top(1),
+                        adapters={name: top(2 + i) for i, name in enumerate(names)})
 
 
 # --- branching -------------------------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ from (no second forward pass):
 
 plus `sampled`, each token's probability in the distribution it was actually drawn from (after min_new_tokens'
 EOS ban, temperature, top-k and top-p; greedy: 1 for the argmax), and the KL(tailored ‖ base) at that step.
-Streams of the base column get adapter rows too while inspecting, so their steps show what the adapter and the
-tailored policy would have made of the base's text (the base column still samples from the base).
+Streams of the base column have no adapter rows (each would cost a row a step for every request): their steps list
+the base's tokens only (InspectedSteps.partial) until `DecodeRun.base_replay` (or `DecodeRun.replaying`) decodes
+their tokens again with the adapters beside them; then they show what the adapter and the tailored policy would
+have made of the base's text (the base column still samples from the base). `generate(..., inspect=True)` replays
+them before it returns; the page replays a base sample when one of its tokens is opened.
 
 `branch` continues a completion from one of its steps with another token, both columns, with the random numbers
 of the run it came from: choosing the token that was chosen gives back the same text, and the same choice

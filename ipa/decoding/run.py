@@ -343,14 +343,19 @@ class DecodeRun:
     (ipa.decoding.engine) feeds it; `decode_steps` runs one alone.
 
     inspect=True also records, at every step of every stream, the most likely tokens under the base, each adapter
-    and the tailored policy (ipa.decoding.inspector): the base column's streams then get adapter rows too, so that
-    both columns can be inspected. `uniforms` (T, pairs) replaces the seed's random numbers (ipa.decoding.inspector.branch
-    replays those of the run it branches from).
+    and the tailored policy (ipa.decoding.inspector). A base-column stream has no adapter rows, so its steps lack
+    the adapters' and the tailored policy's view (InspectedSteps.partial) until `base_replay()` decodes its tokens
+    again with adapter rows beside them (the page does so when a base token is opened: decoding an adapter row
+    beside every base row of every request cost a quarter of a busy server's time). On a remote base, whose rows
+    cannot be replayed, the base column's streams get adapter rows while inspecting.
+    `uniforms` (T, pairs) replaces the seed's random numbers (ipa.decoding.inspector.branch replays those of the run
+    it branches from). `replay` (one token list a stream) makes the run choose those tokens instead of drawing:
+    see base_replay.
     """
 
     def __init__(self, policy: TailoredPolicy, prompts: list[str] | list[list[int]], config: DecodeConfig | None = None,
                  n: int = 1, columns: tuple[str, ...] = ("base", "tailored"),
-                 inspect: bool = False, uniforms: torch.Tensor | None = None):
+                 inspect: bool = False, uniforms: torch.Tensor | None = None, replay: list[list[int]] | None = None):
         config = config if config is not None else DecodeConfig()  # a fresh one: a default instance would be shared
         if n < 1:
             raise DecodeError(f"n (samples per prompt) must be at least 1, got {n}.")
@@ -389,8 +394,13 @@ class DecodeRun:
             strengths = [(policy.adapter_name, config.alpha)] + list(policy.more_adapters)
             self.terms = [("adapter" if i == 0 else f"adapter{i + 1}", name, alpha)
                           for i, (name, alpha) in enumerate(strengths) if alpha != 0]
-        self.steered = list(range(self.n_streams)) if inspect else self.tailored
-        """The streams with adapter rows: the tailored ones, or every stream when inspecting."""
+        if replay is not None and len(replay) != self.n_streams:
+            raise DecodeError(f"replay needs one token list a stream ({self.n_streams}), got {len(replay)}.")
+        self.replay = replay
+        every_stream = inspect and (replay is not None or policy.remote_base is not None)
+        self.steered = list(range(self.n_streams)) if every_stream else self.tailored
+        """The streams with adapter rows: the tailored ones; every stream in an inspected replay, or when inspecting
+        on a remote base."""
         self.steered_idx = torch.tensor(self.steered, dtype=torch.long, device=self.device)
         self.use_adapter = bool(self.terms) and bool(self.steered)
         self.needs_init_rows = self.use_adapter and policy.combination == "residual" and not policy.shares_weights
@@ -447,7 +457,7 @@ class DecodeRun:
             base = logits["base"][self.steered_idx]
             steered_logprobs = tailored_logprobs(base, [logits[kind] for kind, _, _ in self.terms], logits.get("init", base),
                                                  [alpha for _, _, alpha in self.terms], self.policy.combination)  # (A, V)
-            if self.inspection is None:  # the steered streams are the tailored ones
+            if len(self.steered) == len(self.tailored):  # the steered streams are the tailored ones
                 policy_logprobs[self.tailored_idx] = steered_logprobs
             else:
                 policy_logprobs[self.tailored_idx] = steered_logprobs[self.tailored_idx]  # every stream is steered
@@ -461,6 +471,8 @@ class DecodeRun:
         with these logits' numbers; base_mass (S,): the probability mass the remote base reported at this step."""
         config, t = self.config, self.steps
         base_logprobs, policy_logprobs, steered_logprobs = self.policy_logprobs(logits)
+        if forced is None and self.replay is not None:
+            forced = torch.tensor([tokens[t] if t < len(tokens) else self.pad_id for tokens in self.replay])
         if forced is None:
             uniforms = None if config.greedy else self.step_uniforms(t)[self.pair]
             chosen_tokens, choice_logprobs, filtered = next_tokens(policy_logprobs, config, t, self.eos, uniforms)
@@ -468,8 +480,8 @@ class DecodeRun:
             choice_logprobs, filtered = sampling_logits(policy_logprobs, config, t, self.eos)
             chosen_tokens = forced.to(policy_logprobs.device)
         if self.inspection is not None:
-            self.inspection.record(t, logits, base_logprobs, steered_logprobs, choice_logprobs, filtered,
-                                   chosen_tokens, ~self.finished)
+            self.inspection.record(t, logits, base_logprobs, policy_logprobs, steered_logprobs, choice_logprobs,
+                                   filtered, chosen_tokens, ~self.finished)
         tokens = chosen_tokens.cpu()
         active = ~self.finished
         tokens[self.finished] = self.pad_id
@@ -490,9 +502,28 @@ class DecodeRun:
             self.token_texts[s].append(self.policy.tokenizer.decode([token]))
         if config.stop_at_eos and self.eos:
             self.finished |= active & torch.isin(tokens, torch.tensor(self.eos))
+        if self.replay is not None:  # a replayed stream ends with its tokens
+            self.finished |= torch.tensor([len(tokens) <= t + 1 for tokens in self.replay])
         self.next_tokens = tokens
         self.steps = t + 1
         self.done = bool(self.finished.all()) or self.steps == config.max_new_tokens
+
+    def base_replay(self, streams: list[int] | None = None) -> "DecodeRun":
+        """A run that decodes the base-column streams' tokens again (all of them, or `streams`), with adapter rows
+        beside them and the inspector recording: its base column's steps then show what the adapters and the
+        tailored policy made of the base's text (the steps this run's base column lacks). The same prompts and
+        settings; its numbers are this run's up to float rounding (other rows in the batch)."""
+        streams = [s for s in range(self.n_streams) if self.stream_columns[s] == "base"] if streams is None else streams
+        if any(self.stream_columns[s] != "base" for s in streams):
+            raise DecodeError("Only the base column's streams are replayed (the tailored ones have adapter rows).")
+        return DecodeRun.replaying(self.policy, [self.stream_prompts[s] for s in streams], self.config,
+                                   [self.completion[s, :int(self.mask[s].sum())].tolist() for s in streams])
+
+    @staticmethod
+    def replaying(policy: TailoredPolicy, prompts: list[str] | list[list[int]], config: DecodeConfig,
+                  tokens: list[list[int]]) -> "DecodeRun":
+        """The inspected base-column replay of `tokens` (one list a prompt) decoded from `prompts` with `config`."""
+        return DecodeRun(policy, prompts, config, n=1, columns=("base",), inspect=True, replay=tokens)
 
     STATE = ("completion", "mask", "base_lp", "tailored_lp", "kl", "base_mass", "finished", "next_tokens", "token_texts",
              "steps", "done")
