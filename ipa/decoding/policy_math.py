@@ -64,36 +64,48 @@ def tailored_logprobs(base_logits: torch.Tensor, adapter_logits: list[torch.Tens
     return torch.log_softmax(compose_logits(base_logits, adapter_logits, init_logits, alphas, combination), dim=-1)
 
 
-NUCLEUS_CANDIDATES = (256, 4096)
-"""Top-p looks for the nucleus among the 256, then 4,096 most likely tokens before it sorts the whole vocabulary: for
-32 rows of 49,152 tokens a top-256 costs 3 ms where a full sort costs 50 ms, and most nuclei are small. The nucleus
-is the same as a full sort's up to float rounding at its last token."""
+NUCLEUS_THRESHOLDS = (1e-3, 1e-4, 1e-5, 0.0)
+"""Top-p looks for the nucleus among a row's tokens of probability at least 1e-3 (at most 1,000 of them), else 1e-4,
+else 1e-5, before it sorts the whole vocabulary: once the tokens above a threshold hold top_p of the probability, no
+token below it is in the nucleus (the nucleus takes tokens most likely first until it holds top_p), so only they are
+sorted. For 2 rows of 49,152 tokens from the embedded model this costs about 0.2 ms where a top-256/top-4,096 search
+cost 1 ms (a full sort: 5 ms). The nucleus is the same as a full sort's up to float rounding at its last token."""
+
+
+def _nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns) of the tokens in each row's nucleus: the most likely tokens, most likely first, while the
+    ones before them hold less than top_p (the top token always stays).  (B, V) -> (N,), (N,)"""
+    probs = torch.softmax(logits, dim=-1)
+    threshold = torch.zeros((probs.shape[0], 1), dtype=probs.dtype, device=probs.device)  # 0: every token
+    pending = torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device)
+    for candidate in NUCLEUS_THRESHOLDS[:-1]:  # each row's highest threshold whose tokens hold top_p
+        reached = pending & ((probs * (probs >= candidate)).sum(dim=-1) >= top_p)
+        threshold[reached] = candidate
+        pending &= ~reached
+        if not bool(pending.any()):
+            break
+    r, c = (probs >= threshold).nonzero(as_tuple=True)  # row by row
+    p = probs[r, c].double()
+    order = torch.argsort(r.double() * 2 - p, stable=True)  # row by row, most likely first
+    r, c, p = r[order], c[order], p[order]
+    cumulative = torch.cumsum(p, dim=0)  # across rows: a row's own sum is this minus what came before the row
+    counts = torch.bincount(r, minlength=probs.shape[0])
+    before = torch.cat([cumulative.new_zeros(1), cumulative])[torch.cumsum(counts, dim=0) - counts]  # (B,)
+    keep = (cumulative - before[r] - p) < top_p
+    return r[keep], c[keep]
 
 
 def filter_logits(logprobs: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """Temperature, then top-k, then top-p (nucleus); removed tokens get -inf.  (B, V) -> (B, V)"""
-    logits = logprobs / temperature
+    logits = logprobs / temperature if temperature != 1 else logprobs
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
-        keep = torch.zeros_like(logits, dtype=torch.bool)
-        normaliser = torch.logsumexp(logits, dim=-1, keepdim=True)
-        todo = torch.arange(logits.shape[0], device=logits.device)
-        for candidates in (*NUCLEUS_CANDIDATES, logits.shape[-1]):
-            candidates = min(candidates, logits.shape[-1])
-            rows = logits[todo]
-            values, order = (torch.topk(rows, candidates, dim=-1) if candidates < logits.shape[-1]
-                             else torch.sort(rows, dim=-1, descending=True))  # (b, C), most likely first
-            probs = torch.exp(values - normaliser[todo])
-            # Keep a token while the tokens ranked above it have not reached top_p; the top token always stays.
-            keep_sorted = (probs.cumsum(dim=-1) - probs) < top_p
-            found = ~keep_sorted[:, -1] | (candidates == logits.shape[-1])  # the nucleus ends inside the candidates
-            keep[todo[found]] = torch.zeros_like(keep[todo[found]]).scatter(-1, order[found], keep_sorted[found])
-            todo = todo[~found]
-            if len(todo) == 0:
-                break
-        logits = logits.masked_fill(~keep, float("-inf"))
+        rows, columns = _nucleus(logits, top_p)
+        kept = torch.full_like(logits, float("-inf"))
+        kept[rows, columns] = logits[rows, columns]
+        logits = kept
     return logits
 
 

@@ -479,9 +479,10 @@ class DecodeRun:
         else:
             choice_logprobs, filtered = sampling_logits(policy_logprobs, config, t, self.eos)
             chosen_tokens = forced.to(policy_logprobs.device)
+        kl = kl_divergence(policy_logprobs, base_logprobs)
         if self.inspection is not None:
             self.inspection.record(t, logits, base_logprobs, policy_logprobs, steered_logprobs, choice_logprobs,
-                                   filtered, chosen_tokens, ~self.finished)
+                                   filtered, chosen_tokens, ~self.finished, kl)
         tokens = chosen_tokens.cpu()
         active = ~self.finished
         tokens[self.finished] = self.pad_id
@@ -490,7 +491,7 @@ class DecodeRun:
         chosen = tokens.to(base_logprobs.device).unsqueeze(-1)
         self.base_lp[:, t] = base_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
         self.tailored_lp[:, t] = policy_logprobs.gather(-1, chosen).squeeze(-1).cpu() * active
-        self.kl[:, t] = kl_divergence(policy_logprobs, base_logprobs).cpu() * active
+        self.kl[:, t] = kl.cpu() * active
         if base_mass is not None:
             self.base_mass[:, t] = base_mass.cpu()
         eos = set(self.eos)
