@@ -90,15 +90,15 @@ class TrainRequest:
     """Held-back prompts scored before and after training (the card's 'reward before/after'); few prompts make
     a noisy estimate, so a small change between before and after may be chance."""
     objective: dict | None = None
-    """An objective to train for instead of the task (ipa.rewards.objective's dict form, made by app.service.page_objective);
+    """An objective to train for instead of the task (ipa.rewards.objective's dict form, made by app.objective_form.page_objective);
     the service writes it into the run's folder and trains on that file."""
     prompts_text: str = ""
     """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
-    them, app.service.pasted_prompts, and writes them into the run's folder)."""
+    them, app.objective_form.pasted_prompts, and writes them into the run's folder)."""
     prompts_file: str = ""
     """With an objective: a prompts file uploaded in the page (.txt or .jsonl), instead of its prompt set: the path
     where the page's upload widget stored it, never one typed in the page (the service checks it,
-    app.service.uploaded_prompts, and writes its prompts into the run's folder)."""
+    app.objective_form.uploaded_prompts, and writes its prompts into the run's folder)."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
