@@ -58,9 +58,7 @@ class TrainingService:
 
     def defaults(self) -> TrainRequest:
         """Defaults for the Training tab: about 2 minutes with a tiny batch on a CPU, 5 minutes on a GPU."""
-        if self.has_gpu:
-            return TrainRequest(amount=5.0, batch_size=64, group_size=4, eval_prompts=16, lr=1e-4)
-        return TrainRequest()
+        return TrainRequest.for_machine(self.has_gpu)
 
     @property
     def limits(self) -> TrainingLimits:
