@@ -32,6 +32,10 @@ class ConfigError(UserError):
     """A bad setting; the message says what to change."""
 
 
+class ServiceError(UserError):
+    """A request the playground cannot serve; the message says what to change."""
+
+
 @dataclass(frozen=True)
 class Preset:
     """Which models the playground runs."""

@@ -31,7 +31,9 @@ import pandas as pd
 from ipa.errors import check_number
 from ipa.decoding.inspection import TOP_K, StepView
 from app import views, widgets
-from app.service import USER_ERRORS, Branched, Generation, Playground, ServiceError, TokenStep
+from app.config import ServiceError
+from app.generation import Branched, Generation, TokenStep
+from app.service import USER_ERRORS, Playground
 from ipa.tasks import Task
 
 COLUMNS = ("tailored", "base")

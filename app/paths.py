@@ -11,7 +11,7 @@ zip"), that name is given as one more folder.
     ...              {"/srv/ipa/runs/playground": "runs/playground"})
     'runs/playground/sea-pg-1/adapter is corrupt; x.json is missing'
 
-It is applied where text leaves the playground (app.service.Playground.public): the errors of the service's
+It is applied where text leaves the playground (app.adapter_store.public_text): the errors of the service's
 requests, the training status, the problems listed at start, the card and config in a downloaded zip
 (app.adapter_files.adapter_zip), and, for a bug's message, the page's pop-up (app.views.error_text). What stays on
 the server keeps its absolute paths: a card on disk records where its run was written (a command line resumes and

@@ -27,7 +27,10 @@ from typing import Callable, Iterator
 from ipa.errors import check_number
 from ipa.decoding.engine import Engine, Request
 from ipa.decoding.run import DecodeError, DecodeRun, TailoredPolicy
-from app.service import AdapterEntry, Playground, ServiceError, Settings
+from app.adapter_store import AdapterEntry
+from app.config import ServiceError
+from app.service import Playground
+from app.settings import Settings
 from ipa.evaluation.compare import METHODS, compare_methods, compare_report
 from ipa.evaluation.evaluate import EVAL_DECODE_FLAGS, alpha_sweep, metrics_with_intervals, parse_alphas
 from ipa.tasks import get_task
@@ -118,7 +121,7 @@ def _policy(service: Playground, adapter: str | None, what: str) -> tuple[Tailor
 
 def _settings(settings: Settings) -> Settings:
     if not isinstance(settings, Settings):
-        raise ServiceError(f"settings must be app.service.Settings, got {type(settings).__name__}.")
+        raise ServiceError(f"settings must be app.settings.Settings, got {type(settings).__name__}.")
     if settings.seed is None:  # a random seed, drawn here so that the report can say which
         settings = dataclasses.replace(settings, seed=random.randrange(2**31))
     return settings

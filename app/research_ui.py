@@ -17,7 +17,8 @@ import pandas as pd
 
 from app import research, share_ui, views
 from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
-from app.service import Playground, Settings
+from app.service import Playground
+from app.settings import Settings
 from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, with_parameters
 from ipa.tasks import Task
 

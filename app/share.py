@@ -80,7 +80,7 @@ def link_query(task: str, values: Mapping[str, object]) -> str:
 
 def _read_number(name: str, text: str):
     """A number from a link, checked by the page's rule for `name` (Settings.LIMITS, with -1 = a random seed)."""
-    from app.service import Settings  # the service imports torch; a link is read only when the page serves one
+    from app.settings import Settings  # it imports torch; a link is read only when the page serves one
 
     try:
         number = float(text)

@@ -25,7 +25,8 @@ from gradio.utils import get_function_description
 from ipa.errors import describe_range
 from ipa.args import field_docs
 from app import share
-from app.service import USER_ERRORS, Playground, Settings
+from app.service import USER_ERRORS, Playground
+from app.settings import Settings
 from app.training_jobs import TrainRequest
 from ipa.tasks import Task
 from ipa.tasks.objective import PROMPT_SETS

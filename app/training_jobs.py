@@ -20,14 +20,15 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
+from ipa.args import field_docs
 from ipa.errors import UserError, check_number
 from ipa.loading import ModelConfig
 from ipa.decoding.run import DecodeConfig
-from ipa.training.config import ALGORITHMS, AlgoConfig, RunConfig, TrainConfig, find_checkpoint
+from ipa.training.config import ALGORITHMS, DEFAULT_TASK, AlgoConfig, RunConfig, TrainConfig, find_checkpoint
 
 log = logging.getLogger("ipa.training")
 
@@ -63,42 +64,77 @@ def training_limits(setting: str, shared: bool) -> TrainingLimits:
     return SHARED_LIMITS if setting == "shared" or (setting == "auto" and shared) else FULL_LIMITS
 
 
-@dataclass
-class TrainRequest:
-    """What the Training tab asks for. Defaults fit a CPU: about 2 minutes with a tiny batch."""
+class PageField(NamedTuple):
+    """How the Training tab offers one TrainConfig field: its default there and its range. The field's name, type and
+    meaning are TrainConfig's (its docstring, with `note` after it)."""
 
-    task: str = "toxicity"
-    """The task to train an adapter for."""
-    algo: str = "pg"
-    """'pg' (group-baseline policy gradient) or 'quark' (the paper's algorithm)."""
+    default: object
+    """The page's default on a CPU: a run of about 2 minutes with a tiny batch (GPU_DEFAULTS on a GPU)."""
+    low: float | None = None
+    """The lowest value the page takes; None: not a number (TrainConfig checks it)."""
+    high: float | str | None = None
+    """The highest: a number, or the TrainingLimits field that bounds it (the shared page's are lower)."""
+    whole: bool = False
+    """A whole number."""
+    note: str = ""
+    """What the page adds to the field's docstring."""
+
+    def bounds(self, limits: TrainingLimits) -> tuple[float, float]:
+        """(lowest, highest) under these limits."""
+        return self.low, getattr(limits, self.high) if isinstance(self.high, str) else self.high
+
+
+PAGE_FIELDS = {
+    "task": PageField(DEFAULT_TASK),
+    "algo": PageField("pg"),
+    "lr": PageField(1e-3, 1e-7, 1e-2, note="High for a 2-minute CPU demo (about 8 steps of 8 samples): at 1e-4 the KL "
+                    "to the base stayed near 1e-4 and nothing visible changed; at 1e-3 it reached 0.014 with fluent "
+                    "samples (toxicity, 7 steps)."),
+    "alpha": PageField(1.0, 0.1, 5, note="The strength during training, and the card's default for generation."),
+    "batch_size": PageField(8, 2, "max_batch", whole=True),
+    "group_size": PageField(4, 2, "max_batch", whole=True),
+    "max_new_tokens": PageField(0, 0, "max_tokens", whole=True, note="In the page, tokens per sample; 0: the task's default."),
+    "eval_prompts": PageField(8, 1, "max_eval_prompts", whole=True, note="Scored before and after training (the card's "
+                              "'reward before/after'); few prompts make a noisy estimate, so a small change between before "
+                              "and after may be chance."),
+}
+"""The TrainConfig fields the Training tab sets (ipa.training.config: RunConfig, AlgoConfig, DecodeConfig), each with
+the page's default and range: the one place they are written."""
+GPU_DEFAULTS = {"amount": 5.0, "batch_size": 64, "group_size": 4, "eval_prompts": 16, "lr": 1e-4}
+"""The page's defaults where the models run on a GPU: about 5 minutes of a batch of 64 (TrainRequest.for_machine)."""
+
+
+def _page_field(name: str, page: PageField) -> tuple:
+    """(name, type, field) of a TrainRequest field made from the TrainConfig field of that name."""
+    concern = next(kind for kind in (RunConfig, AlgoConfig, DecodeConfig) if name in {f.name for f in fields(kind)})
+    declared = next(f for f in fields(concern) if f.name == name)
+    doc = " ".join(filter(None, (field_docs(concern)[name], page.note)))
+    return name, declared.type, field(default=page.default, metadata={"doc": doc})
+
+
+PageTraining = make_dataclass("PageTraining", [_page_field(name, page) for name, page in PAGE_FIELDS.items()])
+"""TrainConfig's fields as the page sets them (PAGE_FIELDS): TrainRequest's first fields."""
+
+
+@dataclass
+class TrainRequest(PageTraining):
+    """What the Training tab asks for: TrainConfig's fields as the page sets them (PAGE_FIELDS: its defaults fit a
+    CPU, about 2 minutes with a tiny batch), the budget, and your own objective with its prompts."""
+
     budget: str = "minutes"
     """'minutes' (wall-clock training time) or 'steps'."""
     amount: float = 2.0
     """How many minutes or steps."""
-    lr: float = 1e-3
-    """AdamW learning rate. High for a 2-minute CPU demo (about 8 steps of 8 samples): at 1e-4 the KL to the base
-    stayed near 1e-4 and nothing visible changed; at 1e-3 it reached 0.014 with fluent samples (toxicity, 7 steps)."""
-    alpha: float = 1.0
-    """Adapter strength during training (and the card's default for generation)."""
-    batch_size: int = 8
-    """Samples per step."""
-    group_size: int = 4
-    """pg: samples per prompt (the group's mean reward is the baseline)."""
-    max_new_tokens: int = 0
-    """Tokens per sample (0: the task's default)."""
-    eval_prompts: int = 8
-    """Held-back prompts scored before and after training (the card's 'reward before/after'); few prompts make
-    a noisy estimate, so a small change between before and after may be chance."""
     objective: dict | None = None
-    """An objective to train for instead of the task (ipa.rewards.objective's dict form, made by app.service.page_objective);
+    """An objective to train for instead of the task (ipa.rewards.objective's dict form, made by app.objective_form.page_objective);
     the service writes it into the run's folder and trains on that file."""
     prompts_text: str = ""
     """With an objective: prompts pasted in the page, one a line, instead of its prompt set (the service checks
-    them, app.service.pasted_prompts, and writes them into the run's folder)."""
+    them, app.objective_form.pasted_prompts, and writes them into the run's folder)."""
     prompts_file: str = ""
     """With an objective: a prompts file uploaded in the page (.txt or .jsonl), instead of its prompt set: the path
     where the page's upload widget stored it, never one typed in the page (the service checks it,
-    app.service.uploaded_prompts, and writes its prompts into the run's folder)."""
+    app.objective_form.uploaded_prompts, and writes its prompts into the run's folder)."""
 
     def check(self, limits: TrainingLimits = FULL_LIMITS) -> None:
         """Raise TrainingRequestError for settings outside the page's limits (one message naming the field and its
@@ -115,12 +151,14 @@ class TrainRequest:
             number("amount", 1, limits.max_steps, whole=True, label="The budget in steps")
         else:
             raise TrainingRequestError(f"The budget is counted in 'minutes' or 'steps', not {self.budget!r}.")
-        number("lr", 1e-7, 1e-2)
-        number("alpha", 0.1, 5)
-        number("batch_size", 2, limits.max_batch, whole=True)
-        number("group_size", 2, limits.max_batch, whole=True)
-        number("max_new_tokens", 0, limits.max_tokens, whole=True)
-        number("eval_prompts", 1, limits.max_eval_prompts, whole=True)
+        for name, page in PAGE_FIELDS.items():
+            if page.low is not None:
+                number(name, *page.bounds(limits), whole=page.whole)
+
+    @classmethod
+    def for_machine(cls, gpu: bool) -> "TrainRequest":
+        """The page's defaults: PAGE_FIELDS' on a CPU, GPU_DEFAULTS' where the models run on a GPU."""
+        return cls(**GPU_DEFAULTS) if gpu else cls()
 
     def to_config(self, out: str, name: str, device: str, base: str = "embedded", approx_base: str = "",
                   limits: TrainingLimits = FULL_LIMITS, objective_file: str = "") -> TrainConfig:

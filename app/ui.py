@@ -23,8 +23,11 @@ import gradio as gr
 from app import adapter_files, class_ui, inspector_ui, share_ui, views, widgets
 from app.classroom import Classroom
 from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, local_browser, user_error, with_parameters
-from app.service import (MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, SHIPPED, USER_ERRORS,
-                         Playground, ServiceError, Settings, page_objective)
+from app.adapter_store import SHIPPED
+from app.config import ServiceError
+from app.objective_form import MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, page_objective
+from app.service import USER_ERRORS, Playground
+from app.settings import Settings
 from app.research_ui import research_panels
 from app.training_jobs import TrainRequest
 from ipa.rewards.objective import block_rewards

@@ -26,7 +26,8 @@ from ipa.models import model_label
 from ipa.policy_adapter import AdapterCard
 from ipa.decoding.run import Completion
 from app.paths import public_paths
-from app.service import AdapterEntry, Generation, TokenStep, token_steering
+from app.adapter_store import AdapterEntry
+from app.generation import Generation, TokenStep, token_steering
 from ipa.tasks import Task
 from ipa.tasks.metrics import interval, reward_means
 
@@ -125,7 +126,7 @@ def _number(value) -> float | None:
 def error_text(err: BaseException | str) -> str:
     """An error's message as the page shows it: as text. Gradio's pop-ups render their message as HTML, and messages
     quote what the user typed (an adapter name, concepts), so <, > and & are escaped; KeyError's quotes dropped. No
-    absolute path: the service's errors name files relative to its folders already (app.service.public_text); a
+    absolute path: the service's errors name files relative to its folders already (app.adapter_store.public_text); a
     bug's message (an OSError's file) names a file by its name (app.paths).
 
     >>> error_text(ValueError("There is no adapter named '<img src=x>'."))

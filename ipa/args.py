@@ -38,6 +38,9 @@ def field_docs(cls) -> dict[str, str]:
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
                 if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
                     docs[node.target.id] = following.value.value.strip()
+    for f in dataclasses.fields(cls):  # a field made in code (dataclasses.make_dataclass) carries its docstring along
+        if "doc" in f.metadata:
+            docs.setdefault(f.name, f.metadata["doc"])
     return docs
 
 

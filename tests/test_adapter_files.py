@@ -21,7 +21,9 @@ from ipa.policy_adapter import AdapterCard, AdapterHost
 from app import adapter_files
 from app.adapter_files import AdapterZipError, unpack_adapter_zip
 from app.config import REPO_ROOT, AppConfig
-from app.service import UPLOAD_MARK, UPLOADED, Playground, ServiceError
+from app.adapter_store import UPLOAD_MARK, UPLOADED
+from app.config import ServiceError
+from app.service import Playground
 from app.training_jobs import TrainRequest
 from app.views import card_markdown, error_text
 from ipa.tasks import TASKS
@@ -307,7 +309,7 @@ def test_no_message_status_or_downloaded_file_names_a_server_path(service, tmp_p
         Path(config.run.out).write_text("a file where the run's folder goes")
         _check_writable(Path(config.run.out))
 
-    service.training.train = failing_train
+    service.training.queue.train = failing_train
     service.start_training(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2), owner="me")
     deadline = time.time() + 30
     while service.training_status("me")["state"] != "failed":

@@ -368,7 +368,8 @@ def test_token_map(embedded_tokenizer):
 def test_the_playground_service_tailors_the_api_base(server, tmp_path):
     """The app's --base-api setting: both columns come through the server; the page names the served base."""
     from app.config import AppConfig, ConfigError
-    from app.service import Playground, Settings
+    from app.service import Playground
+    from app.settings import Settings
 
     with pytest.raises(ConfigError, match="--base-api-model"):
         AppConfig(base_api=server.url)

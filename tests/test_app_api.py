@@ -12,7 +12,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 
 from app.config import AppConfig, ConfigError, parse_args
-from app.service import Settings
+from app.settings import Settings
 from ipa.tasks import TASKS
 
 pytestmark = pytest.mark.slow

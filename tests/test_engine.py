@@ -311,7 +311,7 @@ def test_batched_scorer_scores_waiting_requests_together():
 
 
 def test_a_waiting_request_is_told_how_many_are_ahead():
-    from app.service import Generation
+    from app.generation import Generation
     from app.views import notice_markdown
 
     waiting = Generation(task="sentiment", adapter="sentiment", alpha=1.0, steered=True, base=[], tailored=[], waiting=3)

@@ -14,7 +14,9 @@ import torch
 from ipa.policy_adapter import AdapterCard
 from app.config import AppConfig
 from app.inspector_ui import COLUMNS, inspector_rows, kept, shown, step_view, token_view
-from app.service import Playground, ServiceError, Settings
+from app.config import ServiceError
+from app.service import Playground
+from app.settings import Settings
 from tests.helpers import perturb_lora
 
 INPUTS = {"text": "The weather today is"}

@@ -180,7 +180,7 @@ def test_free_text_has_one_limit_wherever_the_objective_comes_from(tmp_path, blo
     Param.check: one limit, ipa.errors.MAX_TEXT_CHARS, one message naming the block and the field."""
     from ipa.errors import MAX_TEXT_CHARS
     from app.config import AppConfig
-    from app.service import page_objective
+    from app.objective_form import page_objective
 
     message = f"block 1 ({block['reward']}): {field} must be text of at most 2,000 characters"
     assert MAX_TEXT_CHARS == 2000 == AppConfig().max_input_chars  # the page's boxes have the same limit

@@ -1,4 +1,4 @@
-"""Your own objective from the page (app.service.page_objective, Playground.start_training with an objective): the
+"""Your own objective from the page (app.objective_form.page_objective, TrainingService.start with an objective): the
 page's blocks become one checked objective, bad ones one clear message, and the run trains on a file in its own folder.
 
 The training loop is tests/test_training_jobs.py's fake, so these need no model; tests/test_app_api.py's
@@ -12,8 +12,11 @@ import threading
 import pytest
 
 from app.config import AppConfig
-from app.service import Playground, ServiceError, page_objective, pasted_prompts, uploaded_prompts
+from app.adapter_store import AdapterStore
+from app.config import ServiceError
+from app.objective_form import page_objective, pasted_prompts, uploaded_prompts
 from app.training_jobs import TrainingQueue, TrainRequest
+from app.training_service import TrainingService
 from ipa.rewards.objective import ObjectiveError
 from ipa.tasks.objective import CUSTOM_TASK
 from tests.test_training_jobs import FakeTrain, wait_until
@@ -62,68 +65,66 @@ def test_pasted_prompts_have_limits_and_say_which(text, message):
         pasted_prompts(text, 2000)
 
 
-def playground_without_models(tmp_path, train) -> tuple[Playground, list]:
-    service = Playground.__new__(Playground)  # only what start_training uses: no models
-    service.config = AppConfig(runs_dir=str(tmp_path / "runs"), device="cpu")
-    service.adapters, service.device, service.zero_gpu, finished = {}, "cpu", False, []
-    service._names_lock = threading.Lock()
-    service.training = TrainingQueue(train, lambda job, directory: finished.append(job.name), lambda name: None,
-                                     ObjectiveError, tmp_path / "runs", 1000.0, 8)
-    return service, finished
+def playground_without_models(tmp_path, train) -> tuple[TrainingService, list]:
+    config, finished = AppConfig(runs_dir=str(tmp_path / "runs"), device="cpu"), []
+    store = AdapterStore(config, None, threading.Lock())  # no models: an empty store
+    queue = TrainingQueue(train, lambda job, directory: finished.append(job.name), lambda name: None,
+                          ObjectiveError, tmp_path / "runs", 1000.0, 8)
+    return TrainingService(config, store, "cpu", queue=queue), finished
 
 
 def test_an_objective_run_trains_on_the_objective_written_into_its_own_folder(tmp_path):
     train = FakeTrain()
-    service, finished = playground_without_models(tmp_path, train)
+    training, finished = playground_without_models(tmp_path, train)
     objective = page_objective("calm-sea", "passages", [TOPIC, ("avoid_words", 1, '{"words": "storm"}')])
     request = TrainRequest(budget="steps", amount=2, batch_size=4, group_size=2, objective=objective.to_dict())
-    snapshot = service.start_training(request, owner="me")
+    snapshot = training.start(request, owner="me")
     try:
         assert snapshot["adapter"] == "calm-sea-pg-1" and snapshot["task"] == CUSTOM_TASK
-        job = service.job
+        job = training.job
         written = tmp_path / "runs" / "calm-sea-pg-1" / "objective.json"
         assert job.config.run.objective == str(written)
         assert json.loads(written.read_text()) == objective.to_dict()
         assert job.config.run.target.objective == objective
         # a run cancelled while it waits leaves nothing behind
-        service.start_training(request, owner="other")
+        training.start(request, owner="other")
         assert (tmp_path / "runs" / "calm-sea-pg-2" / "objective.json").is_file()
-        assert service.stop_training(owner="other")["state"] == "cancelled"
+        assert training.stop(owner="other")["state"] == "cancelled"
         assert not (tmp_path / "runs" / "calm-sea-pg-2").exists()
         train.go.set()
         wait_until(lambda: finished == ["calm-sea-pg-1"])
     finally:
-        service.training.close(10)
+        training.close(10)
 
     # refused before anything is written: a bad budget leaves no folder behind
     with pytest.raises(Exception, match="budget in steps"):
-        service.start_training(TrainRequest(budget="steps", amount=0, objective=objective.to_dict()), owner="other")
+        training.start(TrainRequest(budget="steps", amount=0, objective=objective.to_dict()), owner="other")
     assert not (tmp_path / "runs" / "calm-sea-pg-2").exists()
 
 
 def test_pasted_prompts_are_written_beside_the_objective_and_train_it(tmp_path):
-    service, _ = playground_without_models(tmp_path, FakeTrain())
+    training, _ = playground_without_models(tmp_path, FakeTrain())
     objective = page_objective("calm-sea", "passages", [TOPIC]).to_dict()
     try:
-        service.start_training(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2, objective=objective,
+        training.start(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2, objective=objective,
                                             prompts_text=HARBOUR + "\n\n"), owner="me")
         run = tmp_path / "runs" / "calm-sea-pg-1"
         assert (run / "prompts.txt").read_text().splitlines() == HARBOUR.splitlines()
         assert json.loads((run / "objective.json").read_text())["prompts"] == "prompts.txt"
-        target = service.job.config.run.target
+        target = training.job.config.run.target
         assert sorted(x["text"] for x in target.inputs("all")) == sorted(HARBOUR.splitlines())
         assert len(target.inputs("eval")) == 3
     finally:
-        service.training.close(10)
+        training.close(10)
 
     # prompts that all fall in one part of the split: refused, the folder removed, no server path in the message
     few = "\n".join(f"The harbour was quiet on day {i} and" for i in (0, 2, 3, 5, 6, 7, 9, 10, 11, 12) if i not in (1, 4, 8))
     with pytest.raises(ServiceError) as caught:
-        service.start_training(TrainRequest(objective=objective, prompts_text=few), owner="other")
+        training.start(TrainRequest(objective=objective, prompts_text=few), owner="other")
     assert str(caught.value).startswith("Your pasted prompts: none of its prompts fell in the eval part")
     assert str(tmp_path) not in str(caught.value) and not (tmp_path / "runs" / "calm-sea-pg-2").exists()
     with pytest.raises(ServiceError, match="Pasted prompts are for your own objective"):
-        service.start_training(TrainRequest(prompts_text=HARBOUR), owner="other")
+        training.start(TrainRequest(prompts_text=HARBOUR), owner="other")
 
 
 def test_the_reward_curve_shows_each_block_of_the_objective(tmp_path):
@@ -179,25 +180,25 @@ def test_a_bad_prompts_file_is_one_message_naming_the_file_and_line(tmp_path, na
 
 
 def test_uploaded_prompts_train_the_objective_from_the_run_folder(tmp_path):
-    service, _ = playground_without_models(tmp_path, FakeTrain())
+    training, _ = playground_without_models(tmp_path, FakeTrain())
     objective = page_objective("calm-sea", "passages", [TOPIC]).to_dict()
     rows = [json.dumps({"text": f"The harbour was quiet on day {i}\nand"}) for i in range(12)]  # prompts of two lines
     upload = prompts_file(tmp_path, "harbour.jsonl", "\n".join(rows))
     try:
-        service.start_training(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2, objective=objective,
+        training.start(TrainRequest(budget="steps", amount=1, batch_size=4, group_size=2, objective=objective,
                                             prompts_file=upload), owner="me")
         run = tmp_path / "runs" / "calm-sea-pg-1"
         assert json.loads((run / "objective.json").read_text())["prompts"] == "prompts.jsonl"
-        target = service.job.config.run.target
+        target = training.job.config.run.target
         assert sorted(x["text"] for x in target.inputs("all")) == sorted(json.loads(r)["text"] for r in rows)
     finally:
-        service.training.close(10)
+        training.close(10)
     with pytest.raises(ServiceError, match="Paste prompts or upload a file of them, not both"):
-        service.start_training(TrainRequest(objective=objective, prompts_text=HARBOUR, prompts_file=upload), owner="other")
+        training.start(TrainRequest(objective=objective, prompts_text=HARBOUR, prompts_file=upload), owner="other")
     with pytest.raises(ServiceError, match="Uploaded prompts are for your own objective"):
-        service.start_training(TrainRequest(prompts_file=upload), owner="other")
+        training.start(TrainRequest(prompts_file=upload), owner="other")
     few = prompts_file(tmp_path, "few.txt", "\n".join(f"The harbour was quiet on day {i} and" for i in (0, 2, 3, 5, 6, 7, 9, 10, 11, 12)))
     with pytest.raises(ServiceError) as caught:
-        service.start_training(TrainRequest(objective=objective, prompts_file=few), owner="other")
+        training.start(TrainRequest(objective=objective, prompts_file=few), owner="other")
     assert str(caught.value).startswith("Your uploaded prompts (few.txt): none of its prompts fell in the eval part")
     assert str(tmp_path / "runs") not in str(caught.value) and not (tmp_path / "runs" / "calm-sea-pg-2").exists()

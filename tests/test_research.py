@@ -17,7 +17,9 @@ from ipa.policy_adapter import AdapterCard
 from ipa.decoding.run import TailoredPolicy
 from app import research, research_ui
 from app.config import AppConfig
-from app.service import Playground, ServiceError, Settings
+from app.config import ServiceError
+from app.service import Playground
+from app.settings import Settings
 from ipa.evaluation.compare import METHODS, decode_method
 from ipa.tasks import TASKS, TaskInputError, get_task
 from ipa.tasks.scoring import RewardKit, TaskScorer

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ipa.decoding.run import DecodeConfig, DecodeError
-from app.service import Settings
+from app.settings import Settings
 
 
 @pytest.mark.parametrize("change, message", [

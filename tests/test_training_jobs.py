@@ -23,9 +23,12 @@ from safetensors.torch import load_file
 
 from ipa.policy_adapter import AdapterCard
 from app.config import AppConfig, ConfigError
-from app.service import USER_ERRORS, Playground, ServiceError
+from app.adapter_store import AdapterStore
+from app.config import ServiceError
+from app.service import USER_ERRORS
 from app.training_jobs import (FULL_LIMITS, SHARED_LIMITS, GpuChunks, TrainingJob, TrainingQueue, TrainingRequestError, TrainRequest,
                                ZeroGpuTrain, config_from_fields, training_limits)
+from app.training_service import TrainingService
 from app.widgets import local_browser as _local_browser
 from tests.helpers import tiny_config
 
@@ -176,12 +179,11 @@ def test_local_training_only_for_browsers_on_this_machine():
     assert not _local_browser(browser("127.0.0.1", "abcd.gradio.live"))  # a share link's tunnel connects locally
     assert not _local_browser(browser("127.0.0.1", "127.0.0.1:7860", **{"x-forwarded-for": "203.0.113.9"}))
     assert not _local_browser(None)
-    service = SimpleNamespace(config=AppConfig(training="local"))
-    with pytest.raises(ServiceError, match="only a browser on the machine"):
-        Playground.start_training(service, TrainRequest(), owner="x", local=False)
-    service.config = AppConfig(training="off")
-    with pytest.raises(ServiceError, match="switched off"):
-        Playground.start_training(service, TrainRequest(), owner="x", local=True)
+    for access, local, message in (("local", False, "only a browser on the machine"), ("off", True, "switched off")):
+        config = AppConfig(training=access)
+        training = TrainingService(config, AdapterStore(config, None, threading.Lock()), "cpu")
+        with pytest.raises(ServiceError, match=message):
+            training.start(TrainRequest(), owner="x", local=local)
 
 
 # --- on a ZeroGPU Space: a run in chunks of GPU calls ----------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 
 from ipa.policy_adapter import AdapterCard
 from ipa.decoding.run import Completion
-from app.service import AdapterEntry, Generation
+from app.adapter_store import AdapterEntry
+from app.generation import Generation
 from app.views import card_markdown, error_text, markdown, reward_html, scores_data, side, text_md
 from ipa.tasks import TASKS
 
@@ -173,7 +174,7 @@ def test_markdown_shows_any_value_as_text_and_numbers_by_their_format(value):
 def test_a_black_box_base_shows_its_covered_mass_and_warns_when_low():
     """Issue 27, item 3: each token's covered mass (the server's top k) under the token view, a warning naming the
     tokens where it was below LOW_COVERAGE; nothing for a local base."""
-    from app.service import TokenStep
+    from app.generation import TokenStep
     from app.views import LOW_COVERAGE, steering_summary
 
     local = [TokenStep(" a", 0.1, 0.2, 0.3), TokenStep(" b", 0.2, 0.2, 0.3)]

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from ipa.policy_adapter import AdapterCard
 from app import research
 from app.config import AppConfig
-from app.service import Playground, Settings
+from app.service import Playground
+from app.settings import Settings
 from app.training_jobs import GpuChunks, ZeroGpuTrain, config_from_fields
 from ipa.tasks import get_task
 from ipa.tasks.scoring import RewardKit, TaskScorer
@@ -59,7 +60,7 @@ def services(tiny_host, tmp_path, spaces):
     tiny_host.delete_adapter("made")
     plain, zero = make_service(tiny_host, tmp_path, False), make_service(tiny_host, tmp_path, True)
     plain.load_known_adapters()
-    zero.adapters = plain.adapters  # one model carries the adapter for both pages
+    zero.store.adapters = plain.store.adapters  # one model carries the adapter for both pages
     main_forwards = []
     first_layer = tiny_host.base_model.model.layers[0]
     hook = first_layer.register_forward_pre_hook(lambda module, args: main_forwards.append(os.getpid()))
