@@ -16,8 +16,8 @@ requests that finish together are scored in one batch (app.scheduler.BatchedScor
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
-import time
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Callable, Iterator
@@ -230,8 +230,9 @@ class Generator:
                       also_scored_by=second[0] if second else None)
 
         run = DecodeRun(policy, [prompt], config, n=settings.n, columns=columns, inspect=inspect)
-        update, shown = None, 0.0
-        for result in self.scheduler.submit(run):
+        update = None
+        # Every page update costs the server a little: with many users each gets fewer (all text still arrives).
+        for result in self.scheduler.submit(run, every=STREAM_INTERVAL):
             if not isinstance(result, DecodeResult):  # still waiting for room in the running batch
                 yield Generation(base=[], tailored=[], seed=run.seed, warnings=run.warnings, waiting=result, **common)
                 continue
@@ -239,10 +240,7 @@ class Generator:
             update = Generation(base=result.base, tailored=tailored, seed=result.seed, warnings=result.warnings, **common)
             if result.done:
                 break
-            # Every page update costs the server a little: with many users each gets fewer (all text still arrives).
-            if time.monotonic() - shown >= STREAM_INTERVAL * max(1, self.scheduler.active):
-                shown = time.monotonic()
-                yield update
+            yield update
 
         texts = [c.text for c in update.base] + ([c.text for c in update.tailored] if steered else [])
         scores = self._score_task(task, entry, inputs, texts)
@@ -343,7 +341,7 @@ class Generator:
             branched = ended_branch(policy, prefix, result)
         else:
             final = None
-            for update in self.scheduler.submit(run):
+            for update in self.scheduler.submit(run, every=math.inf):
                 if isinstance(update, DecodeResult) and update.done:
                     final = update
             branched = Branch(prefix, final, self.base.tokenizer)
@@ -380,7 +378,7 @@ class Generator:
             raise ServiceError("No adapter steered this result: its base steps have nothing to replay.")
         run = DecodeRun.replaying(policy, [prompt], last.settings, [last.base[sample - 1].token_ids])
         final = None
-        for update in self.scheduler.submit(run):
+        for update in self.scheduler.submit(run, every=math.inf):
             if isinstance(update, DecodeResult) and update.done:
                 final = update
         return final.base[0].steps
@@ -434,7 +432,7 @@ class Generator:
             config = dataclasses.replace(base, alpha=alpha, seed=None, n=1)  # a seed of its own
             steered, policy = self._policy(side, alpha, [])
             run = DecodeRun(policy, [prompt], config, n=1, columns=("tailored",) if steered else ("base",))
-            runs.append((steered, alpha, self.scheduler.submit(run)))  # queued at once: the runs decode together
+            runs.append((steered, alpha, self.scheduler.submit(run, every=math.inf)))  # queued at once: the runs decode together
         texts, alphas = [], []
         for steered, alpha, updates in runs:
             final = None

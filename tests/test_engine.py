@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -242,6 +243,23 @@ def test_scheduler_serves_users_in_threads_as_if_each_were_alone(two_adapters):
         assert finals[i].done and isinstance(finals[i], DecodeResult)
         texts = [(u.base or u.tailored)[0].text for u in streamed[i] if isinstance(u, DecodeResult)]
         assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))  # each streams its own text
+
+
+def test_a_user_reads_results_as_often_as_asked_and_always_the_last(two_adapters):
+    scheduler = Scheduler(Engine(two_adapters, max_rows=64), max_waiting=8)
+    step = scheduler.engine.step
+    scheduler.engine.step = lambda: (time.sleep(0.01), step())[1]  # a step every 10 ms at least
+
+    def results(every):
+        run = DecodeRun(TailoredPolicy(two_adapters, two_adapters, "calm"), PROMPTS[:1],
+                        DecodeConfig(max_new_tokens=24, min_new_tokens=24, seed=3))
+        return [u for u in scheduler.submit(run, every=every) if isinstance(u, DecodeResult)]
+
+    every_step, some, last_only = results(0.0), results(0.05), results(math.inf)
+    scheduler.close()
+    assert [u.steps for u in every_step] == list(range(1, 25))
+    assert 1 < len(some) < 24 and some[-1].steps == 24 and some[-1].done
+    assert len(last_only) == 1 and last_only[0].done and last_only[0].tailored[0].text == every_step[-1].tailored[0].text
 
 
 def test_closing_the_stream_cancels_the_request_and_frees_its_rows(two_adapters):
