@@ -417,7 +417,7 @@ class Generator:
         sides: (adapter name, alpha) each; None for the base alone; alpha None for the adapter card's. Unlike
         generate's columns, which share their random numbers (so that at alpha 0 they are the same text), each side is
         its own run with its own seed: a vote compares two draws, not two views of one. The runs decode together,
-        in the scheduler's shared batch. task: a task of the tabs, or CUSTOM_TASK with the first adapter trained for an
+        in the scheduler's shared batch, as background work (a Generate goes first: AppConfig.background_rows). task: a task of the tabs, or CUSTOM_TASK with the first adapter trained for an
         objective; the texts are scored as generate scores them (the task's reward, or that adapter's objective)."""
         named = [self.store.adapter(name) for name, _ in sides if name]
         entry = named[0] if named else None
@@ -432,7 +432,7 @@ class Generator:
             config = dataclasses.replace(base, alpha=alpha, seed=None, n=1)  # a seed of its own
             steered, policy = self._policy(side, alpha, [])
             run = DecodeRun(policy, [prompt], config, n=1, columns=("tailored",) if steered else ("base",))
-            runs.append((steered, alpha, self.scheduler.submit(run, every=math.inf)))  # queued at once: the runs decode together
+            runs.append((steered, alpha, self.scheduler.submit(run, every=math.inf, background=True)))  # decode together
         texts, alphas = [], []
         for steered, alpha, updates in runs:
             final = None

@@ -128,17 +128,19 @@ class Scheduler:
     def waiting(self) -> int:
         return len(self.engine.waiting) + self._inbox.qsize()
 
-    def submit(self, run: DecodeRun, every: float = 0.0) -> Iterator[int | DecodeResult]:
+    def submit(self, run: DecodeRun, every: float = 0.0, background: bool = False) -> Iterator[int | DecodeResult]:
         """Queue a decoding run; returns the generator of its updates (see the module's docstring).
         Closing the generator early cancels the run and frees its rows.
 
         every: seconds between two results of a running request, per request decoding at the same time (0: one
         a step; math.inf: the last only). A result is made on the user's thread, where it competes with the decoding
-        thread for the interpreter: sixteen users reading every step slowed the step itself."""
+        thread for the interpreter: sixteen users reading every step slowed the step itself.
+        background: work nobody watches token by token (a class's vote pairs): it yields to the interactive requests
+        (ipa.decoding.engine.Engine.background_rows)."""
         if self.waiting >= self.max_waiting:
             raise SchedulerBusy(f"The playground is busy: {self.waiting} requests are already waiting for a free slot. "
                                 "Try again in a minute.")
-        request = Request(run)
+        request = Request(run, background=background)
         self._post("submit", request)
         return self._updates(request, every)
 
@@ -237,7 +239,7 @@ class Scheduler:
             for request in self.engine.running + self.engine.waiting:
                 request.snapshot = err
                 request.updated.set()
-            self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows)
+            self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows, self.engine.background_rows)
             return
         self.step_count += 1
         self.active = len(self.engine.running)

@@ -120,7 +120,7 @@ class Playground:
         self.device = device
         self.remote_base = remote_base
         """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
-        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows), config.max_waiting,
+        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows, config.background_rows), config.max_waiting,
                                    self._gpu_calls(config.max_rows) if zero_gpu else None)
         self.score = BatchedScorer(scorers)
         self.store = AdapterStore(config, adapter_host, self.scheduler.lock, self.sizes)

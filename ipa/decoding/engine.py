@@ -225,9 +225,12 @@ def _pad_left(tensor: torch.Tensor, amount: int, dim: int = 2) -> torch.Tensor:
 class Request:
     """One decoding run in the engine: its streams, their rows, and the sampling state (see DecodeRun)."""
 
-    def __init__(self, run: DecodeRun):
+    def __init__(self, run: DecodeRun, background: bool = False):
         self.id = next(_ids)
         self.run = run
+        self.background = background
+        """Work nobody watches token by token (a class's vote pairs): admitted after the interactive requests, and
+        held to Engine.background_rows while one of those waits or runs."""
         self.cancelled = False
         self.error: Exception | None = None
         """What failed this request alone (its remote base's ApiBaseError); the engine drops it at once."""
@@ -262,6 +265,11 @@ class Request:
                 out.append(("adapter", "init", list(run.steered), None))
         return out
 
+    @property
+    def n_rows(self) -> int:
+        """How many rows the request needs."""
+        return sum(len(streams) for _, _, streams, _ in self.kinds)
+
     def rows(self) -> list[tuple[str, Row, list[int], torch.Tensor | None]]:
         """(model, row, prompt ids, prefix) for every row the request needs."""
         run, adapter = self.run, self.run.policy.adapter
@@ -281,9 +289,13 @@ class Engine:
     `base` is the model of every request's base rows (or the host lending tokenizer and EOS ids to a remote base);
     `adapter` the model the adapters sit on (the base itself by default). Every request must use these hosts.
     `max_rows` bounds the rows per forward pass (0: no bound); requests that do not fit wait, in order.
+    `background_rows` bounds the rows of background requests (Request.background) in a step while an interactive
+    request waits or runs (0: no bound): on a CPU a step's time grows with its rows, so a class's vote pairs would
+    otherwise set the pace of a Generate; they fill the batch again when no interactive request is left.
     """
 
-    def __init__(self, base: AdapterHost, adapter: AdapterHost | None = None, max_rows: int = 0):
+    def __init__(self, base: AdapterHost, adapter: AdapterHost | None = None, max_rows: int = 0,
+                 background_rows: int = 0):
         self.base = base
         self.adapter = adapter if adapter is not None else base
         layers = None if self.adapter is base else self.adapter.light_layers(base)
@@ -293,6 +305,7 @@ class Engine:
         else:
             self.batches = {"base": RowBatch(base), "adapter": RowBatch(self.adapter)}
         self.max_rows = max_rows
+        self.background_rows = background_rows
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self.failed: list[Request] = []
@@ -310,7 +323,10 @@ class Engine:
         policy = request.run.policy
         if policy.base is not self.base or (policy.adapter is not None and policy.adapter is not self.adapter):
             raise ValueError("This engine serves other models than the request's policy.")
-        self.waiting.append(request)
+        if request.background:
+            self.waiting.append(request)
+        else:  # ahead of every background request, behind the interactive ones
+            self.waiting.insert(sum(not r.background for r in self.waiting), request)
 
     def position(self, request: Request) -> int:
         """How many requests wait ahead of this one (0: it runs next or already runs)."""
@@ -366,7 +382,7 @@ class Engine:
         remote answer and no waiting request fits."""
         if any(not r.held and (r.remote is None or r.remote.row_kinds) for r in self.running):
             return
-        if self.waiting and (not self.max_rows or not self.rows or self.rows + len(self.waiting[0].rows()) <= self.max_rows):
+        if self.waiting and (not self.max_rows or not self.rows or self.rows + self.waiting[0].n_rows <= self.max_rows):
             return
         pending = [f for r in self.running if r.remote is not None for f in r.remote.pending()]
         if pending:
@@ -470,16 +486,23 @@ class Engine:
                 yield model, batch
 
     def admit(self) -> list[Request]:
-        """Take the waiting requests that fit beside the running rows (max_rows), first come first served; the caller
-        decodes them (step() prefills them into the running batch; a ZeroGPU call decodes them in its own process)."""
+        """Take the waiting requests that fit beside the running rows (max_rows): interactive ones first come first
+        served, then background ones in order, within background_rows while an interactive request waits or runs.
+        The caller decodes them (step() prefills them into the running batch; a ZeroGPU call decodes them in its own
+        process)."""
         joining, rows = [], self.rows
-        while self.waiting:
-            need = len(self.waiting[0].rows())
-            if self.max_rows and rows + need > self.max_rows and (rows or joining):
-                break  # first come, first served: nothing overtakes the request at the head of the queue
-            request = self.waiting.pop(0)
+        interactive = any(not r.background for r in self.running + self.waiting)
+        background = sum(r.n_rows for r in self.running if r.background)
+        for request in self.waiting:
+            if self.max_rows and rows + request.n_rows > self.max_rows and (rows or joining):
+                break  # nothing overtakes the request at the head of its queue
+            held = request.background and interactive and self.background_rows
+            if held and background and background + request.n_rows > self.background_rows:
+                break  # (one background request always may run: that work waits, it never starves)
             joining.append(request)
-            rows += need
+            rows += request.n_rows
+            background += request.n_rows if request.background else 0
+        self.waiting = [r for r in self.waiting if r not in joining]
         return joining
 
     def cancel(self, request: Request) -> None:
