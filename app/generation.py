@@ -254,12 +254,14 @@ class Generator:
         update.done = True
         yield update
 
-    def _score_task(self, task: str, entry: AdapterEntry | None, inputs: dict, texts: list[str]) -> list[dict]:
-        """The texts' scores by the task's reward, or for CUSTOM_TASK by the adapter's own objective."""
+    def _score_task(self, task: str, entry: AdapterEntry | None, inputs: dict, texts: list[str],
+                    background: bool = False) -> list[dict]:
+        """The texts' scores by the task's reward, or for CUSTOM_TASK by the adapter's own objective (background:
+        after the interactive requests' texts, BatchedScorer)."""
         if task == CUSTOM_TASK:  # batched with other requests for the same adapter's objective
             return self.score(f"{CUSTOM_TASK}:{entry.name}", [inputs] * len(texts), texts,
-                              scorer=self._objective_scorer(entry.name))
-        return self.score(task, [inputs] * len(texts), texts)
+                              scorer=self._objective_scorer(entry.name), background=background)
+        return self.score(task, [inputs] * len(texts), texts, background=background)
 
     # --- composed adapters and branching (the token inspector) --------------------------------------------------
     def _policy(self, entry: AdapterEntry | None, alpha: float, more: list[tuple[str, float]]) -> tuple[bool, TailoredPolicy]:
@@ -441,7 +443,7 @@ class Generator:
                     final = update
             texts.append((final.tailored if steered else final.base)[0].text)
             alphas.append(alpha if steered else 0.0)
-        scores = self._score_task(task, entry, inputs, texts)
+        scores = self._score_task(task, entry, inputs, texts, background=True)
         label = f"objective {self.store.objective_of(entry.name).name}" if task == CUSTOM_TASK else task
         return Continuations(task, label, inputs, texts, scores, alphas)
 

@@ -263,7 +263,12 @@ class Scheduler:
 
 class BatchedScorer:
     """Scores many requests' texts in one call per task: a request that finds scoring busy leaves its texts, and
-    the next pass scores every waiting text together (one batch through each reward model)."""
+    the next pass scores every waiting text together (one batch through each reward model).
+
+    Background texts (a class's vote pairs) are scored BACKGROUND_TEXTS at a time and after every waiting
+    interactive text, so that a Generate's scores wait for one small pass at most, not for a class's pile."""
+
+    BACKGROUND_TEXTS = 8
 
     def __init__(self, scorers: dict[str, Callable[[list, list[str]], list[dict]]]):
         self.scorers = scorers
@@ -271,20 +276,40 @@ class BatchedScorer:
         self._pending_lock = threading.Lock()
         self._pending: list[dict] = []
 
-    def __call__(self, task: str, inputs: list[dict], texts: list[str], scorer: Callable | None = None) -> list[dict]:
+    def __call__(self, task: str, inputs: list[dict], texts: list[str], scorer: Callable | None = None,
+                 background: bool = False) -> list[dict]:
         """The texts' scores by the task's scorer; `scorer` scores instead where given (an adapter's objective), with
         `task` the key that batches requests for the same scorer together."""
-        item = {"task": task, "inputs": inputs, "texts": texts, "scorer": scorer, "done": False}
+        item = {"task": task, "inputs": inputs, "texts": texts, "scorer": scorer, "background": background,
+                "done": False}
         with self._pending_lock:
             self._pending.append(item)
-        with self._running:
-            if not item["done"]:
+        while not item["done"]:  # whoever holds the lock scores a pass: the waiting interactive texts, else some background
+            with self._running:
+                if item["done"]:
+                    break
                 with self._pending_lock:
-                    batch, self._pending = self._pending, []
+                    batch = self._next_pass()
                 self._score(batch)
         if "error" in item:
             raise item["error"]
         return item["scores"]
+
+    def _next_pass(self) -> list[dict]:
+        """The items of the next pass (taken out of the pending ones): every interactive one, else background ones up
+        to BACKGROUND_TEXTS texts (one at least)."""
+        interactive = [item for item in self._pending if not item["background"]]
+        if interactive:
+            batch = interactive
+        else:
+            batch, texts = [], 0
+            for item in self._pending:
+                if batch and texts + len(item["texts"]) > self.BACKGROUND_TEXTS:
+                    break
+                batch.append(item)
+                texts += len(item["texts"])
+        self._pending = [item for item in self._pending if item not in batch]
+        return batch
 
     def _score(self, batch: list[dict]) -> None:
         for task in {item["task"] for item in batch}:

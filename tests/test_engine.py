@@ -328,6 +328,37 @@ def test_batched_scorer_scores_waiting_requests_together():
     assert list(errors) == [2]  # ... and one bad text failed only its own request
 
 
+def test_batched_scorer_scores_an_interactive_request_before_the_background_pile():
+    calls = []
+    gate = threading.Event()
+
+    def scorer(inputs, texts):
+        calls.append(list(texts))
+        gate.wait(5)
+        return [{"reward": len(t)} for t in texts]
+
+    score = BatchedScorer({"task": scorer})
+    score.BACKGROUND_TEXTS = 2
+    threads = [threading.Thread(target=score, args=("task", [{}], ["busy"]), kwargs={"background": True})]
+    threads[0].start()
+    while not calls:
+        pass
+    for i in range(5):  # a class's vote pairs waiting, two texts each
+        threads.append(threading.Thread(target=score, args=("task", [{}] * 2, [f"v{i}", f"w{i}"]), kwargs={"background": True}))
+        threads[-1].start()
+    while len(score._pending) < 5:
+        pass
+    threads.append(threading.Thread(target=score, args=("task", [{}], ["generate"])))
+    threads[-1].start()
+    while len(score._pending) < 6:
+        pass
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert calls[1] == ["generate"]  # next after the pass under way, alone
+    assert calls[2:] == [["v0", "w0"], ["v1", "w1"], ["v2", "w2"], ["v3", "w3"], ["v4", "w4"]]  # then the pile, in order
+
+
 def test_a_waiting_request_is_told_how_many_are_ahead():
     from app.generation import Generation
     from app.views import notice_markdown
