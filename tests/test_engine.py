@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 import time
 
@@ -357,6 +359,9 @@ def test_batched_scorer_scores_an_interactive_request_before_the_background_pile
         t.join(10)
     assert calls[1] == ["generate"]  # next after the pass under way, alone
     assert calls[2:] == [["v0", "w0"], ["v1", "w1"], ["v2", "w2"], ["v3", "w3"], ["v4", "w4"]]  # then the pile, in order
+    if sys.platform.startswith("linux"):  # background passes run on a thread of lower priority
+        niceness = score._background.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+        assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + 10)
 
 
 def test_a_waiting_request_is_told_how_many_are_ahead():
