@@ -52,7 +52,7 @@ from pathlib import Path
 
 from ipa.errors import UserError, check_number, check_text, quote
 from ipa.preferences.learn import Judged, learn
-from ipa.preferences.store import CHOICES, DuplicateVote, Pair, SQLiteVoteStore, Student, Vote, VoteStore
+from ipa.preferences.store import DuplicateVote, Pair, SQLiteVoteStore, Student, Vote, VoteStore
 from ipa.rewards.preference import PREFERENCES_ENV, check_model_name, list_models
 from ipa.rewards.objective import ObjectiveError
 from ipa.tasks.metrics import win_rate
