@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from peft.tuners.tuners_utils import BaseTunerLayer, cast_adapter_dtype
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -390,14 +390,11 @@ class AdapterHost:
         self.cards[name] = card
         self.set_trainable(name, False)
 
-    def _inject(self, name: str, config: LoraConfig, empty: bool = False) -> None:
-        """Add LoRA layers for `name`: initialised (a new adapter), or `empty` (meta tensors, for saved weights to
-        take their place: loading the 7 shipped adapters took 4 s at start, most of it initialising LoRA weights
-        that were then overwritten)."""
+    def _inject(self, name: str, config: LoraConfig) -> None:
         if self.peft is None:
-            self.peft = get_peft_model(self.base_model, config, adapter_name=name, low_cpu_mem_usage=empty)
+            self.peft = get_peft_model(self.base_model, config, adapter_name=name)
         else:
-            self.peft.add_adapter(name, config, low_cpu_mem_usage=empty)
+            self.peft.add_adapter(name, config)
         self.peft.eval()
         self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
         self._per_row_plan = (None, [])
@@ -443,11 +440,9 @@ class AdapterHost:
             weights = load_file(directory / WEIGHTS_FILE)
         except Exception as err:  # noqa: BLE001 - any parse failure means a corrupt file
             raise AdapterError(f"{directory} holds a corrupt adapter ({type(err).__name__}: {err}).") from None
-        self._inject(name, config, empty=True)
+        self._inject(name, config)
         try:
-            result = set_peft_model_state_dict(self.peft, weights, adapter_name=name, low_cpu_mem_usage=True)
-            # that moved the weights to the base layers' dtype: PEFT keeps them in float32 under a bfloat16 model
-            cast_adapter_dtype(self.peft, name)
+            result = set_peft_model_state_dict(self.peft, weights, adapter_name=name)
             missing = [k for k in result.missing_keys if "lora_" in k and f".{name}." in k]
             if missing or result.unexpected_keys:
                 raise AdapterError(
