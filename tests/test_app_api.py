@@ -202,7 +202,7 @@ def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, e
     tokenizer = embedded_tokenizer
     runs = []
     submit = playground_app.service.scheduler.submit
-    monkeypatch.setattr(playground_app.service.scheduler, "submit", lambda run: (runs.append(run), submit(run))[1])
+    monkeypatch.setattr(playground_app.service.scheduler, "submit", lambda run, **options: (runs.append(run), submit(run, **options))[1])
     *_, data = generate(client, "dialogue_safety", message=INJECTION, max_new_tokens=2)
     assert data["base"][0]["text"] is not None and len(runs) == 1
     decoded = tokenizer.decode(runs[0].stream_prompts[0])
