@@ -22,7 +22,7 @@ import gradio as gr
 
 from app import adapter_files, class_ui, inspector_ui, share_ui, views, widgets
 from app.classroom import Classroom
-from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, local_browser, user_error, with_parameters
+from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, field_widget, local_browser, user_error, with_parameters
 from app.adapter_store import SHIPPED
 from app.config import ServiceError
 from app.objective_form import MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, page_objective
@@ -192,26 +192,24 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
                                   elem_id=f"{task.name}-adapter")
             card = gr.Markdown(views.card_markdown(entry, task))
             with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
-                limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
-                alpha = checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
-                                  label="Alpha: adapter strength (0 = base only)", info=alpha_info(service),
-                                  elem_id=f"{task.name}-alpha"))
+                # each a Settings field: its range from Settings.LIMITS (the service checks them), its info its docstring
+                alpha = checked_by_service(field_widget(Settings, "alpha", entry.card.alpha if entry else 1.0,
+                                                        "Alpha: adapter strength (0 = base only)", step=0.1,
+                                                        note=alpha_info(service), elem_id=f"{task.name}-alpha"))
                 # composed adapters: any adapter of any task or objective, scored by its own reward too
                 adapter_2 = gr.Dropdown(second_adapter_choices(service), value=NO_ADAPTER,
                                         label="Second adapter (composed with the first)", allow_custom_value=True,
                                         elem_id=f"{task.name}-adapter-2")
-                alpha_2 = checked_by_service(gr.Slider(*limits["alpha"][:2], value=0.5, step=0.1,
-                                                        label="Alpha of the second adapter", elem_id=f"{task.name}-alpha-2"))
-                n = checked_by_service(gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column",
-                                                  elem_id=f"{task.name}-n"))
-                max_new = checked_by_service(gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1,
-                                                        label="Max new tokens", elem_id=f"{task.name}-max-new-tokens"))
-                temperature = checked_by_service(gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
-                                                            label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature"))
-                top_p = checked_by_service(gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p",
-                                                      elem_id=f"{task.name}-top-p"))
-                seed = checked_by_service(gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
-                                 elem_id=f"{task.name}-seed"))
+                alpha_2 = checked_by_service(field_widget(Settings, "alpha", 0.5, "Alpha of the second adapter", step=0.1,
+                                                          elem_id=f"{task.name}-alpha-2"))
+                settings_widgets = {name: checked_by_service(field_widget(Settings, name, getattr(settings, name), label,
+                                                                          step=step, elem_id=f"{task.name}-{name.replace('_', '-')}"))
+                                    for name, label, step in (("n", "Samples per column", 1),
+                                                              ("max_new_tokens", "Max new tokens", 1),
+                                                              ("temperature", "Temperature (0 = greedy)", 0.05),
+                                                              ("top_p", "Top-p", 0.05))}
+                seed = checked_by_service(field_widget(Settings, "seed", 0, "Seed (-1 = random); the same seed repeats a result",
+                                                       info=share_ui.generation_docs()["seed"], elem_id=f"{task.name}-seed"))
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
     with gr.Row(equal_height=False, elem_classes="ipa-columns", elem_id=f"{task.name}-outputs"):
         with gr.Column(min_width=0):  # side by side until the CSS stacks them (views.STACKED_BELOW_PX)
@@ -230,8 +228,11 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     share = share_ui.share_panel(task)
     if classroom is not None:
         class_ui.task_vote_panel(classroom, task, fields, adapter, alpha)
-    research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
-                                                     "top_p": top_p, "seed": seed})
+    # the Generate API's parameters after the task's fields, in order: written once, here
+    parameters = {"adapter": adapter, "alpha": alpha, **settings_widgets, "seed": seed, "adapter_2": adapter_2,
+                  "alpha_2": alpha_2}
+    research_panels(service, task, fields, adapter, {name: parameters[name] for name in
+                                                     ("alpha", "max_new_tokens", "temperature", "top_p", "seed")})
 
     def on_adapter_change(name: str, name_2: str | None = None):
         entry = service.adapters.get(name)
@@ -250,23 +251,22 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     adapter_2.input(on_second_change, [adapter, adapter_2], tailored_text, show_progress="hidden",
                     api_visibility="private")
 
+    names = [f.name for f in task.fields] + list(parameters)
+    inputs = [*fields, *parameters.values()]
+
     def generate(*values):
-        inputs = {f.name: v for f, v in zip(task.fields, values)}
-        name, alpha_, n_, max_new_, temperature_, top_p_, seed_, name_2, alpha_2_ = values[len(task.fields):]
+        values = dict(zip(names, values))
+        given = {f.name: values[f.name] for f in task.fields}
+        name, name_2 = values["adapter"], values["adapter_2"]
         adapter_name = None if name in (None, "", NO_ADAPTER) else name
-        more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, alpha_2_)]
+        more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, values["alpha_2"])]
         def updates():
-            settings = Settings(alpha=alpha_, n=n_, max_new_tokens=max_new_, temperature=temperature_, top_p=top_p_,
-                                seed=seed_)
-            for update in service.generate(task.name, inputs, settings, adapter_name, more, inspect=True):
+            settings = Settings(**{key: values[key] for key in ("alpha", *settings_widgets, "seed")})
+            for update in service.generate(task.name, given, settings, adapter_name, more, inspect=True):
                 entry = service.adapters.get(update.adapter) if update.adapter else None
                 yield *views.generation_outputs(update, task, entry), inspector_ui.kept(update)
 
         yield from as_page_errors(updates, "Generation")
-
-    names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed",
-                                             "adapter_2", "alpha_2"]
-    inputs = [*fields, adapter, alpha, n, max_new, temperature, top_p, seed, adapter_2, alpha_2]
 
     def missing_inputs(*values):
         """An empty box gets a hint beside it and nothing runs (the API, which skips this, gets the service's error)."""
