@@ -383,17 +383,18 @@ def class_api(classroom: Classroom, service: Playground) -> None:
         """Archive the current class's votes and start a new class (teacher)."""
         return _checked(lambda: classroom.new_class(_session(request), name, local_browser(request)))
 
-    docs = {"code": "The class code (sign-in 'code'; empty otherwise).", "name": "Your display name (sign-in 'code').",
+    # the training parameters' lines are the Training tab's (TrainRequest's field docstrings), alpha's Generate's
+    training = share_ui.training_docs(0)
+    docs = {**{name: training[name] for name in ("lr", "batch_size", "group_size", "max_new_tokens", "eval_prompts")},
+            "alpha": share_ui.generation_docs()["alpha"], "code": "The class code (sign-in 'code'; empty otherwise).", "name": "Your display name (sign-in 'code').",
             "token": "The token your first join answered (empty the first time).",
             "task": "One of the tasks (the tab).", "inputs": 'The task\'s inputs, e.g. {"text": "On Saturday we"}.',
-            "adapter": "The adapter to compare (its name).", "alpha": "The adapter's strength, 0 to 5.",
+            "adapter": "The adapter to compare (its name).",
             "text": "Your text: to continue, or your message.", "opponent": '"base", or another adapter\'s name.',
             "pair": "The pair's id, as vote_pair answered it.", "choice": "A, B or same.",
             "reason": f"Why (optional; at most {REASON_CHARS} characters).", "secret": "The teacher's secret.",
             "model": "A preference model's name (class_stats lists them).",
-            "honest": f"Blocks that keep it honest: any of {', '.join(HONEST_BLOCKS)}.", "minutes": "Training minutes.",
-            "lr": "Learning rate.", "batch_size": "Samples per step.", "group_size": "Samples per prompt (pg group).",
-            "max_new_tokens": "Tokens per sample (0: the task's default).", "eval_prompts": "Held-back prompts for before/after."}
+            "honest": f"Blocks that keep it honest: any of {', '.join(HONEST_BLOCKS)}.", "minutes": "Training minutes."}
     for fn in (class_join, vote_pair, vote_pair_try, vote, class_stats, class_teacher, class_learn, class_train,
                class_students, class_votes, class_runs, class_new):
         share_ui.document(fn, docs)

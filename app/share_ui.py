@@ -28,6 +28,7 @@ from app import share
 from app.service import USER_ERRORS, Playground
 from app.settings import Settings
 from app.training_jobs import TrainRequest
+from app.widgets import field_line, first_sentence
 from ipa.tasks import Task
 from ipa.tasks.objective import PROMPT_SETS
 
@@ -169,17 +170,10 @@ def restore_on_load(demo: gr.Blocks, tabs: gr.Tabs, panels: dict[str, SharePanel
 # --- what API and MCP clients read --------------------------------------------------------------------------------
 
 
-def _sentence(doc: str) -> str:
-    """A field docstring's first sentence, on one line (the API page and MCP show one line per parameter)."""
-    text = " ".join(doc.split())
-    return text.split(". ")[0].rstrip(".") + "."
-
-
 def generation_docs() -> dict[str, str]:
     """One line per Generate parameter: the Settings field's own docstring and its range from Settings.LIMITS (the
     rule the service checks), and the adapters."""
-    docs = {name: f"{_sentence(doc)[:-1]}; {describe_range(*Settings.LIMITS[name])}."
-            for name, doc in field_docs(Settings).items() if name in Settings.LIMITS}
+    docs = {name: field_line(Settings, name, *limits) for name, limits in Settings.LIMITS.items()}
     return {**docs,
             "adapter": f'The adapter\'s name (the adapters endpoint lists a task\'s), or "{share.NO_ADAPTER}" for the base alone.',
             "alpha": f"Adapter strength, {describe_range(*Settings.LIMITS['alpha'])}: 0 is the base, 1 the trained strength.",
@@ -229,7 +223,7 @@ def describe_generate(fn: Callable, task: Task) -> Callable:
 
 def training_docs(blocks: int) -> dict[str, str]:
     """One line per training parameter, from TrainRequest's field docstrings; the objective builder's rows."""
-    docs = {name: _sentence(doc) for name, doc in field_docs(TrainRequest).items()}
+    docs = {name: first_sentence(doc) for name, doc in field_docs(TrainRequest).items()}
     docs.update(name="The objective's name (letters, digits, - _ .); the adapter is named after it.",
                 prompts=f"The prompt set to train on: {', '.join(PROMPT_SETS)}.",
                 prompt_lines="Your own prompts instead of the prompt set, one a line (empty: the prompt set).")

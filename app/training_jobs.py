@@ -79,9 +79,9 @@ class PageField(NamedTuple):
     note: str = ""
     """What the page adds to the field's docstring."""
 
-    def bounds(self, limits: TrainingLimits) -> tuple[float, float]:
-        """(lowest, highest) under these limits."""
-        return self.low, getattr(limits, self.high) if isinstance(self.high, str) else self.high
+    def bounds(self, limits: TrainingLimits) -> tuple[float, float, bool]:
+        """(lowest, highest, whole) under these limits: the shape of Settings.LIMITS' entries."""
+        return self.low, getattr(limits, self.high) if isinstance(self.high, str) else self.high, self.whole
 
 
 PAGE_FIELDS = {
@@ -153,7 +153,7 @@ class TrainRequest(PageTraining):
             raise TrainingRequestError(f"The budget is counted in 'minutes' or 'steps', not {self.budget!r}.")
         for name, page in PAGE_FIELDS.items():
             if page.low is not None:
-                number(name, *page.bounds(limits), whole=page.whole)
+                number(name, *page.bounds(limits))
 
     @classmethod
     def for_machine(cls, gpu: bool) -> "TrainRequest":

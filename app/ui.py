@@ -16,20 +16,21 @@ import dataclasses
 import logging
 import tempfile
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Callable
 
 import gradio as gr
 
 from app import adapter_files, class_ui, inspector_ui, share_ui, views, widgets
 from app.classroom import Classroom
-from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, local_browser, user_error, with_parameters
+from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, field_widget, local_browser, user_error, with_parameters
 from app.adapter_store import SHIPPED
 from app.config import ServiceError
 from app.objective_form import MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, page_objective
 from app.service import USER_ERRORS, Playground
 from app.settings import Settings
 from app.research_ui import research_panels
-from app.training_jobs import TrainRequest
+from app.training_jobs import PAGE_FIELDS, TrainRequest
 from ipa.rewards.objective import block_rewards
 from ipa.tasks import TASKS, InputField, Task
 from ipa.tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SETS
@@ -192,26 +193,24 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
                                   elem_id=f"{task.name}-adapter")
             card = gr.Markdown(views.card_markdown(entry, task))
             with gr.Accordion("Settings", open=False, elem_id=f"{task.name}-settings"):
-                limits = Settings.LIMITS  # the one place the page's ranges are set (the service checks them)
-                alpha = checked_by_service(gr.Slider(*limits["alpha"][:2], value=entry.card.alpha if entry else 1.0, step=0.1,
-                                  label="Alpha: adapter strength (0 = base only)", info=alpha_info(service),
-                                  elem_id=f"{task.name}-alpha"))
+                # each a Settings field: its range from Settings.LIMITS (the service checks them), its info its docstring
+                alpha = checked_by_service(field_widget(Settings, "alpha", entry.card.alpha if entry else 1.0,
+                                                        "Alpha: adapter strength (0 = base only)", step=0.1,
+                                                        note=alpha_info(service), elem_id=f"{task.name}-alpha"))
                 # composed adapters: any adapter of any task or objective, scored by its own reward too
                 adapter_2 = gr.Dropdown(second_adapter_choices(service), value=NO_ADAPTER,
                                         label="Second adapter (composed with the first)", allow_custom_value=True,
                                         elem_id=f"{task.name}-adapter-2")
-                alpha_2 = checked_by_service(gr.Slider(*limits["alpha"][:2], value=0.5, step=0.1,
-                                                        label="Alpha of the second adapter", elem_id=f"{task.name}-alpha-2"))
-                n = checked_by_service(gr.Slider(*limits["n"][:2], value=settings.n, step=1, label="Samples per column",
-                                                  elem_id=f"{task.name}-n"))
-                max_new = checked_by_service(gr.Slider(*limits["max_new_tokens"][:2], value=settings.max_new_tokens, step=1,
-                                                        label="Max new tokens", elem_id=f"{task.name}-max-new-tokens"))
-                temperature = checked_by_service(gr.Slider(*limits["temperature"][:2], value=settings.temperature, step=0.05,
-                                                            label="Temperature (0 = greedy)", elem_id=f"{task.name}-temperature"))
-                top_p = checked_by_service(gr.Slider(*limits["top_p"][:2], value=settings.top_p, step=0.05, label="Top-p",
-                                                      elem_id=f"{task.name}-top-p"))
-                seed = checked_by_service(gr.Number(0, precision=0, minimum=-1, label="Seed (-1 = random); the same seed repeats a result",
-                                 elem_id=f"{task.name}-seed"))
+                alpha_2 = checked_by_service(field_widget(Settings, "alpha", 0.5, "Alpha of the second adapter", step=0.1,
+                                                          elem_id=f"{task.name}-alpha-2"))
+                settings_widgets = {name: checked_by_service(field_widget(Settings, name, getattr(settings, name), label,
+                                                                          step=step, elem_id=f"{task.name}-{name.replace('_', '-')}"))
+                                    for name, label, step in (("n", "Samples per column", 1),
+                                                              ("max_new_tokens", "Max new tokens", 1),
+                                                              ("temperature", "Temperature (0 = greedy)", 0.05),
+                                                              ("top_p", "Top-p", 0.05))}
+                seed = checked_by_service(field_widget(Settings, "seed", 0, "Seed (-1 = random); the same seed repeats a result",
+                                                       info=share_ui.generation_docs()["seed"], elem_id=f"{task.name}-seed"))
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
     with gr.Row(equal_height=False, elem_classes="ipa-columns", elem_id=f"{task.name}-outputs"):
         with gr.Column(min_width=0):  # side by side until the CSS stacks them (views.STACKED_BELOW_PX)
@@ -230,8 +229,11 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     share = share_ui.share_panel(task)
     if classroom is not None:
         class_ui.task_vote_panel(classroom, task, fields, adapter, alpha)
-    research_panels(service, task, fields, adapter, {"alpha": alpha, "max_new_tokens": max_new, "temperature": temperature,
-                                                     "top_p": top_p, "seed": seed})
+    # the Generate API's parameters after the task's fields, in order: written once, here
+    parameters = {"adapter": adapter, "alpha": alpha, **settings_widgets, "seed": seed, "adapter_2": adapter_2,
+                  "alpha_2": alpha_2}
+    research_panels(service, task, fields, adapter, {name: parameters[name] for name in
+                                                     ("alpha", "max_new_tokens", "temperature", "top_p", "seed")})
 
     def on_adapter_change(name: str, name_2: str | None = None):
         entry = service.adapters.get(name)
@@ -250,23 +252,22 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     adapter_2.input(on_second_change, [adapter, adapter_2], tailored_text, show_progress="hidden",
                     api_visibility="private")
 
+    names = [f.name for f in task.fields] + list(parameters)
+    inputs = [*fields, *parameters.values()]
+
     def generate(*values):
-        inputs = {f.name: v for f, v in zip(task.fields, values)}
-        name, alpha_, n_, max_new_, temperature_, top_p_, seed_, name_2, alpha_2_ = values[len(task.fields):]
+        values = dict(zip(names, values))
+        given = {f.name: values[f.name] for f in task.fields}
+        name, name_2 = values["adapter"], values["adapter_2"]
         adapter_name = None if name in (None, "", NO_ADAPTER) else name
-        more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, alpha_2_)]
+        more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, values["alpha_2"])]
         def updates():
-            settings = Settings(alpha=alpha_, n=n_, max_new_tokens=max_new_, temperature=temperature_, top_p=top_p_,
-                                seed=seed_)
-            for update in service.generate(task.name, inputs, settings, adapter_name, more, inspect=True):
+            settings = Settings(**{key: values[key] for key in ("alpha", *settings_widgets, "seed")})
+            for update in service.generate(task.name, given, settings, adapter_name, more, inspect=True):
                 entry = service.adapters.get(update.adapter) if update.adapter else None
                 yield *views.generation_outputs(update, task, entry), inspector_ui.kept(update)
 
         yield from as_page_errors(updates, "Generation")
-
-    names = [f.name for f in task.fields] + ["adapter", "alpha", "n", "max_new_tokens", "temperature", "top_p", "seed",
-                                             "adapter_2", "alpha_2"]
-    inputs = [*fields, adapter, alpha, n, max_new, temperature, top_p, seed, adapter_2, alpha_2]
 
     def missing_inputs(*values):
         """An empty box gets a hint beside it and nothing runs (the API, which skips this, gets the service's error)."""
@@ -294,6 +295,32 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
 
 # --- the training tab -------------------------------------------------------------------------------------------
 
+RUN_NUMBERS = {"amount": float, "lr": float, "alpha": float, "batch_size": int, "group_size": int, "max_new_tokens": int,
+               "eval_prompts": int}
+"""The training widgets' numbers and their kinds (an empty number box sends None: 0, which TrainRequest.check refuses
+where 0 is out of range)."""
+
+
+def train_request(values: Mapping, **objective) -> TrainRequest:
+    """The TrainRequest of the training widgets' values, by name (task, algo, budget and RUN_NUMBERS; other names are
+    not read); objective: TrainRequest's objective, prompts_text and prompts_file."""
+    numbers = {name: kind(values[name] or 0) for name, kind in RUN_NUMBERS.items()}
+    return TrainRequest(task=values["task"], algo=values["algo"], budget=values["budget"], **numbers, **objective)
+
+
+def objective_request(values: Mapping) -> TrainRequest:
+    """The objective that the builder's rows make (name, prompts, block_i, weight_i, params_i; task is not used: the
+    objective replaces it), trained as train_request reads the other values, with the pasted prompt_lines and the
+    uploaded prompts_file if any."""
+    rows = [tuple(values[f"{k}_{i}"] for k in ("block", "weight", "params")) for i in range(1, PAGE_BLOCKS + 1)]
+    try:
+        objective = page_objective(values["name"], values["prompts"], rows).to_dict()
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    return train_request(values, objective=objective, prompts_text=values["prompt_lines"] or "",
+                         prompts_file=values.get("prompts_file") or "")
+
+
 
 def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom | None = None) -> None:
     """The training tab. Its poll (menus.poll) is wired by build_ui to a timer outside the tabs (a Timer inside a tab
@@ -319,18 +346,21 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
         budget = gr.Radio([("Minutes", "minutes"), ("Steps", "steps")], value=d.budget, label="Budget in", elem_id="train-budget")
         amount = gr.Number(d.amount, minimum=0, label=f"Budget (minutes, up to {limits.max_minutes:g}; or steps, up to {limits.max_steps})",
                            elem_id="train-amount")
+
+    def page_field(name: str, label: str, **options) -> gr.Slider | gr.Number:
+        """The widget of a TrainConfig field the page sets: its range PAGE_FIELDS' under this page's limits (which
+        TrainRequest.check applies), its info the field's docstring."""
+        return field_widget(TrainRequest, name, getattr(d, name), label, PAGE_FIELDS[name].bounds(limits), **options)
+
     with gr.Row():
-        lr = gr.Number(d.lr, minimum=0, label="Learning rate")
-        alpha = gr.Slider(0.1, 5, value=d.alpha, step=0.1, label="Alpha during training")
+        lr = page_field("lr", "Learning rate")
+        alpha = page_field("alpha", "Alpha during training", step=0.1)
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            batch = gr.Number(d.batch_size, precision=0, minimum=2, maximum=limits.max_batch, label="Samples per step (batch)",
-                              elem_id="train-batch")
-            group = gr.Number(d.group_size, precision=0, minimum=2, label="Samples per prompt (pg group)", elem_id="train-group")
-            tokens = gr.Number(d.max_new_tokens, precision=0, minimum=0, maximum=limits.max_tokens,
-                               label="Tokens per sample (0 = task default)", elem_id="train-tokens")
-            evals = gr.Number(d.eval_prompts, precision=0, minimum=1, maximum=limits.max_eval_prompts,
-                              label="Held-back prompts for before/after", elem_id="train-evals")
+            batch = page_field("batch_size", "Samples per step (batch)", elem_id="train-batch")
+            group = page_field("group_size", "Samples per prompt (pg group)", elem_id="train-group")
+            tokens = page_field("max_new_tokens", "Tokens per sample (0 = task default)", elem_id="train-tokens")
+            evals = page_field("eval_prompts", "Held-back prompts for before/after", elem_id="train-evals")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop (keeps what it learned)", variant="stop", elem_id="train-stop")
@@ -379,28 +409,6 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
                            wrap=True, interactive=False, column_widths=["8%", "8%", "34%", "50%"])
     seen = gr.State({"version": service.adapters_version, "status": None, "history": -1, "samples": None})
 
-    def train_request(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
-                      group_size: int, max_new_tokens: int, eval_prompts: int, objective: dict | None = None,
-                      prompts_text: str = "", prompts_file: str = "") -> TrainRequest:
-        return TrainRequest(task=task, algo=algo, budget=budget, amount=float(amount or 0), lr=float(lr or 0),
-                            alpha=float(alpha), batch_size=int(batch_size or 0), group_size=int(group_size or 0),
-                            max_new_tokens=int(max_new_tokens or 0), eval_prompts=int(eval_prompts or 0),
-                            objective=objective, prompts_text=prompts_text, prompts_file=prompts_file)
-
-    def objective_request(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
-                          weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
-                          algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
-                          group_size: int, max_new_tokens: int, eval_prompts: int, prompt_lines: str,
-                          prompts_file: str | None = None) -> TrainRequest:
-        """The objective these blocks make (task is not used: the objective replaces it), trained as asked."""
-        rows = [(block_1, weight_1, params_1), (block_2, weight_2, params_2), (block_3, weight_3, params_3)][:PAGE_BLOCKS]
-        try:
-            objective = page_objective(name, prompts, rows).to_dict()
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-        return train_request(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts,
-                             objective=objective, prompts_text=prompt_lines or "", prompts_file=prompts_file or "")
-
     def started(train: TrainRequest, owner: str | None, request: gr.Request | None) -> dict:
         """The run queued (its first snapshot). owner: the person (or page session) that may stop it; None for an MCP
         call, which has no session (nobody stops its run: it ends with its budget)."""
@@ -419,8 +427,7 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
 
     def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
                   group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request):
-        train = train_request(task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens, eval_prompts)
-        return shown(started(train, owner(request), request))
+        return shown(started(train_request(locals()), owner(request), request))  # locals(): the parameters by name
 
     def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
                             weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
@@ -428,10 +435,7 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
                             max_new_tokens: int, eval_prompts: int, prompt_lines: str, request: gr.Request,
                             prompts_file: str | None = None):
         """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
-        train = objective_request(name, prompts, block_1, weight_1, params_1, block_2, weight_2, params_2, block_3, weight_3,
-                                  params_3, task, algo, budget, amount, lr, alpha, batch_size, group_size, max_new_tokens,
-                                  eval_prompts, prompt_lines, prompts_file)
-        return shown(started(train, owner(request), request))
+        return shown(started(objective_request(locals()), owner(request), request))  # locals(): the parameters by name
 
     def stop_run(request: gr.Request):
         try:
@@ -494,9 +498,11 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
     # MCP tools: the same actions answering JSON; a run started by MCP has no session (no owner; it ends by its budget),
     # and train_status without a session follows the running run, else the last. An uploaded prompts file is the
     # page's: an MCP client pastes its prompts as prompt_lines.
-    share_ui.mcp_tool("train_start", lambda *values, request=None: started(train_request(*values), None, request),
+    share_ui.mcp_tool("train_start", lambda *values, request=None: started(train_request(dict(zip(run_widgets, values))),
+                                                                             None, request),
                       start_run, run_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
-    share_ui.mcp_tool("train_objective", lambda *values, request=None: started(objective_request(*values), None, request),
+    share_ui.mcp_tool("train_objective", lambda *values, request=None: started(
+                          objective_request(dict(zip(objective_widgets, values))), None, request),
                       start_objective_run, objective_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
     share_ui.mcp_tool("train_status", lambda request=None: service.training_status(), train_status, {},
                       share_ui.TRAINING_JSON, "The training run in progress, else the last one (an MCP call has no "

@@ -1,5 +1,5 @@
-"""What every part of the page shares: the handlers' error wrapper, widgets whose values the service checks, named
-API parameters (app.ui, app.inspector_ui and app.research_ui build on it)."""
+"""What every part of the page shares: the handlers' error wrapper, a config field's widget, widgets whose values the
+service checks, named API parameters (app.ui, app.inspector_ui and app.research_ui build on it)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import gradio as gr
 from app import views
 from app.config import LOOPBACK_HOSTS
 from app.service import USER_ERRORS
+from ipa.args import field_docs
+from ipa.errors import describe_range
 
 log = logging.getLogger("ipa.ui")
 
@@ -62,6 +64,41 @@ def with_parameters(fn, names: list[str]):
     (gradio_client: predict(text=..., adapter=..., alpha=...)) instead of param_0, param_1, ..."""
     fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
     return fn
+
+
+def first_sentence(doc: str) -> str:
+    """A field docstring's first sentence, on one line (the API page, MCP and a widget's info show one line)."""
+    text = " ".join(doc.split())
+    return text.split(". ")[0].rstrip(".") + "."
+
+
+def field_line(config: type, name: str, low: float, high: float | None, whole: bool = False) -> str:
+    """The field's docstring's first sentence and its range: what a widget's info and the API page say of it.
+
+        >>> from app.settings import Settings
+        >>> field_line(Settings, "n", *Settings.LIMITS["n"])
+        'Samples per column: 3 by default, so that one lucky or unlucky sample does not decide the verdict; a whole number from 1 to 4.'
+    """
+    return f"{first_sentence(field_docs(config)[name])[:-1]}; {describe_range(low, high, whole)}."
+
+
+def field_widget(config: type, name: str, value, label: str, limits: tuple | None = None, *, step: float | None = None,
+                 info: str | None = None, note: str = "", **options) -> gr.Slider | gr.Number:
+    """The widget of the config field `name`: a slider over its range when given a step, else a number box (of whole
+    numbers for a whole field); its info is field_line (or `info`), then `note`. limits: (lowest, highest, whole),
+    config.LIMITS[name] unless given (the training tab passes PAGE_FIELDS' under its TrainingLimits).
+
+    A number box is not given the range as Gradio's minimum and maximum: Gradio would refuse a value out of range
+    itself, with its own message; the service's check (Settings, TrainRequest.check) refuses it with one that names
+    the field and the range. A slider needs its range; its value may still be marked checked_by_service.
+
+        >>> n = field_widget(Settings, "n", 3, "Samples per column", step=1)   # doctest: +SKIP
+    """
+    low, high, whole = limits or config.LIMITS[name]
+    info = " ".join(filter(None, (field_line(config, name, low, high, whole) if info is None else info, note)))
+    if step is not None:
+        return gr.Slider(low, high, value=value, step=step, label=label, info=info, **options)
+    return gr.Number(value, precision=0 if whole else None, label=label, info=info, **options)
 
 
 def checked_by_service(component):
