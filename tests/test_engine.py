@@ -374,32 +374,27 @@ def test_a_waiting_request_is_told_how_many_are_ahead():
     assert "ahead" not in notice_markdown(running, None)
 
 
-def test_background_requests_yield_to_an_interactive_one_and_fill_the_batch_when_it_is_gone(two_adapters):
+def test_background_requests_go_after_the_interactive_ones_within_their_rows(two_adapters):
     def run(seed, prompts=PROMPTS[:1]):
         return DecodeRun(TailoredPolicy(two_adapters, two_adapters, "calm"), prompts,
                          DecodeConfig(max_new_tokens=6, min_new_tokens=6, seed=seed))
 
     engine = Engine(two_adapters, max_rows=64, background_rows=6)
-    votes = [Request(run(i), background=True) for i in range(6)]  # 3 rows each: side by side
+    votes = [Request(run(i), background=True) for i in range(4)]  # 3 rows each: side by side
     for request in votes:
         engine.submit(request)
     engine.step()
-    assert engine.rows == 18 and not engine.waiting  # alone, background work fills the batch
+    assert engine.rows == 6 and engine.waiting == votes[2:]  # background work holds 6 rows at most
     generate = Request(run(99))
-    later = Request(run(100), background=True)
-    engine.submit(later)
     engine.submit(generate)
-    assert engine.waiting == [generate, later]  # the interactive request goes ahead of waiting background work
+    assert engine.waiting == [generate, *votes[2:]]  # the interactive request goes ahead of waiting background work
     engine.step()
-    assert generate in engine.running and later in engine.waiting  # background over 6 rows waits while it runs
-    while not generate.done:
-        engine.step()
-        background = sum(r.n_rows for r in engine.running if r.background)
-        assert later in engine.waiting or background <= 6  # it joins once the votes' rows are gone
+    assert generate in engine.running and engine.rows == 9
     while not engine.idle:
         engine.step()
-    assert all(r.run.done for r in votes + [generate, later])
-    assert later.run.result().base[0].token_ids == alone(two_adapters, lambda host: [run(100)])[0].result().base[0].token_ids
+        assert sum(r.n_rows for r in engine.running if r.background) <= 6
+    assert all(r.run.done for r in votes + [generate])
+    assert votes[3].run.result().base[0].token_ids == alone(two_adapters, lambda host: [run(3)])[0].result().base[0].token_ids
     # one background request always may run, however many rows it needs
     engine = Engine(two_adapters, max_rows=64, background_rows=1)
     engine.submit(Request(run(1)))
