@@ -21,7 +21,7 @@ from typing import Callable
 
 import gradio as gr
 
-from app import adapter_files, class_ui, inspector_ui, share_ui, views, widgets
+from app import adapter_files, class_ui, gradio_sessions, inspector_ui, share_ui, views, widgets
 from app.classroom import Classroom
 from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, field_widget, local_browser, user_error, with_parameters
 from app.adapter_store import SHIPPED
@@ -680,7 +680,7 @@ def build_ui(service: Playground, classroom: Classroom | None = None) -> gr.Bloc
     """The whole page for a loaded service; class mode on the service's classroom (app/classroom.py: made here, its
     vote database in the config's class folder, when none is given)."""
     classroom = classroom or Classroom(service.config, service)
-    widgets.cache_block_signatures()
+    gradio_sessions.install()
     with gr.Blocks(title="IPA Playground", analytics_enabled=False) as demo:
         gr.Markdown(HEADER, elem_id="header")
         gr.Markdown(status_line(service), elem_id="status-line")

@@ -20,45 +20,6 @@ NO_ADAPTER = "none"
 """The adapter menus' value for no adapter (the right column is then the base)."""
 
 
-def cache_block_signatures() -> None:
-    """Make Gradio's per-session set-up cheaper: each new session (a browser opening the page, an API client's first
-    call) builds every block's config, one session after another on the server's event loop (gradio.state_holder.
-    SessionState), and most of that went into inspect.signature of each block's class __init__ and inspect.getfile of
-    its class, the same answers for every block of a class. Cached here (for __init__ signatures and classes only;
-    anything else is asked afresh). On this page, 1,065 blocks: 47 -> 21 ms a session; 16 API users arriving at
-    once waited about 1 s before the first of their requests reached its handler (BENCHMARKS.md, Serving)."""
-    import gradio.blocks
-
-    if isinstance(gradio.blocks.inspect, _CachedInspect):
-        return
-    gradio.blocks.inspect = _CachedInspect(gradio.blocks.inspect)
-
-
-class _CachedInspect:
-    """The `inspect` module as gradio.blocks sees it, with class-level answers cached (cache_block_signatures)."""
-
-    def __init__(self, module):
-        self._module = module
-        self._signatures, self._files = {}, {}
-
-    def __getattr__(self, name: str):
-        return getattr(self._module, name)
-
-    def signature(self, obj, *args, **kwargs):
-        if args or kwargs or getattr(obj, "__name__", None) != "__init__":
-            return self._module.signature(obj, *args, **kwargs)
-        if obj not in self._signatures:
-            self._signatures[obj] = self._module.signature(obj)
-        return self._signatures[obj]
-
-    def getfile(self, obj):
-        if not isinstance(obj, type):
-            return self._module.getfile(obj)
-        if obj not in self._files:
-            self._files[obj] = self._module.getfile(obj)  # an OSError (a class without a file) is raised each time
-        return self._files[obj]
-
-
 def with_parameters(fn, names: list[str]):
     """Give a handler that takes *values a signature with these names, so the API lists named parameters
     (gradio_client: predict(text=..., adapter=..., alpha=...)) instead of param_0, param_1, ..."""
