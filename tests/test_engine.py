@@ -401,3 +401,26 @@ def test_background_requests_go_after_the_interactive_ones_within_their_rows(two
     engine.submit(Request(run(2, PROMPTS), background=True))
     engine.step()
     assert len(engine.running) == 2
+
+
+def test_a_kv_cache_layer_with_room_reads_as_the_growing_one_it_replaces():
+    """SlackLayer writes each step into spare columns; what attention reads equals DynamicLayer's concatenation, after
+    a prefill, steps that outgrow the room, and the cache replaced whole (as RowBatch's merge and leave do)."""
+    from transformers.cache_utils import DynamicLayer
+
+    from ipa.decoding.engine import SlackLayer
+
+    torch.manual_seed(0)
+    slack, grown = SlackLayer(), DynamicLayer()
+    for new in (5, 1, 1, 3, 1, 1, 1, 1, 1, 1, 2):
+        k, v = torch.randn(4, 3, new, 8), torch.randn(4, 3, new, 8)
+        for a, b in zip(slack.update(k, v), grown.update(k, v)):
+            assert torch.equal(a, b)
+        assert slack.get_seq_length() == grown.get_seq_length()
+    assert slack._keys.shape[-2] > slack.get_seq_length()  # room to spare: the next step copies nothing
+    kept = torch.tensor([0, 2])
+    for layer in (slack, grown):
+        layer.keys, layer.values = layer.keys[kept, :, 3:], layer.values[kept, :, 3:]
+    k, v = torch.randn(2, 3, 1, 8), torch.randn(2, 3, 1, 8)
+    for a, b in zip(slack.update(k, v), grown.update(k, v)):
+        assert torch.equal(a, b)

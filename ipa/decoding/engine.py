@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from ipa.errors import UserError
 from ipa.models import logits_at
@@ -73,6 +74,69 @@ class Row:
 
 def _adapter_order(row: Row) -> tuple[bool, bool, str]:
     return (row.light, row.adapter is not None, row.adapter or "")
+
+
+class SlackLayer(DynamicLayer):
+    """One layer's KV cache with room to grow: a step writes its token's keys and values into spare columns instead
+    of copying the whole cache (DynamicLayer's torch.cat), and the room grows by half when it runs out. At 48 rows a
+    cat copied every layer's whole cache at every step (11 ms of a 190 ms step on one core; bench.serve). `keys` and
+    `values` read the filled part (a view); setting them (RowBatch's merge and leave) starts again with no room."""
+
+    GROWTH = 0.5
+    """Spare columns made when the room runs out, as a share of the columns filled."""
+
+    @property
+    def keys(self) -> torch.Tensor | None:
+        return self._filled_part(self._keys, self._keys_filled)
+
+    @keys.setter
+    def keys(self, value: torch.Tensor | None) -> None:
+        self._keys, self._keys_filled = value, self._columns(value)
+
+    @property
+    def values(self) -> torch.Tensor | None:
+        return self._filled_part(self._values, self._values_filled)
+
+    @values.setter
+    def values(self, value: torch.Tensor | None) -> None:
+        self._values, self._values_filled = value, self._columns(value)
+
+    @staticmethod
+    def _columns(tensor: torch.Tensor | None) -> int:
+        return tensor.shape[-2] if tensor is not None and tensor.dim() == 4 else 0
+
+    @staticmethod
+    def _filled_part(tensor: torch.Tensor | None, filled: int) -> torch.Tensor | None:
+        return tensor if tensor is None or tensor.dim() != 4 else tensor[:, :, :filled]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if self._keys.dim() != 4:  # the first tokens: they are the cache (no room yet)
+            self.keys, self.values = key_states, value_states
+            return self.keys, self.values
+        filled, new = self._keys_filled, key_states.shape[-2]
+        if filled + new > self._keys.shape[-2]:
+            room = filled + new + max(new, int(self.GROWTH * (filled + new)))
+            self._keys = self._grown(self._keys, filled, room)
+            self._values = self._grown(self._values, filled, room)
+        self._keys[:, :, filled:filled + new] = key_states
+        self._values[:, :, filled:filled + new] = value_states
+        self._keys_filled = self._values_filled = filled + new
+        return self.keys, self.values
+
+    @staticmethod
+    def _grown(tensor: torch.Tensor, filled: int, room: int) -> torch.Tensor:
+        grown = tensor.new_empty((*tensor.shape[:2], room, tensor.shape[-1]))
+        grown[:, :, :filled] = tensor[:, :, :filled]
+        return grown
+
+
+def new_cache() -> DynamicCache:
+    """An empty KV cache whose layers grow in place (SlackLayer)."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = SlackLayer
+    return cache
 
 
 class RowBatch:
@@ -149,7 +213,7 @@ class RowBatch:
         order = sorted(range(len(rows)), key=lambda i: _adapter_order(rows[i]))
         rows, prompts, prefixes = [rows[i] for i in order], [prompts[i] for i in order], [prefixes[i] for i in order]
         inputs, mask, positions = pack_prompts(self.host, prompts, prefixes, pad_id, self.device)
-        cache = DynamicCache()
+        cache = new_cache()
         inputs.update(attention_mask=mask, position_ids=positions, past_key_values=cache)
         logits = self._forward(rows, **inputs)
         self._merge(rows, cache, mask, positions[:, -1] + 1)
