@@ -8,7 +8,7 @@ import torch
 
 from ipa.errors import UserError
 from ipa.policy_adapter import AdapterCard, AdapterHost
-from ipa.decoding.policy_math import compose_logits, filter_logits, sample_coupled
+from ipa.decoding.policy_math import compose_logits, filter_logits, next_tokens, sample_coupled
 from ipa.decoding.run import DecodeConfig, DecodeError, TailoredPolicy
 from ipa.decoding.engine import decode_steps, generate, sample
 from tests.helpers import PROMPTS, assert_engine_matches_reference, composed, perturb_lora, tiny_llama, with_adapter
@@ -86,6 +86,22 @@ def test_sample_coupled_never_picks_a_removed_token():
     logits = torch.tensor([[0.0, float("-inf"), 0.0, float("-inf")]]).expand(200, -1)
     tokens = sample_coupled(logits, torch.rand(200))
     assert set(tokens.tolist()) <= {0, 2}
+
+
+@pytest.mark.parametrize("scale", [0.1, 3.0, 10.0])
+def test_a_draw_over_the_nucleus_alone_is_the_draw_over_the_whole_vocabulary(scale):
+    """next_tokens draws among top-p's tokens only (policy_math._sample_kept): the token sample_coupled draws from the
+    whole filtered vocabulary, for every uniform, at a row's end (almost 1) too."""
+    torch.manual_seed(1)
+    logprobs = torch.log_softmax(torch.randn(6, 49152) * scale, dim=-1).repeat(50, 1)
+    uniforms = torch.cat([torch.tensor([0.0] * 6 + [1 - 1e-12] * 6), torch.rand(288)])
+    config = DecodeConfig(temperature=0.7, top_p=0.9)
+    tokens, _, filtered = next_tokens(logprobs, config, 3, [], uniforms)
+    assert torch.equal(tokens[6:], sample_coupled(filtered[6:], uniforms[6:]))
+    assert torch.isfinite(filtered.gather(-1, tokens[:, None])).all()
+    # uniform 0: the first possible token in vocabulary order (sample_coupled lands on a removed token there, then
+    # falls back to the most likely one)
+    assert torch.equal(tokens[:6], torch.isfinite(filtered[:6]).int().argmax(dim=-1))
 
 
 # --- equivalences ------------------------------------------------------------------------------------

@@ -479,7 +479,10 @@ class DecodeRun:
         else:
             choice_logprobs, filtered = sampling_logits(policy_logprobs, config, t, self.eos)
             chosen_tokens = forced.to(policy_logprobs.device)
-        kl = kl_divergence(policy_logprobs, base_logprobs)
+        kl = torch.zeros(self.n_streams, device=policy_logprobs.device)  # a stream decoded from the base: 0
+        if self.use_adapter:
+            steered = steered_logprobs if len(self.steered) == len(self.tailored) else policy_logprobs[self.tailored_idx]
+            kl[self.tailored_idx] = kl_divergence(steered, base_logprobs[self.tailored_idx])
         if self.inspection is not None:
             self.inspection.record(t, logits, base_logprobs, policy_logprobs, steered_logprobs, choice_logprobs,
                                    filtered, chosen_tokens, ~self.finished, kl)
