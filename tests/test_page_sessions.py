@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+import gradio as gr
 import gradio.blocks
 import pytest
 import torch
@@ -36,3 +37,28 @@ def test_a_session_gets_the_configs_gradio_builds_with_each_class_asked_once(tin
         assert SessionState(demo).config_values == with_cache
     finally:
         service.close()
+
+
+def _stop(store: dict, owner: str, request: gr.Request) -> str:
+    """Stop a run."""
+    return f"{store['run']} stopped by {owner} from {request.client.host}"
+
+
+def _stream(store: dict, text: str):
+    yield from (f"{store['run']}: {word}" for word in text.split())
+
+
+def test_a_bound_handler_reads_to_gradio_as_the_handler_without_its_parts():
+    from gradio.utils import get_type_hints, is_special_typed_parameter
+
+    from app.widgets import bound
+
+    stop = bound(_stop, {"run": "toxicity-pg-1"})
+    assert list(inspect.signature(stop).parameters) == ["owner", "request"]  # what the API lists, and passes
+    assert is_special_typed_parameter("request", get_type_hints(stop))  # still handed the gr.Request
+    assert (stop.__name__, stop.__doc__) == ("_stop", "Stop a run.")
+    request = gr.Request(client=type("Client", (), {"host": "127.0.0.1"})())
+    assert stop("ann", request) == "toxicity-pg-1 stopped by ann from 127.0.0.1"
+    stream = bound(_stream, {"run": "r"})
+    assert inspect.isgeneratorfunction(stream)  # a streamed handler still streams
+    assert list(stream("a b")) == ["r: a", "r: b"]
