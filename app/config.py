@@ -1,4 +1,5 @@
-"""The playground's settings: one dataclass, the model presets, and the command line derived from them.
+"""The playground's settings: AppConfig (its models and black-box base nested in it), the model presets, and the
+command line derived from them.
 
     >>> config = parse_args(["--port", "7861"], env={})
     >>> config.port, config.host, config.models.preset, config.api
