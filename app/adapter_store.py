@@ -275,9 +275,9 @@ class AdapterStore:
         for an objective (task 'custom') it can score: its blocks valid (ipa.rewards.objective: the same limits as the
         page's), its prompts a prompt set or a file named relative to it; trained at an alpha the page's slider has.
         Checked on upload and again when the playground starts (add_adapter: the rules may have changed since)."""
-        if card.base_model != self.config.models.base:
+        if card.base_model != self.config.models.chosen.base:
             raise ServiceError(f"The adapter was trained to steer {model_label(card.base_model)}, but this "
-                               f"playground's base model is {model_label(self.config.models.base)}.")
+                               f"playground's base model is {model_label(self.config.models.chosen.base)}.")
         if not card.init_fingerprint:
             raise ServiceError("The adapter's card has no fingerprint of its model: it was not made by this project.")
         if card.task == CUSTOM_TASK:

@@ -1,12 +1,18 @@
-"""The playground's settings: one dataclass, the model presets, and the command line derived from them.
+"""The playground's settings: AppConfig (its models and black-box base nested in it), the model presets, and the
+command line derived from them.
 
     >>> config = parse_args(["--port", "7861"], env={})
-    >>> config.port, config.host, config.preset
-    (7861, '127.0.0.1', 'embedded')
+    >>> config.port, config.host, config.models.preset, config.api
+    (7861, '127.0.0.1', 'embedded', None)
+
+The models (ModelsConfig: preset, device, dtype, threads) and the black-box base (ipa.decoding.api_config's
+ApiBaseConfig, None unless --base-api is given) are AppConfig's nested concerns; their flags stand beside the page's
+own, as flat as before (--preset, --base-api, not --models.preset).
 
 Flags win over environment variables, which win over the defaults: --port / IPA_PORT / GRADIO_SERVER_PORT,
 --host / IPA_HOST / GRADIO_SERVER_NAME, --share / IPA_SHARE, --mcp / IPA_MCP / GRADIO_MCP_SERVER, --preset / IPA_PRESET,
---device / IPA_DEVICE, --adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING; class mode:
+--device / IPA_DEVICE, --dtype / IPA_DTYPE, --base-api / IPA_BASE_API, --base-api-model / IPA_BASE_API_MODEL,
+--adapters-dir / IPA_ADAPTERS_DIR, --runs-dir / IPA_RUNS_DIR, --training / IPA_TRAINING; class mode:
 --sign-in / IPA_SIGN_IN, --class-code / IPA_CLASS_CODE, --teacher-secret / IPA_TEACHER_SECRET, --class-dir / IPA_CLASS_DIR.
 """
 
@@ -15,9 +21,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ipa.args import add_dataclass_args, dataclass_from_args, field_names
+from ipa.decoding.api_config import API_FLAGS_EXCLUDED, ApiBaseConfig
 from ipa.errors import MAX_TEXT_CHARS, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +76,34 @@ PRESETS = {
 
 
 @dataclass
+class ModelsConfig:
+    """Which models the playground runs, where, and on how many CPU threads."""
+
+    preset: str = "embedded"
+    """Which models to run: 'embedded' (offline) or 'online' (hub models; see PRESETS)."""
+    device: str = "auto"
+    """auto (a CUDA GPU when there is one), cpu or cuda."""
+    dtype: str = "auto"
+    """The models' number format: auto (bfloat16 where the hardware runs it fast: a GPU, or a CPU with AVX512-BF16
+    or AMX; float32 elsewhere), float32 or bfloat16."""
+    threads: int = 0
+    """CPU threads for torch; 0: one core fewer than the machine has (at least 1), leaving a core to the web server.
+    On the 2-core machine 16 users at once were served in 7.7 s with 1 thread and 9.7 s with 2: the decoding step's
+    threads waited for each other while the web server held a core."""
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"Unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}.")
+        if self.threads < 0:
+            raise ConfigError(f"--threads must be 0 (all cores but one) or positive, got {self.threads}.")
+
+    @property
+    def chosen(self) -> Preset:
+        """The preset's models: the base, the adapters' model, the fluency reward's LM."""
+        return PRESETS[self.preset]
+
+
+@dataclass
 class AppConfig:
     """How the playground starts. Defaults serve the embedded models on this machine only."""
 
@@ -80,21 +116,12 @@ class AppConfig:
     mcp: bool = False
     """Also serve the page's actions as an MCP server, the tools named as the API (generate_<task>, try_adapter,
     train_start, ...): streamable HTTP at /gradio_api/mcp/, SSE at /gradio_api/mcp/sse. Needs gradio[mcp]."""
-    preset: str = "embedded"
-    """Which models to run: 'embedded' (offline) or 'online' (hub models; see PRESETS)."""
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    """Which models run, and where (--preset, --device, --dtype, --threads)."""
     adapters_dir: str = str(REPO_ROOT / "adapters" / "trained")
     """The shipped adapters: one folder per adapter, named after it (e.g. adapters/trained/toxicity)."""
     runs_dir: str = str(REPO_ROOT / "runs" / "playground")
     """Where training runs started in the page are written (their adapters are loaded again at the next start)."""
-    device: str = "auto"
-    """auto (a CUDA GPU when there is one), cpu or cuda."""
-    dtype: str = "auto"
-    """The models' number format: auto (bfloat16 where the hardware runs it fast: a GPU, or a CPU with AVX512-BF16
-    or AMX; float32 elsewhere), float32 or bfloat16."""
-    threads: int = 0
-    """CPU threads for torch; 0: one core fewer than the machine has (at least 1), leaving a core to the web server.
-    On the 2-core machine 16 users at once were served in 7.7 s with 1 thread and 9.7 s with 2: the decoding step's
-    threads waited for each other while the web server held a core."""
     max_input_chars: int = MAX_TEXT_CHARS
     """The longest text a user may type into one box (by default ipa.errors.MAX_TEXT_CHARS, the limit a reward
     block's text parameters and an adapter card's text fields have wherever they come from)."""
@@ -116,20 +143,9 @@ class AppConfig:
     prompt × methods (6), or × alphas (the 6 demo inputs × 2 samples × 6 methods fit; best-of-N draws N a sample)."""
     warm_up: bool = True
     """Load every reward model at start, so that the first request is not slow."""
-    base_api: str = ""
-    """Off by default. An OpenAI-compatible completions URL (e.g. http://127.0.0.1:8000/v1) whose model serves as
-    the base: the page then tailors that black-box model through its top-k log-probabilities."""
-    base_api_model: str = ""
-    """The served model's name (with --base-api)."""
-    top_logprobs: int = 20
-    """k, the log-probabilities asked of the API per step (with --base-api)."""
-    draft_tokens: int = 4
-    """Tokens drafted locally before one request verifies them (with --base-api; 0: one request per token)."""
-    base_api_adapters: str = ""
-    """Adapters the --base-api server also serves as LoRA models: NAME or NAME=SERVED_NAME, comma-separated (their
-    rows then come from the server: the page in front of a vLLM fleet)."""
-    api_key_env: str = ""
-    """The environment variable holding the API key (with --base-api); the key itself is never a flag."""
+    api: ApiBaseConfig | None = None
+    """Off by default: an OpenAI-compatible completions server whose model serves as the base (--base-api URL
+    --base-api-model NAME ...); the page then tailors that black-box model through its top-k log-probabilities."""
     training: str = "open"
     """Who may train adapters in the page: open (anyone who reaches it), local (browsers on this machine only) or off."""
     training_limits: str = "auto"
@@ -160,12 +176,8 @@ class AppConfig:
     """Decisive votes (A or B) the class must cast before a preference reward is learned from them."""
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ConfigError(f"Unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}.")
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}.")
-        if self.threads < 0:
-            raise ConfigError(f"--threads must be 0 (all cores but one) or positive, got {self.threads}.")
         if min(self.max_input_chars, self.concurrency, self.queue_size, self.max_rows, self.max_waiting, self.research_samples) < 1:
             raise ConfigError("--max-input-chars, --concurrency, --queue-size, --max-rows, --max-waiting and --research-samples "
                               "must be at least 1.")
@@ -188,12 +200,6 @@ class AppConfig:
             raise ConfigError("--sign-in code needs a class code: --class-code CODE (or $IPA_CLASS_CODE).")
         if self.min_votes < 2:
             raise ConfigError(f"--min-votes must be at least 2, got {self.min_votes}.")
-        if self.base_api and not self.base_api_model:
-            raise ConfigError("--base-api needs --base-api-model: the name the server knows the model by.")
-
-    @property
-    def models(self) -> Preset:
-        return PRESETS[self.preset]
 
     @property
     def classroom_dir(self) -> Path:
@@ -206,7 +212,7 @@ class AppConfig:
         return self.share or self.host not in LOOPBACK_HOSTS or bool(os.environ.get("SPACE_ID"))
 
 
-# (field, environment variables in order of preference)
+# an option (its dest: the field's name) -> environment variables in order of preference
 ENVIRONMENT = {
     "port": ("IPA_PORT", "GRADIO_SERVER_PORT"),
     "host": ("IPA_HOST", "GRADIO_SERVER_NAME"),
@@ -217,8 +223,8 @@ ENVIRONMENT = {
     "dtype": ("IPA_DTYPE",),
     "adapters_dir": ("IPA_ADAPTERS_DIR",),
     "runs_dir": ("IPA_RUNS_DIR",),
-    "base_api": ("IPA_BASE_API",),
-    "base_api_model": ("IPA_BASE_API_MODEL",),
+    "url": ("IPA_BASE_API",),  # ApiBaseConfig's url and model: --base-api, --base-api-model
+    "model": ("IPA_BASE_API_MODEL",),
     "training": ("IPA_TRAINING",),
     "sign_in": ("IPA_SIGN_IN",),
     "class_code": ("IPA_CLASS_CODE",),
@@ -248,9 +254,11 @@ def _from_environment(env: dict) -> dict:
     return values
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ipa.args import add_dataclass_args
+API_EXCLUDED = tuple(f"api.{name}" for name in API_FLAGS_EXCLUDED)
+"""The API base's fields that keep their defaults here, as in `ipa generate` (--concurrency is the page's own)."""
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=None,  # "ipa serve", or "app.py" when started as python app.py
         description="IPA Playground: steer a frozen language model with small trained policy adapters, in the browser.",
@@ -258,17 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Every default is None here so that an unset flag falls through to the environment, then to AppConfig;
     # the help still shows the real defaults.
-    add_dataclass_args(parser, AppConfig, defaults={f.name: None for f in fields(AppConfig)})
-    real = AppConfig()
-    for action in parser._actions:
-        if action.help and "(default: None)" in action.help:
-            action.help = action.help.replace("(default: None)", f"(default: {getattr(real, action.dest)})")
+    add_dataclass_args(parser, AppConfig, exclude=API_EXCLUDED, defaults=dict.fromkeys(field_names(AppConfig)))
     return parser
 
 
 def parse_args(argv: list[str] | None = None, env: dict | None = None) -> AppConfig:
     """The AppConfig from flags, then environment variables, then defaults."""
-    args = build_parser().parse_args(argv)
     values = _from_environment(os.environ if env is None else env)
-    values.update({f.name: getattr(args, f.name) for f in fields(AppConfig) if getattr(args, f.name) is not None})
-    return AppConfig(**values)
+    values.update({name: value for name, value in vars(build_parser().parse_args(argv)).items() if value is not None})
+    return dataclass_from_args(AppConfig, argparse.Namespace(**values), API_EXCLUDED)

@@ -159,7 +159,7 @@ class Generator:
         self.store = store
         self.device = device
         self.remote_base = remote_base
-        """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
+        """The black-box base behind an API (AppConfig.api), or None for the local base."""
         self._objective_scorers: dict[str, Callable] = {}
         """Adapter name -> the scorer of its objective (adapters trained for an objective), loaded on first use."""
         self._objective_scorers_lock = threading.Lock()
@@ -176,7 +176,7 @@ class Generator:
             if name not in self._objective_scorers:
                 # the same settings as the task scorers, so they share the reward models (ipa.tasks.scoring.reward_kit)
                 self._objective_scorers[name] = load_objective_scorer(self.store.objective_of(name), device=str(self.device),
-                                                                      fluency_model=self.config.models.fluency_model)
+                                                                      fluency_model=self.config.models.chosen.fluency_model)
             return self._objective_scorers[name]
 
     def forget(self, name: str) -> None:

@@ -74,14 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     except InstallError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from ipa.decoding.remote import ApiBaseError
+    from ipa.decoding.api_config import ApiBaseError
     from ipa.models import ModelLoadError
     from app import share_ui
     from app.ui import launch_options, queue_options
 
     try:
         config = parse_args(argv)
-        print(f"Loading the models ({config.preset} preset) ...", flush=True)
+        print(f"Loading the models ({config.models.preset} preset) ...", flush=True)
         service, demo = build(config)
     except (ConfigError, ModelLoadError, ApiBaseError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -119,7 +119,7 @@ class Playground:
         self.scorers = scorers
         self.device = device
         self.remote_base = remote_base
-        """The black-box base behind an API (AppConfig.base_api), or None for the local base."""
+        """The black-box base behind an API (AppConfig.api), or None for the local base."""
         self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows, config.background_rows), config.max_waiting,
                                    self._gpu_calls(config.max_rows) if zero_gpu else None)
         self.score = BatchedScorer(scorers)
@@ -141,7 +141,6 @@ class Playground:
     adapters_for = _part("store", "adapters_for")
     default_adapter = _part("store", "default_adapter")
     objective_of = _part("store", "objective_of")
-    adapter_task = _part("store", "adapter_task")
     adapter_zip = _part("store", "adapter_zip")
     delete_adapter = _part("store", "delete_adapter")
     upload_adapter = _part("store", "upload_adapter")
@@ -149,16 +148,11 @@ class Playground:
     branch = _part("generation", "branch")
     base_steps = _part("generation", "base_steps")
     continuations = _part("generation", "continuations")
-    try_adapter = _part("generation", "try_adapter")
     try_inputs = _part("generation", "try_inputs")
-    trial_defaults = _part("generation", "trial_defaults")
     check_inputs = _part("generation", "check_inputs")
     toxicity_backend = _part("generation", "toxicity_backend")
     start_training = _part("training", "start")
-    stop_training = _part("training", "stop")
     training_status = _part("training", "status")
-    training_defaults = _part("training", "defaults")
-    training_limits = _part("training", "limits")
     job = _part("training", "job")
     has_gpu = _part("training", "has_gpu")
 
@@ -175,19 +169,19 @@ class Playground:
     @classmethod
     def load(cls, config: AppConfig) -> "Playground":
         """Load the models once, every known adapter, and one scorer per task (sharing reward models)."""
-        torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 2) - 1))
+        torch.set_num_threads(config.models.threads or max(1, (os.cpu_count() or 2) - 1))
         zero_gpu = zero_gpu_on()
-        if zero_gpu and config.base_api:
+        if zero_gpu and config.api:
             raise ConfigError("A black-box base (--base-api) is not served on ZeroGPU hardware: use a CPU or GPU Space.")
         # On ZeroGPU the models wait on the CPU here; each GPU call moves its copy to the GPU.
-        device = resolve_device("cpu" if zero_gpu else config.device)
-        dtype = resolve_dtype(config.dtype, device)
-        preset = config.models
+        device = resolve_device("cpu" if zero_gpu else config.models.device)
+        dtype = resolve_dtype(config.models.dtype, device)
+        preset = config.models.chosen
         try:
             base = load_host(preset.base, device, dtype)
             adapter_host = base if preset.adapter_model == preset.base else load_host(preset.adapter_model, device, dtype)
         except ModelLoadError as err:
-            if config.preset == "online":
+            if config.models.preset == "online":
                 raise ModelLoadError(
                     f"The online preset needs the Hugging Face hub to download {preset.base} and {preset.adapter_model} "
                     f"the first time (they are cached afterwards), and it could not: {err} "
@@ -196,12 +190,9 @@ class Playground:
             raise
         pair(base, adapter_host)
         remote = None
-        if config.base_api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
-            from ipa.decoding.remote import ApiBase, ApiBaseConfig
-            remote = ApiBase.for_host(ApiBaseConfig(url=config.base_api, model=config.base_api_model,
-                                                    top_logprobs=config.top_logprobs, draft_tokens=config.draft_tokens,
-                                                    served_adapters=config.base_api_adapters,
-                                                    api_key_env=config.api_key_env or None), base)
+        if config.api:  # a black-box base: probed now, so a wrong URL or tokenizer fails at start
+            from ipa.decoding.remote import ApiBase
+            remote = ApiBase.for_host(config.api, base)
         def load_scorers() -> dict:
             scorers = {name: load_scorer(name, device=str(device), fluency_model=preset.fluency_model) for name in TASKS}
             if config.warm_up:  # score one demo per task, so that every reward model is loaded before it is needed
@@ -223,8 +214,9 @@ class Playground:
 
     def base_label(self) -> str:
         if self.remote_base is not None:
-            return f"{self.config.base_api_model} served at {self.config.base_api} (black box, top-{self.config.top_logprobs} log-probabilities)"
-        return model_label(self.config.models.base)
+            api = self.config.api
+            return f"{api.model} served at {api.url} (black box, top-{api.top_logprobs} log-probabilities)"
+        return model_label(self.config.models.chosen.base)
 
     def close(self, timeout: float = 120.0) -> None:
         """Stop the decoding thread and the training queue, and wait for a running job (tests and shutdown)."""

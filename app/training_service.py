@@ -108,7 +108,7 @@ class TrainingService:
         request.check(self.limits)  # before a folder is made
         stem = f"{objective.name if objective else request.task}-{request.algo}"
         name, run_dir = self.store.reserve_run_folder(lambda k: f"{stem}-{k}")
-        preset = self.config.models
+        preset = self.config.models.chosen
         approx = preset.adapter_model if preset.adapter_model != preset.base else ""
         # On a ZeroGPU Space the run's chunks train inside GPU calls (ZeroGpuTrain): "auto" finds the GPU there.
         device = "auto" if self.zero_gpu else str(self.device)

@@ -23,14 +23,16 @@ import gradio as gr
 
 from app import adapter_files, class_ui, gradio_sessions, inspector_ui, share_ui, views, widgets
 from app.classroom import Classroom
-from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, field_widget, local_browser, user_error, with_parameters
-from app.adapter_store import SHIPPED
+from app.widgets import (NO_ADAPTER, as_page_errors, bound, checked_by_service, field_widget, local_browser, user_error,
+                         with_parameters)
+from app.adapter_store import SHIPPED, AdapterStore
 from app.config import ServiceError
 from app.objective_form import MAX_PROMPT_LINES, MAX_PROMPTS_KB, NO_BLOCK, PAGE_BLOCKS, PROMPT_FILE_TYPES, page_objective
 from app.service import USER_ERRORS, Playground
 from app.settings import Settings
 from app.research_ui import research_panels
 from app.training_jobs import PAGE_FIELDS, TrainRequest
+from app.training_service import TrainingService
 from ipa.rewards.objective import block_rewards
 from ipa.tasks import TASKS, InputField, Task
 from ipa.tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SETS
@@ -168,6 +170,48 @@ def _example_rows(task: Task) -> list[list[str]]:
             for d in task.demos]
 
 
+SETTING_WIDGETS = (("n", "Samples per column", 1), ("max_new_tokens", "Max new tokens", 1),
+                   ("temperature", "Temperature (0 = greedy)", 0.05), ("top_p", "Top-p", 0.05))
+"""A task tab's Settings fields under alpha, each (name, label, slider step); the seed follows them."""
+
+
+def on_adapter_change(store: AdapterStore, task: Task, name: str, name_2: str | None = None):
+    """A newly picked adapter: its card, its alpha, the right column's title."""
+    entry = store.adapters.get(name)
+    second = name_2 if name_2 in store.adapters else None
+    return (views.card_markdown(entry, task), gr.update(value=entry.card.alpha) if entry else gr.skip(),
+            gr.update(label=views.tailored_label(entry.name if entry else None, second)))
+
+
+def on_second_change(store: AdapterStore, name: str, name_2: str | None):
+    entry = store.adapters.get(name)
+    second = name_2 if name_2 in store.adapters else None
+    return gr.update(label=views.tailored_label(entry.name if entry else None, second))
+
+
+def generate(service: Playground, task: Task, names: list[str], *values):
+    """A task's Generate: `values` in the order of `names` (the task's fields, then the tab's parameters)."""
+    values = dict(zip(names, values))
+    given = {f.name: values[f.name] for f in task.fields}
+    name, name_2 = values["adapter"], values["adapter_2"]
+    adapter_name = None if name in (None, "", NO_ADAPTER) else name
+    more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, values["alpha_2"])]
+
+    def updates():
+        settings = Settings(**{key: values[key] for key in ("alpha", *(field for field, _, _ in SETTING_WIDGETS), "seed")})
+        for update in service.generation.generate(task.name, given, settings, adapter_name, more, inspect=True):
+            entry = service.store.adapters.get(update.adapter) if update.adapter else None
+            yield *views.generation_outputs(update, task, entry), inspector_ui.kept(update)
+
+    yield from as_page_errors(updates, "Generation")
+
+
+def missing_inputs(task: Task, *values):
+    """An empty box gets a hint beside it and nothing runs (the API, which skips this, gets the service's error)."""
+    return [gr.validate(not f.missing(v), f"The {f.label.lower()} is missing: type it here, or click a demo input below.")
+            for f, v in zip(task.fields, values)] + [gr.validate(True, "")] * (len(values) - len(task.fields))
+
+
 def task_tab(service: Playground, task: Task, shares: dict | None = None,
              menus: AdapterMenus | None = None, classroom: Classroom | None = None) -> None:
     """The widgets of one task and its Generate event; its adapter dropdowns go into `menus` (the training and
@@ -205,10 +249,7 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
                                                           elem_id=f"{task.name}-alpha-2"))
                 settings_widgets = {name: checked_by_service(field_widget(Settings, name, getattr(settings, name), label,
                                                                           step=step, elem_id=f"{task.name}-{name.replace('_', '-')}"))
-                                    for name, label, step in (("n", "Samples per column", 1),
-                                                              ("max_new_tokens", "Max new tokens", 1),
-                                                              ("temperature", "Temperature (0 = greedy)", 0.05),
-                                                              ("top_p", "Top-p", 0.05))}
+                                    for name, label, step in SETTING_WIDGETS}
                 seed = checked_by_service(field_widget(Settings, "seed", 0, "Seed (-1 = random); the same seed repeats a result",
                                                        info=share_ui.generation_docs()["seed"], elem_id=f"{task.name}-seed"))
     notice = gr.Markdown(label="notice", elem_id=f"{task.name}-notice")
@@ -235,57 +276,28 @@ def task_tab(service: Playground, task: Task, shares: dict | None = None,
     research_panels(service, task, fields, adapter, {name: parameters[name] for name in
                                                      ("alpha", "max_new_tokens", "temperature", "top_p", "seed")})
 
-    def on_adapter_change(name: str, name_2: str | None = None):
-        entry = service.adapters.get(name)
-        second = name_2 if name_2 in service.adapters else None
-        return (views.card_markdown(entry, task), gr.update(value=entry.card.alpha) if entry else gr.skip(),
-                gr.update(label=views.tailored_label(entry.name if entry else None, second)))
-
-    def on_second_change(name: str, name_2: str | None):
-        entry = service.adapters.get(name)
-        second = name_2 if name_2 in service.adapters else None
-        return gr.update(label=views.tailored_label(entry.name if entry else None, second))
-
+    adapter_changed = bound(on_adapter_change, service.store, task)
     # .input, a user's pick: a share link's restored adapter shows its card too, but keeps the link's alpha
-    adapter.input(on_adapter_change, [adapter, adapter_2], [card, alpha, tailored_text], show_progress="hidden",
+    adapter.input(adapter_changed, [adapter, adapter_2], [card, alpha, tailored_text], show_progress="hidden",
                   api_visibility="private")
-    adapter_2.input(on_second_change, [adapter, adapter_2], tailored_text, show_progress="hidden",
+    adapter_2.input(bound(on_second_change, service.store), [adapter, adapter_2], tailored_text, show_progress="hidden",
                     api_visibility="private")
 
     names = [f.name for f in task.fields] + list(parameters)
     inputs = [*fields, *parameters.values()]
 
-    def generate(*values):
-        values = dict(zip(names, values))
-        given = {f.name: values[f.name] for f in task.fields}
-        name, name_2 = values["adapter"], values["adapter_2"]
-        adapter_name = None if name in (None, "", NO_ADAPTER) else name
-        more = [] if name_2 in (None, "", NO_ADAPTER) else [(name_2, values["alpha_2"])]
-        def updates():
-            settings = Settings(**{key: values[key] for key in ("alpha", *settings_widgets, "seed")})
-            for update in service.generate(task.name, given, settings, adapter_name, more, inspect=True):
-                entry = service.adapters.get(update.adapter) if update.adapter else None
-                yield *views.generation_outputs(update, task, entry), inspector_ui.kept(update)
-
-        yield from as_page_errors(updates, "Generation")
-
-    def missing_inputs(*values):
-        """An empty box gets a hint beside it and nothing runs (the API, which skips this, gets the service's error)."""
-        return [gr.validate(not f.missing(v), f"The {f.label.lower()} is missing: type it here, or click a demo input below.")
-                for f, v in zip(task.fields, values)] + [gr.validate(True, "")] * (len(values) - len(task.fields))
-
     # first: the page runs a button's listeners in turn, each to its end (a streamed Generate ends when it is scored)
     button.click(None, js=keep_in_view_js(f"{task.name}-generate", f"{task.name}-outputs",
                                           [f"{task.name}-{f.name}" for f in task.fields]))
     outputs = [base_text, tailored_text, base_reward, tailored_reward, token_view, steering, notice, data, inspector.state]
-    generate = share_ui.describe_generate(with_parameters(generate, names), task)
-    generated = button.click(generate, inputs, outputs, api_name=f"generate_{task.name}", concurrency_id="generate",
-                             show_progress="minimal", validator=missing_inputs)
-    share_ui.mcp_tool(f"generate_{task.name}", share_ui.data_output(generate, outputs, data), generate,
+    on_generate = share_ui.describe_generate(with_parameters(bound(generate, service, task, names), names), task)
+    generated = button.click(on_generate, inputs, outputs, api_name=f"generate_{task.name}", concurrency_id="generate",
+                             show_progress="minimal", validator=bound(missing_inputs, task))
+    share_ui.mcp_tool(f"generate_{task.name}", share_ui.data_output(on_generate, outputs, data), on_generate,
                       dict(zip(names, inputs)), share_ui.RESULT_JSON, concurrency_id="generate")
     inspector.follow(generated)
     share_ui.wire_result(share, generated, dict(zip(names, inputs)), data, notice,
-                         adapter_change=(on_adapter_change, [card, alpha, tailored_text]))
+                         adapter_change=(adapter_changed, [card, alpha, tailored_text]))
     if shares is not None:
         shares[task.name] = share
     if menus is not None:
@@ -322,17 +334,97 @@ def objective_request(values: Mapping) -> TrainRequest:
 
 
 
+def run_owner(classroom: Classroom | None, request: gr.Request | None) -> str | None:
+    """Who a training run belongs to: the person the session joined the class as (classroom.owner), else the
+    session."""
+    session = request.session_hash if request else None
+    return classroom.owner(session) if classroom is not None and session else session
+
+
+def started(training: TrainingService, classroom: Classroom | None, train: TrainRequest, owner: str | None,
+            request: gr.Request | None) -> dict:
+    """The run queued (its first snapshot). owner: the person (or page session) that may stop it; None for an MCP
+    call, which has no session (nobody stops its run: it ends with its budget)."""
+    try:
+        snapshot = training.start(train, owner=owner, local=local_browser(request))
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    if classroom is not None and owner is not None and request is not None:
+        classroom.record_run(request.session_hash, snapshot["adapter"])
+    return snapshot
+
+
+def shown(snapshot: dict) -> str:
+    when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
+    gr.Info(f"Training {when}: the adapter will be called “{views.e(snapshot['adapter'])}”.")
+    return views.training_status_html(snapshot)
+
+
+def start_run(training: TrainingService, classroom: Classroom | None, task: str, algo: str, budget: str, amount: float,
+              lr: float, alpha: float, batch_size: int, group_size: int, max_new_tokens: int, eval_prompts: int,
+              request: gr.Request):
+    values = locals()  # the parameters by name (train_request reads the widgets' names only)
+    return shown(started(training, classroom, train_request(values), run_owner(classroom, request), request))
+
+
+def start_objective_run(training: TrainingService, classroom: Classroom | None, name: str, prompts: str, block_1: str,
+                        weight_1: float, params_1: str, block_2: str, weight_2: float, params_2: str, block_3: str,
+                        weight_3: float, params_3: str, task: str, algo: str, budget: str, amount: float, lr: float,
+                        alpha: float, batch_size: int, group_size: int, max_new_tokens: int, eval_prompts: int,
+                        prompt_lines: str, request: gr.Request, prompts_file: str | None = None):
+    """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
+    values = locals()  # the parameters by name (objective_request reads the widgets' names only)
+    return shown(started(training, classroom, objective_request(values), run_owner(classroom, request), request))
+
+
+def stop_run(training: TrainingService, classroom: Classroom | None, request: gr.Request):
+    try:
+        snapshot = training.stop(owner=run_owner(classroom, request))
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    return views.training_status_html(snapshot)
+
+
+def poll(service: Playground, menus: AdapterMenus, classroom: Classroom | None, state: dict, request: gr.Request):
+    """The training tab's tick: the run's status, curves and samples, and every adapter menu, each only when it
+    changed (it runs every 1.5 s in every open page)."""
+    snapshot = service.training.status(owner=run_owner(classroom, request))
+    state = dict(state)
+    status_key = (snapshot["state"], snapshot["phase"], snapshot.get("step"), int(snapshot.get("wall_seconds", 0)))
+    history_key = len(snapshot["history"]) + (1000000 if snapshot["state"] != "running" else 0)
+    samples_key = (snapshot["samples"][0]["step"], len(snapshot["samples"])) if snapshot["samples"] else None
+    outputs = [gr.skip()] * 4
+    if status_key != state["status"]:
+        outputs[0] = views.training_status_html(snapshot)
+    if history_key != state["history"]:
+        curves = views.reward_curves(snapshot)
+        outputs[1], outputs[2] = (curves if len(curves) else None), views.curve_frame(snapshot, "kl")
+    if samples_key != state["samples"]:
+        outputs[3] = views.samples_frame(snapshot)
+    version = service.store.adapters_version
+    choices = menus.updates(service) if version != state["version"] else [gr.skip()] * len(menus.components)
+    state.update(version=version, status=status_key, history=history_key, samples=samples_key)
+    return *outputs, state, *choices
+
+
+def train_status(training: TrainingService, classroom: Classroom | None, request: gr.Request) -> dict:
+    """This session's latest training run (else the running one): state, phase, position in the queue, step,
+    progress, reward/KL history, samples, errors."""
+    return training.status(owner=run_owner(classroom, request))
+
+
+def adapter_names(store: AdapterStore, task: str) -> list[str]:
+    """The names of the adapters available for a task (shipped and trained here)."""
+    return [e.name for e in store.adapters_for(task)]
+
+
 def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom | None = None) -> None:
     """The training tab. Its poll (menus.poll) is wired by build_ui to a timer outside the tabs (a Timer inside a tab
     ticks only once the tab is opened); its ticks also refresh every adapter menu of the page. A run belongs to the
     person the session joined the class as (classroom.owner), else to the session."""
-
-    def owner(request: gr.Request | None) -> str | None:
-        session = request.session_hash if request else None
-        return classroom.owner(session) if classroom is not None and session else session
-
-    d = service.training_defaults()
-    limits = service.training_limits
+    training = service.training
+    d = training.defaults()
+    limits = training.limits
     if service.config.training != "open":
         gr.Markdown("**Training is switched off on this playground.**" if service.config.training == "off" else
                     "**On this playground only a browser on the machine it runs on may train adapters.**",
@@ -395,7 +487,7 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
         with gr.Accordion("The blocks and their parameters", open=False):
             gr.Markdown(views.blocks_markdown(block_rewards()))
         start_objective = gr.Button("Train this objective", variant="primary", elem_id="objective-start")
-    status = gr.HTML(views.training_status_html(service.training_status()), label="training_status", elem_id="train-status")
+    status = gr.HTML(views.training_status_html(training.status()), label="training_status", elem_id="train-status")
     with gr.Row():
         # None, not an empty frame: Gradio 6.31 keeps the first frame's (empty) list of series for its colours,
         # and would draw the curves that come later without any
@@ -409,102 +501,41 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
                            wrap=True, interactive=False, column_widths=["8%", "8%", "34%", "50%"])
     seen = gr.State({"version": service.adapters_version, "status": None, "history": -1, "samples": None})
 
-    def started(train: TrainRequest, owner: str | None, request: gr.Request | None) -> dict:
-        """The run queued (its first snapshot). owner: the person (or page session) that may stop it; None for an MCP
-        call, which has no session (nobody stops its run: it ends with its budget)."""
-        try:
-            snapshot = service.start_training(train, owner=owner, local=local_browser(request))
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-        if classroom is not None and owner is not None and request is not None:
-            classroom.record_run(request.session_hash, snapshot["adapter"])
-        return snapshot
-
-    def shown(snapshot: dict) -> str:
-        when = f"queued, {snapshot['position']} ahead of it" if snapshot["state"] == "queued" else "started"
-        gr.Info(f"Training {when}: the adapter will be called “{views.e(snapshot['adapter'])}”.")
-        return views.training_status_html(snapshot)
-
-    def start_run(task: str, algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int,
-                  group_size: int, max_new_tokens: int, eval_prompts: int, request: gr.Request):
-        return shown(started(train_request(locals()), owner(request), request))  # locals(): the parameters by name
-
-    def start_objective_run(name: str, prompts: str, block_1: str, weight_1: float, params_1: str, block_2: str,
-                            weight_2: float, params_2: str, block_3: str, weight_3: float, params_3: str, task: str,
-                            algo: str, budget: str, amount: float, lr: float, alpha: float, batch_size: int, group_size: int,
-                            max_new_tokens: int, eval_prompts: int, prompt_lines: str, request: gr.Request,
-                            prompts_file: str | None = None):
-        """Train an adapter for the objective these blocks make (task is not used: the objective replaces it)."""
-        return shown(started(objective_request(locals()), owner(request), request))  # locals(): the parameters by name
-
-    def stop_run(request: gr.Request):
-        try:
-            snapshot = service.stop_training(owner=owner(request))
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-        return views.training_status_html(snapshot)
-
-    def poll(state: dict, request: gr.Request):
-        # Runs every 1.5 s in every open page: send only what changed.
-        snapshot = service.training_status(owner=owner(request))
-        state = dict(state)
-        status_key = (snapshot["state"], snapshot["phase"], snapshot.get("step"), int(snapshot.get("wall_seconds", 0)))
-        history_key = len(snapshot["history"]) + (1000000 if snapshot["state"] != "running" else 0)
-        samples_key = (snapshot["samples"][0]["step"], len(snapshot["samples"])) if snapshot["samples"] else None
-        outputs = [gr.skip()] * 4
-        if status_key != state["status"]:
-            outputs[0] = views.training_status_html(snapshot)
-        if history_key != state["history"]:
-            curves = views.reward_curves(snapshot)
-            outputs[1], outputs[2] = (curves if len(curves) else None), views.curve_frame(snapshot, "kl")
-        if samples_key != state["samples"]:
-            outputs[3] = views.samples_frame(snapshot)
-        refresh = service.adapters_version != state["version"]
-        choices = menus.updates(service) if refresh else [gr.skip()] * len(menus.components)
-        state.update(version=service.adapters_version, status=status_key, history=history_key, samples=samples_key)
-        return *outputs, state, *choices
-
+    on_start = bound(start_run, training, classroom)
+    on_objective = bound(start_objective_run, training, classroom)
+    on_stop = bound(stop_run, training, classroom)
     # what the API page and MCP clients read for each action (the parameters' lines come from TrainRequest's fields)
-    share_ui.document(start_run, share_ui.training_docs(PAGE_BLOCKS), "Start training an adapter for a task (queued when "
+    share_ui.document(on_start, share_ui.training_docs(PAGE_BLOCKS), "Start training an adapter for a task (queued when "
                       "another run trains); train_status follows it.", returns="The run's status as HTML.")
-    share_ui.document(start_objective_run, share_ui.training_docs(PAGE_BLOCKS), returns="The run's status as HTML.")
-    share_ui.document(stop_run, {}, "Stop this session's training run: a waiting one leaves the queue, a running one "
+    share_ui.document(on_objective, share_ui.training_docs(PAGE_BLOCKS), returns="The run's status as HTML.")
+    share_ui.document(on_stop, {}, "Stop this session's training run: a waiting one leaves the queue, a running one "
                       "stops after its step and keeps what it learned.")
     # wired once the page is built (build_ui): the menus of the tabs after this one refresh too
-    menus.poll = (poll, seen, [status, reward_plot, kl_plot, samples, seen])
+    menus.poll = (bound(poll, service, menus, classroom), seen, [status, reward_plot, kl_plot, samples, seen])
     run_widgets = {"task": task, "algo": algo, "budget": budget, "amount": amount, "lr": lr, "alpha": alpha,
                    "batch_size": batch, "group_size": group, "max_new_tokens": tokens, "eval_prompts": evals}
     block_names = [f"{k}_{i}" for i in range(1, PAGE_BLOCKS + 1) for k in ("block", "weight", "params")]
     objective_widgets = {"name": objective_name, "prompts": prompts, **dict(zip(block_names, block_widgets)), **run_widgets,
                          "prompt_lines": pasted}
-    start.click(start_run, list(run_widgets.values()), status, api_name="train_start", concurrency_limit=None)
-    stop.click(stop_run, None, status, api_name="train_stop", concurrency_limit=None)
-    start_objective.click(start_objective_run, [*objective_widgets.values(), prompts_upload], status,
+    start.click(on_start, list(run_widgets.values()), status, api_name="train_start", concurrency_limit=None)
+    stop.click(on_stop, None, status, api_name="train_stop", concurrency_limit=None)
+    start_objective.click(on_objective, [*objective_widgets.values(), prompts_upload], status,
                           api_name="train_objective", concurrency_limit=None)
-
-    def train_status(request: gr.Request) -> dict:
-        """This session's latest training run (else the running one): state, phase, position in the queue, step,
-        progress, reward/KL history, samples, errors."""
-        return service.training_status(owner=owner(request))
-
-    def adapters(task: str) -> list[str]:
-        """The names of the adapters available for a task (shipped and trained here)."""
-        return [e.name for e in service.adapters_for(task)]
-
-    share_ui.document(adapters, {"task": f"One of the tasks: {', '.join(TASKS)}."})
-    gr.api(train_status, api_name="train_status", concurrency_limit=None)
+    status_of = bound(train_status, training, classroom)
+    adapters = share_ui.document(bound(adapter_names, service.store), {"task": f"One of the tasks: {', '.join(TASKS)}."})
+    gr.api(status_of, api_name="train_status", concurrency_limit=None)
     gr.api(adapters, api_name="adapters", concurrency_limit=None)
 
     # MCP tools: the same actions answering JSON; a run started by MCP has no session (no owner; it ends by its budget),
     # and train_status without a session follows the running run, else the last. An uploaded prompts file is the
     # page's: an MCP client pastes its prompts as prompt_lines.
-    share_ui.mcp_tool("train_start", lambda *values, request=None: started(train_request(dict(zip(run_widgets, values))),
-                                                                             None, request),
-                      start_run, run_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
+    share_ui.mcp_tool("train_start", lambda *values, request=None: started(
+                          training, classroom, train_request(dict(zip(run_widgets, values))), None, request),
+                      on_start, run_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
     share_ui.mcp_tool("train_objective", lambda *values, request=None: started(
-                          objective_request(dict(zip(objective_widgets, values))), None, request),
-                      start_objective_run, objective_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
-    share_ui.mcp_tool("train_status", lambda request=None: service.training_status(), train_status, {},
+                          training, classroom, objective_request(dict(zip(objective_widgets, values))), None, request),
+                      on_objective, objective_widgets, share_ui.TRAINING_JSON, concurrency_limit=None)
+    share_ui.mcp_tool("train_status", lambda request=None: training.status(), status_of, {},
                       share_ui.TRAINING_JSON, "The training run in progress, else the last one (an MCP call has no "
                       "session of its own): state, phase, step, progress, reward/KL history, samples, errors.",
                       concurrency_limit=None)
@@ -518,6 +549,42 @@ def training_tab(service: Playground, menus: AdapterMenus, classroom: Classroom 
 
 def all_adapter_choices(service: Playground) -> list[tuple[str, str]]:
     return [(f"{e.name} ({e.source}, task {e.card.task})", e.name) for e in list(service.adapters.values())]
+
+
+def refreshed(service: Playground, menus: AdapterMenus, chosen: gr.Dropdown, message: str, value=None) -> tuple:
+    """The message, and every adapter menu of the page afresh (the tab's own menu set to `value`)."""
+    updates = menus.updates(service)
+    updates[menus.components.index(chosen)] = gr.update(choices=all_adapter_choices(service), value=value)
+    return message, *updates
+
+
+def download_adapter(store: AdapterStore, name: str) -> str:
+    """The chosen adapter as a zip file: its safetensors and card."""
+    try:
+        return str(store.adapter_zip(name, Path(tempfile.mkdtemp(prefix="ipa-zip-"))))
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+
+
+def delete_adapter(service: Playground, menus: AdapterMenus, chosen: gr.Dropdown, name: str, request: gr.Request):
+    try:
+        service.store.delete_adapter(name, local=local_browser(request))
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    return refreshed(service, menus, chosen, f"Deleted “{views.e(name)}”.")
+
+
+def upload_adapter(service: Playground, menus: AdapterMenus, chosen: gr.Dropdown, path: str | None, request: gr.Request):
+    if not path:
+        raise user_error(ServiceError("Choose an adapter zip to upload."))
+    try:
+        entry = service.store.upload_adapter(path, local=local_browser(request))
+    except USER_ERRORS as err:
+        raise user_error(err) from None
+    where = ("the *Try your adapters* tab, scored with its own objective" if entry.card.objective
+             else "that task's adapter list and the *Try your adapters* tab")
+    return refreshed(service, menus, chosen, f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it "
+                     f"is in {where} now.", entry.name)
 
 
 def adapters_tab(service: Playground, menus: AdapterMenus) -> None:
@@ -537,47 +604,18 @@ def adapters_tab(service: Playground, menus: AdapterMenus) -> None:
     upload = gr.File(label="Upload an adapter zip", file_types=[".zip"], type="filepath", elem_id="adapters-upload")
     result = gr.Markdown(elem_id="adapters-result")
 
-    def refreshed(message: str, value=None):
-        updates = menus.updates(service)
-        updates[menus.components.index(chosen)] = gr.update(choices=all_adapter_choices(service), value=value)
-        return message, *updates
-
-    def download_adapter(name: str) -> str:
-        """The chosen adapter as a zip file: its safetensors and card."""
-        try:
-            return str(service.adapter_zip(name, Path(tempfile.mkdtemp(prefix="ipa-zip-"))))
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-
-    def delete_adapter(name: str, request: gr.Request):
-        try:
-            service.delete_adapter(name, local=local_browser(request))
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-        return refreshed(f"Deleted “{views.e(name)}”.")
-
-    def upload_adapter(path: str | None, request: gr.Request):
-        if not path:
-            raise user_error(ServiceError("Choose an adapter zip to upload."))
-        try:
-            entry = service.upload_adapter(path, local=local_browser(request))
-        except USER_ERRORS as err:
-            raise user_error(err) from None
-        where = ("the *Try your adapters* tab, scored with its own objective" if entry.card.objective
-                 else "that task's adapter list and the *Try your adapters* tab")
-        return refreshed(f"Uploaded as “{views.e(entry.name)}” (task {views.e(entry.card.task)}): it is in {where} now.",
-                         entry.name)
-
     name_doc = {"name": "The adapter's name (the adapters endpoint lists them by task)."}
-    share_ui.document(download_adapter, name_doc)
-    share_ui.document(delete_adapter, name_doc, "Delete an adapter trained or uploaded here (never a shipped one).")
-    share_ui.document(upload_adapter, {"path": "A zip made by this playground's adapter_download (JSON and safetensors)."},
-                      "Upload an adapter zip; it is checked, then listed under a new name for its task.")
+    on_download = share_ui.document(bound(download_adapter, service.store), name_doc)
+    on_delete = share_ui.document(bound(delete_adapter, service, menus, chosen), name_doc,
+                                  "Delete an adapter trained or uploaded here (never a shipped one).")
+    on_upload = share_ui.document(bound(upload_adapter, service, menus, chosen),
+                                  {"path": "A zip made by this playground's adapter_download (JSON and safetensors)."},
+                                  "Upload an adapter zip; it is checked, then listed under a new name for its task.")
     menus.any_adapter.append((chosen, all_adapter_choices))
     outputs = [result, *menus.components]
-    download.click(download_adapter, chosen, zipped, api_name="adapter_download")
-    delete.click(delete_adapter, chosen, outputs, api_name="adapter_delete")
-    upload.upload(upload_adapter, upload, outputs, api_name="adapter_upload")
+    download.click(on_download, chosen, zipped, api_name="adapter_download")
+    delete.click(on_delete, chosen, outputs, api_name="adapter_delete")
+    upload.upload(on_upload, upload, outputs, api_name="adapter_upload")
 
 
 # --- try your adapters --------------------------------------------------------------------------------------------
@@ -589,6 +627,30 @@ def try_choices(service: Playground) -> list[tuple[str, str]]:
         return f"objective {objective.get('name')}" if objective else f"task {card.task}"
 
     return [(f"{e.name} ({e.source}; {trained_for(e.card)})", e.name) for e in list(service.adapters.values())]
+
+
+def try_adapter(service: Playground, adapter: str, text: str, alpha: float, n: int, max_new_tokens: int, seed: int):
+    def updates():
+        definition = service.store.adapter_task(adapter)
+        settings = Settings(**{**definition.decode, "alpha": alpha, "n": n, "max_new_tokens": max_new_tokens, "seed": seed})
+        for update in service.generation.try_adapter(adapter, text, settings):
+            out = views.generation_outputs(update, definition, service.store.adapters.get(adapter))
+            yield out[0], out[1], out[2], out[3], out[6], out[7]
+
+    yield from as_page_errors(updates, "Generation")
+
+
+def trial_defaults(service: Playground, adapter: str):
+    """What shows a picked adapter's effect: a text like those it trained on, its strength and length."""
+    if adapter not in service.store.adapters:
+        return [gr.skip()] * 4
+    d = service.generation.trial_defaults(adapter)
+    return d["text"], d["alpha"], d["n"], d["max_new_tokens"]
+
+
+def missing_text(adapter, text, *rest):
+    return [gr.validate(adapter not in (None, ""), "Pick an adapter first."),
+            gr.validate(not InputField.missing(text), "Type a text here first.")] + [gr.validate(True, "")] * len(rest)
 
 
 def try_tab(service: Playground, classroom: Classroom | None = None, menus: AdapterMenus | None = None) -> gr.Dropdown:
@@ -618,39 +680,18 @@ def try_tab(service: Playground, classroom: Classroom | None = None, menus: Adap
     with gr.Accordion("The result as data (what the API returns)", open=False):
         data = gr.JSON(label="Result")
 
-    def try_adapter(adapter: str, text: str, alpha: float, n: int, max_new_tokens: int, seed: int):
-        def updates():
-            definition = service.adapter_task(adapter)
-            settings = Settings(**{**definition.decode, "alpha": alpha, "n": n,
-                                   "max_new_tokens": max_new_tokens, "seed": seed})
-            for update in service.try_adapter(adapter, text, settings):
-                out = views.generation_outputs(update, definition, service.adapters.get(adapter))
-                yield out[0], out[1], out[2], out[3], out[6], out[7]
-
-        yield from as_page_errors(updates, "Generation")
-
-    share_ui.document(try_adapter, {**share_ui.generation_docs(), "adapter": "Any adapter's name, a task's or an objective's.",
-                                    "text": "Your text: to continue, or your message."},
-                      "Any adapter on a text of one's own: base and base + adapter side by side, scored as the adapter "
-                      "was trained (its task's reward or its own objective).")
-    def trial_defaults(adapter: str):
-        if adapter not in service.adapters:
-            return [gr.skip()] * 4
-        d = service.trial_defaults(adapter)
-        return d["text"], d["alpha"], d["n"], d["max_new_tokens"]
-
+    on_try = share_ui.document(bound(try_adapter, service), {**share_ui.generation_docs(),
+                                                              "adapter": "Any adapter's name, a task's or an objective's.",
+                                                              "text": "Your text: to continue, or your message."},
+                               "Any adapter on a text of one's own: base and base + adapter side by side, scored as the "
+                               "adapter was trained (its task's reward or its own objective).")
     # Picking an adapter sets what shows its effect: a text like those it trained on, its strength and length.
-    chosen.change(trial_defaults, chosen, [text, alpha, n, max_new], queue=False, api_visibility="private")
-
-    def missing_text(adapter, text_, *rest):
-        return [gr.validate(adapter not in (None, ""), "Pick an adapter first."),
-                gr.validate(not InputField.missing(text_), "Type a text here first.")] + [gr.validate(True, "")] * len(rest)
-
+    chosen.change(bound(trial_defaults, service), chosen, [text, alpha, n, max_new], queue=False, api_visibility="private")
     outputs = [base_text, tailored_text, base_reward, tailored_reward, notice, data]
-    button.click(try_adapter, [chosen, text, alpha, n, max_new, seed], outputs,
+    button.click(on_try, [chosen, text, alpha, n, max_new, seed], outputs,
                  api_name="try_adapter", concurrency_id="generate", show_progress="minimal", validator=missing_text)
     # the adapter is required: the page's default, the list's first, may not take a text (CommonGen's takes concepts)
-    share_ui.mcp_tool("try_adapter", share_ui.data_output(try_adapter, outputs, data), try_adapter,
+    share_ui.mcp_tool("try_adapter", share_ui.data_output(on_try, outputs, data), on_try,
                       {"adapter": str, "text": text, "alpha": alpha, "n": n, "max_new_tokens": max_new, "seed": seed},
                       share_ui.RESULT_JSON, concurrency_id="generate")
     if classroom is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import typing
 
 import gradio as gr
 
@@ -18,6 +19,30 @@ log = logging.getLogger("ipa.ui")
 
 NO_ADAPTER = "none"
 """The adapter menus' value for no adapter (the right column is then the base)."""
+
+
+def bound(fn, *given):
+    """A module-level handler `fn(part, ..., value, ...)` with its first parameters given (the service's parts it uses,
+    the tab's task or menus): Gradio reads it as fn without them. Its name, docstring and remaining parameters with
+    their types are fn's, so a gr.Request is still passed in and the API lists the same parameters; a generator stays
+    one, so a streamed handler still streams. (functools.partial hides the types from Gradio, and with them the
+    gr.Request.)
+
+        >>> button.click(bound(stop_run, service.training, classroom), None, status)   # doctest: +SKIP
+    """
+    if inspect.isgeneratorfunction(fn):
+        def handler(*values, **options):
+            yield from fn(*given, *values, **options)
+    else:
+        def handler(*values, **options):
+            return fn(*given, *values, **options)
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())[len(given):]
+    hints = typing.get_type_hints(fn)
+    handler.__signature__ = signature.replace(parameters=parameters)
+    handler.__annotations__ = {name: hint for name, hint in hints.items() if name in {p.name for p in parameters} | {"return"}}
+    handler.__name__, handler.__qualname__, handler.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    return handler
 
 
 def with_parameters(fn, names: list[str]):

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     result = {"command": shlex.join(["python", "-m", "bench.serve", *(sys.argv[1:] if argv is None else argv)]),
-              "machine": machine_name(resolve_device(app_config(app_args).device)), "date": time.strftime("%Y-%m-%d"),
+              "machine": machine_name(resolve_device(app_config(app_args).models.device)), "date": time.strftime("%Y-%m-%d"),
               "app_args": args.app_args, "tokens": args.tokens, "repeats": args.repeats, "rounds": []}
     with tempfile.NamedTemporaryFile("w", prefix="bench-serve-", suffix=".log", delete=False) as log:
         started = time.perf_counter()

@@ -72,19 +72,39 @@ def _hints(cls) -> dict:
         return {}
 
 
-def _nested(cls) -> dict[str, type]:
-    """Fields of `cls` that are themselves config dataclasses (one concern each): name -> class."""
+def _nested(cls) -> dict[str, tuple[type, bool]]:
+    """Fields of `cls` that are themselves config dataclasses (one concern each): name -> (class, optional). An
+    optional concern (`ApiBaseConfig | None`) is None unless its first field's option is given."""
+    found = {}
     hints = _hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
-            if isinstance(hints.get(f.name), type) and dataclasses.is_dataclass(hints[f.name])}
+    for f in dataclasses.fields(cls):
+        hint = hints.get(f.name)
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(inner) == 1 and len(typing.get_args(hint)) == 2
+        kind = inner[0] if optional else hint
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            found[f.name] = (kind, optional)
+    return found
+
+
+def field_names(cls) -> list[str]:
+    """The names of the options' fields, those of nested concerns included (argparse's dests)."""
+    nested = _nested(cls)
+    return [name for f in dataclasses.fields(cls)
+            for name in (field_names(nested[f.name][0]) if f.name in nested else [f.name])]
+
+
+def _inner(exclude: tuple[str, ...], name: str) -> tuple[str, ...]:
+    return tuple(e.split(".", 1)[1] for e in exclude if e.startswith(name + "."))
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str, ...] = (), defaults: dict | None = None,
-                       _seen: dict | None = None) -> None:
+                       _seen: dict | None = None, _optional: bool = False) -> None:
     """Add one `--kebab-case` option per field of `cls` (booleans become --flag / --no-flag).
 
     A field holding another config dataclass adds that class's options (flattened: `--lr`, not `--algo.lr`);
-    two concerns may not share an option name (`exclude` drops one, as "field" or "concern.field").
+    two concerns may not share an option name (`exclude` drops one, as "field" or "concern.field"). An optional
+    concern (`ApiBaseConfig | None`) is off by default: its first option's help says so.
     `defaults` replaces defaults by field name (None = "not given", for callers that fill defaults later).
     A field's `metadata={"flag": "base-api"}` names its option where the field name would be unclear.
     """
@@ -97,10 +117,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str,
         if f.name in exclude or f.name.startswith("_"):
             continue
         if f.name in nested:
-            inner = tuple(e.split(".", 1)[1] for e in exclude if e.startswith(f.name + "."))
-            add_dataclass_args(parser, nested[f.name], inner, defaults, seen)
+            inner, optional = nested[f.name]
+            add_dataclass_args(parser, inner, _inner(exclude, f.name), defaults, seen, optional)
             continue
         default = shown = _default(f)
+        if _optional and f is dataclasses.fields(cls)[0]:
+            shown = "off"
         if defaults and f.name in defaults:
             default = defaults[f.name]
             if default is not None:
@@ -119,16 +141,23 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, exclude: tuple[str,
             group.add_argument(flag, dest=f.name, type=kind, default=default, help=f"{help_text} (default: {shown})")
 
 
-def dataclass_from_args(cls, args: argparse.Namespace, **overrides):
-    """Build `cls` from parsed args, nested concerns included; fields missing from args, or None there, keep their
-    defaults. `overrides` replace values by field name at any depth."""
+def dataclass_from_args(cls, args: argparse.Namespace, exclude: tuple[str, ...] = (), **overrides):
+    """Build `cls` from parsed args, nested concerns included (an optional one only when its first field is given);
+    fields missing from args, or None there, and those excluded (as add_dataclass_args' `exclude`: their options are
+    another concern's) keep their defaults. `overrides` replace values by field name at any depth."""
     values = {}
     nested = _nested(cls)
     for f in dataclasses.fields(cls):
         if f.name in overrides:
             values[f.name] = overrides[f.name]
+        elif f.name in exclude:
+            continue
         elif f.name in nested:
-            values[f.name] = dataclass_from_args(nested[f.name], args, **overrides)
+            inner, optional = nested[f.name]
+            if optional and not getattr(args, dataclasses.fields(inner)[0].name, None):
+                values[f.name] = None
+            else:
+                values[f.name] = dataclass_from_args(inner, args, _inner(exclude, f.name), **overrides)
         elif getattr(args, f.name, None) is not None:
             values[f.name] = getattr(args, f.name)
     return cls(**values)

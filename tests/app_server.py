@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ipa.policy_adapter import AdapterCard, AdapterHost
-from app.config import REPO_ROOT, AppConfig
+from app.config import REPO_ROOT, AppConfig, ModelsConfig
 from app.service import Playground
 from tests.helpers import free_port, perturb_lora
 
@@ -51,8 +51,8 @@ def serve_playground(root: Path, get_host, **settings):
     adapters_dir = SHIPPED_DIR if (SHIPPED_DIR / "toxicity" / "card.json").is_file() else stand_in_adapters(root, get_host())
     # float32: the API tests check that requests decoded together give exactly what each gives alone, which holds
     # in float32 (bfloat16 rounds differently with the batch's shape; tests/test_engine.py bounds that instead).
-    config = AppConfig(adapters_dir=str(adapters_dir), runs_dir=str(root / "runs"), device="cpu", dtype="float32",
-                       port=free_port(), warm_up=True, **settings)
+    config = AppConfig(adapters_dir=str(adapters_dir), runs_dir=str(root / "runs"),
+                       models=ModelsConfig(device="cpu", dtype="float32"), port=free_port(), warm_up=True, **settings)
     service = Playground.load(config)
     demo = build_ui(service)
     demo.queue(**queue_options(config.concurrency, config.queue_size))

@@ -20,7 +20,7 @@ import torch
 from ipa.policy_adapter import AdapterCard, AdapterHost
 from app import adapter_files
 from app.adapter_files import AdapterZipError, unpack_adapter_zip
-from app.config import REPO_ROOT, AppConfig
+from app.config import REPO_ROOT, AppConfig, ModelsConfig
 from app.adapter_store import UPLOAD_MARK, UPLOADED
 from app.config import ServiceError
 from app.service import Playground
@@ -37,7 +37,8 @@ def service(tiny_host, tmp_path):
     tiny_host.new_adapter("made", AdapterCard(task="sentiment", algorithm="pg", steps=3))
     tiny_host.save_adapter("made", shipped / "sentiment")
     tiny_host.delete_adapter("made")
-    config = AppConfig(adapters_dir=str(shipped), runs_dir=str(tmp_path / "runs"), device="cpu", warm_up=False)
+    config = AppConfig(adapters_dir=str(shipped), runs_dir=str(tmp_path / "runs"), models=ModelsConfig(device="cpu"),
+                       warm_up=False)
     playground = Playground(config, tiny_host, tiny_host, {}, torch.device("cpu"))
     playground.load_known_adapters()
     yield playground

@@ -367,14 +367,14 @@ def test_token_map(embedded_tokenizer):
 @pytest.mark.slow
 def test_the_playground_service_tailors_the_api_base(server, tmp_path):
     """The app's --base-api setting: both columns come through the server; the page names the served base."""
-    from app.config import AppConfig, ConfigError
+    from app.config import AppConfig, ModelsConfig, parse_args
     from app.service import Playground
     from app.settings import Settings
 
-    with pytest.raises(ConfigError, match="--base-api-model"):
-        AppConfig(base_api=server.url)
-    service = Playground.load(AppConfig(base_api=server.url, base_api_model=MODEL_ALIAS, top_logprobs=10,
-                                        device="cpu", warm_up=False, runs_dir=str(tmp_path / "runs")))
+    with pytest.raises(ApiBaseError, match="--base-api-model"):
+        parse_args(["--base-api", server.url], env={})
+    service = Playground.load(AppConfig(api=ApiBaseConfig(url=server.url, model=MODEL_ALIAS, top_logprobs=10),
+                                        models=ModelsConfig(device="cpu"), warm_up=False, runs_dir=str(tmp_path / "runs")))
     try:
         assert MODEL_ALIAS in service.base_label() and server.url in service.base_label()
         before = service.remote_base.stats.requests

@@ -11,7 +11,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError, ValidationError
 
-from app.config import AppConfig, ConfigError, parse_args
+from app.config import AppConfig, ConfigError, ModelsConfig, parse_args
+from ipa.decoding.api_config import ApiBaseConfig
 from app.settings import Settings
 from ipa.tasks import TASKS
 
@@ -191,9 +192,19 @@ def test_command_line_flags_win_over_environment_over_defaults():
     config = parse_args([], env=env)
     assert (config.port, config.host, config.share) == (9001, "0.0.0.0", True)
     config = parse_args(["--port", "7000", "--no-share", "--preset", "online"], env={**env, "IPA_PORT": "8000"})
-    assert (config.port, config.share, config.preset) == (7000, False, "online")
+    assert (config.port, config.share, config.models.preset) == (7000, False, "online")
     with pytest.raises(ConfigError, match="Unknown preset"):
         parse_args(["--preset", "huge"], env={})
+
+
+def test_the_models_and_the_api_base_nest_in_the_config_behind_the_same_flags():
+    assert parse_args([], env={}).api is None  # the base is local unless --base-api is given
+    env = {"IPA_BASE_API": "http://127.0.0.1:8000/v1/", "IPA_BASE_API_MODEL": "served", "IPA_DEVICE": "cpu"}
+    config = parse_args(["--top-logprobs", "5", "--concurrency", "7", "--dtype", "float32", "--threads", "1"], env=env)
+    assert (config.api.url, config.api.model, config.api.top_logprobs) == ("http://127.0.0.1:8000/v1", "served", 5)
+    assert config.concurrency == 7 and config.api.concurrency == ApiBaseConfig.concurrency  # the page's own flag
+    assert config.models == ModelsConfig(device="cpu", dtype="float32", threads=1)
+    assert parse_args(["--base-api-model", "served"], env={}).api is None  # nothing to tailor without the URL
 
 
 def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, embedded_tokenizer, monkeypatch):

@@ -293,18 +293,23 @@ def test_scheduler_refuses_with_a_clear_message_when_too_many_wait(two_adapters)
     scheduler.close()
 
 
-def test_batched_scorer_scores_waiting_requests_together():
-    calls = []
-    gate = threading.Event()
+def held_scorer(fail_on: str | None = None) -> tuple[BatchedScorer, list[list[str]], threading.Event]:
+    """A BatchedScorer of one task whose scorer records each batch it gets and holds it until the gate is set (a
+    batch with the text `fail_on` in it raises ValueError): the scorer, the batches, the gate."""
+    calls, gate = [], threading.Event()
 
     def scorer(inputs, texts):
         calls.append(list(texts))
         gate.wait(5)
-        if "bad" in texts:
-            raise ValueError("bad text")
+        if fail_on in texts:
+            raise ValueError(f"{fail_on} text")
         return [{"reward": len(t)} for t in texts]
 
-    score = BatchedScorer({"task": scorer})
+    return BatchedScorer({"task": scorer}), calls, gate
+
+
+def test_batched_scorer_scores_waiting_requests_together():
+    score, calls, gate = held_scorer(fail_on="bad")
     results, errors = {}, {}
 
     def request(i, texts):
@@ -331,15 +336,7 @@ def test_batched_scorer_scores_waiting_requests_together():
 
 
 def test_batched_scorer_scores_an_interactive_request_before_the_background_pile():
-    calls = []
-    gate = threading.Event()
-
-    def scorer(inputs, texts):
-        calls.append(list(texts))
-        gate.wait(5)
-        return [{"reward": len(t)} for t in texts]
-
-    score = BatchedScorer({"task": scorer})
+    score, calls, gate = held_scorer()
     score.BACKGROUND_TEXTS = 2
     threads = [threading.Thread(target=score, args=("task", [{}], ["busy"]), kwargs={"background": True})]
     threads[0].start()

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ipa.policy_adapter import AdapterCard
-from app.config import AppConfig
+from app.config import AppConfig, ModelsConfig
 from app.inspector_ui import COLUMNS, inspector_rows, kept, shown, step_view, token_view
 from app.config import ServiceError
 from app.service import Playground
@@ -45,7 +45,8 @@ def service(tiny_host, tmp_path):
         perturb_lora(tiny_host, "made", seed=seed)
         tiny_host.save_adapter("made", shipped / name)
         tiny_host.delete_adapter("made")
-    config = AppConfig(adapters_dir=str(shipped), runs_dir=str(tmp_path / "runs"), device="cpu", warm_up=False)
+    config = AppConfig(adapters_dir=str(shipped), runs_dir=str(tmp_path / "runs"), models=ModelsConfig(device="cpu"),
+                       warm_up=False)
     scorers = {"toxicity": FakeReward(), "sentiment": FakeReward(0.25)}
     playground = Playground(config, tiny_host, tiny_host, scorers, torch.device("cpu"))
     playground.load_known_adapters()

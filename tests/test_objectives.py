@@ -378,28 +378,23 @@ def test_a_user_reward_is_a_block_with_its_parameters(user_module):
     assert "Exclaims" not in block_rewards()  # only where the command line loaded it
 
 
-@pytest.mark.parametrize("class_name,message", [
-    ("Raises", r"my_rewards.py:Raises raised ZeroDivisionError while scoring: oops"),
-    ("OutOfRange", r"my_rewards.py:OutOfRange returned 2.0: every score must be a number in \[0, 1\]"),
-    ("Short", r"my_rewards.py:Short returned 0 scores for 2 completions"),
-    ("NeedsArgs", r"my_rewards.py:NeedsArgs raised TypeError when created"),
-])
-def test_a_failing_user_reward_is_one_error_naming_it(user_module, class_name, message):
-    _, cls = load_reward_module(f"{user_module}:{class_name}")
-    with pytest.raises(RewardModuleError, match=message):
-        cls()(["a", "b"], ["x", "y"])
-
-
 @pytest.mark.parametrize("spec,message", [
+    # a module that does not load
     ("{dir}/my_rewards.py:Nope", r"has no class 'Nope'; its classes: Exclaims, NeedsArgs, OutOfRange, Raises, Short"),
     ("{dir}/missing.py:Exclaims", r"is not a Python file that exists"),
     ("{dir}/my_rewards.py", r"takes FILE.py:ClassName"),
     ("{dir}/broken.py:Exclaims", r"broken.py:Exclaims raised SyntaxError while loading"),
+    # a class that loads, then fails when created or when it scores
+    ("{dir}/my_rewards.py:Raises", r"my_rewards.py:Raises raised ZeroDivisionError while scoring: oops"),
+    ("{dir}/my_rewards.py:OutOfRange", r"my_rewards.py:OutOfRange returned 2.0: every score must be a number in \[0, 1\]"),
+    ("{dir}/my_rewards.py:Short", r"my_rewards.py:Short returned 0 scores for 2 completions"),
+    ("{dir}/my_rewards.py:NeedsArgs", r"my_rewards.py:NeedsArgs raised TypeError when created"),
 ])
-def test_a_reward_module_that_cannot_load_names_itself(user_module, spec, message):
+def test_a_failing_reward_module_is_one_error_naming_it(user_module, spec, message):
     (user_module.parent / "broken.py").write_text("def oops(:\n")
     with pytest.raises(RewardModuleError, match=message):
-        load_reward_module(spec.format(dir=user_module.parent))
+        _, cls = load_reward_module(spec.format(dir=user_module.parent))
+        cls()(["a", "b"], ["x", "y"])
 
 
 # --- training for an objective (ipa.training.loop --objective), on a tiny model ---------------------------------

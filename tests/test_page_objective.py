@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from app.config import AppConfig
+from app.config import AppConfig, ModelsConfig
 from app.adapter_store import AdapterStore
 from app.config import ServiceError
 from app.objective_form import page_objective, pasted_prompts, uploaded_prompts
@@ -66,7 +66,7 @@ def test_pasted_prompts_have_limits_and_say_which(text, message):
 
 
 def playground_without_models(tmp_path, train) -> tuple[TrainingService, list]:
-    config, finished = AppConfig(runs_dir=str(tmp_path / "runs"), device="cpu"), []
+    config, finished = AppConfig(runs_dir=str(tmp_path / "runs"), models=ModelsConfig(device="cpu")), []
     store = AdapterStore(config, None, threading.Lock())  # no models: an empty store
     queue = TrainingQueue(train, lambda job, directory: finished.append(job.name), lambda name: None,
                           ObjectiveError, tmp_path / "runs", 1000.0, 8)

@@ -1,10 +1,12 @@
-"""A new session's set-up (app.gradio_sessions): a session builds a block's config when it is read, with class-level
-answers cached, and reads the very configs Gradio builds eagerly; what a session changes stays its own."""
+"""How the page meets Gradio: a new session's set-up (app.gradio_sessions: a session builds a block's config when it is
+read, with class-level answers cached, and reads the very configs Gradio builds eagerly; what a session changes stays
+its own) and handlers bound to the service's parts (app.widgets.bound)."""
 
 from __future__ import annotations
 
 import inspect
 
+import gradio as gr
 import gradio.blocks
 import pytest
 import torch
@@ -65,3 +67,28 @@ def test_a_session_reads_writes_and_lists_its_configs_as_gradio_does(page):
     assert SessionState(page).config_values[textbox]["props"].get("value") != "typed by this session"  # its own
     assert list(session.components) == list(eager.components)  # a deep link's configs, in Gradio's order
     assert session.config_values.get(-1) is None and -1 not in session.config_values
+
+
+def _stop(store: dict, owner: str, request: gr.Request) -> str:
+    """Stop a run."""
+    return f"{store['run']} stopped by {owner} from {request.client.host}"
+
+
+def _stream(store: dict, text: str):
+    yield from (f"{store['run']}: {word}" for word in text.split())
+
+
+def test_a_bound_handler_reads_to_gradio_as_the_handler_without_its_parts():
+    from gradio.utils import get_type_hints, is_special_typed_parameter
+
+    from app.widgets import bound
+
+    stop = bound(_stop, {"run": "toxicity-pg-1"})
+    assert list(inspect.signature(stop).parameters) == ["owner", "request"]  # what the API lists, and passes
+    assert is_special_typed_parameter("request", get_type_hints(stop))  # still handed the gr.Request
+    assert (stop.__name__, stop.__doc__) == ("_stop", "Stop a run.")
+    request = gr.Request(client=type("Client", (), {"host": "127.0.0.1"})())
+    assert stop("ann", request) == "toxicity-pg-1 stopped by ann from 127.0.0.1"
+    stream = bound(_stream, {"run": "r"})
+    assert inspect.isgeneratorfunction(stream)  # a streamed handler still streams
+    assert list(stream("a b")) == ["r: a", "r: b"]

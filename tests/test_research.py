@@ -16,7 +16,7 @@ import torch
 from ipa.policy_adapter import AdapterCard
 from ipa.decoding.run import TailoredPolicy
 from app import research, research_ui
-from app.config import AppConfig
+from app.config import AppConfig, ModelsConfig
 from app.config import ServiceError
 from app.service import Playground
 from app.settings import Settings
@@ -56,7 +56,7 @@ def service(tiny_host, tmp_path):
     tiny_host.delete_adapter("made")
     kit = RewardKit()
     kit.__dict__.update(fluency=StandInModels(), relevance=StandInModels(), toxicity=StandInModels())
-    config = AppConfig(adapters_dir=str(tmp_path / "shipped"), runs_dir=str(tmp_path / "runs"), device="cpu",
+    config = AppConfig(adapters_dir=str(tmp_path / "shipped"), runs_dir=str(tmp_path / "runs"), models=ModelsConfig(device="cpu"),
                        warm_up=False, research_samples=40)
     playground = Playground(config, tiny_host, tiny_host, {"sentiment": TaskScorer(get_task("sentiment"), kit)},
                             torch.device("cpu"))

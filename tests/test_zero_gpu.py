@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from ipa.policy_adapter import AdapterCard
 from app import research
-from app.config import AppConfig
+from app.config import AppConfig, ModelsConfig
 from app.service import Playground
 from app.settings import Settings
 from app.training_jobs import GpuChunks, ZeroGpuTrain, config_from_fields
@@ -44,8 +44,8 @@ def spaces(monkeypatch):
 def make_service(host, tmp_path, zero_gpu: bool) -> Playground:
     kit = RewardKit()
     kit.__dict__.update(fluency=StandInModels(), relevance=StandInModels(), toxicity=StandInModels())
-    config = AppConfig(adapters_dir=str(tmp_path / "shipped"), runs_dir=str(tmp_path / f"runs-{zero_gpu}"), device="cpu",
-                       warm_up=False, research_samples=40)
+    config = AppConfig(adapters_dir=str(tmp_path / "shipped"), runs_dir=str(tmp_path / f"runs-{zero_gpu}"),
+                       models=ModelsConfig(device="cpu"), warm_up=False, research_samples=40)
     return Playground(config, host, host, {"sentiment": TaskScorer(get_task("sentiment"), kit)}, torch.device("cpu"),
                       zero_gpu=zero_gpu)
 
@@ -194,7 +194,7 @@ def test_on_zero_gpu_the_page_s_process_keeps_the_models_on_the_cpu(spaces, monk
     from app import spaces_compat
 
     assert spaces_compat.zero_gpu_on()
-    config = AppConfig(device="cuda", warm_up=False)
+    config = AppConfig(models=ModelsConfig(device="cuda"), warm_up=False)
     loaded = {}
 
     def fake_load_host(name, device, dtype):
