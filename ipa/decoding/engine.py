@@ -85,29 +85,21 @@ class SlackLayer(DynamicLayer):
     GROWTH = 0.5
     """Spare columns made when the room runs out, as a share of the columns filled."""
 
-    @property
-    def keys(self) -> torch.Tensor | None:
-        return self._filled_part(self._keys, self._keys_filled)
-
-    @keys.setter
-    def keys(self, value: torch.Tensor | None) -> None:
-        self._keys, self._keys_filled = value, self._columns(value)
-
-    @property
-    def values(self) -> torch.Tensor | None:
-        return self._filled_part(self._values, self._values_filled)
-
-    @values.setter
-    def values(self, value: torch.Tensor | None) -> None:
-        self._values, self._values_filled = value, self._columns(value)
-
     @staticmethod
-    def _columns(tensor: torch.Tensor | None) -> int:
-        return tensor.shape[-2] if tensor is not None and tensor.dim() == 4 else 0
+    def _filled(name: str) -> property:
+        """The attribute `name` ('keys', 'values') read as its filled columns, set as a whole tensor (no room)."""
+        def read(self) -> torch.Tensor | None:
+            tensor = getattr(self, f"_{name}")
+            return tensor if tensor is None or tensor.dim() != 4 else tensor[:, :, :getattr(self, f"_{name}_filled")]
 
-    @staticmethod
-    def _filled_part(tensor: torch.Tensor | None, filled: int) -> torch.Tensor | None:
-        return tensor if tensor is None or tensor.dim() != 4 else tensor[:, :, :filled]
+        def write(self, value: torch.Tensor | None) -> None:
+            setattr(self, f"_{name}", value)
+            setattr(self, f"_{name}_filled", value.shape[-2] if value is not None and value.dim() == 4 else 0)
+
+        return property(read, write)
+
+    keys = _filled("keys")
+    values = _filled("values")
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
