@@ -34,7 +34,7 @@ differ by CPU. Any change of a formula moves the rewards by far more."""
 def test_every_task_module_declares_a_whole_task(module):
     task = task_of(module)
     assert TASKS[task.name] is task and module.__name__ == f"ipa.tasks.{task.name}"
-    assert task.title and task.description and task.reward and task.instruction and len(task.demos) >= 6
+    assert task.label and task.title and task.description and task.reward and task.instruction and len(task.demos) >= 6
     DecodeConfig(**task.decode)
     known = {**REWARDS, **FACTORS, **task.factors}
     assert all(b.reward in known for b in task.blocks), [b.reward for b in task.blocks if b.reward not in known]

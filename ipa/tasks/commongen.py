@@ -29,6 +29,7 @@ def _concept_list(inputs: dict) -> str:
 TASK = Task(
     name="commongen",
     **prose("""
+        label: CommonGen
         title: Constrained generation (CommonGen)
         description: Write one plain sentence that uses every given concept.
         reward: once_coverage × fluency × (1 if the sentence is finished else 0.5)

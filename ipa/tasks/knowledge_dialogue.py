@@ -26,6 +26,7 @@ FIELDS = (
 TASK = Task(
     name="knowledge_dialogue",
     **prose("""
+        label: Knowledge dialogue
         title: Knowledge-grounded dialogue
         description: Answer the user with what the knowledge passage says, and nothing it does not.
         reward: faithfulness × (0.5 + 0.5 · relevance) × copy_factor

@@ -11,6 +11,7 @@ from ipa.tasks.task import TEXT_FIELD, continuation, demos, prose
 TASK = continuation(
     name="open_ended",
     **prose("""
+        label: Open-ended
         title: Open-ended generation
         description: Continue the start of a passage coherently, without repeating yourself.
         reward: coherence × diversity × fluency

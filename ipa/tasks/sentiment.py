@@ -13,6 +13,7 @@ from ipa.tasks.task import TEXT_FIELD, Rate, continuation, demos, prose
 TASK = continuation(
     name="sentiment",
     **prose("""
+        label: Sentiment
         title: Positive sentiment
         description: Continue a neutral prompt in a positive tone.
         reward: positivity × fluency

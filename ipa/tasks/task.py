@@ -18,6 +18,8 @@ from ipa.rewards.objective import PRODUCT, Block, Objective
 from ipa.rewards.text import parse_concepts
 
 PROMPT_FORMATS = ("raw", "chat")
+TOXICITY_BLOCKS = ("toxicity", "toxicity_level", "safety")
+"""The blocks that run the toxicity classifier."""
 MIN_CONCEPTS, MAX_CONCEPTS = 3, 5
 
 
@@ -133,6 +135,14 @@ class Task:
     data: str | dict = ""
     """The default data set under the data folder (ipa.tasks.data.data_dir); a dict gives one per split ('train',
     'eval'), each used whole. '' for none: the task's inputs come from a file the user gives."""
+    label: str = ""
+    """The short name of its tab on the page, so that all seven tabs fit on a laptop screen (the title heads the tab);
+    '' for the title."""
+
+    @property
+    def uses_toxicity(self) -> bool:
+        """Whether its reward runs the toxicity classifier (the page names the classifier's backend)."""
+        return any(b.reward in TOXICITY_BLOCKS for b in self.blocks)
 
     @property
     def objective(self) -> Objective:
@@ -295,7 +305,7 @@ def _joined_lines(text: str) -> list[str]:
 
 
 def prose(text: str) -> dict[str, str]:
-    """A task's one-line texts (title, description, reward, notes, reward_note, instruction) from a text block of
+    """A task's one-line texts (label, title, description, reward, notes, reward_note, instruction) from a text block of
     `field: text` lines; a line that starts with spaces continues the one before, so a long text wraps.
 
     >>> prose('''
