@@ -47,6 +47,12 @@ def test_every_task_module_declares_a_whole_task(module):
     assert set(task.metrics) <= parts | rates | set(SHARED_METRICS), set(task.metrics) - parts - rates
 
 
+def test_task_blocks_are_the_kits_own_rewards_made_on_first_use():
+    scorer = load_scorer("sentiment", toxicity_backend="profanity_check")
+    assert "blocks" not in vars(scorer)  # nothing made before it scores
+    assert scorer.blocks[0] is scorer.kit.sentiment  # the default parameters, left out: the kit's own instance
+
+
 def test_a_module_without_a_task_or_named_for_another_is_refused():
     with pytest.raises(TaskInputError, match="declares no TASK"):
         task_of(textwrap)

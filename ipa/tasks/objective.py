@@ -128,7 +128,6 @@ def objective_task(objective: Objective, prompts_path: str | None = None) -> Tas
         notes=f"Prompts: {prompts.title}.",
         blocks=objective.blocks,
         combination=objective.combination,
-        data=source_task.data,
     )
 
 
@@ -185,6 +184,7 @@ class ObjectiveScorer(TaskScorer):
     def __init__(self, objective: Objective, task: Task, kit: RewardKit, extra_rewards: dict[str, type] | None = None):
         super().__init__(task, kit, objective, extra_rewards)
         self.labels = objective.labels
+        _ = self.blocks  # made at once: a user's reward that cannot be created says so before anything is scored
 
     def context(self, inputs: list[dict]) -> None:
         return None

@@ -87,7 +87,7 @@ class RewardKit:
 
     def block(self, name: str, params: dict | None = None, classes: dict[str, type] | None = None):
         """A reward as a block of an objective (ipa.rewards.objective): the kit's own instance when the block has
-        its default parameters, else a new instance of its class that shares the kit's models (the MiniLM
+        its default parameters (given or left out: a task's blocks leave them out), else a new instance of its class that shares the kit's models (the MiniLM
         embedder, the scoring LM, the toxicity classifier): adding blocks never loads a model twice.
 
         classes: the reward classes by name (default ipa.rewards.REWARDS; user modules add theirs)."""
@@ -95,7 +95,8 @@ class RewardKit:
         cls = classes[name]
         params = {k: v for k, v in (params or {}).items() if v is not None}
         defaults = {p.name: p.default for p in getattr(cls, "PARAMS", ()) if not p.required and p.default is not None}
-        if cls is REWARDS.get(name) and params == defaults and isinstance(getattr(type(self), name, None), functools.cached_property):
+        if cls is REWARDS.get(name) and {**defaults, **params} == defaults \
+                and isinstance(getattr(type(self), name, None), functools.cached_property):
             return getattr(self, name)
         shared = {"embedder": lambda: self.relevance.embedder, "lm": lambda: self.fluency.lm,
                   "classifier": lambda: self.toxicity.classifier, "toxicity": lambda: self.toxicity,
@@ -127,9 +128,14 @@ class TaskScorer:
         self.task = task
         self.kit = kit
         self.objective = objective or task.objective
-        classes = {**FACTORS, **task.factors, **(extra_rewards or {})}
-        self.blocks = [kit.block(b.reward, b.params, classes) for b in self.objective.blocks]
-        """One reward instance a block, the kit's models shared."""
+        self.classes = {**FACTORS, **task.factors, **(extra_rewards or {})}
+        """The block classes beside ipa.rewards.REWARDS, by name."""
+
+    @functools.cached_property
+    def blocks(self) -> list:
+        """One reward instance a block, the kit's models shared; made on first use (a scorer loads no model before
+        it scores)."""
+        return [self.kit.block(b.reward, b.params, self.classes) for b in self.objective.blocks]
 
     @property
     def toxicity_backend(self) -> str:
