@@ -22,9 +22,10 @@ from ipa.tasks.metrics import SHARED_METRICS
 from ipa.tasks.scoring import load_scorer
 from tests.task_reward_examples import EXAMPLES, REFERENCE, score_examples
 
-MODEL_TOLERANCE = 1e-3
-"""How far a recorded part may move on another machine: the scoring LM and MiniLM run in bfloat16, whose sums can
-differ by CPU. Any change of a formula moves the rewards by far more."""
+MODEL_TOLERANCE = 0.01
+"""How far a recorded part may move: the scoring LM and MiniLM run in bfloat16, whose sums change with the CPU and
+with the number of threads a process uses (MiniLM's relevance moved by 0.003 beside the other tests). The arithmetic
+is checked to the last bit on the parts themselves (old_reward); a changed formula moves the rewards by far more."""
 
 
 # --- each module declares everything ------------------------------------------------------------------------
