@@ -7,10 +7,10 @@ is scored, which rates it reports and where its data comes from.
     >>> prompt = task.build_prompt({"concepts": "dog frisbee catch"}, tokenizer)      # doctest: +SKIP
     >>> scorer = load_scorer("commongen")                                             # doctest: +SKIP
     >>> scorer([{"concepts": "dog frisbee catch"}], ["The dog caught the frisbee."])  # doctest: +SKIP
-    [{'reward': 0.9, 'coverage': 1.0, 'fluency': 0.9}]
+    [{'reward': 0.9, 'coverage': 1.0, 'once_coverage': 1.0, 'finished': 1.0, 'fluency': 0.9}]
 
 A task is one module, ipa/tasks/<task>.py, that declares `TASK = Task(...)` (ipa.tasks.task): its input fields,
-prompt format and prompts, decoding defaults, demos, instruction, label (title), reward as blocks of an objective
+prompt format and prompts, decoding defaults, demos, instruction, tab label and title, reward as blocks of an objective
 (scored by ipa.tasks.scoring with the engine of users' objectives, ipa.rewards.objective.score), rates
 (ipa.tasks.metrics reports them) and default data (ipa.tasks.data reads it). TASK_MODULES lists them, in the order
 the page shows them; a seventh task is one more module and its name in that list (docs/design.md, "Adding a task").
@@ -102,3 +102,8 @@ def carry_inputs(inputs: dict, source: Task, target: Task) -> dict:
         main = inputs.get(source.primary_field)
         given[target.primary_field] = ", ".join(main) if isinstance(main, (list, tuple)) else main
     return target.normalize(given)
+
+
+__all__ = ["TASKS", "TASK_MODULES", "Task", "InputField", "Rate", "TaskInputError", "get_task", "task_of", "inputs_from_prompt",
+           "carry_inputs", "escape_special_tokens", "special_token_strings", "first_sentences", "PROMPT_FORMATS", "WORD_JOINER",
+           "TEXT_FIELD", "MIN_CONCEPTS", "MAX_CONCEPTS"]
