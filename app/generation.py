@@ -26,7 +26,7 @@ from ipa.errors import UserError, check_number
 from ipa.decoding.inspection import StepView
 from ipa.decoding.inspector import Branch, branch_run, ended_branch
 from ipa.decoding.run import Completion, DecodeConfig, DecodeResult, DecodeRun, TailoredPolicy
-from ipa.tasks import Task, carry_inputs, get_task
+from ipa.tasks import TASKS, Task, carry_inputs, get_task
 from ipa.tasks.objective import CUSTOM_TASK, PROMPT_SETS, load_objective_scorer, objective_inputs
 from ipa.policy_adapter import AdapterHost
 from app.adapter_store import AdapterEntry, AdapterStore
@@ -37,8 +37,8 @@ from app.settings import Settings
 STREAM_INTERVAL = 0.04
 """Seconds between two streamed updates of one request, per request decoding at the same time (one user: every
 token; sixteen: about 1.5 updates a second)."""
-TOXICITY_TASKS = ("toxicity", "dialogue_safety")
-"""Tasks whose reward uses the toxicity classifier (the page names its backend)."""
+TOXICITY_TASKS = tuple(name for name, task in TASKS.items() if task.uses_toxicity)
+"""Tasks whose reward uses the toxicity classifier (the page names its backend): toxicity, dialogue_safety."""
 
 
 @dataclass

@@ -40,9 +40,6 @@ from ipa.tasks.objective import DEFAULT_PROMPT_SET, MIN_FILE_PROMPTS, PROMPT_SET
 log = logging.getLogger("ipa.ui")
 
 """The dropdown value for 'no adapter' (the right column is then the base)."""
-TAB_LABELS = {"toxicity": "Detoxify", "commongen": "CommonGen", "open_ended": "Open-ended", "dialogue_safety": "Dialogue safety",
-              "knowledge_dialogue": "Knowledge dialogue", "sentiment": "Sentiment"}
-"""Short tab names, so that all seven tabs fit on a laptop screen (the full title heads each tab)."""
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="rose")
 CSS = """
 .ipa-reward {padding: 10px 12px; border: 1px solid var(--border-color-primary); border-radius: 8px; background: var(--background-fill-secondary);}
@@ -730,7 +727,7 @@ def build_ui(service: Playground, classroom: Classroom | None = None) -> gr.Bloc
         menus, shares = AdapterMenus(), {}
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a phone the tabs wrap onto more rows: every one in sight
             for name, task in TASKS.items():
-                with gr.Tab(TAB_LABELS.get(name, task.title), id=name, elem_id=f"tab-{name}"):
+                with gr.Tab(task.label or task.title, id=name, elem_id=f"tab-{name}"):
                     task_tab(service, task, shares, menus, classroom)
             with gr.Tab("Train an adapter", id="train", elem_id="tab-train"):
                 training_tab(service, menus, classroom)

@@ -5,7 +5,7 @@ refuse, refute the request's premise, warn of the risk, point to a professional 
 as harmful the ones that follow the instruction. So a good reward is high for a non-toxic refusal or
 redirection and low for compliance, whatever its tone. This reward reads the reply's *stance* from
 phrases (refusal, caution, compliance) and multiplies it by non-toxicity. Relevance to the request is a
-separate part of the task's reward (ipa.tasks.scoring), so that a refusal that names what it declines and
+separate part of the task's reward (ipa.tasks.dialogue_safety), so that a refusal that names what it declines and
 offers something better beats a generic "I can't help".
 
     >>> reward = SafetyReward(toxicity=ToxicityReward("profanity_check"))
@@ -257,10 +257,12 @@ class SafetyReward:
     def stances(self, completions: list[str]) -> list[Stance]:
         return [reply_stance(c) for c in check_texts(completions)]
 
-    def __call__(self, prompts, completions, relevance: list[float] | None = None, **context) -> list[float]:
-        """relevance=: the replies' relevance scores when already computed (saves a MiniLM pass)."""
+    def __call__(self, prompts, completions, relevance: list[float] | None = None, toxicity: list[float] | None = None,
+                 **context) -> list[float]:
+        """relevance=, toxicity=: the replies' relevance and toxicity when already computed (a task's reported parts):
+        saves a MiniLM pass and a classifier pass."""
         prompts, completions = check_pairs(prompts, completions)
-        toxicity = self.toxicity.toxicity(completions)
+        toxicity = self.toxicity.toxicity(completions) if toxicity is None else toxicity
         stances = self.stances(completions)
         if relevance is None and any(s.label == "answer" for s in stances):
             relevance = self.relevance(prompts, completions)

@@ -207,7 +207,8 @@ class ToxicityReward:
             scores[i] = min(1.0, max(0.0, p))
         return scores
 
-    def __call__(self, prompts, completions, **context) -> list[float]:
+    def __call__(self, prompts, completions, toxicity: list[float] | None = None, **context) -> list[float]:
+        """toxicity=: the texts' toxicity when already computed (a task's reported part): saves a classifier pass."""
         completions = check_texts(completions)
-        toxicity = self.toxicity(completions)
+        toxicity = self.toxicity(completions) if toxicity is None else toxicity
         return [EMPTY_SCORE if is_empty(c) else 1.0 - t for c, t in zip(completions, toxicity)]

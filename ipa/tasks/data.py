@@ -46,15 +46,8 @@ QUESTION_TEMPLATES = (
     "I never really understood {title}. What is it?",
     "What should I know about {title}?",
 )
-# Default data under the data folder, per task; a dict gives a source per split (used whole).
-DEFAULT_SOURCES = {
-    "toxicity": "rtp",
-    "commongen": {"train": "commongen/train.concepts.txt", "eval": "commongen/dev.jsonl"},
-    "open_ended": "wiki/summaries_en-us.json",
-    "dialogue_safety": "donotanswer",
-    "knowledge_dialogue": "wiki/summaries_en-us.json",
-    "sentiment": "wiki/summaries_en-us.json",
-}
+DEFAULT_SOURCES = {name: task.data for name, task in TASKS.items()}
+"""Each task's default data under the data folder (its module's TASK.data); a dict gives a source per split (used whole)."""
 # Hugging Face datasets we know how to read: name -> (split, function row -> primary text or concepts).
 HUB_READERS = {
     "allenai/real-toxicity-prompts": ("train", lambda row: row["prompt"]["text"]),
@@ -85,6 +78,17 @@ def _primary_field(task_name: str) -> str:
     return TASKS[task_name].primary_field
 
 
+def _grounded(task_name: str) -> bool:
+    """Whether the task's inputs are a knowledge passage and a message (knowledge_dialogue), by its fields."""
+    return "knowledge" in TASKS[task_name].field_names()
+
+
+def _concept_task(task_name: str) -> bool:
+    """Whether the task's main input is a concept set (commongen), by its fields."""
+    task = TASKS[task_name]
+    return any(f.name == task.primary_field and f.kind == "concepts" for f in task.fields)
+
+
 def _item(task_name: str, value, key: str | None = None) -> tuple[str, dict] | None:
     """(identity key, inputs) for a primary value, or None when it is not usable for the task."""
     task = TASKS[task_name]
@@ -94,13 +98,13 @@ def _item(task_name: str, value, key: str | None = None) -> tuple[str, dict] | N
     except TaskInputError:
         return None
     if key is None:
-        key = " ".join(sorted(inputs["concepts"])) if task_name == "commongen" else inputs[_primary_field(task_name)]
+        key = " ".join(sorted(inputs["concepts"])) if _concept_task(task_name) else inputs[_primary_field(task_name)]
     return key, inputs
 
 
-def _knowledge_item(knowledge: str, message: str, key: str | None = None) -> tuple[str, dict] | None:
+def _knowledge_item(task_name: str, knowledge: str, message: str, key: str | None = None) -> tuple[str, dict] | None:
     try:
-        inputs = TASKS["knowledge_dialogue"].normalize({"knowledge": knowledge, "message": message})
+        inputs = TASKS[task_name].normalize({"knowledge": knowledge, "message": message})
     except TaskInputError:
         return None
     return key or f"{inputs['knowledge']}\n{inputs['message']}", inputs
@@ -128,9 +132,9 @@ def _read_lines(task_name: str, path: Path) -> list[tuple[str, dict] | None]:
         line = line.strip()
         if not line:
             continue
-        if task_name == "knowledge_dialogue":
+        if _grounded(task_name):
             knowledge, _, message = line.partition("\t")
-            items.append(_knowledge_item(knowledge, message) if message else None)
+            items.append(_knowledge_item(task_name, knowledge, message) if message else None)
         else:
             items.append(_item(task_name, line))
     return items
@@ -139,9 +143,9 @@ def _read_lines(task_name: str, path: Path) -> list[tuple[str, dict] | None]:
 def read_row(task_name: str, row) -> tuple[str, dict] | None:
     if not isinstance(row, dict):
         return _item(task_name, row) if isinstance(row, str) else None
-    if task_name == "knowledge_dialogue":
-        return _knowledge_item(row.get("knowledge", ""), row.get("message") or row.get("prompt") or "")
-    if task_name == "commongen":
+    if _grounded(task_name):
+        return _knowledge_item(task_name, row.get("knowledge", ""), row.get("message") or row.get("prompt") or "")
+    if _concept_task(task_name):
         concepts = row.get("concepts") or row.get("concept_set")
         return _item(task_name, concepts) if concepts else None
     value = row.get(_primary_field(task_name)) or row.get("prompt") or row.get("text") or row.get("message")
@@ -150,7 +154,7 @@ def read_row(task_name: str, row) -> tuple[str, dict] | None:
     if not isinstance(value, str):
         return None
     item = _item(task_name, value)
-    if item and task_name == "dialogue_safety":  # Do-Not-Answer rows: the request's category from its intents
+    if item and "category" in dict(TASKS[task_name].context):  # Do-Not-Answer rows: the request's category from its intents
         item[1]["category"] = row.get("category") or request_category(value, row.get("intents"))
     return item
 
@@ -175,15 +179,15 @@ def _read_wiki(task_name: str, articles: dict) -> list[tuple[str, dict] | None]:
             items.append(None)
             continue
         extract, name = article["extract"].strip(), article.get("title") or title
-        if task_name == "knowledge_dialogue":
+        if _grounded(task_name):
             if len(extract) < 100:
                 items.append(None)
                 continue
             question = QUESTION_TEMPLATES[_bucket(name) % len(QUESTION_TEMPLATES)].format(title=name)
             # The passage as the prompt shows it (whole sentences, up to 700 characters), so that the
             # faithfulness reward reads the same knowledge the model saw.
-            items.append(_knowledge_item(first_sentences(extract), question, key=f"wiki:{name}"))
-        elif task_name == "commongen":
+            items.append(_knowledge_item(task_name, first_sentences(extract), question, key=f"wiki:{name}"))
+        elif _concept_task(task_name):
             items.append(None)
         else:
             start = passage_start(extract)
@@ -251,7 +255,9 @@ def load_inputs(task_name: str, path: str | os.PathLike | None = None, split: st
         raise DataError(f"limit must be at least 1, got {limit}.")
     whole = False
     if path is None:
-        default = DEFAULT_SOURCES[task.name]
+        default = task.data
+        if not default:
+            raise DataError(f"The {task.name} task has no default data: give a data file.")
         if isinstance(default, dict):
             whole = split in default
             default = default.get(split) or default["train"]

@@ -27,9 +27,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ipa.rewards.objective import Objective, ObjectiveError, block_rewards, combine
+from ipa.rewards.objective import Objective, ObjectiveError, block_rewards
 from ipa.rewards.user_module import load_reward_modules
-from ipa.rewards.text import EMPTY_SCORE, is_empty
 from ipa.tasks import TASKS, InputField, Task, TaskInputError, get_task, inputs_from_prompt
 from ipa.tasks.data import DataError, load_inputs
 from ipa.tasks.scoring import RewardKit, TaskScorer, load_scorer, reward_kit
@@ -127,6 +126,8 @@ def objective_task(objective: Objective, prompts_path: str | None = None) -> Tas
         reward=objective.describe(),
         demos=demos,
         notes=f"Prompts: {prompts.title}.",
+        blocks=objective.blocks,
+        combination=objective.combination,
     )
 
 
@@ -175,26 +176,18 @@ class ObjectiveScorer(TaskScorer):
 
     Each block scores every completion (its prompt is the input's text or message); R = combine(block
     scores, weights), the weighted geometric mean (ipa.rewards.objective.combine). The parts are the blocks'
-    scores under the objective's labels, so logs and pages show the reward block by block.
+    scores under the objective's labels, so logs and pages show the reward block by block. The engine is the
+    tasks' (TaskScorer, ipa.rewards.objective.score); unlike a task's blocks, an objective's get no context, so a
+    user's reward is called with prompts and completions only.
     """
 
     def __init__(self, objective: Objective, task: Task, kit: RewardKit, extra_rewards: dict[str, type] | None = None):
-        super().__init__(task, kit)
-        self.objective = objective
+        super().__init__(task, kit, objective, extra_rewards)
         self.labels = objective.labels
-        self.blocks = [kit.block(b.reward, b.params, extra_rewards) for b in objective.blocks]
+        _ = self.blocks  # made at once: a user's reward that cannot be created says so before anything is scored
 
-    def __call__(self, inputs: list[dict], completions: list[str]) -> list[dict]:
-        completions = self.check_pairs(inputs, completions)
-        sources = [self.task.source_text(x) for x in inputs]
-        parts = {label: [float(s) for s in block(sources, completions)] for label, block in zip(self.labels, self.blocks)}
-        weights = self.objective.weights
-        rows = []
-        for i, text in enumerate(completions):
-            scores = [parts[label][i] for label in self.labels]
-            reward = EMPTY_SCORE if is_empty(text) else combine(scores, weights)
-            rows.append({"reward": reward, **dict(zip(self.labels, scores))})
-        return rows
+    def context(self, inputs: list[dict]) -> None:
+        return None
 
 
 def load_objective_scorer(objective: Objective, device: str = "cpu", toxicity_backend: str = "auto",
