@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 
 from ipa.rewards import REWARDS
 from ipa.rewards.coherence import CoherenceReward
@@ -48,42 +49,29 @@ class RewardKit:
         self.toxicity_backend = toxicity_backend
         self.toxicity_checkpoint = toxicity_checkpoint
         self.fluency_model = fluency_model
+        self._making = threading.RLock()
 
-    @functools.cached_property
-    def toxicity(self) -> ToxicityReward:
-        return ToxicityReward(self.toxicity_backend, self.toxicity_checkpoint, self.device)
+    MODELS = {
+        "toxicity": lambda kit: ToxicityReward(kit.toxicity_backend, kit.toxicity_checkpoint, kit.device),
+        "fluency": lambda kit: FluencyReward(kit.fluency_model, kit.device),
+        "coverage": lambda kit: CoverageReward(),
+        "coherence": lambda kit: CoherenceReward(kit.device),
+        "relevance": lambda kit: RelevanceReward(kit.device),
+        "diversity": lambda kit: DiversityReward(),
+        "faithfulness": lambda kit: FaithfulnessReward(kit.device),
+        "safety": lambda kit: SafetyReward(toxicity=kit.toxicity, relevance=kit.relevance),
+        "sentiment": lambda kit: SentimentReward(),
+    }
+    """The kit's own reward instances (kit.toxicity, kit.fluency, ...), each made from the kit's settings on first use."""
 
-    @functools.cached_property
-    def fluency(self) -> FluencyReward:
-        return FluencyReward(self.fluency_model, self.device)
-
-    @functools.cached_property
-    def coverage(self) -> CoverageReward:
-        return CoverageReward()
-
-    @functools.cached_property
-    def coherence(self) -> CoherenceReward:
-        return CoherenceReward(self.device)
-
-    @functools.cached_property
-    def relevance(self) -> RelevanceReward:
-        return RelevanceReward(self.device)
-
-    @functools.cached_property
-    def diversity(self) -> DiversityReward:
-        return DiversityReward()
-
-    @functools.cached_property
-    def faithfulness(self) -> FaithfulnessReward:
-        return FaithfulnessReward(self.device)
-
-    @functools.cached_property
-    def safety(self) -> SafetyReward:
-        return SafetyReward(toxicity=self.toxicity, relevance=self.relevance)
-
-    @functools.cached_property
-    def sentiment(self) -> SentimentReward:
-        return SentimentReward()
+    def __getattr__(self, name: str):
+        make = RewardKit.MODELS.get(name)
+        if make is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        with self._making:  # one instance a kit, whichever thread asks first (safety asks for toxicity inside)
+            if name not in self.__dict__:
+                self.__dict__[name] = make(self)
+        return self.__dict__[name]
 
     def block(self, name: str, params: dict | None = None, classes: dict[str, type] | None = None):
         """A reward as a block of an objective (ipa.rewards.objective): the kit's own instance when the block has
@@ -95,8 +83,7 @@ class RewardKit:
         cls = classes[name]
         params = {k: v for k, v in (params or {}).items() if v is not None}
         defaults = {p.name: p.default for p in getattr(cls, "PARAMS", ()) if not p.required and p.default is not None}
-        if cls is REWARDS.get(name) and {**defaults, **params} == defaults \
-                and isinstance(getattr(type(self), name, None), functools.cached_property):
+        if cls is REWARDS.get(name) and {**defaults, **params} == defaults and name in self.MODELS:
             return getattr(self, name)
         shared = {"embedder": lambda: self.relevance.embedder, "lm": lambda: self.fluency.lm,
                   "classifier": lambda: self.toxicity.classifier, "toxicity": lambda: self.toxicity,
