@@ -119,6 +119,8 @@ class AdapterStore:
         self._loading: dict[str, threading.Event] = {}
         """Adapters listed but whose weights are not in the model yet (load_known_adapters(later=True)), each set once
         its weights are in, or its loading failed (then in _failed)."""
+        self._unstarted: list[str] = []
+        """Adapters listed whose loading load_pending has not started yet."""
         self._failed: dict[str, str] = {}
         """Adapters whose weights could not be loaded after they were listed -> why (public)."""
 
@@ -159,6 +161,7 @@ class AdapterStore:
             self._check_uploaded_card(card)
         if later:
             self._loading[name] = threading.Event()
+            self._unstarted.append(name)
         else:
             with self.model_lock:  # not while a decoding step runs on the model
                 self.adapter_host.load_adapter(name, directory)
@@ -174,8 +177,8 @@ class AdapterStore:
         sees one half in. One that fails leaves the list with its reason among the problems (as at start), and
         whoever waits for it gets that reason. The thread, or None when nothing is pending."""
         defaults = [self.default_adapter(task) for task in TASKS]
-        pending = list(self._loading)
-        order = [n for n in defaults if n in self._loading] + [n for n in pending if n not in defaults]
+        pending, self._unstarted = self._unstarted, []
+        order = [n for n in defaults if n in pending] + [n for n in pending if n not in defaults]
         if not order:
             return None
         thread = threading.Thread(target=self._load_pending, args=(order,), name="load-adapters", daemon=True)
