@@ -23,6 +23,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,9 +116,20 @@ class AdapterStore:
         """What else forgets an adapter when it leaves (its objective's scorer)."""
         self._names_lock = threading.Lock()
         """Held while a run folder is reserved (reserve_run_folder)."""
+        self._loading: dict[str, threading.Event] = {}
+        """Adapters listed but whose weights are not in the model yet (load_known_adapters(later=True)), each set once
+        its weights are in, or its loading failed (then in _failed)."""
+        self._unstarted: list[str] = []
+        """Adapters listed whose loading load_pending has not started yet."""
+        self._failed: dict[str, str] = {}
+        """Adapters whose weights could not be loaded after they were listed -> why (public)."""
 
-    def load_known_adapters(self) -> None:
-        """Load the shipped adapters (by folder name), then those trained here before (oldest first); record what fails."""
+    def load_known_adapters(self, later: bool = False) -> None:
+        """Load the shipped adapters (by folder name), then those trained here before (oldest first); record what fails.
+
+        later: only list them now, from their cards (the page is built from the list), and leave their weights to
+        load_pending, which puts them into the model on a background thread: injecting them takes seconds at start
+        (about 0.6 s each on 2 cores). Whatever decodes with an adapter waits for its weights (wait_loaded)."""
         shipped = Path(self.config.adapters_dir)
         runs = Path(self.config.runs_dir)
         found = [(d.name, d, SHIPPED) for d in _subfolders(shipped) if (d / "card.json").is_file()]
@@ -127,7 +139,7 @@ class AdapterStore:
         found += sorted(trained, key=lambda item: (item[1] / "card.json").stat().st_mtime)
         for name, directory, source in found:
             try:
-                self.add_adapter(name, directory, source)
+                self.add_adapter(name, directory, source, later=later)
             except UserError as err:  # the page lists it (public), the log names the folder in full
                 self.problems.append(self.public(f"{directory}: {err}"))
                 log.warning("adapter %s not loaded: %s", directory, err)
@@ -136,21 +148,82 @@ class AdapterStore:
         """`text` naming no path of the server (public_text)."""
         return public_text(self.config, text, named)
 
-    def add_adapter(self, name: str, directory: Path, source: str) -> AdapterEntry:
+    def add_adapter(self, name: str, directory: Path, source: str, later: bool = False) -> AdapterEntry:
         """Load an adapter from one of the playground's own folders under `name`; an uploaded one (now or before a
         restart) only if this playground can use it (_check_uploaded_card). Its errors name the folder in full: each
-        caller hands them on public (the problems at start, a run's status, an upload's refusal)."""
+        caller hands them on public (the problems at start, a run's status, an upload's refusal).
+
+        later: list it now (its card read and checked) and leave its weights to load_pending."""
         if name in self.adapters:
             raise ServiceError(f"Two adapters are named {name!r}; {directory} was not loaded.")
         card = read_card(directory)
         if source == UPLOADED:
             self._check_uploaded_card(card)
-        with self.model_lock:  # not while a decoding step runs on the model
-            self.adapter_host.load_adapter(name, directory)
+        if later:
+            self._loading[name] = threading.Event()
+            self._unstarted.append(name)
+        else:
+            with self.model_lock:  # not while a decoding step runs on the model
+                self.adapter_host.load_adapter(name, directory)
         entry = AdapterEntry(name, card, source, Path(directory), self.sizes)
         self.adapters[name] = entry
         self.adapters_version += 1
         return entry
+
+    def load_pending(self) -> threading.Thread | None:
+        """Put the weights of the adapters listed by load_known_adapters(later=True) into the model, one after another
+        on a background thread: each tab's default adapter first (the first tab's first), then the others. Each goes
+        in whole under the model lock, as a trained or uploaded adapter does (add_adapter), so a decoding step never
+        sees one half in. One that fails leaves the list with its reason among the problems (as at start), and
+        whoever waits for it gets that reason. The thread, or None when nothing is pending."""
+        defaults = [self.default_adapter(task) for task in TASKS]
+        pending, self._unstarted = self._unstarted, []
+        order = [n for n in defaults if n in pending] + [n for n in pending if n not in defaults]
+        if not order:
+            return None
+        thread = threading.Thread(target=self._load_pending, args=(order,), name="load-adapters", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_pending(self, names: list[str]) -> None:
+        started = time.perf_counter()
+        for name in names:
+            entry = self.adapters.get(name)
+            try:
+                if entry is None:
+                    raise ServiceError(f"The adapter {name!r} left before its weights were loaded.")
+                with self.model_lock:  # not while a decoding step runs on the model
+                    self.adapter_host.load_adapter(name, entry.directory)
+            except BaseException as err:  # noqa: BLE001 - told to whoever waits for it, and in the page's problems
+                where = entry.directory if entry is not None else name
+                if isinstance(err, UserError):
+                    log.warning("adapter %s not loaded: %s", where, err)
+                else:
+                    log.exception("adapter %s not loaded", where)
+                reason = self.public(f"{where}: {err}")
+                self._failed[name] = reason
+                self.problems.append(reason)
+                if self.adapters.pop(name, None) is not None:
+                    self.adapters_version += 1
+            finally:
+                self._loading.pop(name).set()
+        log.info("%d adapters loaded behind the page in %.1f s", len(names), time.perf_counter() - started)
+
+    def loading(self, names) -> list[str]:
+        """Those of `names` whose weights are not in the model yet (load_pending)."""
+        return [n for n in names if n in self._loading]
+
+    def wait_loaded(self, names, timeout: float | None = None) -> bool:
+        """Wait until the weights of the adapters `names` are in the model (load_pending; at once for those loaded
+        already). False when `timeout` seconds passed first; a ServiceError when one of them could not be loaded."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for name in names:
+            event = self._loading.get(name)
+            if event is not None and not event.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+                return False
+            if name in self._failed:
+                raise ServiceError(f"The adapter {name!r} could not be loaded: {self._failed[name]}")
+        return True
 
     def remove_adapter(self, name: str) -> None:
         """The adapter of a run folder leaves the playground (its run deleted, or removed for the disk budget);
@@ -158,6 +231,10 @@ class AdapterStore:
         entry = self.adapters.get(name)
         if entry is None or entry.source == SHIPPED:
             return
+        try:
+            self.wait_loaded([name])  # its weights are in the model before they leave it
+        except ServiceError:
+            return  # they never went in: it left the list then
         with self.model_lock:  # not while a decoding step runs on the model
             self.adapter_host.delete_adapter(name)
         del self.adapters[name]

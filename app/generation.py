@@ -222,6 +222,16 @@ class Generator:
         config = settings
         more = self._check_more(entry, more)
         second = self._second_scoring(definition, inputs, more)
+        names = [entry.name, *(name for name, _ in more)] if self._steers(entry, config.alpha, more) else []
+        if not self.store.wait_loaded(names, timeout=0.5):  # the playground has just started: said while it waits
+            note = (f"The playground has just started and is still loading the adapter{'s' * (len(names) > 1)} "
+                    f"{', '.join(map(repr, names))}: yours starts as soon as {'they are' if len(names) > 1 else 'it is'} in.")
+            while True:
+                yield Generation(task=task, adapter=entry.name, alpha=config.alpha, steered=True, base=[], tailored=[],
+                                 seed=settings.seed or 0, warnings=[note], more=list(more), inputs=inputs,
+                                 settings=settings)
+                if self.store.wait_loaded(names, timeout=5.0):
+                    break
         steered, policy = self._policy(entry, config.alpha, more)
         prompt = definition.build_prompt(inputs, self.base.tokenizer)
         columns = ("base", "tailored") if steered else ("base",)
@@ -266,11 +276,15 @@ class Generator:
     # --- composed adapters and branching (the token inspector) --------------------------------------------------
     def _policy(self, entry: AdapterEntry | None, alpha: float, more: list[tuple[str, float]]) -> tuple[bool, TailoredPolicy]:
         """(steered, the policy): the base alone when no adapter is at work (none chosen, or every alpha 0)."""
-        steered = entry is not None and (alpha > 0 or any(a > 0 for _, a in more))
-        if not steered:
+        if not self._steers(entry, alpha, more):
             return False, TailoredPolicy(self.base, remote_base=self.remote_base)
+        self.store.wait_loaded([entry.name, *(name for name, _ in more)])  # at start, their weights load behind the page
         return True, TailoredPolicy(self.base, self.adapter_host, entry.name, entry.card.combination, self.remote_base,
                                     more_adapters=tuple(more))
+
+    @staticmethod
+    def _steers(entry: AdapterEntry | None, alpha: float, more: list[tuple[str, float]]) -> bool:
+        return entry is not None and (alpha > 0 or any(a > 0 for _, a in more))
 
     def _check_more(self, entry: AdapterEntry | None, more) -> list[tuple[str, float]]:
         """The composed adapters, checked: known names, alphas in the page's range, the first adapter's combination."""

@@ -57,11 +57,12 @@ def install_model_packages_on_spaces() -> None:
 
 
 def build(config: AppConfig):
-    """The loaded service and its page."""
+    """The loaded service and its page; the reward models and the adapters' weights are left for
+    service.load_behind_page()."""
     from app.service import Playground
     from app.ui import build_ui
 
-    service = Playground.load(config)
+    service = Playground.load(config, behind_page=True)
     return service, build_ui(service)
 
 
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.launch(server_name=config.host, server_port=config.port, share=config.share, prevent_thread_lock=True,
                     **launch_options(config.mcp))
+        service.load_behind_page()  # reward models and adapters' weights (a request for one waits for it)
         share_ui.serve_mcp(demo)  # MCP offers the tools made for it, answering JSON (app/share_ui.py)
         demo.block_thread()
     finally:

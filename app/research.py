@@ -116,6 +116,7 @@ def _policy(service: Playground, adapter: str | None, what: str) -> tuple[Tailor
     if adapter in (None, ""):
         raise ServiceError(f"{what} needs an adapter: pick one in the tab's Adapter list (or train one in the Training tab).")
     entry = service.adapter(adapter)
+    service.store.wait_loaded([entry.name])  # at start, the adapters' weights load behind the page
     return TailoredPolicy(service.base, service.adapter_host, entry.name, entry.card.combination, service.remote_base), entry
 
 

@@ -66,11 +66,18 @@ class BackgroundScorers(Mapping):
     """The task scorers (task name -> scorer), loaded in a background thread so that the page is served first;
     reading one waits until they are loaded (and re-raises what went wrong loading them)."""
 
-    def __init__(self, load: Callable[[], dict]):
+    def __init__(self, load: Callable[[], dict], start: bool = True):
         self._scorers: dict = {}
         self._error: BaseException | None = None
         self._loaded = threading.Event()
-        threading.Thread(target=self._load, args=(load,), name="load-scorers", daemon=True).start()
+        self._thread = threading.Thread(target=self._load, args=(load,), name="load-scorers", daemon=True)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start loading them (once; `start=False` left it for later: the app starts it once the page is up)."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def _load(self, load) -> None:
         try:
@@ -167,8 +174,13 @@ class Playground:
 
     # --- start-up ------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, config: AppConfig) -> "Playground":
-        """Load the models once, every known adapter, and one scorer per task (sharing reward models)."""
+    def load(cls, config: AppConfig, behind_page: bool = False) -> "Playground":
+        """Load the models once, every known adapter, and one scorer per task (sharing reward models).
+
+        behind_page: load only what the page is built from, and leave the rest for `service.load_behind_page()`, which
+        the app calls once the page answers: the adapters are listed from their cards, their weights left (injecting
+        them took 4-5 s of a 12 s start on 2 cores; on ZeroGPU, whose GPU calls fork the models, they load now), and
+        the reward models' thread is not started yet. Requests that need an adapter or a scorer wait for it."""
         torch.set_num_threads(config.models.threads or max(1, (os.cpu_count() or 2) - 1))
         zero_gpu = zero_gpu_on()
         if zero_gpu and config.api:
@@ -201,9 +213,17 @@ class Playground:
             return scorers
 
         # The page needs the base and the adapters; the reward models load behind it (first scores wait for them).
-        service = cls(config, base, adapter_host, BackgroundScorers(load_scorers), device, zero_gpu, remote)
-        service.load_known_adapters()
+        service = cls(config, base, adapter_host, BackgroundScorers(load_scorers, start=not behind_page), device,
+                      zero_gpu, remote)
+        service.load_known_adapters(later=behind_page and not zero_gpu)
         return service
+
+    def load_behind_page(self) -> None:
+        """What Playground.load(behind_page=True) left for once the page is up: the reward models and the adapters'
+        weights, each on its own thread (threads started while the page is built slow it: they share the interpreter)."""
+        if isinstance(self.scorers, BackgroundScorers):
+            self.scorers.start()
+        self.store.load_pending()
 
     # --- facts for the page ------------------------------------------------------------------------------
     def machine(self) -> str:
