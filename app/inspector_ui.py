@@ -31,6 +31,7 @@ import pandas as pd
 from ipa.errors import check_number
 from ipa.decoding.inspection import TOP_K, StepView
 from app import views, widgets
+from app.widgets import bound
 from app.config import ServiceError
 from app.generation import Branched, Generation, TokenStep
 from app.service import USER_ERRORS, Playground
@@ -181,6 +182,50 @@ def _answered(answer: Callable, what: str):
     return next(widgets.as_page_errors(lambda: iter([answer()]), what))
 
 
+# --- the panel's handlers: module level, the service (and task) given by widgets.bound ------------------------
+
+
+def step_outputs(service: Playground, state, column, sample, step):
+    """The panel's four outputs for one step: the sample's token view, the summary line, the table, the alternatives."""
+    view = step_view(state, column, sample, step, service)
+    choices = alternative_choices(view)
+    other = next((value for _, value in choices if value != view.chosen.token_id), view.chosen.token_id)
+    masses = getattr(state.generation, column)[int(sample) - 1].base_mass
+    covered = masses[view.step] if view.step < len(masses) else None
+    return (token_view(state, column, int(sample)), step_summary(view, column, int(sample), covered),
+            inspector_rows(view), gr.update(choices=choices, value=other))
+
+
+def inspect(service: Playground, state: InspectorState | None, column: str, sample: int, step: int):
+    """One step of a sample of the session's last result: that sample's token view, a line on the chosen token,
+    the table of the likeliest tokens under each distribution, and the alternatives to branch with."""
+    return _answered(lambda: step_outputs(service, state, column, sample, step), "Inspecting")
+
+
+def refresh(service: Playground, state: InspectorState | None, column: str, sample: int, step: int):
+    # After Generate: the new result's step, or a hint where that step or sample is not in it (no pop-up).
+    try:
+        return step_outputs(service, state, column, sample, step)
+    except USER_ERRORS:
+        return gr.skip(), "Click a token of the text above to inspect it.", None, gr.update(choices=[], value=None)
+
+
+def branch(service: Playground, task: Task, state: InspectorState | None, column: str, sample: int, step: int,
+           token_id: int):
+    """Regenerate both columns of the session's last result from a step of one sample, with `token_id` there."""
+    result = _answered(lambda: service.branch(_last(state).generation, column, sample, step, token_id), "Branching")
+    return branch_html(result, task), dataclasses.asdict(result)
+
+
+def picked(evt: gr.SelectData):
+    return evt.index
+
+
+def follow_generate(refreshed: Callable, inputs: list, outputs: list, generate_event) -> None:
+    """Once a Generate is done, the panel shows the new result's step (`refreshed`: refresh with its service)."""
+    generate_event.then(refreshed, inputs, outputs, api_visibility="private", show_progress="hidden")
+
+
 def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText) -> Inspector:
     """The inspector's widgets under a task tab's token view, and their events (inspect_<task>, branch_<task>)."""
     last = gr.State(None)
@@ -204,44 +249,12 @@ def inspector_panel(service: Playground, task: Task, tokens: gr.HighlightedText)
         with gr.Accordion("The branch as data", open=False):
             branched_data = gr.JSON(label="Branch")
 
-    def show(state, column, sample, step):
-        view = step_view(state, column, sample, step, service)
-        choices = alternative_choices(view)
-        other = next((value for _, value in choices if value != view.chosen.token_id), view.chosen.token_id)
-        masses = getattr(state.generation, column)[int(sample) - 1].base_mass
-        covered = masses[view.step] if view.step < len(masses) else None
-        return (token_view(state, column, int(sample)), step_summary(view, column, int(sample), covered),
-                inspector_rows(view), gr.update(choices=choices, value=other))
-
-    def inspect(state: InspectorState | None, column: str, sample: int, step: int):
-        """One step of a sample of the session's last result: that sample's token view, a line on the chosen token,
-        the table of the likeliest tokens under each distribution, and the alternatives to branch with."""
-        return _answered(lambda: show(state, column, sample, step), "Inspecting")
-
-    def refresh(state: InspectorState | None, column: str, sample: int, step: int):
-        # After Generate: the new result's step, or a hint where that step or sample is not in it (no pop-up).
-        try:
-            return show(state, column, sample, step)
-        except USER_ERRORS:
-            return gr.skip(), "Click a token of the text above to inspect it.", None, gr.update(choices=[], value=None)
-
-    def branch(state: InspectorState | None, column: str, sample: int, step: int, token_id: int):
-        """Regenerate both columns of the session's last result from a step of one sample, with `token_id` there."""
-        result = _answered(lambda: service.branch(_last(state).generation, column, sample, step, token_id), "Branching")
-        return branch_html(result, task), dataclasses.asdict(result)
-
-    def picked(evt: gr.SelectData):
-        return evt.index
-
     outputs = [tokens, summary, table, alternative]
     tokens.select(picked, None, step, api_visibility="private", queue=False)
-    gr.on([step.change, column.change, sample.change], inspect, [last, column, sample, step], outputs,
+    gr.on([step.change, column.change, sample.change], bound(inspect, service), [last, column, sample, step], outputs,
           api_name=f"inspect_{task.name}", show_progress="hidden")
-    branch_button.click(branch, [last, column, sample, step, alternative], [branched, branched_data],
+    branch_button.click(bound(branch, service, task), [last, column, sample, step, alternative], [branched, branched_data],
                         api_name=f"branch_{task.name}", concurrency_id="generate", show_progress="minimal")
-
-    def follow(generate_event) -> None:
-        generate_event.then(refresh, [last, column, sample, step], outputs, api_visibility="private",
-                            show_progress="hidden")
+    follow = bound(follow_generate, bound(refresh, service), [last, column, sample, step], outputs)
 
     return Inspector(last, follow)
