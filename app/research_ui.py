@@ -19,7 +19,7 @@ from app import research, share_ui, views
 from app.research import DEFAULT_ALPHAS, INPUT_SOURCES
 from app.service import Playground
 from app.settings import Settings
-from app.widgets import NO_ADAPTER, as_page_errors, checked_by_service, with_parameters
+from app.widgets import NO_ADAPTER, as_page_errors, bound, checked_by_service, with_parameters
 from ipa.tasks import Task
 
 METHOD_NOTES = {
@@ -154,37 +154,86 @@ def _source_choices(task: Task) -> list[tuple[str, str]]:
     return list(zip(("This tab's input", f"The task's {len(task.demos)} demo inputs"), INPUT_SOURCES))
 
 
+DECODE = ["max_new_tokens", "temperature", "top_p", "seed"]
+"""The tab's decoding settings both panels take (compare takes alpha too, before them)."""
+
+
+def panel_inputs(task: Task, prefix: str):
+    """A panel's prompt source and samples per prompt, in one row."""
+    with gr.Row():
+        source = checked_by_service(gr.Radio(_source_choices(task), value="input", label="Prompts",
+                                              elem_id=f"{task.name}-{prefix}-prompts"))
+        k = checked_by_service(gr.Slider(*Settings.LIMITS["n"][:2], value=1, step=1, label="Samples per prompt",
+                                          elem_id=f"{task.name}-{prefix}-samples"))
+    return source, k
+
+
+def outputs_of(report: dict, kind: str, *views_):
+    """A finished panel's outputs: the done line, its views, the JSON file and the report as data."""
+    return (done_line(report), *views_, json_file(report, kind), report)
+
+
+def streamed(work, done, n_outputs: int, what: str):
+    """The panel's updates: each progress line into the status (the other outputs skipped), then `done(report)`."""
+    def updates():
+        for item in research.in_background(work()):
+            if isinstance(item, str):
+                yield (f"⏳ {views.e(item)}", *[gr.skip()] * (n_outputs - 1))
+            else:
+                yield done(item)
+    return as_page_errors(updates, what)
+
+
+def prompts_and_adapter(service: Playground, task: Task, source_: str, inputs: dict, adapter_: str | None):
+    """The prompts a panel runs on (the tab's input or the demos, checked) and its adapter (None: the base)."""
+    chosen = research.research_inputs(service, task.name, source_, inputs)
+    return chosen, None if adapter_ in (None, "", NO_ADAPTER) else adapter_
+
+
+# --- the panels' handlers: module level, the service and task given by widgets.bound ---------------------------
+
+
+def compare(service: Playground, task: Task, *values):
+    inputs = {f.name: v for f, v in zip(task.fields, values)}
+    adapter_, alpha, max_new, temperature, top_p, seed, source_, k_ = values[len(task.fields):]
+
+    def work():
+        settings_ = Settings(alpha=alpha, max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
+        chosen, adapter_name = prompts_and_adapter(service, task, source_, inputs, adapter_)
+        return lambda say, cancelled: research.compare(service, task.name, chosen, k_, adapter_name, settings_, say,
+                                                       cancelled)
+
+    yield from streamed(work, lambda report: outputs_of(report, "compare", compare_frame(report, task), texts_frame(report)),
+                        5, "Comparison")
+
+
+def sweep(service: Playground, task: Task, *values):
+    inputs = {f.name: v for f, v in zip(task.fields, values)}
+    adapter_, max_new, temperature, top_p, seed, source_, k_, alphas_ = values[len(task.fields):]
+
+    def work():
+        settings_ = Settings(max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
+        chosen, adapter_name = prompts_and_adapter(service, task, source_, inputs, adapter_)
+        return lambda say, cancelled: research.sweep(service, task.name, chosen, k_, adapter_name, settings_, alphas_,
+                                                     say, cancelled)
+
+    def done(report):
+        frames = sweep_frames(report)
+        return outputs_of(report, "sweep", *[frames[m] for m in SWEEP_PLOTS], sweep_frame(report))
+
+    yield from streamed(work, done, 8, "Alpha sweep")
+
+
 def research_panels(service: Playground, task: Task, fields: list[gr.components.Component], adapter: gr.Dropdown,
                     settings: dict[str, gr.components.Component]) -> None:
     """Two accordions under a task tab: Compare methods and Alpha sweep, on the tab's input or its demo inputs, with
     the tab's adapter and settings (`settings`: alpha, max_new_tokens, temperature, top_p, seed widgets)."""
     name = task.name
-    decode = ["max_new_tokens", "temperature", "top_p", "seed"]
     limit = f"at most {service.config.research_samples} samples a click"
-
-    def panel_inputs(prefix: str):
-        with gr.Row():
-            source = checked_by_service(gr.Radio(_source_choices(task), value="input", label="Prompts",
-                                                  elem_id=f"{name}-{prefix}-prompts"))
-            k = checked_by_service(gr.Slider(*Settings.LIMITS["n"][:2], value=1, step=1, label="Samples per prompt",
-                                              elem_id=f"{name}-{prefix}-samples"))
-        return source, k
-
-    def outputs_of(report: dict, kind: str, *views_):
-        return (done_line(report), *views_, json_file(report, kind), report)
-
-    def streamed(work, done, n_outputs: int, what: str):
-        def updates():
-            for item in research.in_background(work()):
-                if isinstance(item, str):
-                    yield (f"⏳ {views.e(item)}", *[gr.skip()] * (n_outputs - 1))
-                else:
-                    yield done(item)
-        return as_page_errors(updates, what)
 
     with gr.Accordion("Compare methods: IPA against best-of-N and prompting", open=False, elem_id=f"{name}-compare"):
         gr.Markdown(COMPARE_NOTE + f" <small>({limit}: prompts × samples × 5 methods)</small>")
-        source, k = panel_inputs("compare")
+        source, k = panel_inputs(task, "compare")
         run = gr.Button("Compare methods", elem_id=f"{name}-compare-run")
         status = gr.Markdown(elem_id=f"{name}-compare-status")
         table = gr.Dataframe(label="Methods (mean over samples; ± 95 % interval over prompts)", interactive=False, wrap=True,
@@ -196,39 +245,23 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         with gr.Accordion("The comparison as data (what the API returns; ipa.evaluation.compare --json's object)", open=False):
             data = gr.JSON(label="Comparison")
 
-    def prompts_and_adapter(source_: str, inputs: dict, adapter_: str | None):
-        """The prompts a panel runs on (the tab's input or the demos, checked) and its adapter (None: the base)."""
-        chosen = research.research_inputs(service, name, source_, inputs)
-        return chosen, None if adapter_ in (None, "", NO_ADAPTER) else adapter_
-
-    def compare(*values):
-        inputs = {f.name: v for f, v in zip(task.fields, values)}
-        adapter_, alpha, max_new, temperature, top_p, seed, source_, k_ = values[len(task.fields):]
-
-        def work():
-            settings_ = Settings(alpha=alpha, max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
-            chosen, adapter_name = prompts_and_adapter(source_, inputs, adapter_)
-            return lambda say, cancelled: research.compare(service, name, chosen, k_, adapter_name, settings_, say, cancelled)
-
-        yield from streamed(work, lambda report: outputs_of(report, "compare", compare_frame(report, task), texts_frame(report)),
-                            5, "Comparison")
-
-    names = [f.name for f in task.fields] + ["adapter", "alpha", *decode, "prompts", "samples_per_prompt"]
-    share_ui.document(with_parameters(compare, names), research_docs(task),
+    names = [f.name for f in task.fields] + ["adapter", "alpha", *DECODE, "prompts", "samples_per_prompt"]
+    on_compare = with_parameters(bound(compare, service, task), names)
+    share_ui.document(on_compare, research_docs(task),
                       f"{task.title}: compare six ways of spending the model on a few prompts (base; ipa, base + adapter; "
                       "best_of_n, the best by the reward of N base samples at IPA's decoding compute; prompted, the base "
                       "told the goal; prompted_ipa; adapter_alone, the fine-tuned model without the base), with the task's reward and metrics and their 95 % intervals.",
                       returns="The status line, the table, the first prompt's texts, the JSON file, and the comparison "
                       "as data: {task, n_prompts, samples_per_prompt, best_of_n, methods: {name: {metric: value}}}.")
-    inputs, outputs = [*fields, adapter, settings["alpha"], *[settings[d] for d in decode], source, k], [status, table, texts, download, data]
-    run.click(compare, inputs, outputs, api_name=f"compare_{name}", concurrency_id="research", concurrency_limit=2,
+    inputs, outputs = [*fields, adapter, settings["alpha"], *[settings[d] for d in DECODE], source, k], [status, table, texts, download, data]
+    run.click(on_compare, inputs, outputs, api_name=f"compare_{name}", concurrency_id="research", concurrency_limit=2,
               show_progress="minimal")
-    share_ui.mcp_tool(f"compare_{name}", share_ui.data_output(compare, outputs, data), compare, dict(zip(names, inputs)),
+    share_ui.mcp_tool(f"compare_{name}", share_ui.data_output(on_compare, outputs, data), on_compare, dict(zip(names, inputs)),
                       COMPARE_JSON, concurrency_id="research", concurrency_limit=2)
 
     with gr.Accordion("Alpha sweep: the effect and its cost against alpha", open=False, elem_id=f"{name}-sweep"):
         gr.Markdown(SWEEP_NOTE + f" <small>({limit}: prompts × samples × alphas)</small>")
-        source_s, k_s = panel_inputs("sweep")
+        source_s, k_s = panel_inputs(task, "sweep")
         alphas = gr.Textbox(DEFAULT_ALPHAS, label="Alphas (0 to 5, separated by commas)", elem_id=f"{name}-sweep-alphas")
         run_s = gr.Button("Sweep alpha", elem_id=f"{name}-sweep-run")
         status_s = gr.Markdown(elem_id=f"{name}-sweep-status")
@@ -245,30 +278,15 @@ def research_panels(service: Playground, task: Task, fields: list[gr.components.
         with gr.Accordion("The sweep as data (what the API returns)", open=False):
             data_s = gr.JSON(label="Sweep")
 
-    def sweep(*values):
-        inputs = {f.name: v for f, v in zip(task.fields, values)}
-        adapter_, max_new, temperature, top_p, seed, source_, k_, alphas_ = values[len(task.fields):]
-
-        def work():
-            settings_ = Settings(max_new_tokens=max_new, temperature=temperature, top_p=top_p, seed=seed)
-            chosen, adapter_name = prompts_and_adapter(source_, inputs, adapter_)
-            return lambda say, cancelled: research.sweep(service, name, chosen, k_, adapter_name, settings_, alphas_, say,
-                                                         cancelled)
-
-        def done(report):
-            frames = sweep_frames(report)
-            return outputs_of(report, "sweep", *[frames[m] for m in SWEEP_PLOTS], sweep_frame(report))
-
-        yield from streamed(work, done, 8, "Alpha sweep")
-
-    names = [f.name for f in task.fields] + ["adapter", *decode, "prompts", "samples_per_prompt", "alphas"]
-    share_ui.document(with_parameters(sweep, names), research_docs(task),
+    names = [f.name for f in task.fields] + ["adapter", *DECODE, "prompts", "samples_per_prompt", "alphas"]
+    on_sweep = with_parameters(bound(sweep, service, task), names)
+    share_ui.document(on_sweep, research_docs(task),
                       f"{task.title}: decode base + adapter at each alpha and measure reward, KL per token, perplexity "
                       "and relevance (means with 95 % intervals over prompts); alpha 0 is the base.",
                       returns="The status line, four plots, the points table, the JSON file, and the sweep as data "
                       "(ipa.evaluation.evaluate's alpha_sweep points with the settings).")
-    inputs, outputs = [*fields, adapter, *[settings[d] for d in decode], source_s, k_s, alphas], [status_s, *plots, points, download_s, data_s]
-    run_s.click(sweep, inputs, outputs, api_name=f"sweep_{name}", concurrency_id="research", concurrency_limit=2,
+    inputs, outputs = [*fields, adapter, *[settings[d] for d in DECODE], source_s, k_s, alphas], [status_s, *plots, points, download_s, data_s]
+    run_s.click(on_sweep, inputs, outputs, api_name=f"sweep_{name}", concurrency_id="research", concurrency_limit=2,
                 show_progress="minimal")
-    share_ui.mcp_tool(f"sweep_{name}", share_ui.data_output(sweep, outputs, data_s), sweep, dict(zip(names, inputs)),
+    share_ui.mcp_tool(f"sweep_{name}", share_ui.data_output(on_sweep, outputs, data_s), on_sweep, dict(zip(names, inputs)),
                       SWEEP_JSON, concurrency_id="research", concurrency_limit=2)
