@@ -22,7 +22,7 @@ import gradio as gr
 from app import share_ui, views
 from app.classroom import HONEST_BLOCKS, REASON_CHARS, Classroom, ClassError
 from app.service import USER_ERRORS, Playground
-from app.widgets import NO_ADAPTER, local_browser, user_error
+from app.widgets import NO_ADAPTER, bound, local_browser, user_error
 from ipa.tasks import InputField, Task
 
 BROWSER_KEY = "ipa-class"
@@ -314,74 +314,75 @@ def class_tab(classroom: Classroom, service: Playground, demo: gr.Blocks, browse
 # --- the API: the same actions for gradio_client -------------------------------------------------------------------
 
 
+def class_join(classroom: Classroom, code: str = "", name: str = "", token: str = "", request: gr.Request = None,
+               profile: Optional[gr.OAuthProfile] = None) -> dict:
+    """Join the class as a person: the class code and a display name (sign-in 'code'; the token the first join
+    answered proves the name is yours), nothing but the token (anonymous), or the Hugging Face sign-in ('hf')."""
+    return _checked(lambda: classroom.join(_session(request), code, name, token,
+                                           hf_user=profile.username if profile is not None else None))
+
+def vote_pair(classroom: Classroom, task: str, inputs: dict, adapter: str, alpha: float = 1.0,
+              request: gr.Request = None, profile: Optional[gr.OAuthProfile] = None) -> dict:
+    """Two continuations of the inputs, the base's and the adapter's, in random order: {pair, A, B}."""
+    return _checked(lambda: classroom.show_pair(_person(classroom, request, profile), task, inputs, adapter, None,
+                                                alpha=alpha))
+
+def vote_pair_try(classroom: Classroom, service: Playground, adapter: str, text: str, opponent: str = "base",
+                  alpha: float = 1.0, request: gr.Request = None, profile: Optional[gr.OAuthProfile] = None) -> dict:
+    """Two continuations of the text, the adapter's and the opponent's (the base, or another adapter at its card's
+    strength), in random order: {pair, A, B}."""
+    def make():
+        task, inputs, name = service.try_inputs(adapter, text, "vote in that task's tab.")
+        return classroom.show_pair(_person(classroom, request, profile), task, inputs, name,
+                                   None if opponent in (None, "", "base") else opponent, alpha=alpha)
+    return _checked(make)
+
+def vote(classroom: Classroom, pair: str, choice: str, reason: str = "", request: gr.Request = None,
+         profile: Optional[gr.OAuthProfile] = None) -> dict:
+    """Vote on a pair shown to you: A, B or same; then which text was which, with their rewards."""
+    return _checked(lambda: classroom.vote(_person(classroom, request, profile), pair, choice, reason))
+
+def class_stats(classroom: Classroom) -> dict:
+    """What the class thinks against what the reward thinks, the leaderboard, the preference models."""
+    return classroom.stats()
+
+def class_teacher(classroom: Classroom, secret: str, request: gr.Request = None) -> str:
+    """Become the teacher in this session with the secret the playground was started with."""
+    _checked(lambda: classroom.teacher_sign_in(_session(request), secret))
+    return "You are the teacher in this session."
+
+def class_learn(classroom: Classroom, name: str = "", request: gr.Request = None) -> dict:
+    """Learn a preference model from the current class's votes (teacher): its held-out agreement with the votes."""
+    return _checked(lambda: classroom.learn(_session(request), name, local=local_browser(request)))
+
+def class_train(classroom: Classroom, model: str, honest: list[str], minutes: float = 3.0, lr: float = 1e-3,
+                batch_size: int = 8, group_size: int = 4, max_new_tokens: int = 0, eval_prompts: int = 8,
+                request: gr.Request = None, profile: Optional[gr.OAuthProfile] = None) -> dict:
+    """Queue a run for the class preference `model` (+ the honest blocks) on the inputs the class voted on."""
+    session = _person(classroom, request, profile)
+    return _checked(lambda: classroom.train(session, model, honest, minutes, local=local_browser(request), lr=lr,
+                                            batch_size=int(batch_size), group_size=int(group_size),
+                                            max_new_tokens=int(max_new_tokens), eval_prompts=int(eval_prompts)))
+
+def class_students(classroom: Classroom, request: gr.Request = None) -> list:
+    """Each student of the current class with pairs shown and votes cast (teacher)."""
+    return _checked(lambda: classroom.students(_session(request), local_browser(request)))
+
+def class_votes(classroom: Classroom, request: gr.Request = None) -> list:
+    """The current class's latest votes with their reasons (teacher)."""
+    return _checked(lambda: classroom.recent_votes(_session(request), local_browser(request)))
+
+def class_runs(classroom: Classroom, request: gr.Request = None) -> list:
+    """The class's runs and adapters with their owners (teacher)."""
+    return _checked(lambda: classroom.runs(_session(request), local_browser(request)))
+
+def class_new(classroom: Classroom, name: str, request: gr.Request = None) -> dict:
+    """Archive the current class's votes and start a new class (teacher)."""
+    return _checked(lambda: classroom.new_class(_session(request), name, local_browser(request)))
+
+
 def class_api(classroom: Classroom, service: Playground) -> None:
     """The class-mode endpoints (see the module's docstring); each a gr.api, answering JSON."""
-
-    def class_join(code: str = "", name: str = "", token: str = "", request: gr.Request = None,
-                   profile: Optional[gr.OAuthProfile] = None) -> dict:
-        """Join the class as a person: the class code and a display name (sign-in 'code'; the token the first join
-        answered proves the name is yours), nothing but the token (anonymous), or the Hugging Face sign-in ('hf')."""
-        return _checked(lambda: classroom.join(_session(request), code, name, token,
-                                               hf_user=profile.username if profile is not None else None))
-
-    def vote_pair(task: str, inputs: dict, adapter: str, alpha: float = 1.0, request: gr.Request = None,
-                  profile: Optional[gr.OAuthProfile] = None) -> dict:
-        """Two continuations of the inputs, the base's and the adapter's, in random order: {pair, A, B}."""
-        return _checked(lambda: classroom.show_pair(_person(classroom, request, profile), task, inputs, adapter, None,
-                                                    alpha=alpha))
-
-    def vote_pair_try(adapter: str, text: str, opponent: str = "base", alpha: float = 1.0, request: gr.Request = None,
-                      profile: Optional[gr.OAuthProfile] = None) -> dict:
-        """Two continuations of the text, the adapter's and the opponent's (the base, or another adapter at its card's
-        strength), in random order: {pair, A, B}."""
-        def make():
-            task, inputs, name = service.try_inputs(adapter, text, "vote in that task's tab.")
-            return classroom.show_pair(_person(classroom, request, profile), task, inputs, name,
-                                       None if opponent in (None, "", "base") else opponent, alpha=alpha)
-        return _checked(make)
-
-    def vote(pair: str, choice: str, reason: str = "", request: gr.Request = None,
-             profile: Optional[gr.OAuthProfile] = None) -> dict:
-        """Vote on a pair shown to you: A, B or same; then which text was which, with their rewards."""
-        return _checked(lambda: classroom.vote(_person(classroom, request, profile), pair, choice, reason))
-
-    def class_stats() -> dict:
-        """What the class thinks against what the reward thinks, the leaderboard, the preference models."""
-        return classroom.stats()
-
-    def class_teacher(secret: str, request: gr.Request = None) -> str:
-        """Become the teacher in this session with the secret the playground was started with."""
-        _checked(lambda: classroom.teacher_sign_in(_session(request), secret))
-        return "You are the teacher in this session."
-
-    def class_learn(name: str = "", request: gr.Request = None) -> dict:
-        """Learn a preference model from the current class's votes (teacher): its held-out agreement with the votes."""
-        return _checked(lambda: classroom.learn(_session(request), name, local=local_browser(request)))
-
-    def class_train(model: str, honest: list[str], minutes: float = 3.0, lr: float = 1e-3, batch_size: int = 8,
-                    group_size: int = 4, max_new_tokens: int = 0, eval_prompts: int = 8, request: gr.Request = None,
-                    profile: Optional[gr.OAuthProfile] = None) -> dict:
-        """Queue a run for the class preference `model` (+ the honest blocks) on the inputs the class voted on."""
-        session = _person(classroom, request, profile)
-        return _checked(lambda: classroom.train(session, model, honest, minutes, local=local_browser(request), lr=lr,
-                                                batch_size=int(batch_size), group_size=int(group_size),
-                                                max_new_tokens=int(max_new_tokens), eval_prompts=int(eval_prompts)))
-
-    def class_students(request: gr.Request = None) -> list:
-        """Each student of the current class with pairs shown and votes cast (teacher)."""
-        return _checked(lambda: classroom.students(_session(request), local_browser(request)))
-
-    def class_votes(request: gr.Request = None) -> list:
-        """The current class's latest votes with their reasons (teacher)."""
-        return _checked(lambda: classroom.recent_votes(_session(request), local_browser(request)))
-
-    def class_runs(request: gr.Request = None) -> list:
-        """The class's runs and adapters with their owners (teacher)."""
-        return _checked(lambda: classroom.runs(_session(request), local_browser(request)))
-
-    def class_new(name: str, request: gr.Request = None) -> dict:
-        """Archive the current class's votes and start a new class (teacher)."""
-        return _checked(lambda: classroom.new_class(_session(request), name, local_browser(request)))
 
     # the training parameters' lines are the Training tab's (TrainRequest's field docstrings), alpha's Generate's
     training = share_ui.training_docs(0)
@@ -395,12 +396,15 @@ def class_api(classroom: Classroom, service: Playground) -> None:
             "reason": f"Why (optional; at most {REASON_CHARS} characters).", "secret": "The teacher's secret.",
             "model": "A preference model's name (class_stats lists them).",
             "honest": f"Blocks that keep it honest: any of {', '.join(HONEST_BLOCKS)}.", "minutes": "Training minutes."}
-    for fn in (class_join, vote_pair, vote_pair_try, vote, class_stats, class_teacher, class_learn, class_train,
-               class_students, class_votes, class_runs, class_new):
+    endpoints = [bound(class_join, classroom), bound(vote_pair, classroom), bound(vote_pair_try, classroom, service),
+                 bound(vote, classroom), bound(class_stats, classroom), bound(class_teacher, classroom),
+                 bound(class_learn, classroom), bound(class_train, classroom), bound(class_students, classroom),
+                 bound(class_votes, classroom), bound(class_runs, classroom), bound(class_new, classroom)]
+    for fn in endpoints:
         share_ui.document(fn, docs)
-        heavy = fn in (vote_pair, vote_pair_try)
+        heavy = fn.__name__ in ("vote_pair", "vote_pair_try")
         gr.api(fn, api_name=fn.__name__, concurrency_id="generate" if heavy else None,
-               concurrency_limit="default" if heavy else (1 if fn is class_learn else None))
+               concurrency_limit="default" if heavy else (1 if fn.__name__ == "class_learn" else None))
 
 
 def browser_state(classroom: Classroom) -> gr.BrowserState:
