@@ -150,6 +150,96 @@ your adapters*): the votes are stored for good, the class's verdict is set besid
 reward is learned from the votes, and an adapter trained on it goes back to the class for a new vote."""
 
 
+# --- the Class tab's handlers: module level, the classroom given by widgets.bound --------------------------------
+
+
+def said(joined: dict) -> str:
+    """The line under the sign-in: who this session votes as, in which class."""
+    return views.markdown("You vote as **{student}** in *{lesson}*.", student=joined["student"], lesson=joined["class"])
+
+
+def resume(classroom: Classroom, stored, request: gr.Request, profile: Optional[gr.OAuthProfile]):
+    """On page load: the person this browser keeps joins again (with its token), or is told how to join."""
+    stored = dict(stored) if isinstance(stored, dict) else {}
+    session, mode = _session(request), classroom.sign_in
+    try:
+        if mode == "hf":
+            if profile is None:
+                return "Sign in with Hugging Face (the button above) to vote.", stored
+            return said(classroom.join(session, hf_user=profile.username)), stored
+        if mode == "code" and not (stored.get("code") and stored.get("name")):
+            return "Type the class code and your name, then *Join the class*.", stored
+        joined = classroom.join(session, stored.get("code", ""), stored.get("name", ""), stored.get("token", ""))
+    except USER_ERRORS as err:
+        return views.markdown("Join the class again: {why}", why=str(err)), stored
+    return said(joined), {**stored, "token": joined["token"]}
+
+
+def joined_now(classroom: Classroom, code_: str, name_: str, stored, request: gr.Request):
+    stored = dict(stored) if isinstance(stored, dict) else {}
+    same = stored.get("name", "").casefold() == " ".join(str(name_).split()).casefold()
+    joined = _checked(lambda: classroom.join(_session(request), code_, name_, stored.get("token", "") if same else ""))
+    return said(joined), {"code": code_, "name": joined["student"], "token": joined["token"]}
+
+
+def public_view(classroom: Classroom):
+    stats = classroom.stats()
+    names = [m["name"] for m in stats["models"]]
+    return (views.agreement_markdown(stats["agreement"]), views.leaderboard_markdown(stats["leaderboard"]),
+            views.models_markdown(stats["models"]), gr.update(choices=names, value=names[-1] if names else None))
+
+
+def learn_now(classroom: Classroom, name_: str, request: gr.Request):
+    summary = _checked(lambda: classroom.learn(_session(request), name_ or "", local=local_browser(request)))
+    return views.learned_markdown(summary), *public_view(classroom)
+
+
+def train_now(classroom: Classroom, model_: str, honest_: list, minutes_: float, request: gr.Request,
+              profile: Optional[gr.OAuthProfile]):
+    session = _person(classroom, request, profile)
+    snapshot = _checked(lambda: classroom.train(session, model_ or "", honest_ or [], float(minutes_ or 0),
+                                                local=local_browser(request)))
+    return views.markdown("Queued **{adapter}** ({state}), trained on {prompts}: follow it in the *Train an adapter* "
+                          "tab; then vote on it in *Try your adapters*.", adapter=snapshot["adapter"],
+                          state=snapshot["state"], prompts=snapshot["prompts"])
+
+
+def teacher_view(classroom: Classroom, request: gr.Request):
+    session, local = _session(request), local_browser(request)
+    if not classroom.is_teacher(session, local):
+        return [gr.skip()] * 3
+    return (views.students_markdown(classroom.students(session, local)),
+            views.recent_votes_markdown(classroom.recent_votes(session, local)),
+            views.runs_markdown(classroom.runs(session, local)))
+
+
+def teacher_now(classroom: Classroom, secret_: str, request: gr.Request):
+    _checked(lambda: classroom.teacher_sign_in(_session(request), secret_))
+    return "You are the teacher in this browser tab.", "", *teacher_view(classroom, request)
+
+
+def teacher_refreshed(classroom: Classroom, request: gr.Request):
+    _checked(lambda: classroom.require_teacher(_session(request), local_browser(request)))
+    return teacher_view(classroom, request)
+
+
+def export_now(classroom: Classroom, request: gr.Request) -> str:
+    """The current class's votes as a JSONL file, one vote a line with its pair (teacher only)."""
+    folder = Path(tempfile.mkdtemp(prefix="ipa-votes-"))
+    return str(_checked(lambda: classroom.export(_session(request), folder, local_browser(request))))
+
+
+def push_now(classroom: Classroom, repo_: str, request: gr.Request) -> str:
+    url = _checked(lambda: classroom.push_to_hub(_session(request), repo_, local_browser(request)))
+    return views.markdown("Pushed: {url}", url=url)
+
+
+def new_now(classroom: Classroom, name_: str, request: gr.Request):
+    started = _checked(lambda: classroom.new_class(_session(request), name_, local_browser(request)))
+    return (views.markdown("Archived *{old}*; *{new}* has started: everyone votes there now.", old=started["archived"],
+                           new=started["class"]), *public_view(classroom))
+
+
 def class_tab(classroom: Classroom, service: Playground, demo: gr.Blocks, browser: gr.BrowserState) -> None:
     """Who you are, what the class thinks, the class preference (learn it, train on it), and the teacher's view."""
     gr.Markdown(INTRO)
@@ -163,34 +253,10 @@ def class_tab(classroom: Classroom, service: Playground, demo: gr.Blocks, browse
             join = gr.Button("Join the class", variant="primary", elem_id="class-join")
     who = gr.Markdown(elem_id="class-who")
 
-    def said(joined: dict) -> str:
-        return views.markdown("You vote as **{student}** in *{lesson}*.", student=joined["student"], lesson=joined["class"])
-
-    def resume(stored, request: gr.Request, profile: Optional[gr.OAuthProfile]):
-        """On page load: the person this browser keeps joins again (with its token), or is told how to join."""
-        stored = dict(stored) if isinstance(stored, dict) else {}
-        session = _session(request)
-        try:
-            if mode == "hf":
-                if profile is None:
-                    return "Sign in with Hugging Face (the button above) to vote.", stored
-                return said(classroom.join(session, hf_user=profile.username)), stored
-            if mode == "code" and not (stored.get("code") and stored.get("name")):
-                return "Type the class code and your name, then *Join the class*.", stored
-            joined = classroom.join(session, stored.get("code", ""), stored.get("name", ""), stored.get("token", ""))
-        except USER_ERRORS as err:
-            return views.markdown("Join the class again: {why}", why=str(err)), stored
-        return said(joined), {**stored, "token": joined["token"]}
-
-    demo.load(resume, browser, [who, browser], api_visibility="private", queue=False)
+    demo.load(bound(resume, classroom), browser, [who, browser], api_visibility="private", queue=False)
     if mode == "code":
-        def joined_now(code_: str, name_: str, stored, request: gr.Request):
-            stored = dict(stored) if isinstance(stored, dict) else {}
-            same = stored.get("name", "").casefold() == " ".join(str(name_).split()).casefold()
-            joined = _checked(lambda: classroom.join(_session(request), code_, name_, stored.get("token", "") if same else ""))
-            return said(joined), {"code": code_, "name": joined["student"], "token": joined["token"]}
-
-        join.click(joined_now, [code, name, browser], [who, browser], api_visibility="private", concurrency_limit=None)
+        join.click(bound(joined_now, classroom), [code, name, browser], [who, browser], api_visibility="private",
+                   concurrency_limit=None)
 
     with gr.Accordion("What the class thinks, and what the reward thinks", open=True, elem_id="class-stats"):
         refresh = gr.Button("Refresh", size="sm", elem_id="class-refresh")
@@ -218,31 +284,15 @@ def class_tab(classroom: Classroom, service: Playground, demo: gr.Blocks, browse
             train = gr.Button("Train an adapter on it", elem_id="class-train")
         trained = gr.Markdown(elem_id="class-trained")
 
-    def public_view():
-        stats = classroom.stats()
-        names = [m["name"] for m in stats["models"]]
-        return (views.agreement_markdown(stats["agreement"]), views.leaderboard_markdown(stats["leaderboard"]),
-                views.models_markdown(stats["models"]), gr.update(choices=names, value=names[-1] if names else None))
-
     public = [agreement, leaderboard, models, model]
-    refresh.click(public_view, None, public, api_visibility="private", concurrency_limit=None)
-    demo.load(public_view, None, public, api_visibility="private", queue=False)
+    on_public = bound(public_view, classroom)
+    refresh.click(on_public, None, public, api_visibility="private", concurrency_limit=None)
+    demo.load(on_public, None, public, api_visibility="private", queue=False)
 
-    def learn_now(name_: str, request: gr.Request):
-        summary = _checked(lambda: classroom.learn(_session(request), name_ or "", local=local_browser(request)))
-        return views.learned_markdown(summary), *public_view()
-
-    learn.click(learn_now, model_name, [learned, *public], api_visibility="private", concurrency_limit=1)
-
-    def train_now(model_: str, honest_: list, minutes_: float, request: gr.Request, profile: Optional[gr.OAuthProfile]):
-        session = _person(classroom, request, profile)
-        snapshot = _checked(lambda: classroom.train(session, model_ or "", honest_ or [], float(minutes_ or 0),
-                                                    local=local_browser(request)))
-        return views.markdown("Queued **{adapter}** ({state}), trained on {prompts}: follow it in the *Train an adapter* "
-                              "tab; then vote on it in *Try your adapters*.", adapter=snapshot["adapter"],
-                              state=snapshot["state"], prompts=snapshot["prompts"])
-
-    train.click(train_now, [model, honest, minutes], trained, api_visibility="private", concurrency_limit=None)
+    learn.click(bound(learn_now, classroom), model_name, [learned, *public], api_visibility="private",
+                concurrency_limit=1)
+    train.click(bound(train_now, classroom), [model, honest, minutes], trained, api_visibility="private",
+                concurrency_limit=None)
 
     with gr.Accordion("Teacher", open=False, elem_id="class-teacher"):
         with gr.Row():
@@ -269,46 +319,16 @@ def class_tab(classroom: Classroom, service: Playground, demo: gr.Blocks, browse
             new = gr.Button("Start a new class", variant="stop", elem_id="class-new")
         done = gr.Markdown(elem_id="class-teacher-done")
 
-    def teacher_view(request: gr.Request):
-        session, local = _session(request), local_browser(request)
-        if not classroom.is_teacher(session, local):
-            return [gr.skip()] * 3
-        return (views.students_markdown(classroom.students(session, local)),
-                views.recent_votes_markdown(classroom.recent_votes(session, local)),
-                views.runs_markdown(classroom.runs(session, local)))
+    teacher.click(bound(teacher_now, classroom), secret, [teacher_said, secret, students, recent, runs],
+                  api_visibility="private", concurrency_limit=None)
+    teacher_refresh.click(bound(teacher_refreshed, classroom), None, [students, recent, runs], api_visibility="private",
+                          concurrency_limit=None)
 
-    def teacher_now(secret_: str, request: gr.Request):
-        _checked(lambda: classroom.teacher_sign_in(_session(request), secret_))
-        return "You are the teacher in this browser tab.", "", *teacher_view(request)
+    on_export = share_ui.document(bound(export_now, classroom), {}, returns="The votes as a JSONL file.")
+    export.click(on_export, None, exported, api_name="class_export", concurrency_limit=None)
 
-    teacher.click(teacher_now, secret, [teacher_said, secret, students, recent, runs], api_visibility="private",
-                  concurrency_limit=None)
-    def teacher_refreshed(request: gr.Request):
-        _checked(lambda: classroom.require_teacher(_session(request), local_browser(request)))
-        return teacher_view(request)
-
-    teacher_refresh.click(teacher_refreshed, None, [students, recent, runs], api_visibility="private", concurrency_limit=None)
-
-    def export_now(request: gr.Request) -> str:
-        """The current class's votes as a JSONL file, one vote a line with its pair (teacher only)."""
-        folder = Path(tempfile.mkdtemp(prefix="ipa-votes-"))
-        return str(_checked(lambda: classroom.export(_session(request), folder, local_browser(request))))
-
-    share_ui.document(export_now, {}, returns="The votes as a JSONL file.")
-    export.click(export_now, None, exported, api_name="class_export", concurrency_limit=None)
-
-    def push_now(repo_: str, request: gr.Request) -> str:
-        url = _checked(lambda: classroom.push_to_hub(_session(request), repo_, local_browser(request)))
-        return views.markdown("Pushed: {url}", url=url)
-
-    push.click(push_now, repo, done, api_visibility="private", concurrency_limit=None)
-
-    def new_now(name_: str, request: gr.Request):
-        started = _checked(lambda: classroom.new_class(_session(request), name_, local_browser(request)))
-        return (views.markdown("Archived *{old}*; *{new}* has started: everyone votes there now.", old=started["archived"],
-                               new=started["class"]), *public_view())
-
-    new.click(new_now, new_name, [done, *public], api_visibility="private", concurrency_limit=None)
+    push.click(bound(push_now, classroom), repo, done, api_visibility="private", concurrency_limit=None)
+    new.click(bound(new_now, classroom), new_name, [done, *public], api_visibility="private", concurrency_limit=None)
 
 
 # --- the API: the same actions for gradio_client -------------------------------------------------------------------
