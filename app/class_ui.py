@@ -63,6 +63,51 @@ def _checked(call: Callable):
 # --- the vote panel ------------------------------------------------------------------------------------------------
 
 
+def shown_pair(classroom: Classroom, make_pair: Callable[..., dict], missing: Callable[..., str | None] | None,
+               *values):
+    """Show two texts: the pair make_pair makes of the inputs' values (the last two values: the request and the
+    Hugging Face profile), once missing(*values) finds nothing to fill in first."""
+    *values, request, profile = values
+    problem = missing(*values) if missing else None
+    if problem:
+        raise user_error(ClassError(problem))
+    made = _checked(lambda: make_pair(_person(classroom, request, profile), *values))
+    return made["A"], made["B"], "", "Read both, then vote: which continues the input better?", made["pair"]
+
+
+def voted(classroom: Classroom, choice: str, pair_id, why, request, profile):
+    """A vote button: `choice` (A, B or same) on the pair shown, with its reason; then both texts revealed."""
+    if not pair_id:
+        raise user_error(ClassError("Press “Show two texts” first, then vote on them."))
+    reveal = _checked(lambda: classroom.vote(_person(classroom, request, profile), pair_id, choice, why))
+    return views.reveal_markdown(reveal), "", ""
+
+
+def task_pair(classroom: Classroom, task: Task, session, *values) -> dict:
+    """A task tab's pair: its input (the fields' values), the base against the tab's adapter at its alpha."""
+    *texts, name, strength = values
+    if name in (None, "", NO_ADAPTER):
+        raise ClassError("Choose an adapter above: a blind vote puts it against the base.")
+    return classroom.show_pair(session, task.name, dict(zip([f.name for f in task.fields], texts)), name, None,
+                               alpha=strength)
+
+
+def task_missing(task: Task, *values) -> str | None:
+    empty = [f.label.lower() for f, v in zip(task.fields, values) if InputField.missing(v)]
+    return f"The {empty[0]} is missing: type it above first." if empty else None
+
+
+def try_pair(classroom: Classroom, service: Playground, session, name, typed, strength, other) -> dict:
+    """The pair of "Try your adapters": the chosen adapter against the base or another adapter, on the typed text."""
+    task, inputs, adapter = service.try_inputs(name, typed, "vote in that task's tab.")
+    return classroom.show_pair(session, task, inputs, adapter, None if other in (None, "", "base") else other,
+                               alpha=strength)
+
+
+def try_missing(name, typed, *rest) -> str | None:
+    return "Pick an adapter first." if name in (None, "") else "Type a text first." if InputField.missing(typed) else None
+
+
 def vote_panel(classroom: Classroom, prefix: str, about: str, make_pair: Callable[..., dict], inputs: list,
                missing: Callable[..., str | None] | None = None) -> None:
     """"Which is better?": two texts of one input in random order, unlabelled; A, B or about the same with a reason;
@@ -81,61 +126,29 @@ def vote_panel(classroom: Classroom, prefix: str, about: str, make_pair: Callabl
         result = gr.Markdown(elem_id=f"{prefix}-vote-result")
         pair = gr.State("")
 
-    def shown(*values):
-        *values, request, profile = values
-        problem = missing(*values) if missing else None
-        if problem:
-            raise user_error(ClassError(problem))
-        made = _checked(lambda: make_pair(_person(classroom, request, profile), *values))
-        return made["A"], made["B"], "", "Read both, then vote: which continues the input better?", made["pair"]
-
-    show.click(_with_session(shown, [f"value_{i}" for i in range(len(inputs))]), inputs,
-               [text_a, text_b, reason, result, pair], api_visibility="private", concurrency_id="generate",
-               show_progress="minimal")
+    on_show = _with_session(bound(shown_pair, classroom, make_pair, missing), [f"value_{i}" for i in range(len(inputs))])
+    show.click(on_show, inputs, [text_a, text_b, reason, result, pair], api_visibility="private",
+               concurrency_id="generate", show_progress="minimal")
 
     for button, (_, choice) in zip(buttons, CHOICE_BUTTONS):
-        def voted(pair_id, why, request, profile, choice=choice):
-            if not pair_id:
-                raise user_error(ClassError("Press “Show two texts” first, then vote on them."))
-            reveal = _checked(lambda: classroom.vote(_person(classroom, request, profile), pair_id, choice, why))
-            return views.reveal_markdown(reveal), "", ""
-
-        button.click(_with_session(voted, ["pair_id", "why"]), [pair, reason], [result, pair, reason],
-                     api_visibility="private", concurrency_limit=None)
+        button.click(_with_session(bound(voted, classroom, choice), ["pair_id", "why"]), [pair, reason],
+                     [result, pair, reason], api_visibility="private", concurrency_limit=None)
 
 
 def task_vote_panel(classroom: Classroom, task: Task, fields: list, adapter, alpha) -> None:
     """The panel under a task tab's result: the tab's input, the base against the tab's adapter at its alpha."""
-    def make_pair(session, *values):
-        *texts, name, strength = values
-        if name in (None, "", NO_ADAPTER):
-            raise ClassError("Choose an adapter above: a blind vote puts it against the base.")
-        return classroom.show_pair(session, task.name, dict(zip([f.name for f in task.fields], texts)), name, None,
-                                   alpha=strength)
-
-    def missing(*values):
-        empty = [f.label.lower() for f, v in zip(task.fields, values) if InputField.missing(v)]
-        return f"The {empty[0]} is missing: type it above first." if empty else None
-
     vote_panel(classroom, task.name, "Two continuations of the input above, one by the base and one by base + the "
                "adapter, in random order and unlabelled. Pick the better one; both are revealed, with their rewards, once "
-               "your vote is saved.", make_pair, [*fields, adapter, alpha], missing)
+               "your vote is saved.", bound(task_pair, classroom, task), [*fields, adapter, alpha],
+               bound(task_missing, task))
 
 
 def try_vote_panel(classroom: Classroom, service: Playground, chosen, text, alpha, opponent) -> None:
     """The panel of "Try your adapters": the chosen adapter against the base or another adapter ("vote on the new adapter
     against the old one")."""
-    def make_pair(session, name, typed, strength, other):
-        task, inputs, adapter = service.try_inputs(name, typed, "vote in that task's tab.")
-        return classroom.show_pair(session, task, inputs, adapter, None if other in (None, "", "base") else other,
-                                   alpha=strength)
-
-    def missing(name, typed, *rest):
-        return "Pick an adapter first." if name in (None, "") else "Type a text first." if InputField.missing(typed) else None
-
     vote_panel(classroom, "try", "The adapter chosen above against the one chosen here (the base, or another adapter: "
                "the old one against the new), one continuation each of your text, in random order and unlabelled.",
-               make_pair, [chosen, text, alpha, opponent], missing)
+               bound(try_pair, classroom, service), [chosen, text, alpha, opponent], try_missing)
 
 
 def opponent_choices(service: Playground) -> list[tuple[str, str]]:
