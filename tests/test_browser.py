@@ -224,6 +224,15 @@ def test_clicking_a_token_shows_the_inspector_table_and_branching_regenerates_bo
 LAPTOP = {"width": 1366, "height": 768}
 
 
+def settled(page, condition: str, selector: str, timeout: int = 30_000) -> None:
+    """Wait until the JavaScript `condition(selector)` holds (or the timeout passes: the assertions after it then fail
+    with what they saw)."""
+    try:
+        page.wait_for_function(condition, arg=selector, timeout=timeout)
+    except PlaywrightTimeout:
+        pass
+
+
 def in_view(page, selector: str) -> bool:
     """Whether the element's whole box lies within the viewport (top and bottom)."""
     return page.evaluate("(s) => { const r = document.querySelector(s).getBoundingClientRect(); "
@@ -261,6 +270,12 @@ def test_on_a_laptop_generate_is_in_view_the_tabs_fit_one_row_and_an_empty_box_g
     try:
         laptop.goto(playground_app.url)
         expect(laptop.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+        # (on a loaded machine the page's layout settles a while after its title shows: wait for it, then check)
+        settled(laptop, "(s) => { const r = document.querySelector(s)?.getBoundingClientRect(); "
+                        "return !!r && r.height > 0 && r.top >= 0 && r.bottom <= window.innerHeight; }", "#toxicity-generate")
+        settled(laptop, "(s) => { const tops = [...document.querySelectorAll(s)].map(t => Math.round("
+                        "t.getBoundingClientRect().top)); return tops.length > 6 && new Set(tops).size === 1; }",
+                "button[role=tab]")
         assert in_view(laptop, "#toxicity-generate")  # on the first screen, under the text box
         rows = {round(tab.bounding_box()["y"]) for tab in laptop.locator("button[role=tab]").all()}
         assert len(rows) == 1, rows  # "Your adapters" no longer alone on a second row
