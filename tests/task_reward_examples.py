@@ -2,11 +2,15 @@
 that came before the task modules (ipa/tasks/<task>.py): tests/test_task_modules.py checks that the rewards made of
 blocks give the same rewards and parts, name for name and value for value.
 
-Recorded with profanity_check as the toxicity backend and the embedded scoring LM and MiniLM (`record()`).
+Recorded with profanity_check as the toxicity backend and the embedded scoring LM and MiniLM in float32
+(`record()`, run with the scorers of 1e96a0e): in bfloat16, the app's setting, their sums change with the CPU's
+instructions and the threads (up to 0.07 here against float32), in float32 by rounding only. The old scorers and the
+blocks gave the same float32 rows to the last bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -82,12 +86,28 @@ def score_examples(load_scorer) -> dict[str, list[dict]]:
     return rows
 
 
+@contextlib.contextmanager
+def float32_scoring():
+    """Task scorers whose scoring LM and MiniLM run in float32 (a kit of their own), for as long as the block lasts;
+    the process's shared bfloat16 models are loaded afresh after it."""
+    import torch
+
+    from ipa.rewards import resources
+    from ipa.tasks import get_task
+    from ipa.tasks.scoring import RewardKit, TaskScorer
+
+    kept = resources.SCORING_DTYPE
+    resources.SCORING_DTYPE = torch.float32
+    resources.sentence_embedder.cache_clear(), resources.scoring_lm.cache_clear()
+    try:
+        kit = RewardKit("cpu", "profanity_check")
+        yield lambda task, toxicity_backend: TaskScorer(get_task(task), kit)
+    finally:
+        resources.SCORING_DTYPE = kept
+        resources.sentence_embedder.cache_clear(), resources.scoring_lm.cache_clear()
+
+
 def record() -> None:
     """Write REFERENCE from the scorers as they are now (run once, before the rewards were rebuilt from blocks)."""
-    from ipa.tasks.scoring import load_scorer
-
-    REFERENCE.write_text(json.dumps(score_examples(load_scorer), indent=1) + "\n", encoding="utf-8")
-
-
-if __name__ == "__main__":
-    record()
+    with float32_scoring() as load_scorer:
+        REFERENCE.write_text(json.dumps(score_examples(load_scorer), indent=1) + "\n", encoding="utf-8")
