@@ -27,6 +27,7 @@ from pathlib import Path
 from ipa.args import add_dataclass_args, dataclass_from_args, field_names
 from ipa.decoding.api_config import API_FLAGS_EXCLUDED, ApiBaseConfig
 from ipa.errors import MAX_TEXT_CHARS, UserError
+from ipa.loading import Placement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,16 +77,11 @@ PRESETS = {
 
 
 @dataclass
-class ModelsConfig:
-    """Which models the playground runs, where, and on how many CPU threads."""
+class ModelsConfig(Placement):
+    """Which models the playground runs, where (device, dtype: ipa.loading.Placement), and on how many CPU threads."""
 
     preset: str = "embedded"
     """Which models to run: 'embedded' (offline) or 'online' (hub models; see PRESETS)."""
-    device: str = "auto"
-    """auto (a CUDA GPU when there is one), cpu or cuda."""
-    dtype: str = "auto"
-    """The models' number format: auto (bfloat16 where the hardware runs it fast: a GPU, or a CPU with AVX512-BF16
-    or AMX; float32 elsewhere), float32 or bfloat16."""
     threads: int = 0
     """CPU threads for torch; 0: one core fewer than the machine has (at least 1), leaving a core to the web server.
     On the 2-core machine 16 users at once were served in 7.7 s with 1 thread and 9.7 s with 2: the decoding step's

@@ -29,8 +29,8 @@ from typing import Callable
 import torch
 
 from ipa.errors import UserError
-from ipa.loading import load_host, pair
-from ipa.models import ModelLoadError, machine_name, model_label, resolve_device, resolve_dtype
+from ipa.loading import Placement, load_host, pair
+from ipa.models import ModelLoadError, machine_name, model_label
 from ipa.policy_adapter import AdapterHost
 from ipa.decoding.engine import Engine
 from ipa.decoding.run import model_sizes
@@ -186,8 +186,7 @@ class Playground:
         if zero_gpu and config.api:
             raise ConfigError("A black-box base (--base-api) is not served on ZeroGPU hardware: use a CPU or GPU Space.")
         # On ZeroGPU the models wait on the CPU here; each GPU call moves its copy to the GPU.
-        device = resolve_device("cpu" if zero_gpu else config.models.device)
-        dtype = resolve_dtype(config.models.dtype, device)
+        device, dtype = (Placement("cpu", config.models.dtype) if zero_gpu else config.models).resolve()
         preset = config.models.chosen
         try:
             base = load_host(preset.base, device, dtype)

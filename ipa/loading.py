@@ -19,16 +19,28 @@ from ipa.policy_adapter import MAX_ALPHA, AdapterCard, AdapterError, AdapterHost
 
 
 @dataclass
-class ModelConfig:
+class Placement:
+    """Where the models run and in which number format: the part of the models' settings that the command line's
+    ModelConfig and the page's (app.config.ModelsConfig) share."""
+
+    device: str = "auto"
+    """auto (a CUDA GPU when there is one), cpu or cuda."""
+    dtype: str = "auto"
+    """The models' number format: auto (bfloat16 where the hardware runs it fast: a GPU, or a CPU with AVX512-BF16
+    or AMX; float32 elsewhere), float32 or bfloat16."""
+
+    def resolve(self) -> tuple[torch.device, torch.dtype]:
+        """The torch device and dtype (decided once, at the entry point)."""
+        device = resolve_device(self.device)
+        return device, resolve_dtype(self.dtype, device)
+
+
+@dataclass
+class ModelConfig(Placement):
     """Which models run, on which device, in which number format (generate, evaluate, train, benchmarks)."""
 
     base: str = EMBEDDED
     """The frozen base model: 'embedded', a local directory or a Hugging Face model id."""
-    device: str = "auto"
-    """auto (a CUDA GPU when there is one), cpu or cuda."""
-    dtype: str = "auto"
-    """auto (bfloat16 where the hardware runs it fast: a GPU, a CPU with AVX512-BF16 or AMX; else float32),
-    float32 or bfloat16."""
     adapter_init: str = ""
     """Training: the adapter's initial model (default: the base itself; 'light': the base's first 4 layers with its
     final norm and output layer, a third of its size, cut once and cached; or any model with the base's tokenizer)."""
@@ -36,11 +48,6 @@ class ModelConfig:
     """Training: a smaller model with the base's tokenizer that stands in for the base."""
 
     TRAINING_ONLY = ("adapter_init", "approx_base")
-
-    def resolve(self) -> tuple[torch.device, torch.dtype]:
-        """The torch device and dtype (decided once, at the entry point)."""
-        device = resolve_device(self.device)
-        return device, resolve_dtype(self.dtype, device)
 
     def load_policy(self, adapter_dir: str | os.PathLike | None = None,
                     more_adapters: list[tuple[str | os.PathLike, float]] = ()) -> TailoredPolicy:
