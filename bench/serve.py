@@ -11,6 +11,9 @@ its own `gradio_client.Client` with default settings in its own thread, released
 successes, wall time, p50/p95 latency, aggregate speed-up (successes x single latency / wall time: N x single /
 wall when all succeed) and row-tokens/s (successes x 2 columns x --tokens / wall time). Targets: 16 at once all
 succeed with speed-up >= 6 and p95 <= 3.5 x single; 50 at once all succeed; start-up <= 10 s.
+
+On a shared 2-core machine one round of 16 varies by 10-15 % between runs of the same command: --rounds N runs each
+N times and reports the round of median wall time, with the range of the speed-ups beside it.
 """
 
 from __future__ import annotations
@@ -153,6 +156,13 @@ def summarize(n: int, wall: float, results: list[dict], single: float, tokens: i
             "errors": errors[:5]}
 
 
+def median_round(tries: list[dict]) -> dict:
+    """The round of median wall time among tries of one N (the lower middle one of an even count), with every try's
+    speed-up beside it."""
+    middle = sorted(tries, key=lambda r: r["wall_s"])[(len(tries) - 1) // 2]
+    return {**middle, "speedups": [r["speedup"] for r in tries]} if len(tries) > 1 else middle
+
+
 def verdicts(result: dict) -> list[str]:
     """The issue's targets, each 'met', 'MISSED' or 'not measured'."""
     rows, mark = {r["n"]: r for r in result["rounds"]}, lambda ok: "met" if ok else "MISSED"
@@ -177,6 +187,10 @@ def table(result: dict) -> str:
     for r in result["rounds"]:
         cells = [f"{r['successes']}/{r['n']}", *(r[k] for k in ("wall_s", "p50_s", "p95_s", "speedup", "p95_over_single", "row_tokens_per_s"))]
         lines.append(f"| {r['n']} | " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    tried = [f"{r['n']} at once {min(r['speedups'])}-{max(r['speedups'])} x" for r in result["rounds"] if "speedups" in r]
+    if tried:
+        lines += ["", f"Each row is the round of median wall time of {result['rounds_each']}; the speed-ups of all of them: "
+                  + ", ".join(tried) + "."]
     return "\n".join(lines + ["", "Targets: " + "; ".join(verdicts(result)) + "."])
 
 
@@ -186,10 +200,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--concurrency", default="4,16,32,50", help="comma-separated numbers of clients at once")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of each N (the median one is reported)")
     parser.add_argument("--round-timeout", type=float, default=900.0, help="wall-clock limit of one round, seconds")
     parser.add_argument("--out", default="BENCHMARKS.md", help="file to update ('' to only print)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be 1 or more, got {args.rounds}")
     from ipa.models import machine_name, resolve_device
     from app.config import parse_args as app_config
 
@@ -198,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://127.0.0.1:{port}/"
     result = {"command": shlex.join(["python", "-m", "bench.serve", *(sys.argv[1:] if argv is None else argv)]),
               "machine": machine_name(resolve_device(app_config(app_args).models.device)), "date": time.strftime("%Y-%m-%d"),
-              "app_args": args.app_args, "tokens": args.tokens, "repeats": args.repeats, "rounds": []}
+              "app_args": args.app_args, "tokens": args.tokens, "repeats": args.repeats, "rounds_each": args.rounds,
+              "rounds": []}
     with tempfile.NamedTemporaryFile("w", prefix="bench-serve-", suffix=".log", delete=False) as log:
         started = time.perf_counter()
         proc = start_app(port, app_args, log)
@@ -208,9 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         result["single_s"] = round(single_latency(url, args.tokens, args.repeats), 3)
         print(f"one request alone: {result['single_s']:.2f} s", flush=True)
         for n in (int(c) for c in args.concurrency.split(",")):
-            wall, results = concurrent_round(url, n, args.tokens, args.round_timeout)
-            result["rounds"].append(summarize(n, wall, results, result["single_s"], args.tokens))
-            print(json.dumps(result["rounds"][-1]), flush=True)
+            tries = []
+            for _ in range(args.rounds):
+                wall, results = concurrent_round(url, n, args.tokens, args.round_timeout)
+                tries.append(summarize(n, wall, results, result["single_s"], args.tokens))
+                print(json.dumps(tries[-1]), flush=True)
+            result["rounds"].append(median_round(tries))
     except StartupError as err:
         sys.exit(f"error: {err}")
     finally:
