@@ -27,7 +27,7 @@ from pathlib import Path
 from ipa.args import add_dataclass_args, dataclass_from_args, field_names
 from ipa.decoding.api_config import API_FLAGS_EXCLUDED, ApiBaseConfig
 from ipa.errors import MAX_TEXT_CHARS, UserError
-from ipa.loading import Placement
+from ipa.placement import Placement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +78,7 @@ PRESETS = {
 
 @dataclass
 class ModelsConfig(Placement):
-    """Which models the playground runs, where (device, dtype: ipa.loading.Placement), and on how many CPU threads."""
+    """Which models the playground runs, where (device, dtype: ipa.placement.Placement), and on how many CPU threads."""
 
     preset: str = "embedded"
     """Which models to run: 'embedded' (offline) or 'online' (hub models; see PRESETS)."""

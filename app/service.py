@@ -29,7 +29,8 @@ from typing import Callable
 import torch
 
 from ipa.errors import UserError
-from ipa.loading import Placement, load_host, pair
+from ipa.loading import load_host, pair
+from ipa.placement import Placement
 from ipa.models import ModelLoadError, machine_name, model_label
 from ipa.policy_adapter import AdapterHost
 from ipa.decoding.engine import Engine

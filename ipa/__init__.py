@@ -2,7 +2,7 @@
 (tests/test_layers.py keeps it so):
 
 1. errors, files             the one UserError and the rule for numbers a user gives; directories written whole
-2. models                    loading the embedded and hub models, the device and dtype, the output layer
+2. models, placement         loading the embedded and hub models, the device and dtype, the output layer
 3. rewards, tasks            one module a reward (REWARDS); the six tasks, their data, scoring and metrics
 4. preferences               a class's blind votes (the store) and the preference model learned from them
 5. policy_adapter            LoRA adapters by name on one frozen model, their cards

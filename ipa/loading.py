@@ -14,25 +14,9 @@ import torch
 
 from ipa.decoding.run import DecodeError, TailoredPolicy
 from ipa.errors import check_number
-from ipa.models import EMBEDDED, LIGHT, check_same_tokenizer, light_name, load_model, resolve_device, resolve_dtype
+from ipa.placement import Placement
+from ipa.models import EMBEDDED, LIGHT, check_same_tokenizer, light_name, load_model
 from ipa.policy_adapter import MAX_ALPHA, AdapterCard, AdapterError, AdapterHost, read_card
-
-
-@dataclass
-class Placement:
-    """Where the models run and in which number format: the part of the models' settings that the command line's
-    ModelConfig and the page's (app.config.ModelsConfig) share."""
-
-    device: str = "auto"
-    """auto (a CUDA GPU when there is one), cpu or cuda."""
-    dtype: str = "auto"
-    """The models' number format: auto (bfloat16 where the hardware runs it fast: a GPU, or a CPU with AVX512-BF16
-    or AMX; float32 elsewhere), float32 or bfloat16."""
-
-    def resolve(self) -> tuple[torch.device, torch.dtype]:
-        """The torch device and dtype (decided once, at the entry point)."""
-        device = resolve_device(self.device)
-        return device, resolve_dtype(self.dtype, device)
 
 
 @dataclass

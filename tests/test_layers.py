@@ -11,7 +11,7 @@ from tests.helpers import REPO
 
 LAYERS = [
     ["ipa.errors", "ipa.files", "ipa.args"],
-    ["ipa.models"],
+    ["ipa.models", "ipa.placement"],
     ["ipa.rewards"],
     ["ipa.tasks"],
     ["ipa.preferences"],

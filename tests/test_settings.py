@@ -9,6 +9,7 @@ import pytest
 
 from ipa.decoding.run import DecodeConfig, DecodeError
 from app.settings import Settings
+from tests.helpers import REPO
 
 
 @pytest.mark.parametrize("change, message", [
@@ -41,3 +42,14 @@ def test_settings_are_a_decode_config_with_the_tasks_defaults():
     assert Settings(n=3.0, max_new_tokens=8.0).n == 3  # a whole float is a whole number
     # The library's own range is wider than the page's.
     assert DecodeConfig(alpha=8).alpha == 8.0
+
+
+def test_reading_the_settings_does_not_import_torch():
+    """The page's settings (and `ipa serve --help`) read without loading torch: ipa.placement resolves the device
+    and dtype only when asked (importing torch and transformers took 3.7 s of a 2-core machine)."""
+    import subprocess
+    import sys
+
+    code = "import sys, app.config; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
