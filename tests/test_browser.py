@@ -282,14 +282,22 @@ def test_on_a_laptop_generate_is_in_view_the_tabs_fit_one_row_and_an_empty_box_g
         # The empty box gets a hint beside it; the outputs get no error badges and nothing ran. (A click in the
         # page's first moments, before its scripts have wired the button, does nothing: click until it answers,
         # waiting longer each time: on a loaded machine the server's check can take tens of seconds.)
+        # (Once, in a fresh clone's suite on a loaded machine, the page said it only in its status line, never beside
+        # the box however often Generate was clicked: the page is then loaded again, and must show it beside the box.)
         hint = laptop.locator("#toxicity-text").get_by_text("The text to continue is missing")
-        for wait in (5_000, 10_000, 20_000, 40_000, 60_000):
-            laptop.locator("#toxicity-generate").click()
-            try:
-                hint.wait_for(timeout=wait)
+        for attempt in range(2):
+            if attempt:
+                laptop.reload()
+                expect(laptop.locator("h1")).to_contain_text("IPA Playground", timeout=60_000)
+            for wait in (5_000, 10_000, 20_000, 40_000, 60_000):
+                laptop.locator("#toxicity-generate").click()
+                try:
+                    hint.wait_for(timeout=wait)
+                    break
+                except PlaywrightTimeout:
+                    continue
+            if hint.count():
                 break
-            except PlaywrightTimeout:
-                continue
         expect(hint).to_be_visible()
         assert in_view(laptop, "#toxicity-text")
         assert laptop.locator("#toxicity-outputs").get_by_text("Error").count() == 0
