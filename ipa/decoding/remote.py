@@ -39,24 +39,24 @@ REPLACEMENT = "\ufffd"  # what a decoder writes for a token that is only part of
 
 @dataclass
 class ApiStats:
-    """What decoding through the API cost (probe requests are counted apart)."""
+    """What decoding through the API cost (probe requests are counted apart).
+
+    requests        HTTP requests sent while decoding, retries included; `retries` of them after a failure
+    probe_requests  requests sent at start to check the server
+    tokens          tokens generated on the server's numbers (every row's, base and tailored columns alike)
+    rounds          round trips of a row: one request (shared by rows asking the same) answering one or more tokens
+    drafted         tokens drafted locally and sent to be scored; `accepted` of them kept by the speculative rule
+    seconds         time requests took, summed over requests (they overlap: this is not wall-clock time)
+    """
 
     requests: int = 0
-    """HTTP requests sent while decoding, retries included."""
     retries: int = 0
-    """Of those, retries after a failure."""
-    tokens: int = 0
-    """Tokens generated on the server's numbers (every row's, base and tailored columns alike)."""
-    rounds: int = 0
-    """Round trips of a row: one request (shared by rows asking the same) answering one or more tokens."""
-    drafted: int = 0
-    """Tokens drafted locally and sent to be scored."""
-    accepted: int = 0
-    """Of those, kept by the speculative-sampling rule."""
-    seconds: float = 0.0
-    """Time requests took, summed over requests (they overlap: this is not wall-clock time)."""
     probe_requests: int = 0
-    """Requests sent at start to check the server."""
+    tokens: int = 0
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    seconds: float = 0.0
 
     @property
     def requests_per_token(self) -> float:
