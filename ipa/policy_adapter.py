@@ -30,7 +30,9 @@ import json
 import math
 import numbers
 import os
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -246,8 +248,11 @@ class AdapterHost:
         self.reward_embeddings: dict[str, torch.nn.Parameter] = {}
         self._trainable: set[str] = set()
         self._lora_layers: list[BaseTunerLayer] = []
-        self._per_row_plan: tuple = (None, [])
-        """(runs, [(LoRA layer, its per-row forward)]) of the last per_row call, reused while the runs stay the same."""
+        self._per_row_plans: dict[tuple, dict[int, Callable]] = {}
+        """The routes of recent per_row calls by their runs, reused while a batch's runs stay the same."""
+        self._routes: dict[int, dict[int, Callable]] = {}
+        """Thread id -> (id of a LoRA layer -> what that layer runs in that thread), while the thread is inside
+        base_only or per_row: each thread that decodes a shard of the rows (ipa.decoding.engine) has its own."""
         self._light_layers: dict[int, list[int] | None] = {}
 
     # --- the model to call ---------------------------------------------------------------------
@@ -283,27 +288,21 @@ class AdapterHost:
 
     @contextlib.contextmanager
     def base_only(self):
-        """Run the model with every adapter switched off (the frozen base / adapter-init model).
+        """Run the model with every adapter switched off (the frozen base / adapter-init model), in this thread.
 
-        Sets each LoRA layer's disable flag directly: PEFT's own `disable_adapter()` walks every module
-        and resets requires_grad on the way out, which cost 20-40 ms a call, twice per decoding step.
+        Routes each LoRA layer to its base layer for the calling thread only (other threads keep what they run): PEFT's
+        own `disable_adapter()` walks every module and resets requires_grad on the way out, which cost 20-40 ms a
+        call, twice per decoding step, and switches the adapters off for every thread.
         """
         if self.peft is None:
             yield self.base_model
             return
-        layers = self._lora_layers
-        previous = [layer._disable_adapters for layer in layers]
-        for layer in layers:
-            layer._disable_adapters = True
-        try:
+        with self._routed({id(layer): layer.base_layer for layer in self._lora_layers}):
             yield self.peft
-        finally:
-            for layer, state in zip(layers, previous):
-                layer._disable_adapters = state
 
     @contextlib.contextmanager
     def per_row(self, names: list[str | None]):
-        """Run the model with a LoRA adapter chosen per batch row (None: adapter off), in one forward pass.
+        """Run the model with a LoRA adapter chosen per batch row (None: adapter off), in one forward pass, in this thread.
 
         Each LoRA layer computes its base output for every row, then adds the low-rank delta
         `scale · B_a (A_a x)` to each run of consecutive rows that share adapter a; rows without an adapter
@@ -326,21 +325,40 @@ class AdapterHost:
                 yield model
             return
         key = tuple(map(tuple, runs))
-        if self._per_row_plan[0] != key:  # the batch's composition changed (a request joined or left)
-            plan = []
+        route = self._per_row_plans.get(key)
+        if route is None:  # a batch's composition changed (a request joined or left)
+            route = {}
             for layer in self._lora_layers:
                 deltas = [(start, end, layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name])
                           for start, end, name in runs if name in layer.lora_A]
-                plan.append((layer, functools.partial(_per_row_lora_forward, layer.base_layer, deltas)))
-            self._per_row_plan = (key, plan)
-        plan = self._per_row_plan[1]
-        for layer, forward in plan:
-            layer.forward = forward
-        try:
+                route[id(layer)] = functools.partial(_per_row_lora_forward, layer.base_layer, deltas)
+            if len(self._per_row_plans) >= 8:  # a few batches' plans (the engine's shards each have one)
+                self._per_row_plans.clear()
+            self._per_row_plans[key] = route
+        with self._routed(route):
             yield self.peft
+
+    @contextlib.contextmanager
+    def _routed(self, route: dict[int, Callable]):
+        """Let each LoRA layer run route[id(layer)] instead of its own forward, in the calling thread only."""
+        me = threading.get_ident()
+        previous = self._routes.get(me)
+        self._routes[me] = route
+        try:
+            yield
         finally:
-            for layer, _ in plan:
-                del layer.forward  # back to the class's (PEFT's) forward
+            if previous is None:
+                del self._routes[me]
+            else:
+                self._routes[me] = previous
+
+    def _found_layers(self) -> None:
+        """The PEFT model's LoRA layers, each sent through _routed_forward (once), after adapters came or went."""
+        self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)] if self.peft else []
+        for layer in self._lora_layers:
+            if "forward" not in vars(layer):
+                layer.forward = functools.partial(_routed_forward, layer, self._routes)
+        self._per_row_plans = {}
 
     @contextlib.contextmanager
     def only(self, name: str):
@@ -396,8 +414,7 @@ class AdapterHost:
         else:
             self.peft.add_adapter(name, config)
         self.peft.eval()
-        self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
-        self._per_row_plan = (None, [])
+        self._found_layers()
 
     def save_adapter(self, name: str, directory: str | os.PathLike) -> Path:
         """Write the adapter atomically (ipa.files.atomic_directory) and return its directory."""
@@ -481,12 +498,10 @@ class AdapterHost:
         if len(self.peft.peft_config) == 1:
             self.peft.unload()
             self.peft = None
-            self._lora_layers = []
-            self._per_row_plan = (None, [])
+            self._found_layers()
             return
         self.peft.delete_adapter(name)
-        self._lora_layers = [m for m in self.peft.modules() if isinstance(m, BaseTunerLayer)]
-        self._per_row_plan = (None, [])
+        self._found_layers()
 
     def reward_token_embedding(self, name: str, quantile: int | None = None) -> torch.Tensor | None:
         """The embedding (hidden,) of a reward token; by default the best quantile's (index 0)."""
@@ -498,6 +513,14 @@ class AdapterHost:
         if name not in self.cards:
             known = ", ".join(self.cards) or "none"
             raise AdapterError(f"No adapter named {name!r} is loaded (loaded: {known}).")
+
+
+def _routed_forward(layer: BaseTunerLayer, routes: dict[int, dict[int, Callable]], x: torch.Tensor, *args, **kwargs):
+    """A LoRA layer's forward: what AdapterHost's base_only or per_row chose for it in this thread, else PEFT's."""
+    route = routes.get(threading.get_ident())
+    if route is None:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    return route[id(layer)](x, *args, **kwargs)
 
 
 def _per_row_lora_forward(base_layer: torch.nn.Linear, deltas: list, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

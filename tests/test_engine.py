@@ -112,7 +112,7 @@ def test_a_composed_request_batches_with_plain_ones_and_each_gets_what_it_gets_a
     requests = submitted(engine, together)
     # One forward pass: 8 + 4 + 2 + 1 base rows, 4 + 2 calm rows, 4 + 1 bright rows; the composed request's rows
     # of each adapter join that adapter's run of rows, as another user's would.
-    names = [row.adapter for row in engine.batches["base"].rows]
+    names = [row.adapter for row in engine.shards[0]["base"].rows]
     assert engine.rows == 26 and (names.count(None), names.count("calm"), names.count("bright")) == (15, 6, 5)
     assert names == sorted(names, key=lambda name: (name is not None, name or ""))
     while not all(r.done for r in requests):
@@ -149,6 +149,43 @@ def test_a_full_batch_makes_requests_wait_in_order(two_adapters):
         assert engine.rows <= 7
     for a, b in zip(expected, runs):
         assert_same(a, b)
+
+
+def test_two_shards_decode_at_once_what_one_batch_decodes(two_adapters):
+    expected = alone(two_adapters, mixed_runs)
+    engine = Engine(two_adapters, shards=2)
+    together = mixed_runs(two_adapters)
+    requests = decode(engine, together, joins={2: 2, 3: 3})  # later requests go to the shard with fewer rows
+    for a, b in zip(expected, together):
+        assert_same(a, b)
+    assert {r.shard for r in requests} == {0, 1}
+    assert engine.rows == 0 and not engine.running
+
+
+def test_per_row_in_two_threads_at_once_gives_each_thread_its_own_adapters(two_adapters):
+    ids = two_adapters.tokenizer(PROMPTS[2], return_tensors="pt").input_ids.repeat(3, 1)
+    plans = [[None, "bright", "calm"], ["calm", "calm", None]]
+
+    def logits(names):
+        with torch.inference_mode(), two_adapters.per_row(names) as model:
+            return model(input_ids=ids).logits
+
+    expected = [logits(names) for names in plans]
+    start, outs = threading.Barrier(2), [[], []]
+
+    def work(i):
+        start.wait()
+        for _ in range(20):  # the two threads' forward passes overlap many times
+            outs[i].append(logits(plans[i]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(2):
+        assert len(outs[i]) == 20 and all(torch.allclose(out, expected[i], atol=1e-5) for out in outs[i])
+    assert not two_adapters._routes  # nothing left routed once the threads are out
 
 
 def test_per_row_lora_equals_peft_mixed_batch(two_adapters):
