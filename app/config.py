@@ -86,32 +86,12 @@ class ModelsConfig(Placement):
     """CPU threads for torch; 0: one core fewer than the machine has (at least 1), leaving a core to the web server.
     On the 2-core machine 16 users at once were served in 7.7 s with 1 thread and 9.7 s with 2: the decoding step's
     threads waited for each other while the web server held a core."""
-    decode_shards: int = 0
-    """Decode the running requests in this many shards at once, each on its own thread with `threads` torch threads; 0:
-    two where decoding runs on one CPU thread of a CPU with more cores whose matrix products do not run on AMX (an AMD
-    EPYC; float32), else one. On the 2-core CPU without AMX two shards serve 16 users at once 1.2-1.3 x sooner
-    (BENCHMARKS.md, "Serving"); with AMX one 48-row pass costs less than two of 24."""
 
     def __post_init__(self):
         if self.preset not in PRESETS:
             raise ConfigError(f"Unknown preset {self.preset!r}: use one of {', '.join(PRESETS)}.")
         if self.threads < 0:
             raise ConfigError(f"--threads must be 0 (all cores but one) or positive, got {self.threads}.")
-        if not 0 <= self.decode_shards <= 8:
-            raise ConfigError(f"--decode-shards must be 0 (chosen by the CPU) or 1 to 8, got {self.decode_shards}.")
-
-    def torch_threads(self) -> int:
-        """CPU threads for torch: `threads`, or all cores but one (at least 1)."""
-        return self.threads or max(1, (os.cpu_count() or 2) - 1)
-
-    def shards_on(self, device, dtype) -> int:
-        """How many shards decode at once on this device and dtype (decode_shards, or what 0 chooses)."""
-        if self.decode_shards:
-            return self.decode_shards
-        from ipa.models import amx_matmuls
-
-        spare_core = (os.cpu_count() or 1) >= 2 and self.torch_threads() == 1
-        return 2 if device.type == "cpu" and spare_core and not amx_matmuls(device, dtype) else 1
 
     @property
     def chosen(self) -> Preset:

@@ -242,7 +242,7 @@ class Scheduler:
             for request in self.engine.running + self.engine.waiting:
                 request.snapshot = err
                 request.updated.set()
-            self.engine = self.engine.emptied()
+            self.engine = Engine(self.engine.base, self.engine.adapter, self.engine.max_rows, self.engine.background_rows)
             return
         self.step_count += 1
         self.active = len(self.engine.running)

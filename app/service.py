@@ -21,6 +21,7 @@ every user's request together (app/scheduler.py); a training run works on its ow
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Callable
@@ -127,8 +128,7 @@ class Playground:
         self.device = device
         self.remote_base = remote_base
         """The black-box base behind an API (AppConfig.api), or None for the local base."""
-        shards = 1 if zero_gpu else config.models.shards_on(device, adapter_host.base_model.dtype)
-        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows, config.background_rows, shards), config.max_waiting,
+        self.scheduler = Scheduler(Engine(base, adapter_host, config.max_rows, config.background_rows), config.max_waiting,
                                    self._gpu_calls(config.max_rows) if zero_gpu else None)
         self.score = BatchedScorer(scorers)
         self.store = AdapterStore(config, adapter_host, self.scheduler.lock, self.sizes)
@@ -182,7 +182,7 @@ class Playground:
         the app calls once the page answers: the adapters are listed from their cards, their weights left (injecting
         them took 4-5 s of a 12 s start on 2 cores; on ZeroGPU, whose GPU calls fork the models, they load now), and
         the reward models' thread is not started yet. Requests that need an adapter or a scorer wait for it."""
-        torch.set_num_threads(config.models.torch_threads())
+        torch.set_num_threads(config.models.threads or max(1, (os.cpu_count() or 2) - 1))
         zero_gpu = zero_gpu_on()
         if zero_gpu and config.api:
             raise ConfigError("A black-box base (--base-api) is not served on ZeroGPU hardware: use a CPU or GPU Space.")

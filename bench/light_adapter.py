@@ -69,7 +69,7 @@ def _two_pass(policy: TailoredPolicy, prompts: list[str], config: DecodeConfig) 
     """Side-by-side decoding with the light model's rows in a RowBatch of their own, stepped after the base's: the
     engine as it ran a light adapter before ipa.decoding.fused."""
     engine = Engine.for_policy(policy)
-    engine.shards = [{"base": RowBatch(policy.base), "adapter": RowBatch(policy.adapter)}]
+    engine.batches = {"base": RowBatch(policy.base), "adapter": RowBatch(policy.adapter)}
     run = DecodeRun(policy, prompts, config)
     engine.submit(Request(run))
     while not run.done:

@@ -10,7 +10,6 @@ safetensors under the user cache directory, so later loads take about a second.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
@@ -351,26 +350,14 @@ def fast_bfloat16(device: torch.device) -> bool:
     same as float32 for 1-2 rows and about 0.6 x at 16 rows (the batch the engine runs for a class)."""
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-
-
-def amx_matmuls(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the models' matrix products run on AMX tiles: bfloat16 on an Intel Xeon with AMX, unless oneDNN is held
-    below AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 runs them as an AMD EPYC, which has AVX512-BF16 and no AMX, does)."""
-    if device.type != "cpu" or dtype != torch.bfloat16 or "amx_bf16" not in cpu_flags():
+    if device.type != "cpu":
         return False
-    limit = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    return limit in ("ALL", "DEFAULT") or "AMX" in limit
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (/proc/cpuinfo; none where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as info:
-            return frozenset(next((line for line in info if line.startswith("flags")), "").split())
+            flags = next((line for line in info if line.startswith("flags")), "").split()
     except OSError:
-        return frozenset()
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def machine_name(device: torch.device) -> str:

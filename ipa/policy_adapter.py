@@ -252,7 +252,7 @@ class AdapterHost:
         """The routes of recent per_row calls by their runs, reused while a batch's runs stay the same."""
         self._routes: dict[int, dict[int, Callable]] = {}
         """Thread id -> (id of a LoRA layer -> what that layer runs in that thread), while the thread is inside
-        base_only or per_row: each thread that decodes a shard of the rows (ipa.decoding.engine) has its own."""
+        base_only or per_row: what one thread runs never changes what another runs through the same model."""
         self._light_layers: dict[int, list[int] | None] = {}
 
     # --- the model to call ---------------------------------------------------------------------
@@ -332,7 +332,7 @@ class AdapterHost:
                 deltas = [(start, end, layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name])
                           for start, end, name in runs if name in layer.lora_A]
                 route[id(layer)] = functools.partial(_per_row_lora_forward, layer.base_layer, deltas)
-            if len(self._per_row_plans) >= 8:  # a few batches' plans (the engine's shards each have one)
+            if len(self._per_row_plans) >= 8:  # a few recent batches' plans
                 self._per_row_plans.clear()
             self._per_row_plans[key] = route
         with self._routed(route):

@@ -207,32 +207,6 @@ def test_the_models_and_the_api_base_nest_in_the_config_behind_the_same_flags():
     assert parse_args(["--base-api-model", "served"], env={}).api is None  # nothing to tailor without the URL
 
 
-def test_decoding_shards_are_chosen_by_the_cpu_unless_given(monkeypatch):
-    import torch
-
-    import ipa.models
-
-    cpu, bf16, fp32 = torch.device("cpu"), torch.bfloat16, torch.float32
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    monkeypatch.setattr(ipa.models, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))  # an Intel Xeon
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    models = ModelsConfig(device="cpu")
-    assert models.torch_threads() == 1 and models.shards_on(cpu, bf16) == 1  # AMX: one 48-row pass beats two of 24
-    assert models.shards_on(cpu, fp32) == 2 and models.shards_on(torch.device("cuda"), fp32) == 1
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # oneDNN held to what an AMD EPYC has
-    assert models.shards_on(cpu, bf16) == 2
-    monkeypatch.setattr(ipa.models, "cpu_flags", lambda: frozenset({"avx512_bf16"}))  # an AMD EPYC
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
-    assert models.shards_on(cpu, bf16) == 2
-    assert ModelsConfig(device="cpu", threads=2).shards_on(cpu, bf16) == 1  # no core to spare
-    assert ModelsConfig(device="cpu", decode_shards=3).shards_on(cpu, bf16) == 3
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
-    assert models.shards_on(cpu, bf16) == 1
-    with pytest.raises(ConfigError, match="--decode-shards must be 0"):
-        parse_args(["--decode-shards", "9"], env={})
-    assert parse_args(["--decode-shards", "1"], env={}).models.decode_shards == 1
-
-
 def test_a_system_turn_typed_into_a_message_stays_text(client, playground_app, embedded_tokenizer, monkeypatch):
     from tests.helpers import INJECTION, special_counts
 

@@ -112,7 +112,7 @@ def test_a_composed_request_batches_with_plain_ones_and_each_gets_what_it_gets_a
     requests = submitted(engine, together)
     # One forward pass: 8 + 4 + 2 + 1 base rows, 4 + 2 calm rows, 4 + 1 bright rows; the composed request's rows
     # of each adapter join that adapter's run of rows, as another user's would.
-    names = [row.adapter for row in engine.shards[0]["base"].rows]
+    names = [row.adapter for row in engine.batches["base"].rows]
     assert engine.rows == 26 and (names.count(None), names.count("calm"), names.count("bright")) == (15, 6, 5)
     assert names == sorted(names, key=lambda name: (name is not None, name or ""))
     while not all(r.done for r in requests):
@@ -149,17 +149,6 @@ def test_a_full_batch_makes_requests_wait_in_order(two_adapters):
         assert engine.rows <= 7
     for a, b in zip(expected, runs):
         assert_same(a, b)
-
-
-def test_two_shards_decode_at_once_what_one_batch_decodes(two_adapters):
-    expected = alone(two_adapters, mixed_runs)
-    engine = Engine(two_adapters, shards=2)
-    together = mixed_runs(two_adapters)
-    requests = decode(engine, together, joins={2: 2, 3: 3})  # later requests go to the shard with fewer rows
-    for a, b in zip(expected, together):
-        assert_same(a, b)
-    assert {r.shard for r in requests} == {0, 1}
-    assert engine.rows == 0 and not engine.running
 
 
 def test_per_row_in_two_threads_at_once_gives_each_thread_its_own_adapters(two_adapters):

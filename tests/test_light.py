@@ -66,7 +66,7 @@ def test_the_light_cut_is_the_bases_first_layers_built_once_and_fingerprinted(ca
 def test_light_rows_run_inside_the_bases_forward_pass_and_decode_as_the_reference_loop(cache, six_layers):
     policy = light_policy(six_layers)
     engine = Engine.for_policy(policy)
-    assert engine.shards[0]["adapter"] is engine.shards[0]["base"]  # one forward pass a step
+    assert engine.batches["adapter"] is engine.batches["base"]  # one forward pass a step
     for config in (DecodeConfig(max_new_tokens=10, alpha=1.5, seed=3), DecodeConfig(max_new_tokens=12, temperature=0,
                                                                                      stop_at_eos=False)):
         assert_engine_matches_reference(policy, PROMPTS, config, n=2)
@@ -100,7 +100,7 @@ def test_light_requests_join_and_leave_a_running_batch_as_if_alone(cache, six_la
             if joins[i] == step:
                 engine.submit(request)
         engine.step()
-        batch = engine.shards[0]["base"]
+        batch = engine.batches["base"]
         if batch.rows:
             n_full = sum(not row.light for row in batch.rows)
             assert all(not row.light for row in batch.rows[:n_full]) and all(row.light for row in batch.rows[n_full:])

@@ -19,11 +19,6 @@ one slice. Requests join between steps (their prompts are prefilled together, th
 the running batch, left-padded to a common width) and leave when done or cancelled (their rows are dropped at
 once). A remote base (an OpenAI-compatible API, `RemoteBase`) serves a request's base rows instead.
 
-With `shards` > 1 the requests are dealt to shards (each joins the one with the fewest rows), each with RowBatches
-of its own, and a step decodes and advances the shards at the same time, each on its own thread: on a CPU whose
-matrix products run on AVX-512 rather than AMX, two 24-row passes on two cores finish sooner than one 48-row pass
-on one (app.config.ModelsConfig.decode_shards chooses).
-
     >>> engine = Engine.for_policy(policy)                                                  # doctest: +SKIP
     >>> request = Request(DecodeRun(policy, ["The movie was"], DecodeConfig(max_new_tokens=8)))  # doctest: +SKIP
     >>> engine.submit(request)                                                              # doctest: +SKIP
@@ -38,10 +33,9 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import defaultdict
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Iterator, TypeVar
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from transformers import DynamicCache
@@ -57,7 +51,6 @@ if TYPE_CHECKING:
     from ipa.policy_adapter import AdapterHost
 
 _ids = itertools.count()
-T = TypeVar("T")
 REMOTE_WAIT = 0.05
 """Seconds a step waits for a remote answer when no row has other work (then it returns, and the caller, the
 scheduler, reads its inbox before the next step: a new request waits no longer than this to join)."""
@@ -295,8 +288,6 @@ class Request:
         """Work nobody watches token by token (a class's vote pairs): admitted after the interactive requests, and
         held to Engine.background_rows rows in all."""
         self.cancelled = False
-        self.shard: int | None = None
-        """Which of the engine's shards its rows run in (set when it joins)."""
         self.error: Exception | None = None
         """What failed this request alone (its remote base's ApiBaseError); the engine drops it at once."""
         remote = run.policy.remote_base
@@ -362,33 +353,21 @@ class Engine:
     """
 
     def __init__(self, base: AdapterHost, adapter: AdapterHost | None = None, max_rows: int = 0,
-                 background_rows: int = 0, shards: int = 1):
+                 background_rows: int = 0):
         self.base = base
         self.adapter = adapter if adapter is not None else base
+        layers = None if self.adapter is base else self.adapter.light_layers(base)
+        if self.adapter is base or layers is not None:  # one forward pass a step for both models' rows
+            self.batches = {"base": RowBatch(base, self.adapter if layers else None, layers)}
+            self.batches["adapter"] = self.batches["base"]
+        else:
+            self.batches = {"base": RowBatch(base), "adapter": RowBatch(self.adapter)}
         self.max_rows = max_rows
         self.background_rows = background_rows
-        if shards < 1:
-            raise ValueError(f"An engine needs at least one shard, got {shards}.")
-        self.shards = [self._batches() for _ in range(shards)]
-        """Each shard's RowBatches by model; a request's rows all run in one shard, and the shards' forward passes run
-        at the same time, each on its own thread (the first on the caller's)."""
-        self._pool: ThreadPoolExecutor | None = None
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self.failed: list[Request] = []
         """Requests that failed alone (request.error) since the caller last emptied this list."""
-
-    def _batches(self) -> dict[str, RowBatch]:
-        base, adapter = self.base, self.adapter
-        layers = None if adapter is base else adapter.light_layers(base)
-        if adapter is base or layers is not None:  # one forward pass a step for both models' rows
-            both = RowBatch(base, adapter if layers else None, layers)
-            return {"base": both, "adapter": both}
-        return {"base": RowBatch(base), "adapter": RowBatch(adapter)}
-
-    def emptied(self) -> "Engine":
-        """A new engine like this one (models, bounds, shards) with no requests."""
-        return Engine(self.base, self.adapter, self.max_rows, self.background_rows, len(self.shards))
 
     @classmethod
     def for_policy(cls, policy: TailoredPolicy, max_rows: int = 0) -> "Engine":
@@ -396,10 +375,7 @@ class Engine:
 
     @property
     def rows(self) -> int:
-        return sum(self._rows_in(shard) for shard in range(len(self.shards)))
-
-    def _rows_in(self, shard: int) -> int:
-        return sum(len(batch) for _, batch in self._distinct_batches(shard))
+        return sum(len(b) for b in {id(b): b for b in self.batches.values()}.values())
 
     def submit(self, request: Request) -> None:
         policy = request.run.policy
@@ -436,8 +412,7 @@ class Engine:
         1. retire:   finished and cancelled requests leave (their rows are dropped);
         2. decode:   one forward pass per model over the running rows, each fed its last token (a remote base's
                      rows ask its server);
-        3. join:     waiting requests that fit are prefilled together and merged into the running batch (each
-                     into the shard with the fewest rows);
+        3. join:     waiting requests that fit are prefilled together and merged into the running batch;
         4. advance:  each request picks its streams' next tokens from its rows' logits (DecodeRun.advance); a request
                      on a remote base takes the tokens its server's answers verified, when they are in
                      (ipa.decoding.drafting), and sends its next request.
@@ -473,23 +448,14 @@ class Engine:
 
     def _decode_running(self) -> dict[int, dict[str, torch.Tensor]]:
         """Phase 2: request id -> row kind -> next-token logits (rows, V) of the rows already running (held rows:
-        none; a batch whose rows all wait takes no step), every shard's at the same time."""
+        none; a batch whose rows all wait takes no step)."""
         logits = defaultdict(dict)
-        busy = [shard for shard in range(len(self.shards)) if self._rows_in(shard)]
-        for part in self._each_shard(self._decode_shard, busy):
-            for request_id, kinds in part.items():
-                logits[request_id].update(kinds)
-        return logits
-
-    def _decode_shard(self, shard: int) -> dict[int, dict[str, torch.Tensor]]:
-        logits = defaultdict(dict)
-        running = [r for r in self.running if r.shard == shard]
-        for _, batch in self._distinct_batches(shard):
+        for _, batch in self._distinct_batches():
             if not batch.rows:
                 continue
             tokens = torch.full((len(batch),), self.pad_id, dtype=torch.long)
             hold = torch.zeros(len(batch), dtype=torch.bool)
-            for request in running:
+            for request in self.running:
                 for _, kind, streams, _ in request.kinds:
                     positions = batch.index.get((request.id, kind))
                     if positions is None:
@@ -503,7 +469,7 @@ class Engine:
             if bool(hold.all()):
                 continue
             out = batch.step(tokens, hold if bool(hold.any()) else None)
-            for request in running:
+            for request in self.running:
                 if request.held:
                     continue
                 for _, kind, _, _ in request.kinds:
@@ -513,27 +479,12 @@ class Engine:
         return logits
 
     def _join(self, joining: list[Request], logits: dict) -> None:
-        """Phase 3: prefill the joining requests' rows together, shard by shard (each request to the shard with the
-        fewest rows) and model by model, and merge them into the batch."""
+        """Phase 3: prefill the joining requests' rows together, model by model, and merge them into the batch."""
         if not joining:
             return
-        rows = [self._rows_in(shard) for shard in range(len(self.shards))]
-        for request in joining:
-            request.shard = min(range(len(rows)), key=rows.__getitem__)
-            rows[request.shard] += request.n_rows
-        shards = sorted({request.shard for request in joining})
-        for part in self._each_shard(lambda shard: self._join_shard(shard, [r for r in joining if r.shard == shard]), shards):
-            for request_id, kinds in part.items():
-                logits[request_id].update(kinds)
-        for request in joining:
-            if request.remote is not None and request.remote.row_kinds:  # the prefill is its first local step
-                request.remote.local_step(logits.pop(request.id))
-
-    def _join_shard(self, shard: int, joining: list[Request]) -> dict[int, dict[str, torch.Tensor]]:
-        logits = defaultdict(dict)
-        for _, batch in self._distinct_batches(shard):
+        for _, batch in self._distinct_batches():
             needs = [(request, row, prompt, prefix, m) for request in joining
-                     for (m, row, prompt, prefix) in request.rows() if self.shards[shard][m] is batch]
+                     for (m, row, prompt, prefix) in request.rows() if self.batches[m] is batch]
             if not needs:
                 continue
             rows = [replace(row, light=True) if m == "adapter" and batch.light is not None else row
@@ -544,33 +495,15 @@ class Engine:
                     picks = [i for i, n in enumerate(needs) if n[0] is request and n[1].kind == kind]
                     if picks:
                         logits[request.id][kind] = out[torch.tensor(picks, device=out.device)]
-        return logits
-
-    def _each_shard(self, work: Callable[[int], T], shards: list[int]) -> list[T]:
-        """work(shard) for each of the shards, at the same time: the first on this thread, the others on the shards'
-        threads (each with torch's thread count); every one has finished when this returns or raises."""
-        if len(shards) <= 1:
-            return [work(shard) for shard in shards]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self.shards) - 1, thread_name_prefix="decode-shard")
-        futures = [self._pool.submit(_in_inference_mode, work, shard) for shard in shards[1:]]
-        try:
-            first = work(shards[0])
-        finally:
-            wait(futures)
-        return [first, *(future.result() for future in futures)]
+        for request in joining:
+            if request.remote is not None and request.remote.row_kinds:  # the prefill is its first local step
+                request.remote.local_step(logits.pop(request.id))
 
     def _advance(self, logits: dict) -> list[Request]:
         """Phase 4: every request with logits this step picks its next tokens, a request on a remote base those its
-        answers verified (under its lock: its user may be reading it), each shard's requests on the shard's thread.
-        A remote request's error fails it alone."""
-        shards = sorted({request.shard for request in self.running})
-        return [request for part in self._each_shard(lambda shard: self._advance_shard(shard, logits), shards)
-                for request in part]
-
-    def _advance_shard(self, shard: int, logits: dict) -> list[Request]:
+        answers verified (under its lock: its user may be reading it). A remote request's error fails it alone."""
         advanced = []
-        for request in [r for r in self.running if r.shard == shard]:
+        for request in self.running:
             if request.remote is None:
                 if request.id in logits:
                     with request.lock:
@@ -599,14 +532,13 @@ class Engine:
         if not bool((counts > 0).any()):
             return
         for model, kind, streams, _ in request.kinds:
-            batch = self.shards[request.shard][model]
-            positions = batch.index.get((request.id, kind))
+            positions = self.batches[model].index.get((request.id, kind))
             if positions is not None:
-                batch.rewind(positions.cpu(), counts[streams])
+                self.batches[model].rewind(positions.cpu(), counts[streams])
 
-    def _distinct_batches(self, shard: int):
+    def _distinct_batches(self):
         seen = set()
-        for model, batch in self.shards[shard].items():
+        for model, batch in self.batches.items():
             if id(batch) not in seen:
                 seen.add(id(batch))
                 yield model, batch
@@ -639,16 +571,10 @@ class Engine:
 
     def _drop(self, requests: list[Request]) -> None:
         for request in requests:
-            if request.shard is not None:
-                for _, batch in self._distinct_batches(request.shard):
-                    batch.leave(request.id)
+            for _, batch in self._distinct_batches():
+                batch.leave(request.id)
             if request in self.running:
                 self.running.remove(request)
-
-
-def _in_inference_mode(work: Callable[[int], T], shard: int) -> T:
-    with torch.inference_mode():  # a thread's own mode: the engine's step set it on the caller's thread only
-        return work(shard)
 
 
 # --- one run alone -----------------------------------------------------------------------------------------------
