@@ -142,9 +142,9 @@ def _phases(say: Callable[[str], None], cancelled: threading.Event):
 
 def locked_drive(service: Playground) -> Callable[[DecodeRun], Iterator[DecodeRun]] | None:
     """How compare decodes the adapter's model alone where the adapters sit on another model than the base (the
-    online preset): in an engine of its own, each step under the scheduler's lock, so that it never runs the adapter
-    host's LoRA layers while a step of the page's engine does. None where they sit on the base: the page's engine
-    serves that policy too (compare_methods' default)."""
+    online preset): in an engine of its own, each step under the scheduler's lock, so that it and the page's engine
+    take turns on the CPU rather than share its cores (their LoRA layers could run at once: AdapterHost routes them per
+    thread). None where they sit on the base: the page's engine serves that policy too (compare_methods' default)."""
     if service.adapter_host is service.base:
         return None
 
