@@ -250,6 +250,8 @@ class AdapterHost:
         self._lora_layers: list[BaseTunerLayer] = []
         self._per_row_plans: dict[tuple, dict[int, Callable]] = {}
         """The routes of recent per_row calls by their runs, reused while a batch's runs stay the same."""
+        self._base_route: dict[int, Callable] = {}
+        """Each LoRA layer to its base layer (base_only's route), made when the layers change."""
         self._routes: dict[int, dict[int, Callable]] = {}
         """Thread id -> (id of a LoRA layer -> what that layer runs in that thread), while the thread is inside
         base_only or per_row: what one thread runs never changes what another runs through the same model."""
@@ -297,7 +299,7 @@ class AdapterHost:
         if self.peft is None:
             yield self.base_model
             return
-        with self._routed({id(layer): layer.base_layer for layer in self._lora_layers}):
+        with self._routed(self._base_route):
             yield self.peft
 
     @contextlib.contextmanager
@@ -358,6 +360,7 @@ class AdapterHost:
         for layer in self._lora_layers:
             if "forward" not in vars(layer):
                 layer.forward = functools.partial(_routed_forward, layer, self._routes)
+        self._base_route = {id(layer): layer.base_layer for layer in self._lora_layers}
         self._per_row_plans = {}
 
     @contextlib.contextmanager
